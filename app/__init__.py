@@ -1,0 +1,1 @@
+"""The gateway: HTTP in front of Redis. It validates and queues jobs; it never imports torch."""

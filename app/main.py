@@ -1,0 +1,58 @@
+"""The gateway's FastAPI app. `create_app()` builds it from settings; uvicorn runs it with
+`uvicorn app.main:create_app --factory`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from redis import Redis
+
+from app import errors
+from app.admission import Admission
+from app.routes import health, jobs, models
+from app.settings import GatewaySettings
+from contract.job_store import JobStore
+from contract.registry import ModelRegistry
+
+DESCRIPTION = """
+Queue Stable Diffusion 1.5, SDXL (base + refiner) and Flux jobs that chain stages: a base
+generation, a refiner, hires fixes.
+
+**Latent or pixel handoff.** A stage may take the previous stage's *latents* only when both models
+share one latent space (one VAE): SDXL base → SDXL refiner, Flux → Flux. SD1.5 → SDXL and
+SD1.5 → Flux are refused with 422 `latent_space_mismatch` before anything is queued: use
+`handoff: "pixel"` (decode with the first model, resize, encode with the second), which is how Flux
+serves as a hires fix for an SD1.5 picture.
+
+`POST /jobs` answers 202 with the job envelope; poll `GET /jobs/{id}` until `status` is
+`succeeded`, `failed` or `canceled`, then fetch `images[i].url`.
+"""
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    registry = ModelRegistry.load(settings.registry)
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    store = JobStore(redis, settings.result_ttl_s)
+
+    app = FastAPI(
+        title="imagegen",
+        version="0.1.0",
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "jobs", "description": "Submit, poll and fetch image jobs."},
+            {"name": "models", "description": "What this deployment serves."},
+            {"name": "health", "description": "Liveness."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.store = store
+    app.state.admission = Admission(
+        redis, store, registry, settings.limits,
+        settings.job_timeout_s, settings.max_retries,
+    )
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,59 @@
+"""Decoding client pictures (init images) without trusting them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+from PIL import Image
+
+from contract.violations import Violation
+
+class InitImageRejected(Exception):
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(violation.msg)
+        self.violation = violation
+
+
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+
+
+def decode_init_image(data: str, max_pixels: int, loc: tuple[str, ...] = ("init_image",)) -> Image.Image:
+    """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed."""
+
+    def reject(kind: str, msg: str, **ctx: object) -> Violation:
+        return Violation(kind, loc, msg, dict(ctx))
+
+    if data.startswith("data:"):  # accept data URLs as browsers produce them
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InitImageRejected(reject("invalid_base64", "init_image is not valid base64; send the "
+                               "PNG or JPEG file's bytes base64-encoded")) from None
+    fmt = next((f for magic, f in _MAGIC.items() if raw.startswith(magic)), None)
+    if fmt is None:
+        raise InitImageRejected(reject("unsupported_image", "init_image must be a PNG or JPEG file"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=[fmt])
+            # The header alone gives the size: refuse bombs before decompressing anything.
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InitImageRejected(reject(
+                    "image_too_large",
+                    f"init_image is {width}x{height} = {width * height} pixels; the limit is "
+                    f"{max_pixels} pixels. Downscale it first.",
+                    width=width, height=height, max_pixels=max_pixels,
+                ))
+            image.load()
+    except InitImageRejected:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning):
+        raise InitImageRejected(reject("invalid_image", f"init_image could not be decoded as {fmt}; "
+                               "it is truncated or corrupt")) from None
+    return image.convert("RGB")

@@ -1,0 +1,172 @@
+"""A job's state in Redis, read and written by the gateway and the workers alike.
+
+    imagegen:job:<id>            hash: spec, status, timestamps, images, error, progress
+    imagegen:job:<id>:image:<i>  PNG bytes
+    imagegen:job:<id>:cancel     set when a client cancels (its own key, so that progress
+                                 writes never overwrite it)
+
+Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
+the gateway and a worker finishing the job cannot both win. Finished jobs expire after the
+result TTL; the PNGs live in Redis so gateway and workers need no shared disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+from contract.envelope import (
+    FINAL_STATUSES,
+    ImageInfo,
+    JobEnvelope,
+    JobError,
+    JobStatus,
+    Progress,
+    StageTrace,
+)
+from contract.spec import JobSpec
+
+PREFIX = "imagegen"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def image_key(job_id: str, index: int) -> str:
+    return f"{PREFIX}:job:{job_id}:image:{index}"
+
+
+def init_image_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:init"
+
+
+def image_url(job_id: str, index: int) -> str:
+    return f"/jobs/{job_id}/images/{index}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:cancel"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# KEYS[1] job hash; ARGV[1] new status; ARGV[2] allowed current statuses (comma-separated);
+# ARGV[3] TTL in seconds (0 = none); ARGV[4..] field/value pairs. Returns the status it found.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+local allowed = ',' .. ARGV[2] .. ','
+if not string.find(allowed, ',' .. current .. ',', 1, true) then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return current
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What `transition` found: whether it applied, and the status it saw."""
+
+    applied: bool
+    previous: JobStatus | None
+
+
+class JobStore:
+    def __init__(self, redis: Redis, result_ttl_s: int) -> None:
+        self.redis = redis
+        self.result_ttl_s = result_ttl_s
+        self._transition = redis.register_script(_TRANSITION)
+
+    def create(self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str) -> datetime:
+        created = now()
+        pipeline.hset(job_key(job_id), mapping={
+            "status": JobStatus.QUEUED.value,
+            "created_at": created.isoformat(),
+            "spec": spec.model_dump_json(exclude_none=True),
+            **fields,
+        })
+        return created
+
+    def load(self, job_id: str) -> JobEnvelope | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        return envelope_from_hash(job_id, raw) if raw else None
+
+    def field(self, job_id: str, name: str) -> str | None:
+        value = self.redis.hget(job_key(job_id), name)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def transition(
+        self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus], **fields: Any
+    ) -> Transition:
+        """Set status `to` (and `fields`) only if the current status is in `allowed_from`."""
+        allowed = tuple(allowed_from)
+        args: list[str | int] = [to.value, ",".join(s.value for s in allowed)]
+        args.append(self.result_ttl_s if to in FINAL_STATUSES else 0)
+        for name, value in fields.items():
+            args += [name, _encode(value)]
+        found = self._transition(keys=[job_key(job_id)], args=args)
+        if found is None:
+            return Transition(False, None)
+        previous = JobStatus(found.decode() if isinstance(found, bytes) else found)
+        return Transition(previous in allowed, previous)
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        self.redis.hset(job_key(job_id), "progress", progress.model_dump_json())
+
+    def store_images(self, job_id: str, pngs: Sequence[bytes]) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index, png in enumerate(pngs):
+                pipe.set(image_key(job_id, index), png, ex=self.result_ttl_s)
+            pipe.execute()
+
+    def image(self, job_id: str, index: int) -> bytes | None:
+        value = self.redis.get(image_key(job_id, index))
+        return value if isinstance(value, bytes) else None
+
+    def request_cancel(self, job_id: str) -> None:
+        self.redis.set(cancel_key(job_id), "1", ex=self.result_ttl_s)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(cancel_key(job_id)))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=lambda v: v.model_dump(mode="json"))
+
+
+def envelope_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobEnvelope:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def when(name: str) -> datetime | None:
+        return datetime.fromisoformat(fields[name]) if fields.get(name) else None
+
+    created = when("created_at")
+    assert created is not None, f"job {job_id} has no created_at"
+    return JobEnvelope(
+        id=job_id,
+        status=JobStatus(fields["status"]),
+        created_at=created,
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        spec=JobSpec.model_validate_json(fields["spec"]),
+        progress=Progress.model_validate_json(fields["progress"]) if "progress" in fields else None,
+        images=[ImageInfo(**i) for i in json.loads(fields.get("images", "[]"))],
+        error=JobError.model_validate_json(fields["error"]) if "error" in fields else None,
+        trace=[StageTrace(**t) for t in json.loads(fields.get("trace", "[]"))],
+    )

@@ -1,0 +1,132 @@
+"""The model registry: which models this deployment serves, and where their weights live.
+
+A YAML file maps a model name to its architecture and source:
+
+    models:
+      my-sd15:
+        architecture: sd15
+        source: {folder: /models/my-sd15}          # a diffusers folder
+        dtype: fp16
+        device: auto
+        preload: true
+      my-sdxl:
+        architecture: sdxl
+        source: {single_file: /models/sdxl.safetensors, config: /models/sdxl-config}
+      flux-dev:
+        architecture: flux
+        source: {hub: black-forest-labs/FLUX.1-dev}  # only where the hub is reachable
+
+Relative paths are relative to the registry file. The latent space is never written down: it
+follows from the architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contract.architectures import ARCHITECTURES, Architecture
+from contract.latent_spaces import LatentSpace
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FolderSource(_Strict):
+    folder: Path
+
+
+class SingleFileSource(_Strict):
+    single_file: Path
+    # A local diffusers folder with the configs (and tokenizers) for the checkpoint: loading a
+    # single file without one would fetch them from the hub.
+    config: Path
+
+
+class HubSource(_Strict):
+    hub: str
+    revision: str | None = None
+
+
+ModelSource = FolderSource | SingleFileSource | HubSource
+
+
+class ModelEntry(_Strict):
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    architecture: str
+    source: ModelSource
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+    preload: bool = False
+    # Large outputs (hires stages) decode tile by tile to bound VAE memory.
+    vae_tiling: bool = False
+    # Keep weights in CPU memory and move each module to the GPU while it runs.
+    cpu_offload: bool = False
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
+        return value
+
+    @property
+    def arch(self) -> Architecture:
+        return ARCHITECTURES[self.architecture]
+
+    @property
+    def latent_space(self) -> LatentSpace:
+        return self.arch.latent_space
+
+
+class ModelRegistry(_Strict):
+    models: dict[str, ModelEntry]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            data = {
+                **data,
+                "models": {
+                    name: {"name": name, **entry} if isinstance(entry, dict) else entry
+                    for name, entry in data["models"].items()
+                },
+            }
+        return data
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    @classmethod
+    def load(cls, path: Path) -> ModelRegistry:
+        raw = yaml.safe_load(path.read_text()) or {}
+        registry = cls.model_validate(raw)
+        return registry._resolve_paths(path.parent)
+
+    def _resolve_paths(self, base: Path) -> ModelRegistry:
+        def resolve(p: Path) -> Path:
+            p = Path(os.path.expandvars(str(p))).expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+
+        resolved = {}
+        for name, entry in self.models.items():
+            source = entry.source
+            if isinstance(source, FolderSource):
+                source = FolderSource(folder=resolve(source.folder))
+            elif isinstance(source, SingleFileSource):
+                source = SingleFileSource(
+                    single_file=resolve(source.single_file), config=resolve(source.config)
+                )
+            resolved[name] = entry.model_copy(update={"source": source})
+        return ModelRegistry(models=resolved)

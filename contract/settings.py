@@ -1,0 +1,30 @@
+"""Settings both processes read: where Redis and the registry are, and shared limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.chain_rules import JobLimits
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", extra="ignore")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "IMAGEGEN_REDIS_URL"),
+    )
+    registry: Path = Field(
+        REPO_ROOT / "deploy" / "registry.demo.yaml", description="Model registry YAML file."
+    )
+    result_ttl_s: int = Field(24 * 3600, gt=0, description="How long finished jobs and PNGs stay.")
+    max_pixels: int = Field(2048 * 2048, gt=0, description="Pixel budget of the largest stage.")
+
+    @property
+    def limits(self) -> JobLimits:
+        return JobLimits(max_pixels=self.max_pixels)

@@ -1,0 +1,104 @@
+"""The job spec a client submits: a prompt and one to four stages run in order.
+
+Field types and ranges live here; rules that need the model registry or the deployment's limits
+(which model is which architecture, latent-space compatibility, size multiples, the pixel budget)
+live in `chain_rules`, so that the worker can run the same checks on what it takes from Redis.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.registry import MODEL_NAME_PATTERN
+
+MAX_SEED = 2**32 - 1
+MAX_STAGES = 4
+MAX_PROMPT_CHARS = 4000
+# Base64 of a ~24 MB file; the decoded picture is further capped by the pixel budget.
+MAX_INIT_IMAGE_CHARS = 32_000_000
+
+
+class Mode(StrEnum):
+    # The previous stage stops at `switch_at` of its schedule; this one denoises on (SDXL only).
+    REFINE = "refine"
+    # The previous stage finishes; its output is upscaled and partly re-noised for this stage.
+    HIRES = "hires"
+
+
+class Handoff(StrEnum):
+    LATENT = "latent"
+    PIXEL = "pixel"
+
+
+class Upscaler(StrEnum):
+    LANCZOS = "lanczos"
+    BICUBIC = "bicubic"
+    NEAREST = "nearest"
+    LATENT_BILINEAR = "latent-bilinear"
+    LATENT_BICUBIC = "latent-bicubic"
+    LATENT_NEAREST = "latent-nearest"
+
+    @property
+    def works_on_latents(self) -> bool:
+        return self.value.startswith("latent-")
+
+
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+Size = Annotated[int, Field(ge=64, le=4096, description="Pixels; a multiple of 8 (16 for Flux).")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Stage(_Strict):
+    model: Annotated[
+        str,
+        Field(pattern=MODEL_NAME_PATTERN, description="A registered model (see GET /models)."),
+    ]
+    steps: Annotated[int | None, Field(ge=1, le=150)] = None
+    guidance_scale: Annotated[float | None, Field(ge=0, le=30, allow_inf_nan=False)] = None
+    prompt: Prompt | None = Field(None, description="Overrides the job's prompt for this stage.")
+    negative_prompt: Prompt | None = None
+    mode: Mode | None = Field(None, description="Required on every stage after the first.")
+    handoff: Handoff | None = Field(
+        None,
+        description="What this stage receives from the previous one. `latent` only between models "
+        "of one latent space; `pixel` works between any two. Default: latent for refine, pixel "
+        "for hires.",
+    )
+    switch_at: Annotated[float | None, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        None, description="refine: fraction of the schedule where this stage takes over (0.8)."
+    )
+    scale: Annotated[float | None, Field(ge=1, le=4, allow_inf_nan=False)] = Field(
+        None, description="hires: upscale factor (default 2) unless width/height are given."
+    )
+    width: Size | None = Field(None, description="hires: explicit target width.")
+    height: Size | None = Field(None, description="hires: explicit target height.")
+    denoise: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        None, description="hires: how much of the schedule is re-run (default 0.5)."
+    )
+    upscaler: Upscaler | None = Field(
+        None, description="hires: lanczos/bicubic/nearest for pixel, latent-* for latent handoffs."
+    )
+
+
+class JobSpec(_Strict):
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    negative_prompt: Prompt | None = None
+    seed: Annotated[int | None, Field(ge=0, le=MAX_SEED)] = Field(
+        None, description="Random when absent; image i uses seed + i."
+    )
+    num_images: Annotated[int, Field(ge=1, le=4)] = 1
+    width: Size
+    height: Size
+    init_image: Annotated[str | None, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
+        None, description="Base64 PNG or JPEG: the first stage becomes img2img."
+    )
+    strength: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        None, description="With init_image: how much of the picture is re-noised (default 0.75)."
+    )
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]

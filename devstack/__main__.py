@@ -1,0 +1,69 @@
+"""`make run`: the service on its embedded defaults.
+
+Builds the demo models if missing, starts a private redis-server unless REDIS_URL is set, then the
+gateway and one worker; stops what it started on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from redis import Redis
+
+from devstack.processes import (
+    REPO_ROOT,
+    start_gateway,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_workers,
+)
+from devstack.redis_server import RedisServer
+from workers.demo_models import ensure_built
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    run_dir = REPO_ROOT / ".run"
+    run_dir.mkdir(exist_ok=True)
+    for folder in ensure_built(REPO_ROOT / ".models"):
+        print(f"built demo model {folder.name}")
+    redis_server = None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        redis_server = RedisServer(run_dir / "redis").start()
+        redis_url = redis_server.url
+        print(f"started a private redis-server at {redis_url}")
+    env = {"REDIS_URL": redis_url}
+    worker = start_worker(env, run_dir / "worker.log")
+    gateway = start_gateway(env, port, run_dir / "gateway.log")
+    try:
+        wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
+        print("waiting for the worker to load its models…")
+        wait_for_workers(Redis.from_url(redis_url), 1, [worker])
+        print(f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
+              f"  logs: {run_dir}/gateway.log, {run_dir}/worker.log\n  Ctrl-C stops.\n")
+        while gateway.poll() is None and worker.poll() is None:
+            time.sleep(0.5)
+        print("a process exited; see the logs above", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in (gateway, worker):
+            stop(process)
+        if redis_server:
+            redis_server.stop()
+    return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Starting the gateway and workers as real processes, and waiting until they serve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+from redis import Redis
+from rq import Worker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")  # no hub here; never wait on one
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return env
+
+
+def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers"], cwd=REPO_ROOT, env=_env(env),
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def start_gateway(env: Mapping[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO_ROOT, env=_env(env), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway at {url} did not come up in {timeout} s")
+
+
+def wait_for_workers(
+    redis: Redis, count: int, processes: list[subprocess.Popen[bytes]], timeout: float = 120
+) -> None:
+    """Workers register in Redis once their preloaded models are resident."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in processes:
+            if p.poll() is not None:
+                raise RuntimeError(f"worker exited with {p.returncode}")
+        if len(Worker.all(connection=redis)) >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} worker(s) did not register in {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,231 @@
+"""Running a job's stages in order, handing latents or pictures from one stage to the next.
+
+A stage hands *latents* on only inside one latent space (checked again here, whatever the gateway
+said: a job can reach Redis by other paths); otherwise it hands on decoded *pictures*, which the
+next model's img2img encodes with its own VAE.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
+from PIL import Image
+
+from contract.chain_rules import stage_size
+from contract.envelope import StageTrace
+from contract.latent_spaces import LatentSpace, can_hand_off_latents
+from contract.spec import Handoff, JobSpec, Mode, Stage
+from workers.runtime import LoadedModel
+
+_RESAMPLE = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+_LATENT_MODES = {"latent-bilinear": "bilinear", "latent-bicubic": "bicubic",
+                 "latent-nearest": "nearest"}
+
+
+class StageError(Exception):
+    """A stage cannot run as asked; `type` is the machine name clients see."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+
+
+class Stopped(Exception):
+    """The step monitor asked the pipeline to stop (canceled, or out of time)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Latents:
+    tensor: torch.Tensor  # (batch, channels, h, w), unpacked, scaled as the VAE encodes
+    space: LatentSpace
+    ends_at: float | None  # the fraction of the schedule where the making stage stopped
+
+
+@dataclass
+class Pictures:
+    images: list[Image.Image]
+
+
+Carry = Latents | Pictures
+
+
+# (stage index, steps done, steps in this stage) -> a reason to stop, or None
+StepMonitor = Callable[[int, int, int], str | None]
+ModelLookup = Callable[[str], LoadedModel]
+
+
+def planned_steps(spec: JobSpec) -> list[float]:
+    """Denoising steps each stage will run, for progress and ETA."""
+    planned: list[float] = []
+    for i, stage in enumerate(spec.stages):
+        steps = float(stage.steps or 1)
+        if stage.mode is Mode.REFINE:
+            steps *= 1 - (stage.switch_at or 0)
+        elif stage.mode is Mode.HIRES:
+            steps *= stage.denoise or 1
+        elif spec.strength is not None:
+            steps *= spec.strength
+        following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
+        if following is not None and following.mode is Mode.REFINE:
+            steps *= following.switch_at or 1
+        planned.append(max(steps, 1.0))
+    return planned
+
+
+def run_chain(
+    spec: JobSpec,
+    init_image: Image.Image | None,
+    models: ModelLookup,
+    monitor: StepMonitor,
+) -> tuple[list[Image.Image], list[StageTrace]]:
+    """Run every stage of a normalized spec; return the final pictures and a trace per stage."""
+    n = spec.num_images
+    carry: Carry | None = Pictures([init_image] * n) if init_image is not None else None
+    traces = []
+    for i, stage in enumerate(spec.stages):
+        following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
+        started = time.perf_counter()
+        model = models(stage.model)
+        received, space, shape = _describe(carry, i)
+        carry = _run_stage(spec, i, stage, following, model, carry, monitor)
+        width, height = stage_size(spec, i)
+        traces.append(StageTrace(
+            stage=i, model=stage.model, input=received, input_latent_space=space,
+            input_shape=shape, width=width, height=height,
+            seconds=round(time.perf_counter() - started, 4),
+        ))
+    assert isinstance(carry, Pictures)
+    return carry.images, traces
+
+
+def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
+    if carry is None:
+        return "text", None, None
+    if isinstance(carry, Latents):
+        return "latents", carry.space.name, list(carry.tensor.shape)
+    return ("init_image" if index == 0 else "pixels"), None, None
+
+
+def _run_stage(
+    spec: JobSpec, i: int, stage: Stage, following: Stage | None, model: LoadedModel,
+    carry: Carry | None, monitor: StepMonitor,
+) -> Carry:
+    arch = model.entry.arch
+    width, height = stage_size(spec, i)
+    n = spec.num_images
+    want_latents = following is not None and following.handoff is Handoff.LATENT
+    ends_at = following.switch_at if following is not None and following.mode is Mode.REFINE \
+        else None
+
+    prompt = stage.prompt or spec.prompt
+    kwargs: dict[str, Any] = {
+        "num_inference_steps": stage.steps,
+        "guidance_scale": stage.guidance_scale,
+        "generator": [torch.Generator("cpu").manual_seed(_seed(spec, k)) for k in range(n)],
+        "output_type": "latent" if want_latents else "pil",
+    }
+    if arch.negative_prompt:
+        negative = stage.negative_prompt if stage.negative_prompt is not None \
+            else spec.negative_prompt
+        if negative:
+            kwargs["negative_prompt"] = [negative] * n
+    if ends_at is not None:
+        kwargs["denoising_end"] = ends_at
+
+    if carry is None:
+        pipe = model.text
+        kwargs.update(prompt=prompt, num_images_per_prompt=n, height=height, width=width)
+    else:
+        pipe = model.image
+        kwargs["prompt"] = [prompt] * n
+        kwargs.update(_image_input(i, stage, model, carry, width, height, spec))
+        if isinstance(pipe, FluxImg2ImgPipeline):
+            # Without an explicit size Flux img2img resizes its input to 1024x1024.
+            kwargs.update(height=height, width=width)
+
+    stop: list[str] = []
+    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop)
+    output = pipe(**kwargs).images
+    if stop:
+        raise Stopped(stop[0])
+    if want_latents:
+        return Latents(_unpack(pipe, output, width, height), model.entry.latent_space, ends_at)
+    return Pictures(list(output))
+
+
+def _image_input(
+    i: int, stage: Stage, model: LoadedModel, carry: Carry, width: int, height: int,
+    spec: JobSpec,
+) -> dict[str, Any]:
+    if isinstance(carry, Latents):
+        _require_same_latent_space(i, carry.space, model)
+        if stage.mode is Mode.REFINE:
+            if carry.ends_at is None:
+                raise StageError("invalid_job", f"stage {i} refines, but stage {i - 1} ran to "
+                                 "its end; refine needs a stage that stopped at switch_at")
+            return {"image": carry.tensor, "denoising_start": carry.ends_at}
+        mode = _LATENT_MODES[str(stage.upscaler)]
+        factor = model.entry.latent_space.vae_downscale
+        resized = F.interpolate(carry.tensor, size=(height // factor, width // factor), mode=mode)
+        return {"image": resized, "strength": stage.denoise}
+    # Pixels: the init image (first stage) or the previous stage's decoded pictures.
+    if i == 0:
+        resample, strength = Image.Resampling.LANCZOS, spec.strength
+    else:
+        if stage.mode is Mode.REFINE:
+            raise StageError("invalid_job", f"stage {i} refines but was handed pixels")
+        resample, strength = _RESAMPLE[str(stage.upscaler)], stage.denoise
+    images = [img.resize((width, height), resample) for img in carry.images]
+    return {"image": images, "strength": strength}
+
+
+def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -> None:
+    target = model.entry.latent_space
+    if not can_hand_off_latents(space, target):
+        raise StageError(
+            "latent_space_mismatch",
+            f"stage {i} was handed latents of latent space {space.describe()}, but "
+            f"{model.entry.name!r} works in {target.describe()}; use handoff: pixel",
+        )
+
+
+def _unpack(pipe: DiffusionPipeline, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    # Flux returns latents packed as 2x2 patches per token; keep them spatial between stages.
+    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
+        return FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    return latents
+
+
+def _step_callback(
+    stage: int, monitor: StepMonitor, stop: list[str]
+) -> Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]:
+    def on_step_end(
+        pipe: DiffusionPipeline, step: int, _t: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        reason = monitor(stage, step + 1, pipe.num_timesteps)
+        if reason is not None:
+            # diffusers stops its loop at the next step; the caller discards the output.
+            pipe._interrupt = True
+            stop.append(reason)
+        return tensors
+
+    return on_step_end
+
+
+def _seed(spec: JobSpec, k: int) -> int:
+    assert spec.seed is not None, "spec not normalized"
+    return (spec.seed + k) % 2**64

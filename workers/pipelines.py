@@ -1,0 +1,97 @@
+"""Loading a registered model into diffusers pipelines: one source of weights, two call styles.
+
+Every model gets a *text* pipeline (txt2img; for a refiner, its img2img) and an *image* pipeline
+(img2img), built with `from_pipe` so that both share every module object: the second costs no
+memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    FluxImg2ImgPipeline,
+    FluxPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
+
+log = logging.getLogger("imagegen.worker")
+
+
+@dataclass(frozen=True)
+class PipelineClasses:
+    text: type[DiffusionPipeline]
+    image: type[DiffusionPipeline]
+
+
+PIPELINES: dict[str, PipelineClasses] = {
+    "sd15": PipelineClasses(StableDiffusionPipeline, StableDiffusionImg2ImgPipeline),
+    "sdxl": PipelineClasses(StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline),
+    "sdxl-refiner": PipelineClasses(
+        StableDiffusionXLImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+    ),
+    "flux": PipelineClasses(FluxPipeline, FluxImg2ImgPipeline),
+}
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(requested: str, device: str) -> torch.dtype:
+    if requested != "auto":
+        return _DTYPES[requested]
+    # Half precision is what GPUs are fast at; CPUs are fast (and exact) in fp32.
+    return torch.float16 if device in ("cuda", "mps") else torch.float32
+
+
+def load_text_pipeline(
+    entry: ModelEntry, device: str, dtype: torch.dtype, shared: dict[str, torch.nn.Module]
+) -> DiffusionPipeline:
+    """Load `entry`'s weights; `shared` passes already-loaded modules (e.g. the SDXL VAE)."""
+    cls = PIPELINES[entry.architecture].text
+    source = entry.source
+    common = {"torch_dtype": dtype, **shared}
+    if isinstance(source, FolderSource):
+        pipe = cls.from_pretrained(str(source.folder), local_files_only=True, **common)
+    elif isinstance(source, SingleFileSource):
+        pipe = cls.from_single_file(
+            str(source.single_file), config=str(source.config), local_files_only=True, **common
+        )
+    elif isinstance(source, HubSource):
+        pipe = cls.from_pretrained(source.hub, revision=source.revision, **common)
+    else:  # pragma: no cover - the registry admits no other source
+        raise TypeError(f"unknown source {source!r}")
+    pipe.set_progress_bar_config(disable=True)
+    if entry.vae_tiling:
+        pipe.vae.enable_tiling()
+    if entry.cpu_offload and device != "cpu":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe
+
+
+def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:
+    cls = PIPELINES[entry.architecture].image
+    if isinstance(text_pipe, cls):
+        return text_pipe
+    pipe = cls.from_pipe(text_pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
