@@ -48,7 +48,7 @@ class Admission:
         stored_spec = checked.spec.model_copy(update={"init_image": None})
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
-            created = self.store.create(job_id, stored_spec, pipe)
+            created = self.store.create(job_id, stored_spec, pipe, timeout_s=self.job_timeout_s)
             if checked.init_image is not None:
                 png = io.BytesIO()
                 checked.init_image.save(png, format="PNG")
@@ -58,7 +58,8 @@ class Admission:
                 job_id,
                 job_id=job_id,
                 pipeline=pipe,
-                job_timeout=self.job_timeout_s,
+                # RQ's own timeout is a backstop; the worker stops the job at its deadline first.
+                job_timeout=self.job_timeout_s + 30,
                 result_ttl=self.store.result_ttl_s,
                 failure_ttl=self.store.result_ttl_s,
                 retry=Retry(max=self.max_retries) if self.max_retries else None,

@@ -29,8 +29,12 @@ JOB_EXAMPLES: dict[str, Example] = {
             "height": 256,
             "stages": [
                 {"model": "demo-sdxl", "steps": 20},
-                {"model": "demo-sdxl-refiner", "mode": "refine", "handoff": "latent",
-                 "switch_at": 0.8},
+                {
+                    "model": "demo-sdxl-refiner",
+                    "mode": "refine",
+                    "handoff": "latent",
+                    "switch_at": 0.8,
+                },
             ],
         },
     ),
@@ -45,8 +49,15 @@ JOB_EXAMPLES: dict[str, Example] = {
             "height": 256,
             "stages": [
                 {"model": "demo-sd15", "steps": 20},
-                {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2,
-                 "denoise": 0.5, "upscaler": "lanczos", "steps": 8},
+                {
+                    "model": "demo-flux",
+                    "mode": "hires",
+                    "handoff": "pixel",
+                    "scale": 2,
+                    "denoise": 0.5,
+                    "upscaler": "lanczos",
+                    "steps": 8,
+                },
             ],
         },
     ),
@@ -60,8 +71,15 @@ JOB_EXAMPLES: dict[str, Example] = {
             "height": 256,
             "stages": [
                 {"model": "demo-flux", "steps": 8},
-                {"model": "demo-flux", "mode": "hires", "handoff": "latent", "scale": 2,
-                 "upscaler": "latent-bilinear", "denoise": 0.6, "steps": 8},
+                {
+                    "model": "demo-flux",
+                    "mode": "hires",
+                    "handoff": "latent",
+                    "scale": 2,
+                    "upscaler": "latent-bilinear",
+                    "denoise": 0.6,
+                    "steps": 8,
+                },
             ],
         },
     ),
@@ -91,12 +109,22 @@ LATENT_MISMATCH_RESPONSE: dict[str, Any] = {
             "(16 channels, packed 2x2). Latents are only meaningful to the VAE that made them. "
             "Use handoff: pixel (decode with 'demo-sd15', resize, encode with 'demo-flux').",
             "ctx": {
-                "from_latent_space": {"name": "sd1", "channels": 4, "vae_downscale": 8,
-                                      "scaling_factor": 0.18215, "shift_factor": None,
-                                      "packed_2x2": False},
-                "to_latent_space": {"name": "flux", "channels": 16, "vae_downscale": 8,
-                                    "scaling_factor": 0.3611, "shift_factor": 0.1159,
-                                    "packed_2x2": True},
+                "from_latent_space": {
+                    "name": "sd1",
+                    "channels": 4,
+                    "vae_downscale": 8,
+                    "scaling_factor": 0.18215,
+                    "shift_factor": None,
+                    "packed_2x2": False,
+                },
+                "to_latent_space": {
+                    "name": "flux",
+                    "channels": 16,
+                    "vae_downscale": 8,
+                    "scaling_factor": 0.3611,
+                    "shift_factor": 0.1159,
+                    "packed_2x2": True,
+                },
             },
         }
     ]

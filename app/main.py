@@ -48,8 +48,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.store = store
     app.state.admission = Admission(
-        redis, store, registry, settings.limits,
-        settings.job_timeout_s, settings.max_retries,
+        redis,
+        store,
+        registry,
+        settings.limits,
+        settings.job_timeout_s,
+        settings.max_retries,
     )
     errors.install(app)
     app.include_router(jobs.router)

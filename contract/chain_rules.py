@@ -47,12 +47,15 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     for i, stage in enumerate(spec.stages):
         entry = registry.get(stage.model)
         if entry is None:
-            unknown.append(Violation(
-                "unknown_model", ("stages", i, "model"),
-                f"model {stage.model!r} is not registered; registered models: "
-                f"{', '.join(registry.names())} (GET /models lists them)",
-                {"model": stage.model},
-            ))
+            unknown.append(
+                Violation(
+                    "unknown_model",
+                    ("stages", i, "model"),
+                    f"model {stage.model!r} is not registered; registered models: "
+                    f"{', '.join(registry.names())} (GET /models lists them)",
+                    {"model": stage.model},
+                )
+            )
         else:
             entries.append(entry)
     if unknown:
@@ -63,8 +66,14 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     width, height = spec.width, spec.height
     for i in range(1, len(spec.stages)):
         stage, size = _check_later_stage(
-            i, spec.stages[i], spec.stages[i - 1], entries[i - 1], entries[i], (width, height),
-            limits, violations,
+            i,
+            spec.stages[i],
+            spec.stages[i - 1],
+            entries[i - 1],
+            entries[i],
+            (width, height),
+            limits,
+            violations,
         )
         stages.append(stage)
         width, height = size
@@ -79,11 +88,13 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     if violations:
         raise JobRejected(violations)
 
-    normalized = spec.model_copy(update={
-        "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
-        "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
-        "stages": stages,
-    })
+    normalized = spec.model_copy(
+        update={
+            "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
+            "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
+            "stages": stages,
+        }
+    )
     return CheckedJob(normalized, init_image)
 
 
@@ -92,7 +103,8 @@ def stage_size(spec: JobSpec, index: int) -> tuple[int, int]:
     width, height = spec.width, spec.height
     for stage in spec.stages[1 : index + 1]:
         if stage.mode is Mode.HIRES:
-            assert stage.width is not None and stage.height is not None, "spec not normalized"
+            assert stage.width is not None, "spec not normalized"
+            assert stage.height is not None, "spec not normalized"
             width, height = stage.width, stage.height
     return width, height
 
@@ -103,39 +115,61 @@ def _check_first_stage(
     stage, arch = spec.stages[0], entry.arch
     for name in ("mode", "handoff", *_REFINE_FIELDS, *_HIRES_FIELDS):
         if getattr(stage, name) is not None:
-            violations.append(Violation(
-                "field_not_allowed", ("stages", 0, name),
-                f"the first stage takes over from nothing, so it has no {name}; "
-                "remove it, or move it to a later stage",
-            ))
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("stages", 0, name),
+                    f"the first stage takes over from nothing, so it has no {name}; "
+                    "remove it, or move it to a later stage",
+                )
+            )
     if not arch.text_to_image and spec.init_image is None:
-        violations.append(Violation(
-            "text_to_image_unsupported", ("stages", 0, "model"),
-            f"{entry.name!r} is a {arch.name} model: it refines a picture or latents and cannot "
-            "start a text-to-image job. Put a base model first (refine mode hands it the latents) "
-            "or send an init_image.",
-            {"architecture": arch.name},
-        ))
+        violations.append(
+            Violation(
+                "text_to_image_unsupported",
+                ("stages", 0, "model"),
+                f"{entry.name!r} is a {arch.name} model: it refines a picture or latents and "
+                "cannot start a text-to-image job. Put a base model first (refine mode hands it "
+                "the latents) "
+                "or send an init_image.",
+                {"architecture": arch.name},
+            )
+        )
     if spec.strength is not None and spec.init_image is None:
-        violations.append(Violation(
-            "field_not_allowed", ("strength",), "strength applies to init_image; send one or drop it"
-        ))
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("strength",),
+                "strength applies to init_image; send one or drop it",
+            )
+        )
     if spec.negative_prompt and not arch.negative_prompt:
-        violations.append(Violation(
-            "negative_prompt_unsupported", ("negative_prompt",),
-            f"{entry.name!r} ({arch.name}) takes no negative prompt; remove negative_prompt",
-            {"architecture": arch.name},
-        ))
+        violations.append(
+            Violation(
+                "negative_prompt_unsupported",
+                ("negative_prompt",),
+                f"{entry.name!r} ({arch.name}) takes no negative prompt; remove negative_prompt",
+                {"architecture": arch.name},
+            )
+        )
     _check_size((spec.width, spec.height), entry, limits, ("width",), ("height",), violations)
-    return stage.model_copy(update={
-        "steps": stage.steps or arch.default_steps,
-        "guidance_scale": _default(stage.guidance_scale, arch.default_guidance),
-    })
+    return stage.model_copy(
+        update={
+            "steps": stage.steps or arch.default_steps,
+            "guidance_scale": _default(stage.guidance_scale, arch.default_guidance),
+        }
+    )
 
 
 def _check_later_stage(
-    i: int, stage: Stage, previous: Stage, source: ModelEntry, target: ModelEntry,
-    size: tuple[int, int], limits: JobLimits, violations: list[Violation],
+    i: int,
+    stage: Stage,
+    previous: Stage,
+    source: ModelEntry,
+    target: ModelEntry,
+    size: tuple[int, int],
+    limits: JobLimits,
+    violations: list[Violation],
 ) -> tuple[Stage, tuple[int, int]]:
     arch = target.arch
     update: dict[str, object] = {
@@ -143,11 +177,14 @@ def _check_later_stage(
         "guidance_scale": _default(stage.guidance_scale, arch.default_guidance),
     }
     if stage.mode is None:
-        violations.append(Violation(
-            "missing", ("stages", i, "mode"),
-            "every stage after the first needs a mode: 'refine' (continue the previous stage's "
-            "schedule, SDXL) or 'hires' (upscale its output and re-noise it)",
-        ))
+        violations.append(
+            Violation(
+                "missing",
+                ("stages", i, "mode"),
+                "every stage after the first needs a mode: 'refine' (continue the previous stage's "
+                "schedule, SDXL) or 'hires' (upscale its output and re-noise it)",
+            )
+        )
         return stage, size
     handoff = stage.handoff or (Handoff.LATENT if stage.mode is Mode.REFINE else Handoff.PIXEL)
     update["handoff"] = handoff
@@ -163,17 +200,26 @@ def _check_later_stage(
             Upscaler.LATENT_BILINEAR if handoff is Handoff.LATENT else Upscaler.LANCZOS
         )
         if upscaler.works_on_latents != (handoff is Handoff.LATENT):
-            wanted = "latent-bilinear, latent-bicubic or latent-nearest" if handoff is \
-                Handoff.LATENT else "lanczos, bicubic or nearest"
-            violations.append(Violation(
-                "upscaler_handoff_mismatch", ("stages", i, "upscaler"),
-                f"upscaler {upscaler.value!r} does not fit handoff {handoff.value!r}; use {wanted}",
-            ))
+            wanted = (
+                "latent-bilinear, latent-bicubic or latent-nearest"
+                if handoff is Handoff.LATENT
+                else "lanczos, bicubic or nearest"
+            )
+            violations.append(
+                Violation(
+                    "upscaler_handoff_mismatch",
+                    ("stages", i, "upscaler"),
+                    f"upscaler {upscaler.value!r} does not fit handoff {handoff.value!r}; "
+                    f"use {wanted}",
+                )
+            )
         new_size = _hires_size(i, stage, size, violations)
         _check_size(new_size, target, limits, *_hires_size_locs(i, stage), violations)
         update.update(
-            upscaler=upscaler, denoise=stage.denoise or DEFAULT_DENOISE,
-            width=new_size[0], height=new_size[1],
+            upscaler=upscaler,
+            denoise=stage.denoise or DEFAULT_DENOISE,
+            width=new_size[0],
+            height=new_size[1],
             scale=(stage.scale or DEFAULT_SCALE) if stage.width is None else stage.scale,
         )
     if handoff is Handoff.LATENT:
@@ -187,42 +233,61 @@ def _check_latent_handoff(
     src, dst = source.latent_space, target.latent_space
     if can_hand_off_latents(src, dst):
         return
-    violations.append(Violation(
-        "latent_space_mismatch", ("stages", i, "handoff"),
-        f"stage {i} cannot take latents from stage {i - 1}: {source.name!r} ({source.architecture}) "
-        f"makes latents in latent space {src.describe()}, but {target.name!r} "
-        f"({target.architecture}) works in latent space {dst.describe()}. Latents are only "
-        f"meaningful to the VAE that made them. Use handoff: pixel (decode with "
-        f"{source.name!r}, resize, encode with {target.name!r}).",
-        {"from_latent_space": src.as_ctx(), "to_latent_space": dst.as_ctx()},
-    ))
+    violations.append(
+        Violation(
+            "latent_space_mismatch",
+            ("stages", i, "handoff"),
+            f"stage {i} cannot take latents from stage {i - 1}: "
+            f"{source.name!r} ({source.architecture}) "
+            f"makes latents in latent space {src.describe()}, but {target.name!r} "
+            f"({target.architecture}) works in latent space {dst.describe()}. Latents are only "
+            f"meaningful to the VAE that made them. Use handoff: pixel (decode with "
+            f"{source.name!r}, resize, encode with {target.name!r}).",
+            {"from_latent_space": src.as_ctx(), "to_latent_space": dst.as_ctx()},
+        )
+    )
 
 
 def _check_refine(
-    i: int, stage: Stage, previous: Stage, source: ModelEntry, target: ModelEntry,
-    handoff: Handoff, violations: list[Violation],
+    i: int,
+    stage: Stage,
+    previous: Stage,
+    source: ModelEntry,
+    target: ModelEntry,
+    handoff: Handoff,
+    violations: list[Violation],
 ) -> None:
     if handoff is not Handoff.LATENT:
-        violations.append(Violation(
-            "refine_needs_latent_handoff", ("stages", i, "handoff"),
-            "refine continues the previous stage's half-denoised latents, so its handoff is "
-            "'latent'; for a pixel handoff use mode: hires",
-        ))
+        violations.append(
+            Violation(
+                "refine_needs_latent_handoff",
+                ("stages", i, "handoff"),
+                "refine continues the previous stage's half-denoised latents, so its handoff is "
+                "'latent'; for a pixel handoff use mode: hires",
+            )
+        )
     unsupported = [e for e in (source, target) if not e.arch.mid_schedule_handoff]
     if unsupported:
         names = ", ".join(f"{e.name!r} ({e.architecture})" for e in unsupported)
-        violations.append(Violation(
-            "refine_unsupported", ("stages", i, "mode"),
-            f"refine hands over mid-schedule (denoising_end/denoising_start), which only the SDXL "
-            f"family supports; {names} cannot. Use mode: hires instead.",
-            {"models": [e.name for e in unsupported]},
-        ))
+        violations.append(
+            Violation(
+                "refine_unsupported",
+                ("stages", i, "mode"),
+                "refine hands over mid-schedule (denoising_end/denoising_start), which only the "
+                "SDXL "
+                f"family supports; {names} cannot. Use mode: hires instead.",
+                {"models": [e.name for e in unsupported]},
+            )
+        )
     elif previous.mode is Mode.REFINE:
-        violations.append(Violation(
-            "refine_unsupported", ("stages", i, "mode"),
-            "a refine stage must follow a stage that runs to its end; this one follows another "
-            "refine stage. Use mode: hires.",
-        ))
+        violations.append(
+            Violation(
+                "refine_unsupported",
+                ("stages", i, "mode"),
+                "a refine stage must follow a stage that runs to its end; this one follows another "
+                "refine stage. Use mode: hires.",
+            )
+        )
 
 
 def _hires_size(
@@ -230,18 +295,26 @@ def _hires_size(
 ) -> tuple[int, int]:
     if (stage.width is None) != (stage.height is None):
         missing = "height" if stage.height is None else "width"
-        violations.append(Violation(
-            "missing", ("stages", i, missing), "give both width and height, or neither (use scale)"
-        ))
+        violations.append(
+            Violation(
+                "missing",
+                ("stages", i, missing),
+                "give both width and height, or neither (use scale)",
+            )
+        )
         return size
     if stage.width is not None and stage.height is not None:
         # Both may be given (a normalized spec has both) as long as they agree.
         if stage.scale is not None and (stage.width, stage.height) != _scaled(size, stage.scale):
-            violations.append(Violation(
-                "field_not_allowed", ("stages", i, "scale"),
-                f"scale {stage.scale} of {size[0]}x{size[1]} is not {stage.width}x{stage.height}; "
-                "give either scale or an explicit width and height",
-            ))
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("stages", i, "scale"),
+                    f"scale {stage.scale} of {size[0]}x{size[1]} is not "
+                    f"{stage.width}x{stage.height}; "
+                    "give either scale or an explicit width and height",
+                )
+            )
         return stage.width, stage.height
     return _scaled(size, stage.scale or DEFAULT_SCALE)
 
@@ -257,30 +330,41 @@ def _hires_size_locs(i: int, stage: Stage) -> tuple[tuple[str | int, ...], tuple
 
 
 def _check_size(
-    size: tuple[int, int], entry: ModelEntry, limits: JobLimits,
-    width_loc: tuple[str | int, ...], height_loc: tuple[str | int, ...],
+    size: tuple[int, int],
+    entry: ModelEntry,
+    limits: JobLimits,
+    width_loc: tuple[str | int, ...],
+    height_loc: tuple[str | int, ...],
     violations: list[Violation],
 ) -> None:
     multiple = entry.arch.size_multiple
     for value, loc, name in ((size[0], width_loc, "width"), (size[1], height_loc, "height")):
         if value % multiple:
             lower, upper = value // multiple * multiple, (value // multiple + 1) * multiple
-            violations.append(Violation(
-                "size_not_multiple", loc,
-                f"{name} {value} does not suit {entry.name!r} ({entry.architecture}), which needs "
-                f"multiples of {multiple}; use {lower or multiple} or {upper}",
-                {"multiple_of": multiple, "value": value},
-            ))
+            violations.append(
+                Violation(
+                    "size_not_multiple",
+                    loc,
+                    f"{name} {value} does not suit {entry.name!r} ({entry.architecture}), "
+                    "which needs "
+                    f"multiples of {multiple}; use {lower or multiple} or {upper}",
+                    {"multiple_of": multiple, "value": value},
+                )
+            )
             return
     pixels = size[0] * size[1]
     if pixels > limits.max_pixels:
         side = math.isqrt(limits.max_pixels) // multiple * multiple
-        violations.append(Violation(
-            "pixel_budget_exceeded", width_loc,
-            f"{size[0]}x{size[1]} = {pixels} pixels exceeds this deployment's budget of "
-            f"{limits.max_pixels} pixels per stage (e.g. {side}x{side}); ask for a smaller size",
-            {"max_pixels": limits.max_pixels, "pixels": pixels},
-        ))
+        violations.append(
+            Violation(
+                "pixel_budget_exceeded",
+                width_loc,
+                f"{size[0]}x{size[1]} = {pixels} pixels exceeds this deployment's budget of "
+                f"{limits.max_pixels} pixels per stage (e.g. {side}x{side}); "
+                "ask for a smaller size",
+                {"max_pixels": limits.max_pixels, "pixels": pixels},
+            )
+        )
 
 
 def _check_stage_conditioning(
@@ -289,18 +373,24 @@ def _check_stage_conditioning(
     arch = entry.arch
     low, high = arch.guidance_range
     if stage.guidance_scale is not None and not low <= stage.guidance_scale <= high:
-        violations.append(Violation(
-            "guidance_out_of_range", ("stages", i, "guidance_scale"),
-            f"{entry.name!r} ({arch.name}) takes guidance_scale from {low} to {high}; "
-            f"typical is {arch.default_guidance}",
-            {"ge": low, "le": high},
-        ))
+        violations.append(
+            Violation(
+                "guidance_out_of_range",
+                ("stages", i, "guidance_scale"),
+                f"{entry.name!r} ({arch.name}) takes guidance_scale from {low} to {high}; "
+                f"typical is {arch.default_guidance}",
+                {"ge": low, "le": high},
+            )
+        )
     if stage.negative_prompt is not None and not arch.negative_prompt:
-        violations.append(Violation(
-            "negative_prompt_unsupported", ("stages", i, "negative_prompt"),
-            f"{entry.name!r} ({arch.name}) takes no negative prompt; remove it from this stage",
-            {"architecture": arch.name},
-        ))
+        violations.append(
+            Violation(
+                "negative_prompt_unsupported",
+                ("stages", i, "negative_prompt"),
+                f"{entry.name!r} ({arch.name}) takes no negative prompt; remove it from this stage",
+                {"architecture": arch.name},
+            )
+        )
 
 
 def _refuse_fields(
@@ -308,10 +398,13 @@ def _refuse_fields(
 ) -> None:
     for name in names:
         if getattr(stage, name) is not None:
-            violations.append(Violation(
-                "field_not_allowed", ("stages", i, name),
-                f"{name} belongs to mode {mode!r}; remove it or change this stage's mode",
-            ))
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("stages", i, name),
+                    f"{name} belongs to mode {mode!r}; remove it or change this stage's mode",
+                )
+            )
 
 
 def _default(value: float | None, default: float) -> float:

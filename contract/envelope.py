@@ -34,7 +34,9 @@ class ImageInfo(BaseModel):
 
 
 class JobError(BaseModel):
-    type: str = Field(description="Machine name, e.g. generation_failed, timeout, model_unavailable.")
+    type: str = Field(
+        description="Machine name, e.g. generation_failed, timeout, model_unavailable."
+    )
     message: str
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from contract.violations import Violation
 
+
 class InitImageRejected(Exception):
     def __init__(self, violation: Violation) -> None:
         super().__init__(violation.msg)
@@ -20,7 +21,9 @@ class InitImageRejected(Exception):
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
-def decode_init_image(data: str, max_pixels: int, loc: tuple[str, ...] = ("init_image",)) -> Image.Image:
+def decode_init_image(
+    data: str, max_pixels: int, loc: tuple[str, ...] = ("init_image",)
+) -> Image.Image:
     """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed."""
 
     def reject(kind: str, msg: str, **ctx: object) -> Violation:
@@ -31,11 +34,17 @@ def decode_init_image(data: str, max_pixels: int, loc: tuple[str, ...] = ("init_
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise InitImageRejected(reject("invalid_base64", "init_image is not valid base64; send the "
-                               "PNG or JPEG file's bytes base64-encoded")) from None
+        raise InitImageRejected(
+            reject(
+                "invalid_base64",
+                "init_image is not valid base64; send the PNG or JPEG file's bytes base64-encoded",
+            )
+        ) from None
     fmt = next((f for magic, f in _MAGIC.items() if raw.startswith(magic)), None)
     if fmt is None:
-        raise InitImageRejected(reject("unsupported_image", "init_image must be a PNG or JPEG file"))
+        raise InitImageRejected(
+            reject("unsupported_image", "init_image must be a PNG or JPEG file")
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -43,17 +52,34 @@ def decode_init_image(data: str, max_pixels: int, loc: tuple[str, ...] = ("init_
             # The header alone gives the size: refuse bombs before decompressing anything.
             width, height = image.size
             if width * height > max_pixels:
-                raise InitImageRejected(reject(
-                    "image_too_large",
-                    f"init_image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{max_pixels} pixels. Downscale it first.",
-                    width=width, height=height, max_pixels=max_pixels,
-                ))
+                raise InitImageRejected(
+                    reject(
+                        "image_too_large",
+                        f"init_image is {width}x{height} = {width * height} pixels; the limit is "
+                        f"{max_pixels} pixels. Downscale it first.",
+                        width=width,
+                        height=height,
+                        max_pixels=max_pixels,
+                    )
+                )
             image.load()
     except InitImageRejected:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning):
-        raise InitImageRejected(reject("invalid_image", f"init_image could not be decoded as {fmt}; "
-                               "it is truncated or corrupt")) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own guard fired on the header (far beyond any sane budget).
+        raise InitImageRejected(
+            reject(
+                "image_too_large",
+                f"init_image declares far more than the limit of {max_pixels} pixels; "
+                "downscale it first",
+                max_pixels=max_pixels,
+            )
+        ) from None
+    except (OSError, ValueError, SyntaxError):
+        raise InitImageRejected(
+            reject(
+                "invalid_image",
+                f"init_image could not be decoded as {fmt}; it is truncated or corrupt",
+            )
+        ) from None
     return image.convert("RGB")

@@ -87,18 +87,21 @@ class JobStore:
         self.result_ttl_s = result_ttl_s
         self._transition = redis.register_script(_TRANSITION)
 
-    def create(self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str) -> datetime:
+    def create(
+        self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str | int
+    ) -> datetime:
         created = now()
-        pipeline.hset(job_key(job_id), mapping={
+        mapping: dict[str, str | int] = {
             "status": JobStatus.QUEUED.value,
             "created_at": created.isoformat(),
             "spec": spec.model_dump_json(exclude_none=True),
-            **fields,
-        })
+        }
+        mapping.update(fields)
+        pipeline.hset(job_key(job_id), mapping=mapping)  # type: ignore[arg-type]
         return created
 
     def load(self, job_id: str) -> JobEnvelope | None:
-        raw = self.redis.hgetall(job_key(job_id))
+        raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
         return envelope_from_hash(job_id, raw) if raw else None
 
     def field(self, job_id: str, name: str) -> str | None:

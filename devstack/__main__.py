@@ -44,8 +44,10 @@ def main() -> int:
         wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
         print("waiting for the worker to load its models…")
         wait_for_workers(Redis.from_url(redis_url), 1, [worker])
-        print(f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
-              f"  logs: {run_dir}/gateway.log, {run_dir}/worker.log\n  Ctrl-C stops.\n")
+        print(
+            f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
+            f"  logs: {run_dir}/gateway.log, {run_dir}/worker.log\n  Ctrl-C stops.\n"
+        )
         while gateway.poll() is None and worker.poll() is None:
             time.sleep(0.5)
         print("a process exited; see the logs above", file=sys.stderr)

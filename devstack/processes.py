@@ -24,19 +24,21 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _spawn(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=_env(env), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers"], cwd=REPO_ROOT, env=_env(env),
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
+    return _spawn([sys.executable, "-m", "workers"], env, log)
 
 
 def start_gateway(env: Mapping[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO_ROOT, env=_env(env), stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
+    uvicorn = ["uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", *uvicorn, "--port", str(port), "--log-level", "warning"]
+    return _spawn(argv, env, log)
 
 
 def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:

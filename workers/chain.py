@@ -28,8 +28,11 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-_LATENT_MODES = {"latent-bilinear": "bilinear", "latent-bicubic": "bicubic",
-                 "latent-nearest": "nearest"}
+_LATENT_MODES = {
+    "latent-bilinear": "bilinear",
+    "latent-bicubic": "bicubic",
+    "latent-nearest": "nearest",
+}
 
 
 class StageError(Exception):
@@ -103,11 +106,18 @@ def run_chain(
         received, space, shape = _describe(carry, i)
         carry = _run_stage(spec, i, stage, following, model, carry, monitor)
         width, height = stage_size(spec, i)
-        traces.append(StageTrace(
-            stage=i, model=stage.model, input=received, input_latent_space=space,
-            input_shape=shape, width=width, height=height,
-            seconds=round(time.perf_counter() - started, 4),
-        ))
+        traces.append(
+            StageTrace(
+                stage=i,
+                model=stage.model,
+                input=received,
+                input_latent_space=space,
+                input_shape=shape,
+                width=width,
+                height=height,
+                seconds=round(time.perf_counter() - started, 4),
+            )
+        )
     assert isinstance(carry, Pictures)
     return carry.images, traces
 
@@ -121,15 +131,21 @@ def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[in
 
 
 def _run_stage(
-    spec: JobSpec, i: int, stage: Stage, following: Stage | None, model: LoadedModel,
-    carry: Carry | None, monitor: StepMonitor,
+    spec: JobSpec,
+    i: int,
+    stage: Stage,
+    following: Stage | None,
+    model: LoadedModel,
+    carry: Carry | None,
+    monitor: StepMonitor,
 ) -> Carry:
     arch = model.entry.arch
     width, height = stage_size(spec, i)
     n = spec.num_images
     want_latents = following is not None and following.handoff is Handoff.LATENT
-    ends_at = following.switch_at if following is not None and following.mode is Mode.REFINE \
-        else None
+    ends_at = (
+        following.switch_at if following is not None and following.mode is Mode.REFINE else None
+    )
 
     prompt = stage.prompt or spec.prompt
     kwargs: dict[str, Any] = {
@@ -139,10 +155,11 @@ def _run_stage(
         "output_type": "latent" if want_latents else "pil",
     }
     if arch.negative_prompt:
-        negative = stage.negative_prompt if stage.negative_prompt is not None \
-            else spec.negative_prompt
+        negative = (
+            stage.negative_prompt if stage.negative_prompt is not None else spec.negative_prompt
+        )
         if negative:
-            kwargs["negative_prompt"] = [negative] * n
+            kwargs["negative_prompt"] = negative
     if ends_at is not None:
         kwargs["denoising_end"] = ends_at
 
@@ -151,7 +168,10 @@ def _run_stage(
         kwargs.update(prompt=prompt, num_images_per_prompt=n, height=height, width=width)
     else:
         pipe = model.image
+        # One picture per image in the batch, so prompts are per image too.
         kwargs["prompt"] = [prompt] * n
+        if "negative_prompt" in kwargs:
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * n
         kwargs.update(_image_input(i, stage, model, carry, width, height, spec))
         if isinstance(pipe, FluxImg2ImgPipeline):
             # Without an explicit size Flux img2img resizes its input to 1024x1024.
@@ -168,15 +188,23 @@ def _run_stage(
 
 
 def _image_input(
-    i: int, stage: Stage, model: LoadedModel, carry: Carry, width: int, height: int,
+    i: int,
+    stage: Stage,
+    model: LoadedModel,
+    carry: Carry,
+    width: int,
+    height: int,
     spec: JobSpec,
 ) -> dict[str, Any]:
     if isinstance(carry, Latents):
         _require_same_latent_space(i, carry.space, model)
         if stage.mode is Mode.REFINE:
             if carry.ends_at is None:
-                raise StageError("invalid_job", f"stage {i} refines, but stage {i - 1} ran to "
-                                 "its end; refine needs a stage that stopped at switch_at")
+                raise StageError(
+                    "invalid_job",
+                    f"stage {i} refines, but stage {i - 1} ran to "
+                    "its end; refine needs a stage that stopped at switch_at",
+                )
             return {"image": carry.tensor, "denoising_start": carry.ends_at}
         mode = _LATENT_MODES[str(stage.upscaler)]
         factor = model.entry.latent_space.vae_downscale
@@ -203,7 +231,9 @@ def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -
         )
 
 
-def _unpack(pipe: DiffusionPipeline, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def _unpack(
+    pipe: DiffusionPipeline, latents: torch.Tensor, width: int, height: int
+) -> torch.Tensor:
     # Flux returns latents packed as 2x2 patches per token; keep them spatial between stages.
     if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
         return FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)

@@ -45,15 +45,19 @@ class JobRunner:
     def run(self, job_id: str) -> None:
         envelope = self.store.load(job_id)
         if envelope is None or envelope.status.is_final:
-            log.info("job %s: nothing to do (%s)", job_id,
-                     "expired" if envelope is None else envelope.status.value)
+            log.info(
+                "job %s: nothing to do (%s)",
+                job_id,
+                "expired" if envelope is None else envelope.status.value,
+            )
             return
         if self.store.cancel_requested(job_id):
             self.store.transition(job_id, JobStatus.CANCELED, _CLAIMABLE, finished_at=now())
             return
         started = now()
-        if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE,
-                                     started_at=started).applied:
+        if not self.store.transition(
+            job_id, JobStatus.RUNNING, _CLAIMABLE, started_at=started
+        ).applied:
             return
         log.info("job %s: running", job_id)
         timeout_s = float(self.store.field(job_id, "timeout_s") or 0) or None
@@ -63,8 +67,12 @@ class JobRunner:
             if stop.reason == "canceled":
                 self._finish(job_id, JobStatus.CANCELED)
             else:
-                self._fail(job_id, "timeout", f"the job ran longer than its {timeout_s:.0f} s "
-                           "limit and was stopped; ask for fewer steps or a smaller size")
+                self._fail(
+                    job_id,
+                    "timeout",
+                    f"the job ran longer than its {timeout_s:.0f} s "
+                    "limit and was stopped; ask for fewer steps or a smaller size",
+                )
         except JobRejected as rejected:
             self._fail(job_id, "invalid_job", str(rejected))
         except ModelUnavailable as exc:
@@ -73,13 +81,19 @@ class JobRunner:
             self._fail(job_id, exc.type, str(exc))
         except torch.OutOfMemoryError:
             log.exception("job %s: out of memory", job_id)
-            self._fail(job_id, "out_of_memory", "the worker ran out of GPU memory; ask for a "
-                       "smaller size or fewer images")
+            self._fail(
+                job_id,
+                "out_of_memory",
+                "the worker ran out of GPU memory; ask for a smaller size or fewer images",
+            )
         except Exception as exc:  # a model that raises must not take the worker down
             log.exception("job %s: generation failed", job_id)
-            self._fail(job_id, "generation_failed",
-                       f"generation failed in the model ({type(exc).__name__}); the worker log "
-                       f"has details. {first_line(exc)}")
+            self._fail(
+                job_id,
+                "generation_failed",
+                f"generation failed in the model ({type(exc).__name__}); the worker log "
+                f"has details. {first_line(exc)}",
+            )
 
     def _generate(self, job_id: str, spec: JobSpec, timeout_s: float | None) -> None:
         if spec.strength is not None:
@@ -95,12 +109,18 @@ class JobRunner:
         pngs = [encode_png(image) for image in images]
         self.store.store_images(job_id, pngs)
         infos = [
-            {"index": k, "url": image_url(job_id, k), "width": im.width, "height": im.height,
-             "seed": spec.seed + k}
+            {
+                "index": k,
+                "url": image_url(job_id, k),
+                "width": im.width,
+                "height": im.height,
+                "seed": spec.seed + k,
+            }
             for k, im in enumerate(images)
         ]
-        self._finish(job_id, JobStatus.SUCCEEDED, images=infos,
-                     trace=[t.model_dump() for t in traces])
+        self._finish(
+            job_id, JobStatus.SUCCEEDED, images=infos, trace=[t.model_dump() for t in traces]
+        )
 
     def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
         self.store.transition(job_id, status, (JobStatus.RUNNING,), finished_at=now(), **fields)
@@ -137,8 +157,15 @@ class _Monitor:
         fraction = min(done / sum(self.planned), 1.0)
         elapsed = clock - self.started
         eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-        store.set_progress(self.job_id, Progress(
-            stage=stage + 1, stages=len(self.planned), step=step, steps=steps,
-            fraction=round(fraction, 4), eta_s=None if eta is None else round(eta, 2),
-        ))
+        store.set_progress(
+            self.job_id,
+            Progress(
+                stage=stage + 1,
+                stages=len(self.planned),
+                step=step,
+                steps=steps,
+                fraction=round(fraction, 4),
+                eta_s=None if eta is None else round(eta, 2),
+            ),
+        )
         return None

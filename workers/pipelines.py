@@ -15,13 +15,18 @@ from diffusers import (
     DiffusionPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
+    FluxTransformer2DModel,
+    ModelMixin,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    UNet2DConditionModel,
 )
+from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
+from workers.checkpoint_probe import probe_architecture
 
 log = logging.getLogger("imagegen.worker")
 
@@ -30,16 +35,22 @@ log = logging.getLogger("imagegen.worker")
 class PipelineClasses:
     text: type[DiffusionPipeline]
     image: type[DiffusionPipeline]
+    denoiser: type[ModelMixin]
+    denoiser_folder: str
 
 
+# fmt: off
 PIPELINES: dict[str, PipelineClasses] = {
-    "sd15": PipelineClasses(StableDiffusionPipeline, StableDiffusionImg2ImgPipeline),
-    "sdxl": PipelineClasses(StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline),
-    "sdxl-refiner": PipelineClasses(
-        StableDiffusionXLImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-    ),
-    "flux": PipelineClasses(FluxPipeline, FluxImg2ImgPipeline),
+    "sd15": PipelineClasses(StableDiffusionPipeline, StableDiffusionImg2ImgPipeline,
+                            UNet2DConditionModel, "unet"),
+    "sdxl": PipelineClasses(StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline,
+                            UNet2DConditionModel, "unet"),
+    "sdxl-refiner": PipelineClasses(StableDiffusionXLImg2ImgPipeline,
+                                    StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel, "unet"),
+    "flux": PipelineClasses(FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel,
+                            "transformer"),
 }
+# fmt: on
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -71,9 +82,7 @@ def load_text_pipeline(
     if isinstance(source, FolderSource):
         pipe = cls.from_pretrained(str(source.folder), local_files_only=True, **common)
     elif isinstance(source, SingleFileSource):
-        pipe = cls.from_single_file(
-            str(source.single_file), config=str(source.config), local_files_only=True, **common
-        )
+        pipe = _load_single_file(entry, source, cls, common)
     elif isinstance(source, HubSource):
         pipe = cls.from_pretrained(source.hub, revision=source.revision, **common)
     else:  # pragma: no cover - the registry admits no other source
@@ -95,3 +104,35 @@ def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diffus
     pipe = cls.from_pipe(text_pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class ArchitectureMismatch(ValueError):
+    pass
+
+
+def _load_single_file(
+    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], common: dict
+) -> DiffusionPipeline:
+    found = probe_architecture(source.single_file)
+    if found is not None and found != entry.architecture:
+        raise ArchitectureMismatch(
+            f"{source.single_file.name} is a {found} checkpoint, but the registry says "
+            f"{entry.architecture}; fix the entry's architecture"
+        )
+    path, config = str(source.single_file), str(source.config)
+    try:
+        # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).
+        return cls.from_single_file(path, config=config, local_files_only=True, **common)
+    except SingleFileComponentError:
+        # Denoiser only (as Flux files usually are): the rest comes from the config folder.
+        classes = PIPELINES[entry.architecture]
+        denoiser = classes.denoiser.from_single_file(
+            path,
+            config=config,
+            subfolder=classes.denoiser_folder,
+            local_files_only=True,
+            torch_dtype=common["torch_dtype"],
+        )
+        return cls.from_pretrained(
+            config, local_files_only=True, **{classes.denoiser_folder: denoiser}, **common
+        )

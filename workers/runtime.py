@@ -87,8 +87,14 @@ class ModelCache:
         seconds = time.perf_counter() - started
         self.loads += 1
         model = LoadedModel(entry, device, dtype, pipe, _param_bytes(pipe), seconds)
-        log.info("loaded %s (%s, %s, %.1f MiB) in %.2f s", name, device, dtype,
-                 model.param_bytes / 2**20, seconds)
+        log.info(
+            "loaded %s (%s, %s, %.1f MiB) in %.2f s",
+            name,
+            device,
+            dtype,
+            model.param_bytes / 2**20,
+            seconds,
+        )
         return model
 
 

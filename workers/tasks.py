@@ -35,7 +35,10 @@ def run_job(job_id: str) -> None:
 
 
 def on_rq_failure(
-    job: Job, connection: Redis, exc_type: type[BaseException], exc: BaseException,
+    job: Job,
+    connection: Redis,
+    exc_type: type[BaseException],
+    exc: BaseException,
     traceback: TracebackType | Any,
 ) -> None:
     """RQ saw the job fail outside our own handling: the hard timeout fired, or the worker
@@ -44,20 +47,41 @@ def on_rq_failure(
     retrying = bool(job.retries_left)
     if isinstance(exc, JobTimeoutException):
         job.retries_left = 0  # a job that ran out of time would run out again
-        store.transition(job.id, JobStatus.FAILED, (JobStatus.QUEUED, JobStatus.RUNNING),
-                         finished_at=now(), error=JobError(
-                             type="timeout", message="the job exceeded the worker's hard time "
-                             "limit and was stopped; ask for fewer steps or a smaller size"))
+        store.transition(
+            job.id,
+            JobStatus.FAILED,
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            finished_at=now(),
+            error=JobError(
+                type="timeout",
+                message="the job exceeded the worker's hard time "
+                "limit and was stopped; ask for fewer steps or a smaller size",
+            ),
+        )
     elif retrying:
         log.warning("job %s: worker lost, retrying (%s retries left)", job.id, job.retries_left)
         store.transition(job.id, JobStatus.QUEUED, (JobStatus.RUNNING,))
     elif isinstance(exc, AbandonedJobError):
-        store.transition(job.id, JobStatus.FAILED, (JobStatus.QUEUED, JobStatus.RUNNING),
-                         finished_at=now(), error=JobError(
-                             type="worker_lost", message="the worker running this job stopped "
-                             "(crashed or was killed) and no retries are left; submit it again"))
+        store.transition(
+            job.id,
+            JobStatus.FAILED,
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            finished_at=now(),
+            error=JobError(
+                type="worker_lost",
+                message="the worker running this job stopped "
+                "(crashed or was killed) and no retries are left; submit it again",
+            ),
+        )
     else:
-        store.transition(job.id, JobStatus.FAILED, (JobStatus.QUEUED, JobStatus.RUNNING),
-                         finished_at=now(), error=JobError(
-                             type="worker_error", message="the worker hit an internal error "
-                             f"({exc_type.__name__}) and no retries are left; submit it again"))
+        store.transition(
+            job.id,
+            JobStatus.FAILED,
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            finished_at=now(),
+            error=JobError(
+                type="worker_error",
+                message="the worker hit an internal error "
+                f"({exc_type.__name__}) and no retries are left; submit it again",
+            ),
+        )

@@ -48,8 +48,7 @@ class GenerationWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(job, stop), daemon=True,
-                                name="heartbeat")
+        beat = threading.Thread(target=self._beat, args=(job, stop), daemon=True, name="heartbeat")
         beat.start()
         try:
             super().execute_job(job, queue)

@@ -35,14 +35,16 @@ def list_models(registry: RegistryDep) -> list[ModelInfo]:
     for name in registry.names():
         entry = registry.models[name]
         arch = entry.arch
-        out.append(ModelInfo(
-            name=name,
-            architecture=arch.name,
-            latent_space=LatentSpaceInfo(**entry.latent_space.as_ctx()),
-            size_multiple=arch.size_multiple,
-            text_to_image=arch.text_to_image,
-            negative_prompt=arch.negative_prompt,
-            guidance_range=arch.guidance_range,
-            default_steps=arch.default_steps,
-        ))
+        out.append(
+            ModelInfo(
+                name=name,
+                architecture=arch.name,
+                latent_space=LatentSpaceInfo(**entry.latent_space.as_ctx()),
+                size_multiple=arch.size_multiple,
+                text_to_image=arch.text_to_image,
+                negative_prompt=arch.negative_prompt,
+                guidance_range=arch.guidance_range,
+                default_steps=arch.default_steps,
+            )
+        )
     return out

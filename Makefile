@@ -1,0 +1,49 @@
+# One task runner for the README, CI and developers.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build on this kind of machine; on a GPU host install the CUDA build of torch first.
+TORCH  ?= torch==2.13.0
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck format openapi models bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[worker,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+models: $(VENV)/.installed
+	$(PY) -m workers.demo_models build .models
+
+## The service on its embedded defaults: private Redis, demo models, gateway + one worker.
+run: $(VENV)/.installed
+	PORT=$(PORT) $(PY) -m devstack
+
+## Lint, types, the OpenAPI drift check and every test.
+test: $(VENV)/.installed lint typecheck
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## Regenerate openapi/openapi.json from the app.
+openapi: $(VENV)/.installed
+	$(PY) -m app.openapi > openapi/openapi.json
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

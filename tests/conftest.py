@@ -1,0 +1,141 @@
+"""Shared fixtures: the demo models, a private redis-server, the gateway, real worker processes.
+
+Every Redis here is one the tests started themselves, so flushing it is safe.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from app.main import create_app
+from app.settings import GatewaySettings
+from devstack.processes import (
+    REPO_ROOT,
+    start_gateway,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_workers,
+)
+from devstack.redis_server import RedisServer, free_port
+from workers.demo_models import DEMO_MODELS, ensure_built
+
+MODELS_DIR = REPO_ROOT / ".models"
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> Path:
+    ensure_built(MODELS_DIR)
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo models, plus `demo-broken`: an SD1.5 entry whose files are corrupt."""
+    root = tmp_path_factory.mktemp("registry")
+    broken = root / "broken-sd15"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{ this is not json")
+    models = {
+        name: {
+            "architecture": name.removeprefix("demo-"),
+            "source": {"folder": str(demo_models / name)},
+            "preload": True,
+        }
+        for name in DEMO_MODELS
+    }
+    models["demo-broken"] = {"architecture": "sd15", "source": {"folder": str(broken)}}
+    path = root / "registry.yaml"
+    path.write_text(yaml.safe_dump({"models": models}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Redis]:
+    """Database 1 of the private server, empty for each test (the stack uses database 0)."""
+    client = Redis(port=redis_server.port, db=1)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gateway_settings(
+    redis: Redis, redis_server: RedisServer, registry_file: Path
+) -> GatewaySettings:
+    return GatewaySettings(
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/1",
+        registry=registry_file,
+        max_pixels=1024 * 1024,
+    )
+
+
+@pytest.fixture
+def client(gateway_settings: GatewaySettings) -> Iterator[TestClient]:
+    """The gateway in-process, on a real Redis, with no worker: jobs stay queued."""
+    with TestClient(create_app(gateway_settings)) as test_client:
+        yield test_client
+
+
+class Stack:
+    """A private Redis, real worker processes and the gateway under uvicorn."""
+
+    def __init__(self, redis_server: RedisServer, registry: Path, logs: Path) -> None:
+        self.redis_url = redis_server.url
+        self.redis = Redis.from_url(self.redis_url)
+        self.registry = registry
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "REDIS_URL": self.redis_url,
+            "IMAGEGEN_REGISTRY": str(registry),
+            "IMAGEGEN_MAX_PIXELS": str(1024 * 1024),
+        }
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.gateway: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        index = len(self.workers)
+        process = start_worker({**self.env, **env}, self.logs / f"worker-{index}.log")
+        self.workers.append(process)
+        return process
+
+    def start(self, workers: int = 1) -> Stack:
+        for _ in range(workers):
+            self.start_worker()
+        self.gateway = start_gateway(self.env, self.port, self.logs / "gateway.log")
+        wait_for_gateway(self.url, self.gateway)
+        wait_for_workers(self.redis, workers, self.workers)
+        return self
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.gateway] if self.gateway else [])]:
+            stop(process)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    redis_server: RedisServer, registry_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    running = Stack(redis_server, registry_file, tmp_path_factory.mktemp("logs")).start()
+    yield running
+    running.stop()

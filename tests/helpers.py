@@ -1,0 +1,52 @@
+"""Small helpers the tests share."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from typing import Any
+
+import httpx
+from PIL import Image
+from redis import Redis
+
+FINAL = {"succeeded", "failed", "canceled"}
+
+
+def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        envelope: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if envelope["status"] in FINAL:
+            return envelope
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} not finished after {timeout} s: {envelope}")
+
+
+def submit_and_wait(
+    client: httpx.Client, spec: dict[str, Any], timeout: float = 60
+) -> dict[str, Any]:
+    response = client.post("/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    return wait_final(client, response.json()["id"], timeout)
+
+
+def fetch_png(client: httpx.Client, url: str) -> tuple[bytes, Image.Image]:
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content), formats=["PNG"])
+    image.load()
+    return response.content, image
+
+
+def png_b64(width: int, height: int, color: tuple[int, int, int] = (200, 80, 40)) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def queued_anything(redis: Redis) -> bool:
+    """True if any RQ job or imagegen job exists in this database."""
+    return bool(list(redis.scan_iter("rq:job:*"))) or bool(list(redis.scan_iter("imagegen:*")))

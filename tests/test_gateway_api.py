@@ -1,0 +1,272 @@
+"""The gateway on a real Redis with no worker: admission, validation and reads."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+import zlib
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from redis import Redis
+
+from tests.helpers import png_b64, queued_anything
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt": "a lighthouse",
+        "width": 256,
+        "height": 256,
+        "stages": [{"model": "demo-sd15", "steps": 4}],
+    }
+    body.update(overrides)
+    return body
+
+
+def test_post_queues_a_job_and_answers_202_with_location(client: TestClient, redis: Redis) -> None:
+    response = client.post("/jobs", json=spec(seed=5))
+    assert response.status_code == 202
+    envelope = response.json()
+    assert response.headers["location"] == f"/jobs/{envelope['id']}"
+    assert uuid.UUID(envelope["id"]).version == 4
+    assert envelope["status"] == "queued"
+    assert envelope["spec"]["seed"] == 5
+    assert envelope["spec"]["stages"][0]["guidance_scale"] == 7.0  # the sd15 default, filled in
+    assert redis.llen("rq:queue:imagegen.demo-sd15") == 1
+    # The queue payload is JSON (zlib-compressed by RQ), not a pickle.
+    payload = redis.hget(f"rq:job:{envelope['id']}", "data")
+    assert payload is not None
+    func, _instance, args, _kwargs = json.loads(zlib.decompress(payload))
+    assert (func, args) == ("workers.tasks.run_job", [envelope["id"]])
+    assert client.get(f"/jobs/{envelope['id']}").json() == envelope
+
+
+def test_missing_seed_is_chosen_and_reported(client: TestClient) -> None:
+    seeds = {client.post("/jobs", json=spec()).json()["spec"]["seed"] for _ in range(3)}
+    assert len(seeds) == 3
+    assert all(isinstance(s, int) and s >= 0 for s in seeds)
+
+
+def test_unknown_job_is_404_and_malformed_id_is_422(client: TestClient) -> None:
+    assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+    assert client.get(f"/jobs/{uuid.uuid4()}/images/0").status_code == 404
+    response = client.get("/jobs/not-a-uuid")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "job_id"]
+
+
+def test_models_lists_architecture_and_latent_space(client: TestClient) -> None:
+    models = {m["name"]: m for m in client.get("/models").json()}
+    assert models["demo-sd15"]["latent_space"]["name"] == "sd1"
+    assert models["demo-sdxl-refiner"]["latent_space"]["name"] == "sdxl"
+    assert models["demo-sdxl-refiner"]["text_to_image"] is False
+    assert models["demo-flux"]["latent_space"] == {
+        "name": "flux",
+        "channels": 16,
+        "vae_downscale": 8,
+        "scaling_factor": 0.3611,
+        "shift_factor": 0.1159,
+        "packed_2x2": True,
+    }
+    assert models["demo-flux"]["size_multiple"] == 16
+
+
+def _bomb_png() -> str:
+    # A 20000x20000 PNG of zeros compresses to a few hundred KB but would decode to 1.2 GB.
+    import struct
+    import zlib
+
+    width = height = 20000
+    row = b"\x00" + b"\x00" * width  # filter byte + one grey byte per pixel
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    )
+    png += chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+def _truncated_png() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()[:60]).decode()
+
+
+BAD_INPUT = {
+    "malformed base64": (
+        spec(init_image="@@not base64@@"),
+        ["body", "init_image"],
+        "invalid_base64",
+    ),
+    "not an image": (
+        spec(init_image=base64.b64encode(b"hello world").decode()),
+        ["body", "init_image"],
+        "unsupported_image",
+    ),
+    "truncated png": (spec(init_image=_truncated_png()), ["body", "init_image"], "invalid_image"),
+    "image over the pixel budget": (
+        spec(init_image=png_b64(1100, 1000)),
+        ["body", "init_image"],
+        "image_too_large",
+    ),
+    "decompression bomb": (spec(init_image=_bomb_png()), ["body", "init_image"], "image_too_large"),
+    "switch_at 0": (
+        spec(
+            stages=[
+                {"model": "demo-sdxl"},
+                {"model": "demo-sdxl-refiner", "mode": "refine", "switch_at": 0},
+            ]
+        ),
+        ["body", "stages", 1, "switch_at"],
+        "greater_than",
+    ),
+    "switch_at 1": (
+        spec(
+            stages=[
+                {"model": "demo-sdxl"},
+                {"model": "demo-sdxl-refiner", "mode": "refine", "switch_at": 1},
+            ]
+        ),
+        ["body", "stages", 1, "switch_at"],
+        "less_than",
+    ),
+    "scale 0": (
+        spec(stages=[{"model": "demo-sd15"}, {"model": "demo-sd15", "mode": "hires", "scale": 0}]),
+        ["body", "stages", 1, "scale"],
+        "greater_than_equal",
+    ),
+    "five stages": (
+        spec(
+            stages=[{"model": "demo-sd15"}]
+            + [{"model": "demo-sd15", "mode": "hires", "scale": 1}] * 4
+        ),
+        ["body", "stages"],
+        "too_long",
+    ),
+    "unknown model": (
+        spec(stages=[{"model": "no-such-model"}]),
+        ["body", "stages", 0, "model"],
+        "unknown_model",
+    ),
+    "model name like a path": (
+        spec(stages=[{"model": "../../etc/passwd"}]),
+        ["body", "stages", 0, "model"],
+        "string_pattern_mismatch",
+    ),
+    "width not a multiple of 8": (spec(width=250), ["body", "width"], "size_not_multiple"),
+    "flux width not a multiple of 16": (
+        spec(width=264, stages=[{"model": "demo-flux"}]),
+        ["body", "width"],
+        "size_not_multiple",
+    ),
+    "over the pixel budget": (
+        spec(width=2048, height=2048),
+        ["body", "width"],
+        "pixel_budget_exceeded",
+    ),
+    "hires over the pixel budget": (
+        spec(
+            width=320,
+            stages=[{"model": "demo-sd15"}, {"model": "demo-sd15", "mode": "hires", "scale": 4}],
+        ),
+        ["body", "stages", 1, "scale"],
+        "pixel_budget_exceeded",
+    ),
+    "num_images 5": (spec(num_images=5), ["body", "num_images"], "less_than_equal"),
+    "negative seed": (spec(seed=-1), ["body", "seed"], "greater_than_equal"),
+    "refiner first without a picture": (
+        spec(stages=[{"model": "demo-sdxl-refiner"}]),
+        ["body", "stages", 0, "model"],
+        "text_to_image_unsupported",
+    ),
+    "flux with a negative prompt": (
+        spec(negative_prompt="blurry", stages=[{"model": "demo-flux"}]),
+        ["body", "negative_prompt"],
+        "negative_prompt_unsupported",
+    ),
+    "flux guidance out of range": (
+        spec(stages=[{"model": "demo-flux", "guidance_scale": 20}]),
+        ["body", "stages", 0, "guidance_scale"],
+        "guidance_out_of_range",
+    ),
+    "mode on the first stage": (
+        spec(stages=[{"model": "demo-sd15", "mode": "hires"}]),
+        ["body", "stages", 0, "mode"],
+        "field_not_allowed",
+    ),
+    "later stage without mode": (
+        spec(stages=[{"model": "demo-sd15"}, {"model": "demo-sd15"}]),
+        ["body", "stages", 1, "mode"],
+        "missing",
+    ),
+    "latent upscaler on a pixel handoff": (
+        spec(
+            stages=[
+                {"model": "demo-sd15"},
+                {
+                    "model": "demo-flux",
+                    "mode": "hires",
+                    "handoff": "pixel",
+                    "upscaler": "latent-bicubic",
+                },
+            ]
+        ),
+        ["body", "stages", 1, "upscaler"],
+        "upscaler_handoff_mismatch",
+    ),
+    "unknown field": (spec(steps=20), ["body", "steps"], "extra_forbidden"),
+    "strength without init_image": (spec(strength=0.5), ["body", "strength"], "field_not_allowed"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_a_4xx_naming_the_field_and_nothing_is_queued(
+    client: TestClient, redis: Redis, case: str
+) -> None:
+    body, loc, kind = BAD_INPUT[case]
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert any(e["loc"] == loc and e["type"] == kind for e in errors), errors
+    assert all(e["msg"] for e in errors)
+    assert not queued_anything(redis)
+
+
+def test_huge_inputs_are_not_echoed_back(client: TestClient) -> None:
+    response = client.post("/jobs", json=spec(prompt="x" * 100_000))
+    assert response.status_code == 422
+    assert len(response.content) < 2000
+
+
+def test_init_image_job_is_queued_without_the_picture_in_the_envelope(
+    client: TestClient, redis: Redis
+) -> None:
+    response = client.post("/jobs", json=spec(init_image=png_b64(300, 200), strength=0.6))
+    assert response.status_code == 202, response.text
+    envelope = response.json()
+    assert "init_image" not in envelope["spec"] or envelope["spec"]["init_image"] is None
+    assert envelope["spec"]["strength"] == 0.6
+    assert redis.exists(f"imagegen:job:{envelope['id']}:init")
+
+
+def test_redis_down_is_503_not_500(gateway_settings: Any) -> None:
+    from app.main import create_app
+
+    dead = gateway_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(dead), raise_server_exceptions=False) as offline:
+        response = offline.post("/jobs", json=spec())
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert offline.get(f"/jobs/{uuid.uuid4()}").status_code == 503
