@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis as AsyncRedis
 
-from app.admission import Admission
-from app.settings import GatewaySettings
+from app.job_service import JobService
 from contract.job_store import JobStore
 from contract.registry import ModelRegistry
 
 
-def _admission(request: Request) -> Admission:
-    admission: Admission = request.app.state.admission
-    return admission
+def _service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
 
 
 def _store(request: Request) -> JobStore:
@@ -22,17 +22,17 @@ def _store(request: Request) -> JobStore:
     return store
 
 
+def _async_redis(request: Request) -> AsyncRedis:
+    redis: AsyncRedis = request.app.state.async_redis
+    return redis
+
+
 def _registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def _settings(request: Request) -> GatewaySettings:
-    settings: GatewaySettings = request.app.state.settings
-    return settings
-
-
-AdmissionDep = Annotated[Admission, Depends(_admission)]
+JobServiceDep = Annotated[JobService, Depends(_service)]
 StoreDep = Annotated[JobStore, Depends(_store)]
+AsyncRedisDep = Annotated[AsyncRedis, Depends(_async_redis)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
-SettingsDep = Annotated[GatewaySettings, Depends(_settings)]

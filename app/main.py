@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
-from app.admission import Admission
+from app.job_service import JobService
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
+from contract.janitor import sweep
 from contract.job_store import JobStore
 from contract.registry import ModelRegistry
 
@@ -34,7 +41,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     store = JobStore(redis, settings.result_ttl_s)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        janitor = asyncio.create_task(_janitor(redis, settings.sweep_interval_s))
+        yield
+        janitor.cancel()
+        await app.state.async_redis.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="imagegen",
         version="0.1.0",
         description=DESCRIPTION,
@@ -47,16 +62,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.store = store
-    app.state.admission = Admission(
-        redis,
-        store,
-        registry,
-        settings.limits,
-        settings.job_timeout_s,
-        settings.max_retries,
-    )
+    app.state.async_redis = AsyncRedis.from_url(settings.redis_url)
+    app.state.jobs = JobService(redis, store, registry, settings.limits, settings.max_retries)
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
     return app
+
+
+async def _janitor(redis: Redis, interval_s: float) -> None:
+    """Retry or fail jobs whose worker died, even when no worker of their pool is alive."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(sweep, redis, interval_s)
+        except Exception:  # Redis down: try again next interval
+            logging.getLogger("imagegen.gateway").warning("janitor sweep failed", exc_info=True)

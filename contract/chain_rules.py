@@ -32,6 +32,8 @@ _REFINE_FIELDS = ("switch_at",)
 @dataclass(frozen=True)
 class JobLimits:
     max_pixels: int = 2048 * 2048
+    default_timeout_s: int = 600
+    max_timeout_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,16 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             init_image = decode_init_image(spec.init_image, limits.max_pixels)
         except InitImageRejected as rejected:
             violations.append(rejected.violation)
+    if spec.timeout_s is not None and spec.timeout_s > limits.max_timeout_s:
+        violations.append(
+            Violation(
+                "timeout_over_limit",
+                ("timeout_s",),
+                f"timeout_s {spec.timeout_s} exceeds this deployment's limit of "
+                f"{limits.max_timeout_s} s; ask for less",
+                {"le": limits.max_timeout_s},
+            )
+        )
     if violations:
         raise JobRejected(violations)
 
@@ -93,6 +105,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
             "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
             "stages": stages,
+            "timeout_s": spec.timeout_s or limits.default_timeout_s,
         }
     )
     return CheckedJob(normalized, init_image)
@@ -224,6 +237,17 @@ def _check_later_stage(
         )
     if handoff is Handoff.LATENT:
         _check_latent_handoff(i, source, target, violations)
+        if source.latent_space == target.latent_space and source.pool != target.pool:
+            violations.append(
+                Violation(
+                    "handoff_across_pools",
+                    ("stages", i, "handoff"),
+                    f"{source.name!r} (pool {source.pool!r}) and {target.name!r} (pool "
+                    f"{target.pool!r}) run on different workers, and latents never leave a "
+                    "worker; use handoff: pixel, or serve both models from one pool",
+                    {"from_pool": source.pool, "to_pool": target.pool},
+                )
+            )
     return stage.model_copy(update=update), new_size
 
 

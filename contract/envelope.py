@@ -54,6 +54,7 @@ class StageTrace(BaseModel):
 
     stage: int
     model: str
+    worker: str = Field(description="The worker process that ran it.")
     input: str = Field(description="text, init_image, latents or pixels")
     input_latent_space: str | None = None
     input_shape: list[int] | None = None

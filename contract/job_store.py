@@ -4,6 +4,9 @@
     imagegen:job:<id>:image:<i>  PNG bytes
     imagegen:job:<id>:cancel     set when a client cancels (its own key, so that progress
                                  writes never overwrite it)
+    imagegen:job:<id>:init       the init image (PNG), if any
+    imagegen:job:<id>:handoff:<segment>:<i>
+                                 pictures handed from one worker pool to the next (PNG)
 
 Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
 the gateway and a worker finishing the job cannot both win. Finished jobs expire after the
@@ -45,6 +48,11 @@ def image_key(job_id: str, index: int) -> str:
 
 def init_image_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:init"
+
+
+def handoff_key(job_id: str, segment: int, index: int) -> str:
+    """Pictures segment `segment` receives (PNG), written by the worker that ran the one before."""
+    return f"{PREFIX}:job:{job_id}:handoff:{segment}:{index}"
 
 
 def image_url(job_id: str, index: int) -> str:

@@ -9,6 +9,7 @@ A YAML file maps a model name to its architecture and source:
         dtype: fp16
         device: auto
         preload: true
+        pool: sd                                   # served by workers of pool "sd"
       my-sdxl:
         architecture: sdxl
         source: {single_file: /models/sdxl.safetensors, config: /models/sdxl-config}
@@ -65,6 +66,9 @@ class ModelEntry(_Strict):
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     preload: bool = False
+    # Workers serve one pool each; a job's stages on different pools run on different workers
+    # (pixel handoffs travel through Redis).
+    pool: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")] = "default"
     # Large outputs (hires stages) decode tile by tile to bound VAE memory.
     vae_tiling: bool = False
     # Keep weights in CPU memory and move each module to the GPU while it runs.
@@ -107,6 +111,12 @@ class ModelRegistry(_Strict):
 
     def names(self) -> list[str]:
         return sorted(self.models)
+
+    def pool(self, pool: str) -> list[str]:
+        return sorted(name for name, entry in self.models.items() if entry.pool == pool)
+
+    def pools(self) -> list[str]:
+        return sorted({entry.pool for entry in self.models.values()})
 
     @classmethod
     def load(cls, path: Path) -> ModelRegistry:

@@ -24,7 +24,16 @@ class CommonSettings(BaseSettings):
     )
     result_ttl_s: int = Field(24 * 3600, gt=0, description="How long finished jobs and PNGs stay.")
     max_pixels: int = Field(2048 * 2048, gt=0, description="Pixel budget of the largest stage.")
+    sweep_interval_s: float = Field(
+        3.0, gt=0, description="How often abandoned jobs (dead workers) are looked for."
+    )
+    job_timeout_s: int = Field(600, gt=0, description="A job's time limit unless it asks less.")
+    max_job_timeout_s: int = Field(3600, gt=0, description="The most a job may ask for.")
 
     @property
     def limits(self) -> JobLimits:
-        return JobLimits(max_pixels=self.max_pixels)
+        return JobLimits(
+            max_pixels=self.max_pixels,
+            default_timeout_s=self.job_timeout_s,
+            max_timeout_s=self.max_job_timeout_s,
+        )

@@ -102,3 +102,6 @@ class JobSpec(_Strict):
         None, description="With init_image: how much of the picture is re-noised (default 0.75)."
     )
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
+    timeout_s: Annotated[int | None, Field(ge=1, le=86400)] = Field(
+        None, description="Stop the job after this many seconds (capped by the deployment)."
+    )

@@ -10,7 +10,7 @@ import pytest
 from rq import Queue
 
 from app.examples import JOB_EXAMPLES
-from contract.queues import RUN_JOB, SERIALIZER
+from contract.queues import RUN_JOB, SERIALIZER, queue_name
 from tests.conftest import Stack
 from tests.helpers import fetch_png, png_b64, submit_and_wait, wait_final
 
@@ -176,7 +176,7 @@ def test_worker_checks_the_latent_rule_again_for_jobs_that_skip_the_gateway(stac
     with stack.redis.pipeline() as pipe:
         store.create(job_id, spec, pipe)
         pipe.execute()
-    queue = Queue("imagegen.demo-sd15", connection=stack.redis, serializer=SERIALIZER)
+    queue = Queue(queue_name("default"), connection=stack.redis, serializer=SERIALIZER)
     job = queue.enqueue(RUN_JOB, job_id, job_id=job_id)
     assert json.loads(zlib.decompress(stack.redis.hget(f"rq:job:{job.id}", "data")))[0] == RUN_JOB
     with stack.client() as client:

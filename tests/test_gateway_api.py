@@ -37,12 +37,12 @@ def test_post_queues_a_job_and_answers_202_with_location(client: TestClient, red
     assert envelope["status"] == "queued"
     assert envelope["spec"]["seed"] == 5
     assert envelope["spec"]["stages"][0]["guidance_scale"] == 7.0  # the sd15 default, filled in
-    assert redis.llen("rq:queue:imagegen.demo-sd15") == 1
+    assert redis.llen("rq:queue:imagegen.default") == 1
     # The queue payload is JSON (zlib-compressed by RQ), not a pickle.
     payload = redis.hget(f"rq:job:{envelope['id']}", "data")
     assert payload is not None
     func, _instance, args, _kwargs = json.loads(zlib.decompress(payload))
-    assert (func, args) == ("workers.tasks.run_job", [envelope["id"]])
+    assert (func, args) == ("workers.tasks.run_job", [envelope["id"], 0])
     assert client.get(f"/jobs/{envelope['id']}").json() == envelope
 
 

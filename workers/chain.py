@@ -91,15 +91,18 @@ def planned_steps(spec: JobSpec) -> list[float]:
 
 def run_chain(
     spec: JobSpec,
-    init_image: Image.Image | None,
+    stages: range,
+    pictures: list[Image.Image] | None,
     models: ModelLookup,
     monitor: StepMonitor,
+    worker: str,
 ) -> tuple[list[Image.Image], list[StageTrace]]:
-    """Run every stage of a normalized spec; return the final pictures and a trace per stage."""
-    n = spec.num_images
-    carry: Carry | None = Pictures([init_image] * n) if init_image is not None else None
+    """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
+    previous segment handed over) or from text; return the pictures and a trace per stage."""
+    carry: Carry | None = Pictures(pictures) if pictures is not None else None
     traces = []
-    for i, stage in enumerate(spec.stages):
+    for i in stages:
+        stage = spec.stages[i]
         following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
         started = time.perf_counter()
         model = models(stage.model)
@@ -110,6 +113,7 @@ def run_chain(
             StageTrace(
                 stage=i,
                 model=stage.model,
+                worker=worker,
                 input=received,
                 input_latent_space=space,
                 input_shape=shape,
@@ -118,7 +122,8 @@ def run_chain(
                 seconds=round(time.perf_counter() - started, 4),
             )
         )
-    assert isinstance(carry, Pictures)
+    # A segment ends where the pool changes, which only a pixel handoff may do.
+    assert isinstance(carry, Pictures), "a segment must end in pictures"
     return carry.images, traces
 
 

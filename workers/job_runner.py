@@ -1,4 +1,4 @@
-"""One job, start to finish, on a worker: claim it, run the chain, store PNGs, set the status.
+"""One segment of a job on a worker: claim it, run its stages, hand on or finish.
 
 Every way a job can end is a status in the envelope: generation errors become `failed` with a
 reason a user can act on (the traceback goes to the worker's log, never to the client).
@@ -7,14 +7,19 @@ reason a user can act on (the traceback goes to the worker's log, never to the c
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
 import time
+from datetime import datetime
 
 import torch
+from PIL import Image
 
 from contract.chain_rules import JobLimits, check_job
 from contract.envelope import JobError, JobStatus, Progress
-from contract.job_store import JobStore, image_url, init_image_key, now
+from contract.job_store import JobStore, handoff_key, image_url, init_image_key, job_key, now
+from contract.queues import QueuePolicy, Segment, enqueue_segment, plan_segments
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected
@@ -24,7 +29,8 @@ from workers.runtime import ModelCache, ModelUnavailable, first_line
 
 log = logging.getLogger("imagegen.worker")
 
-_CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)  # RUNNING: a retry after a worker died
+# QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
+_CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class JobRunner:
@@ -34,35 +40,34 @@ class JobRunner:
         cache: ModelCache,
         registry: ModelRegistry,
         limits: JobLimits,
+        worker_name: str = "worker",
         progress_interval_s: float = 0.25,
     ) -> None:
         self.store = store
         self.cache = cache
         self.registry = registry
         self.limits = limits
+        self.worker_name = worker_name
         self.progress_interval_s = progress_interval_s
 
-    def run(self, job_id: str) -> None:
+    def run(self, job_id: str, segment: int = 0) -> None:
         envelope = self.store.load(job_id)
         if envelope is None or envelope.status.is_final:
-            log.info(
-                "job %s: nothing to do (%s)",
-                job_id,
-                "expired" if envelope is None else envelope.status.value,
-            )
+            state = "expired" if envelope is None else envelope.status.value
+            log.info("job %s: nothing to do (%s)", job_id, state)
             return
         if self.store.cancel_requested(job_id):
             self.store.transition(job_id, JobStatus.CANCELED, _CLAIMABLE, finished_at=now())
             return
-        started = now()
-        if not self.store.transition(
-            job_id, JobStatus.RUNNING, _CLAIMABLE, started_at=started
-        ).applied:
+        fields: dict[str, object] = {"worker": self.worker_name}
+        if segment == 0:
+            fields["started_at"] = now()
+        if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
             return
-        log.info("job %s: running", job_id)
-        timeout_s = float(self.store.field(job_id, "timeout_s") or 0) or None
+        log.info("job %s: running segment %d", job_id, segment)
+        started_at = envelope.started_at if segment else None
         try:
-            self._generate(job_id, envelope.spec, timeout_s)
+            self._run_segment(job_id, segment, envelope.spec, started_at)
         except Stopped as stop:
             if stop.reason == "canceled":
                 self._finish(job_id, JobStatus.CANCELED)
@@ -70,8 +75,8 @@ class JobRunner:
                 self._fail(
                     job_id,
                     "timeout",
-                    f"the job ran longer than its {timeout_s:.0f} s "
-                    "limit and was stopped; ask for fewer steps or a smaller size",
+                    f"the job ran longer than its {envelope.spec.timeout_s} s limit and was "
+                    "stopped; ask for fewer steps or a smaller size, or a larger timeout_s",
                 )
         except JobRejected as rejected:
             self._fail(job_id, "invalid_job", str(rejected))
@@ -91,22 +96,46 @@ class JobRunner:
             self._fail(
                 job_id,
                 "generation_failed",
-                f"generation failed in the model ({type(exc).__name__}); the worker log "
-                f"has details. {first_line(exc)}",
+                f"generation failed in the model ({type(exc).__name__}); the worker log has "
+                f"details. {first_line(exc)}",
             )
 
-    def _generate(self, job_id: str, spec: JobSpec, timeout_s: float | None) -> None:
+    def _run_segment(
+        self, job_id: str, index: int, spec: JobSpec, started_at: datetime | None
+    ) -> None:
         if spec.strength is not None:
             raw = self.store.redis.get(init_image_key(job_id))
             if not isinstance(raw, bytes):
                 raise StageError("invalid_job", "the job's init_image is missing from the store")
             spec = spec.model_copy(update={"init_image": base64.b64encode(raw).decode()})
+        # The gateway checked this spec, but a job can reach Redis by other paths.
         checked = check_job(spec, self.registry, self.limits)
         spec = checked.spec
-        monitor = _Monitor(self, job_id, planned_steps(spec), timeout_s)
-        images, traces = run_chain(spec, checked.init_image, self.cache.get, monitor)
-        assert spec.seed is not None
+        segments = plan_segments(spec, self.registry)
+        segment = segments[index]
+        if index == 0:
+            pictures = [checked.init_image] * spec.num_images if checked.init_image else None
+        else:
+            pictures = self._handed_over(job_id, index, spec.num_images)
+
+        assert spec.timeout_s is not None
+        began = started_at.timestamp() if started_at else time.time()
+        monitor = _Monitor(self, job_id, planned_steps(spec), began + spec.timeout_s)
+        stages = range(segment.start, segment.end)
+        # The memory budget never evicts a model this segment still needs.
+        self.cache.pinned = frozenset(spec.stages[i].model for i in stages)
+        try:
+            images, traces = run_chain(
+                spec, stages, pictures, self.cache.get, monitor, self.worker_name
+            )
+        finally:
+            self.cache.pinned = frozenset()
         pngs = [encode_png(image) for image in images]
+        trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
+        if index + 1 < len(segments):
+            self._hand_over(job_id, index + 1, segments[index + 1], pngs, trace, spec)
+            return
+        assert spec.seed is not None
         self.store.store_images(job_id, pngs)
         infos = [
             {
@@ -118,9 +147,43 @@ class JobRunner:
             }
             for k, im in enumerate(images)
         ]
-        self._finish(
-            job_id, JobStatus.SUCCEEDED, images=infos, trace=[t.model_dump() for t in traces]
-        )
+        self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
+
+    def _hand_over(
+        self,
+        job_id: str,
+        index: int,
+        segment: Segment,
+        pngs: list[bytes],
+        trace: list[dict[str, object]],
+        spec: JobSpec,
+    ) -> None:
+        """Store the pictures for the next pool's worker and queue it, in one transaction."""
+        assert spec.timeout_s is not None
+        retries = int(self.store.field(job_id, "max_retries") or 0)
+        policy = QueuePolicy(spec.timeout_s, retries, self.store.result_ttl_s)
+        redis = self.store.redis
+        with redis.pipeline() as pipe:
+            pipe.multi()
+            for k, png in enumerate(pngs):
+                pipe.set(handoff_key(job_id, index, k), png, ex=self.store.result_ttl_s)
+            pipe.hset(job_key(job_id), "trace", json.dumps(trace))
+            enqueue_segment(redis, pipe, job_id, index, segment.pool, policy)
+            pipe.execute()
+        log.info("job %s: handed segment %d to pool %s", job_id, index, segment.pool)
+
+    def _handed_over(self, job_id: str, index: int, count: int) -> list[Image.Image]:
+        pictures = []
+        for k in range(count):
+            raw = self.store.redis.get(handoff_key(job_id, index, k))
+            if not isinstance(raw, bytes):
+                raise StageError("invalid_job", f"segment {index}'s input pictures are missing")
+            pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
+        return pictures
+
+    def _trace_so_far(self, job_id: str) -> list[dict[str, object]]:
+        raw = self.store.field(job_id, "trace")
+        return list(json.loads(raw)) if raw else []
 
     def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
         self.store.transition(job_id, status, (JobStatus.RUNNING,), finished_at=now(), **fields)
@@ -133,20 +196,18 @@ class JobRunner:
 class _Monitor:
     """Called at every denoising step: reports progress (throttled) and says when to stop."""
 
-    def __init__(
-        self, runner: JobRunner, job_id: str, planned: list[float], timeout_s: float | None
-    ) -> None:
+    def __init__(self, runner: JobRunner, job_id: str, planned: list[float], deadline: float):
         self.runner = runner
         self.job_id = job_id
         self.planned = planned
         self.started = time.monotonic()
-        self.deadline = self.started + timeout_s if timeout_s else None
+        self.deadline = deadline  # wall clock: it spans segments run on different hosts
         self.last_report = 0.0
 
     def __call__(self, stage: int, step: int, steps: int) -> str | None:
-        clock = time.monotonic()
-        if self.deadline is not None and clock > self.deadline:
+        if time.time() > self.deadline:
             return "timeout"
+        clock = time.monotonic()
         if clock - self.last_report < self.runner.progress_interval_s and step < steps:
             return None
         self.last_report = clock
@@ -157,15 +218,13 @@ class _Monitor:
         fraction = min(done / sum(self.planned), 1.0)
         elapsed = clock - self.started
         eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-        store.set_progress(
-            self.job_id,
-            Progress(
-                stage=stage + 1,
-                stages=len(self.planned),
-                step=step,
-                steps=steps,
-                fraction=round(fraction, 4),
-                eta_s=None if eta is None else round(eta, 2),
-            ),
+        progress = Progress(
+            stage=stage + 1,
+            stages=len(self.planned),
+            step=step,
+            steps=steps,
+            fraction=round(fraction, 4),
+            eta_s=None if eta is None else round(eta, 2),
         )
+        store.set_progress(self.job_id, progress)
         return None

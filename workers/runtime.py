@@ -1,16 +1,25 @@
-"""The models a worker keeps loaded between jobs."""
+"""The models a worker keeps loaded between jobs, under a memory budget.
+
+Each model is loaded once and kept; its txt2img and img2img pipelines share every module. Identical
+components of different models (same weights, device and dtype) are loaded once and shared: the
+SDXL refiner takes the base's VAE and text_encoder_2. When a memory budget is set, loading a model
+first evicts the least recently used models that the running job does not need.
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from diffusers import DiffusionPipeline
 
-from contract.registry import ModelEntry, ModelRegistry
+from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
+from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
 log = logging.getLogger("imagegen.worker")
 
@@ -27,6 +36,8 @@ class LoadedModel:
     text: DiffusionPipeline
     param_bytes: int
     load_seconds: float
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    shared: list[str] = field(default_factory=list)  # components taken from other models
     last_used: float = field(default_factory=time.monotonic)
     _image: DiffusionPipeline | None = None
 
@@ -38,34 +49,44 @@ class LoadedModel:
         return self._image
 
 
-def _param_bytes(pipe: DiffusionPipeline) -> int:
-    seen: set[int] = set()
-    total = 0
+def _tensors(pipe: DiffusionPipeline) -> Iterable[torch.Tensor]:
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
-            for tensor in (*component.parameters(), *component.buffers()):
-                if id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    total += tensor.numel() * tensor.element_size()
+            yield from component.parameters()
+            yield from component.buffers()
+
+
+def resident_bytes(pipes: Iterable[DiffusionPipeline]) -> int:
+    """Bytes of all distinct tensors the pipelines hold (a shared module counts once)."""
+    seen: set[int] = set()
+    total = 0
+    for pipe in pipes:
+        for tensor in _tensors(pipe):
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total += tensor.numel() * tensor.element_size()
     return total
 
 
 class ModelCache:
-    """Loads models on first use and keeps them resident."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, budget_bytes: int | None = None) -> None:
         self.registry = registry
+        self.budget_bytes = budget_bytes
         self._loaded: dict[str, LoadedModel] = {}
-        self.loads = 0  # how many times weights were read from disk (a benchmark figure)
+        self.pinned: frozenset[str] = frozenset()  # models the running job needs
+        self.loads = 0  # weights read from disk (a benchmark figure: 0 reloads when warm)
+        self.evictions = 0
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
+
+    def resident_bytes(self) -> int:
+        return resident_bytes(m.text for m in list(self._loaded.values()))
 
     def get(self, name: str) -> LoadedModel:
         model = self._loaded.get(name)
         if model is None:
             model = self._load(name)
-            self._loaded[name] = model
         model.last_used = time.monotonic()
         return model
 
@@ -75,9 +96,11 @@ class ModelCache:
             raise ModelUnavailable(f"model {name!r} is not in this worker's registry")
         device = resolve_device(entry.device)
         dtype = resolve_dtype(entry.dtype, device)
+        prints, shared = self._shareable(entry, device, dtype)
+        self._make_room(self._estimate(entry, dtype, set(shared)), keep={name})
         started = time.perf_counter()
         try:
-            pipe = load_text_pipeline(entry, device, dtype, shared={})
+            pipe = load_text_pipeline(entry, device, dtype, shared=shared)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
             log.exception("loading %s failed", name)
             raise ModelUnavailable(
@@ -86,18 +109,79 @@ class ModelCache:
             ) from exc
         seconds = time.perf_counter() - started
         self.loads += 1
-        model = LoadedModel(entry, device, dtype, pipe, _param_bytes(pipe), seconds)
+        model = LoadedModel(
+            entry, device, dtype, pipe, resident_bytes([pipe]), seconds, prints, sorted(shared)
+        )
+        self._loaded[name] = model
         log.info(
-            "loaded %s (%s, %s, %.1f MiB) in %.2f s",
+            "loaded %s (%s, %s, %.1f MiB%s) in %.2f s",
             name,
             device,
             dtype,
             model.param_bytes / 2**20,
+            f", sharing {', '.join(sorted(shared))}" if shared else "",
             seconds,
         )
+        self._make_room(0, keep={name})
         return model
+
+    def _shareable(
+        self, entry: ModelEntry, device: str, dtype: torch.dtype
+    ) -> tuple[dict[str, str], dict[str, torch.nn.Module]]:
+        """Fingerprints of the entry's components, and loaded modules with the same weights."""
+        if not isinstance(entry.source, FolderSource):
+            return {}, {}
+        prints: dict[str, str] = {}
+        shared: dict[str, torch.nn.Module] = {}
+        for component in SHAREABLE:
+            digest = fingerprint(entry.source.folder / component)
+            if digest is None:
+                continue
+            prints[component] = digest
+            for other in self._loaded.values():
+                if (other.device, other.dtype) != (device, dtype):
+                    continue
+                for their_component, their_digest in other.fingerprints.items():
+                    module = getattr(other.text, their_component, None)
+                    if their_digest == digest and isinstance(module, torch.nn.Module):
+                        shared[component] = module
+        return prints, shared
+
+    def _estimate(self, entry: ModelEntry, dtype: torch.dtype, skip: set[str]) -> int:
+        source = entry.source
+        if isinstance(source, FolderSource):
+            folders = [p for p in source.folder.iterdir() if p.is_dir() and p.name not in skip]
+            return estimated_bytes([f for d in folders for f in weight_files(d)], dtype)
+        if isinstance(source, SingleFileSource):
+            return estimated_bytes([source.single_file], dtype)
+        return 0  # a hub model's size is known once loaded; room is made afterwards
+
+    def _make_room(self, incoming: int, keep: set[str]) -> None:
+        if self.budget_bytes is None:
+            return
+        while self.resident_bytes() + incoming > self.budget_bytes:
+            evictable = [
+                m for n, m in self._loaded.items() if n not in self.pinned and n not in keep
+            ]
+            if not evictable:
+                log.warning(
+                    "memory budget %.1f MiB exceeded by models the running job needs",
+                    self.budget_bytes / 2**20,
+                )
+                return
+            victim = min(evictable, key=lambda m: m.last_used)
+            self.evict(victim.entry.name)
+
+    def evict(self, name: str) -> None:
+        model = self._loaded.pop(name)
+        log.info("evicting %s (least recently used)", name)
+        self.evictions += 1
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text[:limit]
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else ""

@@ -28,10 +28,10 @@ def install_runner(runner: JobRunner | None) -> None:
     _runner = runner
 
 
-def run_job(job_id: str) -> None:
+def run_job(job_id: str, segment: int = 0) -> None:
     if _runner is None:
         raise RuntimeError("run_job needs the imagegen worker (python -m workers), not plain rq")
-    _runner.run(job_id)
+    _runner.run(job_id, segment)
 
 
 def on_rq_failure(
@@ -44,11 +44,12 @@ def on_rq_failure(
     """RQ saw the job fail outside our own handling: the hard timeout fired, or the worker
     running it died and the job was found abandoned. Reflect it in the envelope."""
     store = JobStore(connection, result_ttl_s=job.result_ttl or 86400)
+    job_id = str(job.args[0]) if job.args else job.id
     retrying = bool(job.retries_left)
     if isinstance(exc, JobTimeoutException):
         job.retries_left = 0  # a job that ran out of time would run out again
         store.transition(
-            job.id,
+            job_id,
             JobStatus.FAILED,
             (JobStatus.QUEUED, JobStatus.RUNNING),
             finished_at=now(),
@@ -60,10 +61,10 @@ def on_rq_failure(
         )
     elif retrying:
         log.warning("job %s: worker lost, retrying (%s retries left)", job.id, job.retries_left)
-        store.transition(job.id, JobStatus.QUEUED, (JobStatus.RUNNING,))
+        store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
     elif isinstance(exc, AbandonedJobError):
         store.transition(
-            job.id,
+            job_id,
             JobStatus.FAILED,
             (JobStatus.QUEUED, JobStatus.RUNNING),
             finished_at=now(),
@@ -75,7 +76,7 @@ def on_rq_failure(
         )
     else:
         store.transition(
-            job.id,
+            job_id,
             JobStatus.FAILED,
             (JobStatus.QUEUED, JobStatus.RUNNING),
             finished_at=now(),

@@ -2,12 +2,13 @@
 
 Plain SimpleWorker runs jobs in its own process (models stay loaded; no fork after CUDA init) but
 sends no heartbeat while a job holds the main thread, and gives a running job a registry TTL of
-timeout + 60 s, so a killed worker's job would sit `running` for minutes. Here a thread sends
-heartbeats every few seconds with a short TTL, and sweeps abandoned jobs of our queues, so a job
-whose worker died is retried within seconds.
+timeout + 60 s, so a killed worker's job would sit `running` for minutes. Here a thread, alive as
+long as the worker, refreshes the running job's heartbeat every few seconds with a short TTL,
+publishes which models this worker holds, and sweeps abandoned jobs, so a job whose worker died
+is retried within seconds.
 
-    python -m workers            # serves every registered model
-    IMAGEGEN_MODELS=demo-flux python -m workers
+    python -m workers                            # serves pool "default"
+    IMAGEGEN_POOL=flux python -m workers         # serves the registry's models of pool "flux"
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from contract.janitor import sweep
 from contract.job_store import JobStore
-from contract.queues import SERIALIZER, queue_for_model
+from contract.presence import WorkerPresence, publish, withdraw
+from contract.queues import SERIALIZER, queue_name
 from contract.registry import ModelRegistry
 from workers.job_runner import JobRunner
 from workers.runtime import ModelCache
@@ -39,68 +42,92 @@ def unique_name(prefix: str | None) -> str:
 
 
 class GenerationWorker(SimpleWorker):
-    def __init__(self, *args: object, settings: WorkerSettings, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, settings: WorkerSettings, cache: ModelCache, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.cache = cache
+        self._running: Job | None = None
+        self._stop = threading.Event()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.settings.heartbeat_ttl_s
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(job, stop), daemon=True, name="heartbeat")
-        beat.start()
+        self._running = job
         try:
             super().execute_job(job, queue)
         finally:
-            stop.set()
-            beat.join()
+            self._running = None
 
-    def _beat(self, job: Job, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.heartbeat_s):
+    def work(self, *args: object, **kwargs: object) -> bool:
+        life = threading.Thread(target=self._life, daemon=True, name="heartbeat")
+        life.start()
+        try:
+            return bool(super().work(*args, **kwargs))  # type: ignore[arg-type]
+        finally:
+            self._stop.set()
+            life.join(timeout=5)
+            withdraw(self.connection, self.name)
+
+    def _life(self) -> None:
+        """Heartbeats for the running job, presence, and the sweep for abandoned jobs."""
+        settings = self.settings
+        while not self._stop.wait(settings.heartbeat_s):
             try:
-                self.maintain_heartbeats(job)
-                self.sweep_abandoned()
-            except Exception:  # a missed beat must not kill the thread; the next one retries
-                log.exception("heartbeat failed")
+                job = self._running
+                if job is not None and self.execution is not None:
+                    self.maintain_heartbeats(job)
+                publish(self.connection, self.presence(), ttl_s=settings.heartbeat_ttl_s)
+                sweep(self.connection, settings.sweep_interval_s)
+            except Exception:  # Redis away: a missed beat must not kill the thread
+                log.warning("heartbeat failed", exc_info=True)
 
-    def sweep_abandoned(self) -> None:
-        """Retry (or fail) jobs whose worker stopped sending heartbeats."""
-        for queue in self.queues:
-            queue.started_job_registry.cleanup()
+    def presence(self) -> WorkerPresence:
+        return WorkerPresence(
+            name=self.name,
+            pool=self.settings.pool,
+            models=self.cache.registry.pool(self.settings.pool),
+            loaded=self.cache.loaded(),
+            resident_mib=round(self.cache.resident_bytes() / 2**20, 1),
+        )
 
 
-def build_runner(settings: WorkerSettings, redis: Redis) -> tuple[JobRunner, list[str]]:
+def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner:
     registry = ModelRegistry.load(settings.registry)
-    serves = settings.models or registry.names()
-    unknown = sorted(set(serves) - set(registry.names()))
-    if unknown:
-        raise SystemExit(f"IMAGEGEN_MODELS names unregistered models: {', '.join(unknown)}")
-    cache = ModelCache(registry)
+    serves = registry.pool(settings.pool)
+    if not serves:
+        known = ", ".join(registry.pools())
+        raise SystemExit(f"no registered model is in pool {settings.pool!r}; pools: {known}")
+    budget = settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None
+    cache = ModelCache(registry, budget_bytes=budget)
     if settings.preload:
-        for name in serves:
-            if registry.models[name].preload:
-                cache.get(name)
+        for model in serves:
+            if registry.models[model].preload:
+                cache.get(model)
     store = JobStore(redis, settings.result_ttl_s)
-    runner = JobRunner(store, cache, registry, settings.limits, settings.progress_interval_s)
-    return runner, serves
+    return JobRunner(store, cache, registry, settings.limits, name, settings.progress_interval_s)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = WorkerSettings()
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
-    runner, serves = build_runner(settings, redis)
+    name = unique_name(settings.name)
+    runner = build_runner(settings, redis, name)
     install_runner(runner)
-    queues = [Queue(queue_for_model(m), connection=redis, serializer=SERIALIZER) for m in serves]
     worker = GenerationWorker(
-        queues,
+        [Queue(queue_name(settings.pool), connection=redis, serializer=SERIALIZER)],
         connection=redis,
-        name=unique_name(settings.name),
+        name=name,
         serializer=SERIALIZER,
         settings=settings,
+        cache=runner.cache,
         worker_ttl=30,
-        maintenance_interval=30,
     )
-    log.info("worker %s serving %s", worker.name, ", ".join(serves))
+    publish(redis, worker.presence(), ttl_s=settings.heartbeat_ttl_s)
+    log.info(
+        "worker %s serving pool %s: %s", name, settings.pool, ", ".join(worker.presence().models)
+    )
     worker.work(logging_level="INFO")

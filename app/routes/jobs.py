@@ -4,10 +4,14 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi.responses import StreamingResponse
 
-from app.deps import AdmissionDep, StoreDep
+from app.deps import AsyncRedisDep, JobServiceDep, StoreDep
+from app.events import job_events
 from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
+from app.job_service import JobAlreadyFinished, JobNotFound
 from contract.envelope import JobEnvelope
+from contract.job_store import job_key
 from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -34,11 +38,11 @@ def _not_found(job_id: UUID) -> HTTPException:
 )
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
-    admission: AdmissionDep,
+    jobs: JobServiceDep,
     response: Response,
 ) -> JobEnvelope:
     """Queue a job of one to four stages; answers 202 with the envelope."""
-    envelope = admission.submit(spec)
+    envelope = jobs.submit(spec)
     response.headers["Location"] = f"/jobs/{envelope.id}"
     return envelope
 
@@ -67,3 +71,51 @@ def get_job_image(job_id: UUID, index: int, store: StoreDep) -> Response:
     if png is None:
         raise HTTPException(status_code=404, detail=f"job {job_id} has no image {index}")
     return Response(content=png, media_type="image/png")
+
+
+@router.post(
+    "/{job_id}/cancel",
+    operation_id="cancel_job",
+    responses={
+        200: {"description": "The job was queued and is now canceled; it will never run."},
+        202: {"description": "The job is running; it stops at its next step and ends canceled."},
+        404: {"description": "No such job."},
+        409: {"description": "The job has already finished."},
+    },
+)
+def cancel_job(job_id: UUID, jobs: JobServiceDep, response: Response) -> JobEnvelope:
+    """Cancel a job. A queued job never runs; a running one stops at the next denoising step."""
+    try:
+        outcome = jobs.cancel(str(job_id))
+    except JobNotFound:
+        raise _not_found(job_id) from None
+    except JobAlreadyFinished as done:
+        raise HTTPException(
+            status_code=409, detail=f"job {job_id} has already finished ({done.status.value})"
+        ) from None
+    response.status_code = 200 if outcome.immediate else 202
+    return outcome.envelope
+
+
+@router.get(
+    "/{job_id}/events",
+    operation_id="job_events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Server-Sent Events: an `envelope` event whenever status or progress "
+            "changes, the last one when the job ends.",
+        },
+        404: {"description": "No such job."},
+    },
+)
+async def stream_job_events(job_id: UUID, redis: AsyncRedisDep) -> StreamingResponse:
+    """Follow a job live instead of polling."""
+    if not await redis.exists(job_key(str(job_id))):
+        raise _not_found(job_id)
+    return StreamingResponse(
+        job_events(redis, str(job_id)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

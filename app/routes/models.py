@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.deps import RegistryDep
+from app.deps import RegistryDep, StoreDep
+from contract.presence import live_workers
 
 router = APIRouter(tags=["models"])
 
@@ -26,11 +27,16 @@ class ModelInfo(BaseModel):
     negative_prompt: bool
     guidance_range: tuple[float, float]
     default_steps: int
+    pool: str
+    workers_serving: list[str] = Field(description="Live workers of this model's pool.")
+    loaded_on: list[str] = Field(description="Live workers holding it in memory now.")
 
 
 @router.get("/models", operation_id="list_models")
-def list_models(registry: RegistryDep) -> list[ModelInfo]:
-    """Registered models, with the latent space each works in (which decides latent handoffs)."""
+def list_models(registry: RegistryDep, store: StoreDep) -> list[ModelInfo]:
+    """Registered models, the latent space each works in (which decides latent handoffs), and
+    which live workers serve and hold them."""
+    workers = live_workers(store.redis)
     out = []
     for name in registry.names():
         entry = registry.models[name]
@@ -45,6 +51,9 @@ def list_models(registry: RegistryDep) -> list[ModelInfo]:
                 negative_prompt=arch.negative_prompt,
                 guidance_range=arch.guidance_range,
                 default_steps=arch.default_steps,
+                pool=entry.pool,
+                workers_serving=[w.name for w in workers if name in w.models],
+                loaded_on=[w.name for w in workers if name in w.loaded],
             )
         )
     return out

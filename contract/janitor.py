@@ -1,0 +1,39 @@
+"""Finding jobs whose worker died, so that none stays `running` forever.
+
+Workers refresh their started-registry entries every few seconds (see `workers.worker`); an entry
+that stops being refreshed expires, and RQ's registry cleanup then retries the job (or fails it
+once its retries are spent, which `workers.tasks.on_rq_failure` turns into a `failed` envelope).
+RQ runs that cleanup rarely (every 10 minutes by default), so workers and the gateway call
+`sweep` every few seconds. A short lock makes one sweeper act per interval: two concurrent
+cleanups could both retry the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Queue
+
+from contract.queues import QUEUE_PREFIX, SERIALIZER
+
+log = logging.getLogger("imagegen.janitor")
+
+_LOCK = f"{QUEUE_PREFIX}:janitor"
+
+
+def imagegen_queues(redis: Redis) -> list[Queue]:
+    return [
+        q
+        for q in Queue.all(connection=redis, serializer=SERIALIZER)
+        if q.name.startswith(f"{QUEUE_PREFIX}.")
+    ]
+
+
+def sweep(redis: Redis, interval_s: float) -> bool:
+    """Clean every imagegen queue's started registry, unless another sweeper just did."""
+    if not redis.set(_LOCK, "1", nx=True, px=max(int(interval_s * 1000) - 50, 100)):
+        return False
+    for queue in imagegen_queues(redis):
+        queue.started_job_registry.cleanup()
+    return True

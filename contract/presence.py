@@ -1,0 +1,43 @@
+"""Which live workers hold which models: each worker republishes this every few seconds.
+
+imagegen:worker:<name>   JSON {pool, models, loaded, resident_mib}, expiring after the
+                         worker's heartbeat TTL (a dead worker disappears by itself)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from redis import Redis
+
+from contract.job_store import PREFIX
+
+_PATTERN = f"{PREFIX}:worker:*"
+
+
+class WorkerPresence(BaseModel):
+    name: str
+    pool: str
+    models: list[str]  # what it serves
+    loaded: list[str]  # what it holds in memory now
+    resident_mib: float
+
+
+def presence_key(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+def publish(redis: Redis, presence: WorkerPresence, ttl_s: int) -> None:
+    redis.set(presence_key(presence.name), presence.model_dump_json(), ex=ttl_s)
+
+
+def withdraw(redis: Redis, name: str) -> None:
+    redis.delete(presence_key(name))
+
+
+def live_workers(redis: Redis) -> list[WorkerPresence]:
+    keys = list(redis.scan_iter(_PATTERN, count=500))
+    values = redis.mget(keys) if keys else []
+    return sorted(
+        (WorkerPresence.model_validate_json(v) for v in values if v),
+        key=lambda w: w.name,
+    )

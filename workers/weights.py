@@ -1,0 +1,54 @@
+"""Reading weight files without loading them: sizes for the memory budget, fingerprints for
+sharing identical components between models (the SDXL refiner's VAE and text_encoder_2 are the
+base's)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+# Components whose modules may be shared between pipelines when their weights are identical.
+SHAREABLE = ("vae", "text_encoder", "text_encoder_2")
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def estimated_bytes(files: list[Path], dtype: torch.dtype) -> int:
+    """Bytes the tensors in `files` take once loaded as `dtype` (from the headers alone)."""
+    size = torch.tensor([], dtype=dtype).element_size()
+    total = 0
+    for path in files:
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = handle.get_slice(key)
+                numel = 1
+                for dim in tensor.get_shape():
+                    numel *= dim
+                dtype_name = tensor.get_dtype()
+                total += numel * (size if dtype_name in _FLOAT_DTYPES else 4)
+    return total
+
+
+def fingerprint(folder: Path) -> str | None:
+    """A digest of a component's weights, or None when it has no safetensors files."""
+    files = weight_files(folder)
+    if not files:
+        return None
+    return _digest(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@lru_cache(maxsize=64)
+def _digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    sha = hashlib.sha256()
+    for path, _size, _mtime in files:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                sha.update(chunk)
+    return sha.hexdigest()
