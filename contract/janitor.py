@@ -14,6 +14,8 @@ import logging
 
 from redis import Redis
 from rq import Queue
+from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 
 from contract.queues import QUEUE_PREFIX, SERIALIZER
 
@@ -35,5 +37,10 @@ def sweep(redis: Redis, interval_s: float) -> bool:
     if not redis.set(_LOCK, "1", nx=True, px=max(int(interval_s * 1000) - 50, 100)):
         return False
     for queue in imagegen_queues(redis):
-        queue.started_job_registry.cleanup()
+        # Failure callbacks run under a timeout; the timer variant works off the main thread,
+        # where sweeps run (RQ's default uses SIGALRM, which only the main thread may set).
+        registry = StartedJobRegistry(
+            queue=queue, serializer=SERIALIZER, death_penalty_class=TimerDeathPenalty
+        )
+        registry.cleanup()
     return True

@@ -43,7 +43,7 @@ def main() -> int:
     try:
         wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
         print("waiting for the worker to load its models…")
-        wait_for_workers(Redis.from_url(redis_url), 1, [worker])
+        wait_for_workers(Redis.from_url(redis_url), [worker])
         print(
             f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
             f"  logs: {run_dir}/gateway.log, {run_dir}/worker.log\n  Ctrl-C stops.\n"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 from redis import Redis
-from rq import Worker
+
+from contract.presence import live_workers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,18 +57,19 @@ def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout: float 
 
 
 def wait_for_workers(
-    redis: Redis, count: int, processes: list[subprocess.Popen[bytes]], timeout: float = 120
+    redis: Redis, processes: list[subprocess.Popen[bytes]], timeout: float = 120
 ) -> None:
-    """Workers register in Redis once their preloaded models are resident."""
+    """Wait until each worker process has its models resident and announces itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in processes:
             if p.poll() is not None:
                 raise RuntimeError(f"worker exited with {p.returncode}")
-        if len(Worker.all(connection=redis)) >= count:
+        live = {w.name.split(".")[-2] for w in live_workers(redis)}
+        if all(str(p.pid) in live for p in processes):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{count} worker(s) did not register in {timeout} s")
+    raise RuntimeError(f"workers did not announce themselves in {timeout} s")
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:

@@ -53,6 +53,12 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         for name in DEMO_MODELS
     }
     models["demo-broken"] = {"architecture": "sd15", "source": {"folder": str(broken)}}
+    # A pool no worker serves: its jobs stay queued (for cancel and janitor tests).
+    models["demo-sd15-unserved"] = {
+        "architecture": "sd15",
+        "source": {"folder": str(demo_models / "demo-sd15")},
+        "pool": "unserved",
+    }
     path = root / "registry.yaml"
     path.write_text(yaml.safe_dump({"models": models}))
     return path
@@ -110,18 +116,19 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.gateway: subprocess.Popen[bytes] | None = None
 
-    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
         index = len(self.workers)
         process = start_worker({**self.env, **env}, self.logs / f"worker-{index}.log")
         self.workers.append(process)
+        if wait:
+            wait_for_workers(self.redis, [process])
         return process
 
-    def start(self, workers: int = 1) -> Stack:
-        for _ in range(workers):
-            self.start_worker()
+    def start(self, workers: list[dict[str, str]] | None = None) -> Stack:
+        started = [self.start_worker(wait=False, **env) for env in (workers or [{}])]
         self.gateway = start_gateway(self.env, self.port, self.logs / "gateway.log")
         wait_for_gateway(self.url, self.gateway)
-        wait_for_workers(self.redis, workers, self.workers)
+        wait_for_workers(self.redis, started)
         return self
 
     def client(self) -> httpx.Client:
