@@ -46,6 +46,11 @@ def image_key(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:image:{index}"
 
 
+def events_channel(job_id: str) -> str:
+    """Pub/sub channel told of every status change and progress write (SSE listens to it)."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
 def init_image_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:init"
 
@@ -67,8 +72,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-# KEYS[1] job hash; ARGV[1] new status; ARGV[2] allowed current statuses (comma-separated);
-# ARGV[3] TTL in seconds (0 = none); ARGV[4..] field/value pairs. Returns the status it found.
+# KEYS[1] job hash, KEYS[2] its events channel; ARGV[1] new status; ARGV[2] allowed current
+# statuses (comma-separated); ARGV[3] TTL in seconds (0 = none); ARGV[4..] field/value pairs.
+# Returns the status it found.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
@@ -77,6 +83,7 @@ if not string.find(allowed, ',' .. current .. ',', 1, true) then return current 
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
 return current
 """
 
@@ -125,14 +132,17 @@ class JobStore:
         args.append(self.result_ttl_s if to in FINAL_STATUSES else 0)
         for name, value in fields.items():
             args += [name, _encode(value)]
-        found = self._transition(keys=[job_key(job_id)], args=args)
+        found = self._transition(keys=[job_key(job_id), events_channel(job_id)], args=args)
         if found is None:
             return Transition(False, None)
         previous = JobStatus(found.decode() if isinstance(found, bytes) else found)
         return Transition(previous in allowed, previous)
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
-        self.redis.hset(job_key(job_id), "progress", progress.model_dump_json())
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(job_key(job_id), "progress", progress.model_dump_json())
+            pipe.publish(events_channel(job_id), "progress")
+            pipe.execute()
 
     def store_images(self, job_id: str, pngs: Sequence[bytes]) -> None:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -20,6 +20,7 @@ class WorkerPresence(BaseModel):
     models: list[str]  # what it serves
     loaded: list[str]  # what it holds in memory now
     resident_mib: float
+    loads: int  # times it read weights from disk since it started
 
 
 def presence_key(name: str) -> str:

@@ -74,6 +74,7 @@ class ModelCache:
         self.budget_bytes = budget_bytes
         self._loaded: dict[str, LoadedModel] = {}
         self.pinned: frozenset[str] = frozenset()  # models the running job needs
+        self._resident = 0  # recounted on every load and eviction, read by the heartbeat
         self.loads = 0  # weights read from disk (a benchmark figure: 0 reloads when warm)
         self.evictions = 0
 
@@ -81,7 +82,10 @@ class ModelCache:
         return sorted(self._loaded)
 
     def resident_bytes(self) -> int:
-        return resident_bytes(m.text for m in list(self._loaded.values()))
+        return self._resident
+
+    def _recount(self) -> None:
+        self._resident = resident_bytes(m.text for m in self._loaded.values())
 
     def get(self, name: str) -> LoadedModel:
         model = self._loaded.get(name)
@@ -113,6 +117,7 @@ class ModelCache:
             entry, device, dtype, pipe, resident_bytes([pipe]), seconds, prints, sorted(shared)
         )
         self._loaded[name] = model
+        self._recount()
         log.info(
             "loaded %s (%s, %s, %.1f MiB%s) in %.2f s",
             name,
@@ -174,6 +179,7 @@ class ModelCache:
 
     def evict(self, name: str) -> None:
         model = self._loaded.pop(name)
+        self._recount()
         log.info("evicting %s (least recently used)", name)
         self.evictions += 1
         del model

@@ -91,6 +91,7 @@ class GenerationWorker(SimpleWorker):
             models=self.cache.registry.pool(self.settings.pool),
             loaded=self.cache.loaded(),
             resident_mib=round(self.cache.resident_bytes() / 2**20, 1),
+            loads=self.cache.loads,
         )
 
 

@@ -1,0 +1,223 @@
+"""`make bench`: the service's overheads on the demo models, measured in one run.
+
+    P1  POST -> succeeded (queue + worker + SSE) / the same pipeline call made directly
+    P3  three resident models in turn: reloads, and warm job / direct call
+    P4  worker RSS with txt2img + img2img (+ refiner) of one model / RSS with one pipeline
+
+Direct and service runs are interleaved so that drift on a noisy machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from redis import Redis
+
+from contract.presence import live_workers
+from contract.registry import ModelRegistry
+from devstack.processes import (
+    REPO_ROOT,
+    start_gateway,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_workers,
+)
+from devstack.redis_server import RedisServer, free_port
+from workers.demo_models import ensure_built
+from workers.pipelines import load_text_pipeline
+
+RUNS = 10
+P1_SPEC = {
+    "prompt": "a lighthouse",
+    "seed": 1,
+    "width": 320,
+    "height": 320,
+    "stages": [{"model": "demo-sd15", "steps": 20, "guidance_scale": 7.0}],
+}
+P3_MODELS = {"demo-sd15": 7.0, "demo-sdxl": 7.0, "demo-flux": 3.5}
+
+
+def spec_for(model: str, guidance: float) -> dict[str, Any]:
+    return {**P1_SPEC, "stages": [{"model": model, "steps": 20, "guidance_scale": guidance}]}
+
+
+class Direct:
+    """The same pipelines, called in this process."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.pipes = {
+            name: load_text_pipeline(registry.models[name], "cpu", torch.float32, shared={})
+            for name in P3_MODELS
+        }
+
+    def run(self, spec: dict[str, Any]) -> float:
+        stage = spec["stages"][0]
+        kwargs: dict[str, Any] = {
+            "prompt": spec["prompt"],
+            "num_inference_steps": stage["steps"],
+            "guidance_scale": stage["guidance_scale"],
+            "height": spec["height"],
+            "width": spec["width"],
+            "generator": [torch.Generator("cpu").manual_seed(spec["seed"])],
+        }
+        started = time.perf_counter()
+        self.pipes[stage["model"]](**kwargs)
+        return time.perf_counter() - started
+
+
+def through_service(client: httpx.Client, spec: dict[str, Any]) -> float:
+    """POST, then follow the job's SSE stream to its end."""
+    started = time.perf_counter()
+    job_id = client.post("/jobs", json=spec).json()["id"]
+    with client.stream("GET", f"/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"status":"succeeded"' in line:
+                return time.perf_counter() - started
+    raise RuntimeError(f"job {job_id} did not succeed")
+
+
+def interleaved(direct: Direct, client: httpx.Client, spec: dict[str, Any]) -> tuple[float, float]:
+    d, s = [], []
+    for _ in range(2):  # warm-up
+        direct.run(spec)
+        through_service(client, spec)
+    for _ in range(RUNS):
+        d.append(direct.run(spec))
+        s.append(through_service(client, spec))
+    return statistics.median(d), statistics.median(s)
+
+
+RSS_PROBE = """
+import json, sys, psutil, torch
+from pathlib import Path
+from contract.registry import ModelRegistry
+from workers.runtime import ModelCache
+torch.set_num_threads(1)
+cache = ModelCache(ModelRegistry.load(Path(sys.argv[1])))
+rss = lambda: psutil.Process().memory_info().rss
+out = {}
+base = cache.get(sys.argv[2]); out["one"] = rss()
+base.image; out["with_img2img"] = rss()
+if len(sys.argv) > 3:
+    cache.get(sys.argv[3]); out["with_refiner"] = rss()
+print(json.dumps(out))
+"""
+
+
+def rss(registry: Path, *models: str) -> dict[str, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(registry), *models],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    ensure_built(REPO_ROOT / ".models")
+    registry_file = REPO_ROOT / "deploy" / "registry.demo.yaml"
+    registry = ModelRegistry.load(registry_file)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    server = RedisServer(work / "redis").start()
+    redis = Redis.from_url(server.url)
+    port = free_port()
+    env = {"REDIS_URL": server.url, "IMAGEGEN_REGISTRY": str(registry_file)}
+    worker = start_worker(env, work / "worker.log")
+    gateway = start_gateway(env, port, work / "gateway.log")
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
+        wait_for_workers(redis, [worker])
+        direct = Direct(registry)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            d, s = interleaved(direct, client, P1_SPEC)
+            rows.append(
+                (
+                    "P1 end-to-end / direct (demo-sd15, 320px, 20 steps)",
+                    f"{s:.3f} s / {d:.3f} s",
+                    f"{s / d:.3f}",
+                    "<= 1.03",
+                )
+            )
+
+            loads_before = live_workers(redis)[0].loads
+            ratios, warm = [], []
+            for _ in range(2):  # warm-up round
+                for model, guidance in P3_MODELS.items():
+                    through_service(client, spec_for(model, guidance))
+            per_model: dict[str, list[tuple[float, float]]] = {m: [] for m in P3_MODELS}
+            for _ in range(RUNS // 2):
+                for model, guidance in P3_MODELS.items():  # sd15, sdxl, flux, sd15, ...
+                    spec = spec_for(model, guidance)
+                    per_model[model].append((direct.run(spec), through_service(client, spec)))
+            for runs in per_model.values():
+                dm = statistics.median(r[0] for r in runs)
+                sm = statistics.median(r[1] for r in runs)
+                ratios.append(sm / dm)
+                warm.append(sm)
+            time.sleep(2.5)  # one presence period, so the count below is current
+            reloads = live_workers(redis)[0].loads - loads_before
+            rows.append(
+                ("P3 reloads while alternating sd15/sdxl/flux", str(reloads), str(reloads), "0")
+            )
+            rows.append(
+                (
+                    "P3 warm job / direct (median over the three models)",
+                    " ".join(f"{r:.3f}" for r in ratios),
+                    f"{statistics.median(ratios):.3f}",
+                    "<= 1.05",
+                )
+            )
+    finally:
+        stop(gateway)
+        stop(worker)
+        server.stop()
+
+    sd = rss(registry_file, "demo-sd15")
+    rows.append(
+        (
+            "P4 RSS sd15 txt2img+img2img / txt2img",
+            f"{sd['with_img2img'] / 2**20:.1f} / {sd['one'] / 2**20:.1f} MiB",
+            f"{sd['with_img2img'] / sd['one']:.4f}",
+            "<= 1.01",
+        )
+    )
+    xl = rss(registry_file, "demo-sdxl", "demo-sdxl-refiner")
+    rows.append(
+        (
+            "P4 RSS sdxl txt2img+img2img / txt2img",
+            f"{xl['with_img2img'] / 2**20:.1f} / {xl['one'] / 2**20:.1f} MiB",
+            f"{xl['with_img2img'] / xl['one']:.4f}",
+            "<= 1.01",
+        )
+    )
+    rows.append(
+        (
+            "P4 RSS sdxl + refiner (shared VAE, text_encoder_2) / sdxl",
+            f"{xl['with_refiner'] / 2**20:.1f} / {xl['one'] / 2**20:.1f} MiB",
+            f"{xl['with_refiner'] / xl['one']:.4f}",
+            "refiner UNet only",
+        )
+    )
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'measured':>24}  {'ratio':>8}  target")
+    for name, measured, ratio, target in rows:
+        print(f"{name:<{width}}  {measured:>24}  {ratio:>8}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""GPU check: a full-size random-weight model on CUDA, through the service vs a direct call.
+
+    python -m bench.gpu_check [--sdxl] [--out DIR]
+
+Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, calls the pipeline
+directly (loaded by the worker's own loader), then starts a private Redis, a worker on CUDA and
+the gateway, and runs the same job through HTTP. Prints and writes per-step and end-to-end times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import yaml
+from redis import Redis
+
+from bench.full_size import build_sd15, build_sdxl
+from contract.registry import ModelRegistry
+from devstack.processes import (
+    REPO_ROOT,
+    start_gateway,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_workers,
+)
+from devstack.redis_server import RedisServer, free_port
+from workers.pipelines import load_text_pipeline
+
+RUNS = 5
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def direct(registry: ModelRegistry, name: str, size: int, steps: int) -> dict[str, float]:
+    """Median wall time and per-step time of the pipeline called directly."""
+    entry = registry.models[name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    pipe = load_text_pipeline(entry, device, dtype, shared={})
+    stamps: list[float] = []
+
+    def on_step(_pipe: Any, _i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        _sync()
+        stamps.append(time.perf_counter())
+        return tensors
+
+    totals, per_step = [], []
+    for run in range(RUNS + 2):  # two warm-up runs
+        stamps.clear()
+        _sync()
+        started = time.perf_counter()
+        pipe(
+            "a test",
+            num_inference_steps=steps,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(run),
+            callback_on_step_end=on_step,
+        )
+        _sync()
+        if run >= 2:
+            totals.append(time.perf_counter() - started)
+            per_step.append(statistics.median(b - a for a, b in itertools.pairwise(stamps)))
+    del pipe
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"total_s": statistics.median(totals), "step_ms": statistics.median(per_step) * 1e3}
+
+
+def service(url: str, name: str, size: int, steps: int) -> dict[str, float]:
+    """Median POST -> succeeded time and the worker's stage time per step."""
+    spec = {
+        "prompt": "a test",
+        "width": size,
+        "height": size,
+        "stages": [{"model": name, "steps": steps}],
+    }
+    totals, stage_s = [], []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for run in range(RUNS + 1):  # one warm-up job
+            started = time.perf_counter()
+            job_id = client.post("/jobs", json={**spec, "seed": run}).json()["id"]
+            while (envelope := client.get(f"/jobs/{job_id}").json())["status"] in (
+                "queued",
+                "running",
+            ):
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            assert envelope["status"] == "succeeded", envelope["error"]
+            if run >= 1:
+                totals.append(elapsed)
+                stage_s.append(envelope["trace"][0]["seconds"])
+    return {"total_s": statistics.median(totals), "stage_s": statistics.median(stage_s)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sdxl", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU and the tiny demo SD1.5: checks the plumbing"
+    )
+    args = parser.parse_args()
+    assert torch.cuda.is_available() or args.dry_run, "the GPU check needs CUDA"
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    size = 256 if args.dry_run else 512
+    cases = [("sd15-full", "sd15", build_sd15, size, 30)]
+    if args.sdxl:
+        cases.append(("sdxl-full", "sdxl", build_sdxl, 1024, 30))
+    models = {}
+    for name, arch, build, _, _ in cases:
+        started = time.perf_counter()
+        if args.dry_run:
+            shutil.copytree(REPO_ROOT / ".models" / f"demo-{arch}", work / name)
+        else:
+            build(work / name)
+        print(f"built {name} in {time.perf_counter() - started:.1f} s", flush=True)
+        models[name] = {
+            "architecture": arch,
+            "source": {"folder": str(work / name)},
+            "dtype": "auto" if args.dry_run else "fp16",
+            "device": "auto" if args.dry_run else "cuda",
+            "preload": True,
+        }
+    registry_file = work / "registry.yaml"
+    registry_file.write_text(yaml.safe_dump({"models": models}))
+    registry = ModelRegistry.load(registry_file)
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    results: dict[str, Any] = {"device": device, "torch": torch.__version__}
+    for name, _, _, size, steps in cases:
+        results[name] = {
+            "size": size,
+            "steps": steps,
+            "direct": direct(registry, name, size, steps),
+        }
+        print(name, "direct", results[name]["direct"], flush=True)
+
+    redis_server = RedisServer(work / "redis").start()
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "IMAGEGEN_REGISTRY": str(registry_file),
+        "IMAGEGEN_MAX_PIXELS": str(1024 * 1024),
+    }
+    worker = start_worker(env, args.out / "gpu_worker.log")
+    gateway = start_gateway(env, port, args.out / "gpu_gateway.log")
+    try:
+        wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
+        wait_for_workers(Redis.from_url(redis_server.url), [worker], timeout=300)
+        for name, _, _, size, steps in cases:
+            measured = service(f"http://127.0.0.1:{port}", name, size, steps)
+            direct_s = results[name]["direct"]["total_s"]
+            results[name]["service"] = {
+                **measured,
+                "step_ms": measured["stage_s"] / steps * 1e3,
+                "end_to_end_over_direct": measured["total_s"] / direct_s,
+                "stage_over_direct": measured["stage_s"] / direct_s,
+            }
+            print(name, "service", results[name]["service"], flush=True)
+    finally:
+        stop(gateway)
+        stop(worker)
+        redis_server.stop()
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
