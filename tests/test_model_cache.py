@@ -84,3 +84,23 @@ def test_budget_never_evicts_what_the_running_job_needs(registry: ModelRegistry)
     cache.pinned = frozenset()
     cache.get("demo-sdxl")
     assert cache.loaded() == ["demo-sdxl"]
+
+
+def test_registry_precision_and_vae_tiling_are_applied(demo_models: Path) -> None:
+    registry = ModelRegistry.model_validate(
+        {
+            "models": {
+                "tiled": {
+                    "architecture": "sd15",
+                    "device": "cpu",
+                    "dtype": "bf16",
+                    "vae_tiling": True,
+                    "source": {"folder": str(demo_models / "demo-sd15")},
+                }
+            }
+        }
+    )
+    model = ModelCache(registry).get("tiled")
+    assert model.text.unet.dtype == torch.bfloat16
+    assert model.text.vae.use_tiling
+    assert model.device == "cpu"
