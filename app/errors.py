@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.job_service import IdempotencyConflict, QueueFull
 from contract.violations import JobRejected
 
 log = logging.getLogger("imagegen.gateway")
@@ -49,9 +50,19 @@ async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers={"Retry-After": "5"})
+
+
+async def _idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(JobRejected, _job_rejected)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
     app.add_exception_handler(redis.exceptions.BusyLoadingError, _redis_down)

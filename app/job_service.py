@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import time
 import uuid
 from dataclasses import dataclass
 
 from redis import Redis
 from rq import Queue
 
-from contract.chain_rules import JobLimits, check_job
+from app.keys import Caller
+from contract.chain_rules import CheckedJob, JobLimits, check_job
 from contract.envelope import JobEnvelope, JobStatus
-from contract.job_store import JobStore, init_image_key, now
+from contract.job_store import PREFIX, JobStore, init_image_key, now, text
+from contract.outstanding import Outstanding
 from contract.queues import (
     SERIALIZER,
     QueuePolicy,
@@ -25,6 +29,16 @@ from contract.spec import JobSpec
 
 
 class JobNotFound(Exception):
+    pass
+
+
+class QueueFull(Exception):
+    def __init__(self, which: str, cap: int) -> None:
+        scope = "for this API key" if which == "owner" else "on this deployment"
+        super().__init__(f"{cap} unfinished jobs {scope} already; retry when some have finished")
+
+
+class IdempotencyConflict(Exception):
     pass
 
 
@@ -48,17 +62,48 @@ class JobService:
         registry: ModelRegistry,
         limits: JobLimits,
         max_retries: int,
+        outstanding: Outstanding,
+        idempotency_ttl_s: int,
     ) -> None:
         self.redis = redis
         self.store = store
         self.registry = registry
         self.limits = limits
         self.max_retries = max_retries
+        self.outstanding = outstanding
+        self.idempotency_ttl_s = idempotency_ttl_s
 
-    def submit(self, spec: JobSpec) -> JobEnvelope:
-        """Validate (raises JobRejected: nothing is stored) and queue the job."""
+    def submit(
+        self, spec: JobSpec, owner: str, idempotency_key: str | None = None
+    ) -> tuple[JobEnvelope, bool]:
+        """Validate (JobRejected: nothing is stored), then queue the job. Returns the envelope
+        and whether it is new (False: the same Idempotency-Key and body were seen before)."""
         checked = check_job(spec, self.registry, self.limits)
         job_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            claim = _Idempotency(self, owner, idempotency_key, spec)
+            existing = claim.take(job_id)
+            if existing is not None:
+                return existing, False
+            try:
+                return self._admit(job_id, checked, owner), True
+            except BaseException:
+                claim.give_back()
+                raise
+        return self._admit(job_id, checked, owner), True
+
+    def _admit(self, job_id: str, checked: CheckedJob, owner: str) -> JobEnvelope:
+        full = self.outstanding.reserve(job_id, owner)
+        if full is not None:
+            cap = self.outstanding.owner_cap if full == "owner" else self.outstanding.total_cap
+            raise QueueFull(full, cap)
+        try:
+            return self._store_and_enqueue(job_id, checked, owner)
+        except BaseException:
+            self.outstanding.release(job_id, owner)
+            raise
+
+    def _store_and_enqueue(self, job_id: str, checked: CheckedJob, owner: str) -> JobEnvelope:
         # The envelope keeps the spec without the picture; the worker reads it from its own key.
         stored = checked.spec.model_copy(update={"init_image": None})
         first = plan_segments(stored, self.registry)[0]
@@ -66,7 +111,9 @@ class JobService:
         policy = QueuePolicy(stored.timeout_s, self.max_retries, self.store.result_ttl_s)
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
-            created = self.store.create(job_id, stored, pipe, max_retries=self.max_retries)
+            created = self.store.create(
+                job_id, stored, pipe, max_retries=self.max_retries, owner=owner
+            )
             if checked.init_image is not None:
                 png = io.BytesIO()
                 checked.init_image.save(png, format="PNG")
@@ -75,11 +122,12 @@ class JobService:
             pipe.execute()
         return JobEnvelope(id=job_id, status=JobStatus.QUEUED, created_at=created, spec=stored)
 
-    def cancel(self, job_id: str) -> CancelOutcome:
+    def cancel(self, job_id: str, caller: Caller) -> CancelOutcome:
         """Cancel a queued job now, or ask a running one to stop at its next step."""
-        envelope = self.store.load(job_id)
-        if envelope is None:
+        found = self.store.load_with_owner(job_id)
+        if found is None or not caller.may_see(found[1]):
             raise JobNotFound(job_id)
+        envelope = found[0]
         if envelope.status.is_final:
             raise JobAlreadyFinished(envelope.status)
         # The flag first: a worker claiming the job right now sees it at its first check.
@@ -97,3 +145,45 @@ class JobService:
         current = self.store.load(job_id)
         assert current is not None
         return CancelOutcome(current, outcome.applied)
+
+
+class _Idempotency:
+    """`Idempotency-Key`: the first request with a key creates the job; a retry with the same
+    body gets that job back; the same key with another body is a conflict. The claim is one
+    SET NX, so of concurrent duplicates exactly one creates a job."""
+
+    WAIT_S = 5.0  # how long a duplicate waits for the first request to finish storing its job
+
+    def __init__(self, service: JobService, owner: str, key: str, spec: JobSpec) -> None:
+        self.service = service
+        name = hashlib.sha256(key.encode()).hexdigest()
+        self.redis_key = f"{PREFIX}:idempotency:{owner}:{name}"
+        self.body = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+    def take(self, job_id: str) -> JobEnvelope | None:
+        """Claim the key for `job_id`, or return the job an earlier identical request made."""
+        redis = self.service.redis
+        if redis.set(
+            self.redis_key, f"{self.body}:{job_id}", nx=True, ex=self.service.idempotency_ttl_s
+        ):
+            return None
+        deadline = time.monotonic() + self.WAIT_S
+        while True:
+            raw = redis.get(self.redis_key)
+            if raw is None:  # the first request failed and gave the key back: try to claim it
+                return self.take(job_id)
+            body, _, earlier = text(raw).partition(":")
+            if body != self.body:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body; "
+                    "use a new key for a new job"
+                )
+            envelope = self.service.store.load(earlier)
+            if envelope is not None or time.monotonic() > deadline:
+                if envelope is None:
+                    raise JobNotFound(earlier)
+                return envelope
+            time.sleep(0.01)
+
+    def give_back(self) -> None:
+        self.service.redis.delete(self.redis_key)

@@ -13,11 +13,14 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
+from app.body_limit import BodySizeLimit
 from app.job_service import JobService
+from app.keys import KeyRing
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
 from contract.janitor import sweep
 from contract.job_store import JobStore
+from contract.outstanding import Outstanding
 from contract.registry import ModelRegistry
 
 DESCRIPTION = """
@@ -63,7 +66,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.store = store
     app.state.async_redis = AsyncRedis.from_url(settings.redis_url)
-    app.state.jobs = JobService(redis, store, registry, settings.limits, settings.max_retries)
+    app.state.keys = KeyRing(settings.api_keys, settings.admin_keys)
+    if settings.open_mode:
+        logging.getLogger("imagegen.gateway").warning(
+            "OPEN MODE: no API keys are configured, so anyone who can reach this port can "
+            "submit and read every job. Set IMAGEGEN_API_KEYS before exposing it."
+        )
+    outstanding = Outstanding(
+        redis, settings.max_outstanding_jobs, settings.max_outstanding_per_key
+    )
+    app.state.jobs = JobService(
+        redis,
+        store,
+        registry,
+        settings.limits,
+        settings.max_retries,
+        outstanding,
+        settings.idempotency_ttl_s,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(models.router)

@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from contract.settings import CommonSettings
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class GatewaySettings(CommonSettings):
     max_retries: int = Field(2, ge=0, description="Re-runs of a job whose worker died.")
+    api_keys: dict[str, str] = Field(
+        {},
+        description="Client name -> SHA-256 hex of its API key (`python -m app.keys new NAME`). "
+        "Empty (and no admin keys): open mode, for local use only.",
+    )
+    admin_keys: dict[str, str] = Field({}, description="Like api_keys; these see every job.")
+    max_body_bytes: int = Field(48 * 2**20, gt=0, description="Largest request body accepted.")
+    max_outstanding_jobs: int = Field(10_000, gt=0, description="Unfinished jobs, all keys.")
+    max_outstanding_per_key: int = Field(1_000, gt=0, description="Unfinished jobs per key.")
+    idempotency_ttl_s: int = Field(24 * 3600, gt=0, description="How long Idempotency-Key holds.")
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _hashes_only(cls, keys: dict[str, str]) -> dict[str, str]:
+        for name, digest in keys.items():
+            if not _SHA256.match(digest):
+                raise ValueError(
+                    f"key {name!r} must be stored as its SHA-256 hex digest, never in clear "
+                    "(python -m app.keys new NAME prints both)"
+                )
+        return keys
+
+    @property
+    def open_mode(self) -> bool:
+        return not self.api_keys and not self.admin_keys

@@ -55,6 +55,7 @@ class StageTrace(BaseModel):
     stage: int
     model: str
     worker: str = Field(description="The worker process that ran it.")
+    sampler: str = Field(description="The scheduler, named as A1111-style tools name it.")
     input: str = Field(description="text, init_image, latents or pixels")
     input_latent_space: str | None = None
     input_shape: list[int] | None = None

@@ -17,6 +17,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
+from contract.outstanding import prune
 from contract.queues import QUEUE_PREFIX, SERIALIZER
 
 log = logging.getLogger("imagegen.janitor")
@@ -43,4 +44,5 @@ def sweep(redis: Redis, interval_s: float) -> bool:
             queue=queue, serializer=SERIALIZER, death_penalty_class=TimerDeathPenalty
         )
         registry.cleanup()
+    prune(redis)
     return True

@@ -7,6 +7,8 @@
     imagegen:job:<id>:init       the init image (PNG), if any
     imagegen:job:<id>:handoff:<segment>:<i>
                                  pictures handed from one worker pool to the next (PNG)
+    imagegen:outstanding[:<owner>]
+                                 unfinished jobs, for the queue caps (see `outstanding`)
 
 Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
 the gateway and a worker finishing the job cannot both win. Finished jobs expire after the
@@ -68,21 +70,35 @@ def cancel_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:cancel"
 
 
+# Jobs not yet finished, by creation time: all of them, and per owner (`<key>:<owner>`).
+OUTSTANDING = f"{PREFIX}:outstanding"
+
+
+def text(value: bytes | str) -> str:
+    """Redis answers bytes (or str, on a decoding client): always text here."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-# KEYS[1] job hash, KEYS[2] its events channel; ARGV[1] new status; ARGV[2] allowed current
-# statuses (comma-separated); ARGV[3] TTL in seconds (0 = none); ARGV[4..] field/value pairs.
-# Returns the status it found.
+# KEYS[1] job hash, KEYS[2] its events channel, KEYS[3] the outstanding-jobs set; ARGV[1] new
+# status; ARGV[2] allowed current statuses (comma-separated); ARGV[3] TTL in seconds (0: not
+# final); ARGV[4] job id; ARGV[5..] field/value pairs. Returns the status it found.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
 local allowed = ',' .. ARGV[2] .. ','
 if not string.find(allowed, ',' .. current .. ',', 1, true) then return current end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('ZREM', KEYS[3] .. ':' .. owner, ARGV[4])
+end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return current
 """
@@ -116,8 +132,14 @@ class JobStore:
         return created
 
     def load(self, job_id: str) -> JobEnvelope | None:
+        found = self.load_with_owner(job_id)
+        return found[0] if found else None
+
+    def load_with_owner(self, job_id: str) -> tuple[JobEnvelope, str] | None:
         raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
-        return envelope_from_hash(job_id, raw) if raw else None
+        if not raw:
+            return None
+        return envelope_from_hash(job_id, raw), raw.get(b"owner", b"").decode()
 
     def field(self, job_id: str, name: str) -> str | None:
         value = self.redis.hget(job_key(job_id), name)
@@ -129,10 +151,11 @@ class JobStore:
         """Set status `to` (and `fields`) only if the current status is in `allowed_from`."""
         allowed = tuple(allowed_from)
         args: list[str | int] = [to.value, ",".join(s.value for s in allowed)]
-        args.append(self.result_ttl_s if to in FINAL_STATUSES else 0)
+        args += [self.result_ttl_s if to in FINAL_STATUSES else 0, job_id]
         for name, value in fields.items():
             args += [name, _encode(value)]
-        found = self._transition(keys=[job_key(job_id), events_channel(job_id)], args=args)
+        keys = [job_key(job_id), events_channel(job_id), OUTSTANDING]
+        found = self._transition(keys=keys, args=args)
         if found is None:
             return Transition(False, None)
         previous = JobStatus(found.decode() if isinstance(found, bytes) else found)

@@ -184,3 +184,37 @@ def test_worker_checks_the_latent_rule_again_for_jobs_that_skip_the_gateway(stac
     assert envelope["status"] == "failed"
     assert envelope["error"]["type"] == "invalid_job"
     assert "latent space" in envelope["error"]["message"]
+
+
+def test_pngs_carry_a1111_parameters_and_the_spec(stack: Stack) -> None:
+    spec = {**example("sd15_flux_hires"), "negative_prompt": "blurry, low quality"}
+    with stack.client() as client:
+        envelope = submit_and_wait(client, spec)
+        assert envelope["status"] == "succeeded", envelope["error"]
+        _, image = fetch_png(client, envelope["images"][0]["url"])
+    parameters = image.text["parameters"]
+    prompt, negative, settings = parameters.split("\n")
+    assert prompt == spec["prompt"]
+    assert negative == "Negative prompt: blurry, low quality"
+    assert settings.startswith(
+        "Steps: 20, Sampler: Euler, CFG scale: 7.0, Seed: 3, Size: 256x256, Model: demo-sd15"
+    )
+    for field in (
+        "Denoising strength: 0.5",
+        "Hires upscale: 2.0",
+        "Hires steps: 8",
+        "Hires upscaler: lanczos",
+    ):
+        assert field in settings
+    stored = json.loads(image.text["imagegen-spec"])
+    assert stored == {k: v for k, v in envelope["spec"].items() if v is not None} | {
+        "stages": stored["stages"]
+    }
+    assert stored["stages"][1]["width"] == 512
+
+
+def test_refiner_png_names_the_refiner(stack: Stack) -> None:
+    with stack.client() as client:
+        envelope = submit_and_wait(client, example("sdxl_refiner"))
+        _, image = fetch_png(client, envelope["images"][0]["url"])
+    assert "Refiner: demo-sdxl-refiner, Refiner switch at: 0.8" in image.text["parameters"]

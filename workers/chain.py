@@ -21,6 +21,7 @@ from contract.chain_rules import stage_size
 from contract.envelope import StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
 from contract.spec import Handoff, JobSpec, Mode, Stage
+from workers.png import sampler_name
 from workers.runtime import LoadedModel
 
 _RESAMPLE = {
@@ -114,6 +115,7 @@ def run_chain(
                 stage=i,
                 model=stage.model,
                 worker=worker,
+                sampler=sampler_name(type(model.text.scheduler).__name__),
                 input=received,
                 input_latent_space=space,
                 input_shape=shape,

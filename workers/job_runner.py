@@ -24,7 +24,7 @@ from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected
 from workers.chain import StageError, Stopped, planned_steps, run_chain
-from workers.png import encode_png
+from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
 
 log = logging.getLogger("imagegen.worker")
@@ -130,11 +130,19 @@ class JobRunner:
             )
         finally:
             self.cache.pinned = frozenset()
-        pngs = [encode_png(image) for image in images]
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
+            pngs = [encode_png(image) for image in images]
             self._hand_over(job_id, index + 1, segments[index + 1], pngs, trace, spec)
             return
+        sampler = str(trace[0]["sampler"])
+        public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
+            exclude_none=True
+        )
+        pngs = [
+            encode_png(image, parameters_text(spec, k, sampler), public_spec)
+            for k, image in enumerate(images)
+        ]
         assert spec.seed is not None
         self.store.store_images(job_id, pngs)
         infos = [

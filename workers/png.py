@@ -1,13 +1,81 @@
-"""Encoding results as PNG (deterministic bytes: no timestamps)."""
+"""Result PNGs: deterministic bytes, with the parameters every SD tool reads.
+
+Each PNG carries an A1111-style `parameters` text chunk (prompt, `Negative prompt:` line, then
+`Steps: …, Sampler: …, CFG scale: …, Seed: …, Size: …, Model: …` and the hires / refiner fields
+where they apply) and the full normalized job spec as JSON in an `imagegen-spec` chunk.
+"""
 
 from __future__ import annotations
 
 import io
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from contract.spec import JobSpec, Mode
+
+# diffusers scheduler class -> the sampler name A1111-style tools show
+_SAMPLERS = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "FlowMatchEulerDiscreteScheduler": "Euler",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "UniPCMultistepScheduler": "UniPC",
+}
+
+SPEC_CHUNK = "imagegen-spec"
 
 
-def encode_png(image: Image.Image) -> bytes:
+def sampler_name(scheduler_class: str) -> str:
+    return _SAMPLERS.get(scheduler_class, scheduler_class)
+
+
+def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
+    """The A1111 `parameters` text for image `index` of a normalized spec."""
+    base = spec.stages[0]
+    assert spec.seed is not None
+    fields: list[tuple[str, object]] = [
+        ("Steps", base.steps),
+        ("Sampler", sampler),
+        ("CFG scale", base.guidance_scale),
+        ("Seed", spec.seed + index),
+        ("Size", f"{spec.width}x{spec.height}"),
+        ("Model", base.model),
+    ]
+    if spec.strength is not None:
+        fields.append(("Denoising strength", spec.strength))
+    hires = next((s for s in spec.stages[1:] if s.mode is Mode.HIRES), None)
+    if hires is not None:
+        if spec.strength is None:
+            fields.append(("Denoising strength", hires.denoise))
+        upscale = hires.scale if hires.scale is not None else f"{hires.width}x{hires.height}"
+        fields += [
+            ("Hires upscale", upscale),
+            ("Hires steps", hires.steps),
+            ("Hires upscaler", hires.upscaler.value if hires.upscaler else None),
+            ("Hires checkpoint", hires.model),
+        ]
+    refine = next((s for s in spec.stages[1:] if s.mode is Mode.REFINE), None)
+    if refine is not None:
+        fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
+    lines = [spec.prompt]
+    if spec.negative_prompt:
+        lines.append(f"Negative prompt: {spec.negative_prompt}")
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
+    return "\n".join(lines)
+
+
+def encode_png(
+    image: Image.Image, parameters: str | None = None, spec_json: str | None = None
+) -> bytes:
+    info = PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)  # iTXt when not Latin-1
+    if spec_json is not None:
+        info.add_text(SPEC_CHUNK, spec_json)
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False, compress_level=6)
+    image.save(out, format="PNG", pnginfo=info, compress_level=6)
     return out.getvalue()

@@ -3,15 +3,16 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Response
 from fastapi.responses import StreamingResponse
 
 from app.deps import AsyncRedisDep, JobServiceDep, StoreDep
 from app.events import job_events
 from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
 from app.job_service import JobAlreadyFinished, JobNotFound
+from app.keys import Caller, CallerDep
 from contract.envelope import JobEnvelope
-from contract.job_store import job_key
+from contract.job_store import JobStore, job_key, text
 from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -20,7 +21,15 @@ JobId = Annotated[UUID, "the id POST /jobs returned"]
 
 
 def _not_found(job_id: UUID) -> HTTPException:
+    # Also for another key's job: a 403 would confirm that it exists.
     return HTTPException(status_code=404, detail=f"no job {job_id} (unknown, or expired)")
+
+
+def _visible(store: JobStore, job_id: UUID, caller: Caller) -> JobEnvelope:
+    found = store.load_with_owner(str(job_id))
+    if found is None or not caller.may_see(found[1]):
+        raise _not_found(job_id)
+    return found[0]
 
 
 @router.post(
@@ -28,7 +37,11 @@ def _not_found(job_id: UUID) -> HTTPException:
     status_code=202,
     operation_id="create_job",
     responses={
+        200: {"description": "Seen before: the job this Idempotency-Key and body created."},
         202: {"description": "Queued. Poll the `Location` header's URL."},
+        409: {"description": "This Idempotency-Key was used with a different body."},
+        413: {"description": "The request body is over the deployment's limit."},
+        429: {"description": "Too many unfinished jobs; retry after `Retry-After` seconds."},
         422: {
             "description": "The spec breaks a rule; nothing was queued. Each entry names the "
             "field (`loc`) and says how to fix it (`msg`).",
@@ -39,21 +52,27 @@ def _not_found(job_id: UUID) -> HTTPException:
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     jobs: JobServiceDep,
+    caller: CallerDep,
     response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="Retry-safe creation: the same key and body return the same job.",
+        ),
+    ] = None,
 ) -> JobEnvelope:
     """Queue a job of one to four stages; answers 202 with the envelope."""
-    envelope = jobs.submit(spec)
+    envelope, created = jobs.submit(spec, caller.name, idempotency_key)
+    response.status_code = 202 if created else 200
     response.headers["Location"] = f"/jobs/{envelope.id}"
     return envelope
 
 
 @router.get("/{job_id}", operation_id="get_job", responses={404: {"description": "No such job."}})
-def get_job(job_id: UUID, store: StoreDep) -> JobEnvelope:
+def get_job(job_id: UUID, store: StoreDep, caller: CallerDep) -> JobEnvelope:
     """The job envelope: status, progress, images (when succeeded) or error (when failed)."""
-    envelope = store.load(str(job_id))
-    if envelope is None:
-        raise _not_found(job_id)
-    return envelope
+    return _visible(store, job_id, caller)
 
 
 @router.get(
@@ -65,8 +84,9 @@ def get_job(job_id: UUID, store: StoreDep) -> JobEnvelope:
         404: {"description": "No such job or image."},
     },
 )
-def get_job_image(job_id: UUID, index: int, store: StoreDep) -> Response:
+def get_job_image(job_id: UUID, index: int, store: StoreDep, caller: CallerDep) -> Response:
     """One result image as PNG."""
+    _visible(store, job_id, caller)
     png = store.image(str(job_id), index) if 0 <= index < 16 else None
     if png is None:
         raise HTTPException(status_code=404, detail=f"job {job_id} has no image {index}")
@@ -83,10 +103,12 @@ def get_job_image(job_id: UUID, index: int, store: StoreDep) -> Response:
         409: {"description": "The job has already finished."},
     },
 )
-def cancel_job(job_id: UUID, jobs: JobServiceDep, response: Response) -> JobEnvelope:
+def cancel_job(
+    job_id: UUID, jobs: JobServiceDep, caller: CallerDep, response: Response
+) -> JobEnvelope:
     """Cancel a job. A queued job never runs; a running one stops at the next denoising step."""
     try:
-        outcome = jobs.cancel(str(job_id))
+        outcome = jobs.cancel(str(job_id), caller)
     except JobNotFound:
         raise _not_found(job_id) from None
     except JobAlreadyFinished as done:
@@ -110,9 +132,12 @@ def cancel_job(job_id: UUID, jobs: JobServiceDep, response: Response) -> JobEnve
         404: {"description": "No such job."},
     },
 )
-async def stream_job_events(job_id: UUID, redis: AsyncRedisDep) -> StreamingResponse:
+async def stream_job_events(
+    job_id: UUID, redis: AsyncRedisDep, caller: CallerDep
+) -> StreamingResponse:
     """Follow a job live instead of polling."""
-    if not await redis.exists(job_key(str(job_id))):
+    owner = await redis.hget(job_key(str(job_id)), "owner")
+    if owner is None or not caller.may_see(text(owner)):
         raise _not_found(job_id)
     return StreamingResponse(
         job_events(redis, str(job_id)),

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.deps import RegistryDep, StoreDep
+from app.keys import CallerDep
 from contract.presence import live_workers
 
 router = APIRouter(tags=["models"])
@@ -33,7 +34,7 @@ class ModelInfo(BaseModel):
 
 
 @router.get("/models", operation_id="list_models")
-def list_models(registry: RegistryDep, store: StoreDep) -> list[ModelInfo]:
+def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[ModelInfo]:
     """Registered models, the latent space each works in (which decides latent handoffs), and
     which live workers serve and hold them."""
     workers = live_workers(store.redis)

@@ -1,0 +1,83 @@
+"""API keys: stored as SHA-256 digests; a request names its key as `Authorization: Bearer <key>`.
+
+python -m app.keys new alice     # prints a new key (give it to alice) and the digest to store
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sys
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str  # owns the jobs it creates
+    admin: bool  # sees every job
+
+    def may_see(self, owner: str) -> bool:
+        return self.admin or owner == self.name
+
+
+OPEN_CALLER = Caller("anonymous", admin=True)
+
+
+class KeyRing:
+    def __init__(self, api_keys: dict[str, str], admin_keys: dict[str, str]) -> None:
+        self._callers = {d: Caller(n, admin=False) for n, d in api_keys.items()}
+        self._callers.update({d: Caller(n, admin=True) for n, d in admin_keys.items()})
+
+    @property
+    def open(self) -> bool:
+        return not self._callers
+
+    def caller(self, key: str | None) -> Caller | None:
+        if self.open:
+            return OPEN_CALLER
+        return self._callers.get(digest(key)) if key else None
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`Authorization: Bearer <key>`). Not needed in open mode.",
+)
+
+
+def _caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> Caller:
+    ring: KeyRing = request.app.state.keys
+    caller = ring.caller(credentials.credentials if credentials else None)
+    if caller is None:
+        raise HTTPException(
+            status_code=401,
+            detail="a valid API key is required: send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] != "new":
+        print("usage: python -m app.keys new NAME", file=sys.stderr)
+        return 2
+    key = f"ig_{secrets.token_urlsafe(32)}"
+    print(f"key (give to {argv[2]}, shown once): {key}")
+    print(f'store: IMAGEGEN_API_KEYS=\'{{"{argv[2]}": "{digest(key)}"}}\'')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,65 @@
+"""Caps on unfinished jobs, in total and per API key: the queue never grows without bound.
+
+Admission adds a job to `imagegen:outstanding` and `imagegen:outstanding:<owner>` only while both
+are under their caps (one Lua call, so concurrent admissions cannot overshoot); the final status
+transition removes it. The janitor prunes entries whose job vanished (expired or lost with a
+Redis that kept nothing), so a lost job cannot hold a slot forever.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+
+from contract.envelope import JobStatus
+from contract.job_store import OUTSTANDING, job_key, text
+
+# KEYS[1] all, KEYS[2] this owner's; ARGV[1] total cap, ARGV[2] owner cap, ARGV[3] now, ARGV[4] id
+_RESERVE = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 'total' end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 'owner' end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return false
+"""
+
+
+class Outstanding:
+    def __init__(self, redis: Redis, total_cap: int, owner_cap: int) -> None:
+        self.redis = redis
+        self.total_cap = total_cap
+        self.owner_cap = owner_cap
+        self._reserve = redis.register_script(_RESERVE)
+
+    def reserve(self, job_id: str, owner: str) -> str | None:
+        """Take a slot; return which cap ('total' or 'owner') is full instead, if one is."""
+        full = self._reserve(
+            keys=[OUTSTANDING, f"{OUTSTANDING}:{owner}"],
+            args=[self.total_cap, self.owner_cap, time.time(), job_id],
+        )
+        return full.decode() if isinstance(full, bytes) else full
+
+    def release(self, job_id: str, owner: str) -> None:
+        self.redis.zrem(OUTSTANDING, job_id)
+        self.redis.zrem(f"{OUTSTANDING}:{owner}", job_id)
+
+
+def prune(redis: Redis, older_than_s: float = 60) -> int:
+    """Drop slots of jobs that no longer exist or have finished without releasing them."""
+    stale = 0
+    ids: list[bytes] = redis.zrangebyscore(OUTSTANDING, 0, time.time() - older_than_s)  # type: ignore[assignment]
+    for raw_id in ids:
+        job_id = text(raw_id)
+        status, owner_raw = redis.hmget(job_key(job_id), ["status", "owner"])
+        if status is not None and not JobStatus(text(status)).is_final:
+            continue
+        owner = text(owner_raw) if owner_raw else ""
+        redis.zrem(OUTSTANDING, job_id)
+        if owner:
+            redis.zrem(f"{OUTSTANDING}:{owner}", job_id)
+        else:  # the hash is gone: we do not know whose it was
+            for key in redis.scan_iter(f"{OUTSTANDING}:*"):
+                redis.zrem(key, job_id)
+        stale += 1
+    return stale
