@@ -26,6 +26,8 @@ from contract.queues import (
 )
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
+from contract.violations import JobRejected, Violation
+from contract.webhooks import Webhooks, refusal
 
 
 class JobNotFound(Exception):
@@ -64,6 +66,7 @@ class JobService:
         max_retries: int,
         outstanding: Outstanding,
         idempotency_ttl_s: int,
+        webhooks: Webhooks,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -72,6 +75,7 @@ class JobService:
         self.max_retries = max_retries
         self.outstanding = outstanding
         self.idempotency_ttl_s = idempotency_ttl_s
+        self.webhooks = webhooks
 
     def submit(
         self, spec: JobSpec, owner: str, idempotency_key: str | None = None
@@ -79,6 +83,8 @@ class JobService:
         """Validate (JobRejected: nothing is stored), then queue the job. Returns the envelope
         and whether it is new (False: the same Idempotency-Key and body were seen before)."""
         checked = check_job(spec, self.registry, self.limits)
+        if spec.webhook_url is not None:
+            self._check_webhook(spec.webhook_url)
         job_id = str(uuid.uuid4())
         if idempotency_key is not None:
             claim = _Idempotency(self, owner, idempotency_key, spec)
@@ -91,6 +97,16 @@ class JobService:
                 claim.give_back()
                 raise
         return self._admit(job_id, checked, owner), True
+
+    def _check_webhook(self, url: str) -> None:
+        reason: str | None = (
+            "webhooks are off on this deployment (no IMAGEGEN_WEBHOOK_SECRET); poll, or follow "
+            "GET /jobs/{id}/events instead"
+            if self.webhooks.secret is None
+            else refusal(url, self.webhooks.allow_private)
+        )
+        if reason:
+            raise JobRejected([Violation("webhook_url_refused", ("webhook_url",), reason)])
 
     def _admit(self, job_id: str, checked: CheckedJob, owner: str) -> JobEnvelope:
         full = self.outstanding.reserve(job_id, owner)

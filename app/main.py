@@ -18,6 +18,7 @@ from app.job_service import JobService
 from app.keys import KeyRing
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
+from contract import webhooks
 from contract.janitor import sweep
 from contract.job_store import JobStore
 from contract.outstanding import Outstanding
@@ -42,7 +43,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     registry = ModelRegistry.load(settings.registry)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
-    store = JobStore(redis, settings.result_ttl_s)
+    store = JobStore(redis, settings.result_ttl_s, settings.webhooks)
+    webhooks.install(settings.webhooks)  # for jobs the janitor finds abandoned
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings.max_retries,
         outstanding,
         settings.idempotency_ttl_s,
+        settings.webhooks,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)

@@ -36,6 +36,7 @@ from contract.envelope import (
     StageTrace,
 )
 from contract.spec import JobSpec
+from contract.webhooks import Webhooks
 
 PREFIX = "imagegen"
 
@@ -113,9 +114,10 @@ class Transition:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, result_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, result_ttl_s: int, webhooks: Webhooks | None = None) -> None:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
+        self.webhooks = webhooks
         self._transition = redis.register_script(_TRANSITION)
 
     def create(
@@ -158,8 +160,13 @@ class JobStore:
         found = self._transition(keys=keys, args=args)
         if found is None:
             return Transition(False, None)
-        previous = JobStatus(found.decode() if isinstance(found, bytes) else found)
-        return Transition(previous in allowed, previous)
+        previous = JobStatus(text(found))
+        applied = previous in allowed
+        if applied and to in FINAL_STATUSES and self.webhooks is not None:
+            envelope = self.load(job_id)
+            if envelope is not None:
+                self.webhooks.notify(envelope)
+        return Transition(applied, previous)
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.chain_rules import JobLimits
+from contract.webhooks import Webhooks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,17 @@ class CommonSettings(BaseSettings):
     )
     job_timeout_s: int = Field(600, gt=0, description="A job's time limit unless it asks less.")
     max_job_timeout_s: int = Field(3600, gt=0, description="The most a job may ask for.")
+
+    webhook_secret: str | None = Field(
+        None, description="Signs webhook bodies (HMAC-SHA256); webhooks are off without it."
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhooks to loopback, link-local and private addresses."
+    )
+
+    @property
+    def webhooks(self) -> Webhooks:
+        return Webhooks(self.webhook_secret, self.webhook_allow_private)
 
     @property
     def limits(self) -> JobLimits:

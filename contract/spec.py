@@ -8,7 +8,7 @@ live in `chain_rules`, so that the worker can run the same checks on what it tak
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,9 @@ class Mode(StrEnum):
 class Handoff(StrEnum):
     LATENT = "latent"
     PIXEL = "pixel"
+
+
+WebhookEvent = Literal["completed", "failed", "canceled"]
 
 
 class Upscaler(StrEnum):
@@ -104,4 +107,10 @@ class JobSpec(_Strict):
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
     timeout_s: Annotated[int | None, Field(ge=1, le=86400)] = Field(
         None, description="Stop the job after this many seconds (capped by the deployment)."
+    )
+    webhook_url: Annotated[str | None, Field(max_length=2048, pattern=r"^https?://")] = Field(
+        None, description="POSTed the envelope when the job ends (signed; see the README)."
+    )
+    webhook_events: Annotated[list[WebhookEvent] | None, Field(min_length=1)] = Field(
+        None, description="Which endings to POST; default all three."
     )

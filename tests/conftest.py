@@ -29,6 +29,7 @@ from devstack.redis_server import RedisServer, free_port
 from workers.demo_models import DEMO_MODELS, ensure_built
 
 MODELS_DIR = REPO_ROOT / ".models"
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +113,9 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "IMAGEGEN_REGISTRY": str(registry),
             "IMAGEGEN_MAX_PIXELS": str(1024 * 1024),
+            # The webhook tests run a receiver on loopback, which production refuses.
+            "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE": "true",
         }
         self.workers: list[subprocess.Popen[bytes]] = []
         self.gateway: subprocess.Popen[bytes] | None = None

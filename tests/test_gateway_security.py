@@ -25,13 +25,15 @@ def auth(key: str) -> dict[str, str]:
 
 @pytest.fixture
 def secured(gateway_settings: GatewaySettings) -> Iterator[TestClient]:
-    settings = gateway_settings.model_copy(update={
-        "api_keys": {"alice": digest(ALICE), "bob": digest(BOB)},
-        "admin_keys": {"ops": digest(ROOT)},
-        "max_outstanding_per_key": 3,
-        "max_outstanding_jobs": 5,
-        "max_body_bytes": 20_000,
-    })
+    settings = gateway_settings.model_copy(
+        update={
+            "api_keys": {"alice": digest(ALICE), "bob": digest(BOB)},
+            "admin_keys": {"ops": digest(ROOT)},
+            "max_outstanding_per_key": 3,
+            "max_outstanding_jobs": 5,
+            "max_body_bytes": 20_000,
+        }
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -98,7 +100,12 @@ def test_idempotency_key_returns_the_same_job(secured: TestClient, redis: Redis)
     other = secured.post("/jobs", json={**SPEC, "prompt": "something else"}, headers=headers)
     assert other.status_code == 409
     # Keys are per API key: bob's "order-42" is his own.
-    assert secured.post("/jobs", json=SPEC, headers={**auth(BOB), "Idempotency-Key": "order-42"}).status_code == 202
+    assert (
+        secured.post(
+            "/jobs", json=SPEC, headers={**auth(BOB), "Idempotency-Key": "order-42"}
+        ).status_code
+        == 202
+    )
 
 
 def test_concurrent_duplicates_create_exactly_one_job(secured: TestClient, redis: Redis) -> None:

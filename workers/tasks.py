@@ -11,6 +11,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from contract import webhooks
 from contract.envelope import JobError, JobStatus
 from contract.job_store import JobStore, now
 from workers.job_runner import JobRunner
@@ -43,7 +44,7 @@ def on_rq_failure(
 ) -> None:
     """RQ saw the job fail outside our own handling: the hard timeout fired, or the worker
     running it died and the job was found abandoned. Reflect it in the envelope."""
-    store = JobStore(connection, result_ttl_s=job.result_ttl or 86400)
+    store = JobStore(connection, job.result_ttl or 86400, webhooks.installed())
     job_id = str(job.args[0]) if job.args else job.id
     retrying = bool(job.retries_left)
     if isinstance(exc, JobTimeoutException):

@@ -23,6 +23,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from contract import webhooks
 from contract.janitor import sweep
 from contract.job_store import JobStore
 from contract.presence import WorkerPresence, publish, withdraw
@@ -107,7 +108,7 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
         for model in serves:
             if registry.models[model].preload:
                 cache.get(model)
-    store = JobStore(redis, settings.result_ttl_s)
+    store = JobStore(redis, settings.result_ttl_s, settings.webhooks)
     return JobRunner(store, cache, registry, settings.limits, name, settings.progress_interval_s)
 
 
@@ -118,6 +119,7 @@ def main() -> None:
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)
     install_runner(runner)
+    webhooks.install(settings.webhooks)
     worker = GenerationWorker(
         [Queue(queue_name(settings.pool), connection=redis, serializer=SERIALIZER)],
         connection=redis,
