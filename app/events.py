@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from contract.job_store import envelope_from_hash, events_channel, job_key
+from contract.job_store import envelope_from_hash
+from contract.redis_layout import events_channel, job_key
 
 RECHECK_S = 1.0
 KEEPALIVE_S = 15.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from redis import Redis
 from rq import Queue
 
 from app.keys import Caller
+from contract import metrics
 from contract.chain_rules import CheckedJob, JobLimits, check_job
 from contract.envelope import JobEnvelope, JobStatus
-from contract.job_store import PREFIX, JobStore, init_image_key, now, text
+from contract.job_store import JobStore, now
 from contract.outstanding import Outstanding
 from contract.queues import (
     SERIALIZER,
@@ -24,10 +26,13 @@ from contract.queues import (
     queue_name,
     rq_job_id,
 )
+from contract.redis_layout import PREFIX, init_image_key, text
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected, Violation
 from contract.webhooks import Webhooks, refusal
+
+log = logging.getLogger("imagegen.gateway")
 
 
 class JobNotFound(Exception):
@@ -135,7 +140,9 @@ class JobService:
                 checked.init_image.save(png, format="PNG")
                 pipe.set(init_image_key(job_id), png.getvalue())
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
+            metrics.count_job(pipe, "submitted", stored.stages[0].model)
             pipe.execute()
+        log.info("job queued", extra={"job_id": job_id, "owner": owner, "pool": first.pool})
         return JobEnvelope(id=job_id, status=JobStatus.QUEUED, created_at=created, spec=stored)
 
     def cancel(self, job_id: str, caller: Caller) -> CancelOutcome:
@@ -158,6 +165,7 @@ class JobService:
             )
         elif outcome.previous is not None and outcome.previous.is_final:
             raise JobAlreadyFinished(outcome.previous)
+        log.info("cancel requested", extra={"job_id": job_id, "was": envelope.status.value})
         current = self.store.load(job_id)
         assert current is not None
         return CancelOutcome(current, outcome.applied)

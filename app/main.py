@@ -18,7 +18,7 @@ from app.job_service import JobService
 from app.keys import KeyRing
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
-from contract import webhooks
+from contract import logs, webhooks
 from contract.janitor import sweep
 from contract.job_store import JobStore
 from contract.outstanding import Outstanding
@@ -41,6 +41,7 @@ serves as a hires fix for an SD1.5 picture.
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    logs.configure(settings.log_level)
     registry = ModelRegistry.load(settings.registry)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     store = JobStore(redis, settings.result_ttl_s, settings.webhooks)

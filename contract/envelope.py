@@ -62,6 +62,7 @@ class StageTrace(BaseModel):
     width: int
     height: int
     seconds: float
+    step_seconds: float | None = Field(None, description="Mean time of one denoising step.")
 
 
 class JobEnvelope(BaseModel):

@@ -1,18 +1,11 @@
-"""A job's state in Redis, read and written by the gateway and the workers alike.
-
-    imagegen:job:<id>            hash: spec, status, timestamps, images, error, progress
-    imagegen:job:<id>:image:<i>  PNG bytes
-    imagegen:job:<id>:cancel     set when a client cancels (its own key, so that progress
-                                 writes never overwrite it)
-    imagegen:job:<id>:init       the init image (PNG), if any
-    imagegen:job:<id>:handoff:<segment>:<i>
-                                 pictures handed from one worker pool to the next (PNG)
-    imagegen:outstanding[:<owner>]
-                                 unfinished jobs, for the queue caps (see `outstanding`)
+"""A job's state in Redis, read and written by the gateway and the workers alike (key names in
+`redis_layout`).
 
 Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
-the gateway and a worker finishing the job cannot both win. Finished jobs expire after the
-result TTL; the PNGs live in Redis so gateway and workers need no shared disk.
+the gateway and a worker finishing the job cannot both win; the same call releases the job's
+queue-cap slot and tells listeners. Finished jobs expire after the result TTL; the PNGs live in
+Redis so gateway and workers need no shared disk. The end of a job is counted in the metrics
+and, if the job asked for one, sent to its webhook.
 """
 
 from __future__ import annotations
@@ -26,6 +19,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+from contract import metrics
 from contract.envelope import (
     FINAL_STATUSES,
     ImageInfo,
@@ -35,49 +29,16 @@ from contract.envelope import (
     Progress,
     StageTrace,
 )
+from contract.redis_layout import (
+    OUTSTANDING,
+    cancel_key,
+    events_channel,
+    image_key,
+    job_key,
+    text,
+)
 from contract.spec import JobSpec
 from contract.webhooks import Webhooks
-
-PREFIX = "imagegen"
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
-
-
-def image_key(job_id: str, index: int) -> str:
-    return f"{PREFIX}:job:{job_id}:image:{index}"
-
-
-def events_channel(job_id: str) -> str:
-    """Pub/sub channel told of every status change and progress write (SSE listens to it)."""
-    return f"{PREFIX}:job:{job_id}:events"
-
-
-def init_image_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:init"
-
-
-def handoff_key(job_id: str, segment: int, index: int) -> str:
-    """Pictures segment `segment` receives (PNG), written by the worker that ran the one before."""
-    return f"{PREFIX}:job:{job_id}:handoff:{segment}:{index}"
-
-
-def image_url(job_id: str, index: int) -> str:
-    return f"/jobs/{job_id}/images/{index}"
-
-
-def cancel_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:cancel"
-
-
-# Jobs not yet finished, by creation time: all of them, and per owner (`<key>:<owner>`).
-OUTSTANDING = f"{PREFIX}:outstanding"
-
-
-def text(value: bytes | str) -> str:
-    """Redis answers bytes (or str, on a decoding client): always text here."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def now() -> datetime:
@@ -162,11 +123,23 @@ class JobStore:
             return Transition(False, None)
         previous = JobStatus(text(found))
         applied = previous in allowed
-        if applied and to in FINAL_STATUSES and self.webhooks is not None:
-            envelope = self.load(job_id)
-            if envelope is not None:
-                self.webhooks.notify(envelope)
+        if applied and to in FINAL_STATUSES:
+            self._ended(job_id)
         return Transition(applied, previous)
+
+    def _ended(self, job_id: str) -> None:
+        envelope = self.load(job_id)
+        if envelope is None:
+            return
+        model = envelope.spec.stages[0].model
+        with self.redis.pipeline(transaction=False) as pipe:
+            metrics.count_job(pipe, envelope.status.value, model)
+            if envelope.finished_at is not None:
+                seconds = (envelope.finished_at - envelope.created_at).total_seconds()
+                metrics.observe(pipe, metrics.DURATION, metrics.DURATION_BUCKETS, model, seconds)
+            pipe.execute()
+        if self.webhooks is not None:
+            self.webhooks.notify(envelope)
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -13,7 +13,7 @@ import time
 from redis import Redis
 
 from contract.envelope import JobStatus
-from contract.job_store import OUTSTANDING, job_key, text
+from contract.redis_layout import OUTSTANDING, job_key, text
 
 # KEYS[1] all, KEYS[2] this owner's; ARGV[1] total cap, ARGV[2] owner cap, ARGV[3] now, ARGV[4] id
 _RESERVE = """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from redis import Redis
 
-from contract.job_store import PREFIX
+from contract.redis_layout import PREFIX
 
 _PATTERN = f"{PREFIX}:worker:*"
 

@@ -31,6 +31,7 @@ class CommonSettings(BaseSettings):
     job_timeout_s: int = Field(600, gt=0, description="A job's time limit unless it asks less.")
     max_job_timeout_s: int = Field(3600, gt=0, description="The most a job may ask for.")
 
+    log_level: str = Field("INFO", description="Logs are JSON lines at this level and above.")
     webhook_secret: str | None = Field(
         None, description="Signs webhook bodies (HMAC-SHA256); webhooks are off without it."
     )

@@ -129,10 +129,14 @@ class Stack:
         return process
 
     def start(self, workers: list[dict[str, str]] | None = None) -> Stack:
-        started = [self.start_worker(wait=False, **env) for env in (workers or [{}])]
-        self.gateway = start_gateway(self.env, self.port, self.logs / "gateway.log")
-        wait_for_gateway(self.url, self.gateway)
-        wait_for_workers(self.redis, started)
+        try:
+            started = [self.start_worker(wait=False, **env) for env in (workers or [{}])]
+            self.gateway = start_gateway(self.env, self.port, self.logs / "gateway.log")
+            wait_for_gateway(self.url, self.gateway)
+            wait_for_workers(self.redis, started)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def client(self) -> httpx.Client:

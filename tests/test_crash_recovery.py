@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import GatewaySettings
-from contract.job_store import job_key
+from contract.redis_layout import job_key
 from devstack.processes import REPO_ROOT
 from tests.conftest import Stack
 from tests.helpers import wait_final

@@ -108,7 +108,7 @@ def run_chain(
         started = time.perf_counter()
         model = models(stage.model)
         received, space, shape = _describe(carry, i)
-        carry = _run_stage(spec, i, stage, following, model, carry, monitor)
+        carry, step_seconds = _run_stage(spec, i, stage, following, model, carry, monitor)
         width, height = stage_size(spec, i)
         traces.append(
             StageTrace(
@@ -122,6 +122,7 @@ def run_chain(
                 width=width,
                 height=height,
                 seconds=round(time.perf_counter() - started, 4),
+                step_seconds=None if step_seconds is None else round(step_seconds, 5),
             )
         )
     # A segment ends where the pool changes, which only a pixel handoff may do.
@@ -145,7 +146,8 @@ def _run_stage(
     model: LoadedModel,
     carry: Carry | None,
     monitor: StepMonitor,
-) -> Carry:
+) -> tuple[Carry, float | None]:
+    """Run one stage; return what it hands on and its mean denoising step time."""
     arch = model.entry.arch
     width, height = stage_size(spec, i)
     n = spec.num_images
@@ -185,13 +187,16 @@ def _run_stage(
             kwargs.update(height=height, width=width)
 
     stop: list[str] = []
-    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop)
+    stamps: list[float] = []
+    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps)
     output = pipe(**kwargs).images
     if stop:
         raise Stopped(stop[0])
+    step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
-        return Latents(_unpack(pipe, output, width, height), model.entry.latent_space, ends_at)
-    return Pictures(list(output))
+        latents = _unpack(pipe, output, width, height)
+        return Latents(latents, model.entry.latent_space, ends_at), step
+    return Pictures(list(output)), step
 
 
 def _image_input(
@@ -248,11 +253,12 @@ def _unpack(
 
 
 def _step_callback(
-    stage: int, monitor: StepMonitor, stop: list[str]
+    stage: int, monitor: StepMonitor, stop: list[str], stamps: list[float]
 ) -> Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]:
     def on_step_end(
         pipe: DiffusionPipeline, step: int, _t: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
+        stamps.append(time.perf_counter())
         reason = monitor(stage, step + 1, pipe.num_timesteps)
         if reason is not None:
             # diffusers stops its loop at the next step; the caller discards the output.

@@ -16,10 +16,13 @@ from datetime import datetime
 import torch
 from PIL import Image
 
+from contract import metrics
 from contract.chain_rules import JobLimits, check_job
 from contract.envelope import JobError, JobStatus, Progress
-from contract.job_store import JobStore, handoff_key, image_url, init_image_key, job_key, now
+from contract.job_store import JobStore, now
+from contract.logs import job_context
 from contract.queues import QueuePolicy, Segment, enqueue_segment, plan_segments
+from contract.redis_layout import handoff_key, image_url, init_image_key, job_key
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected
@@ -51,10 +54,14 @@ class JobRunner:
         self.progress_interval_s = progress_interval_s
 
     def run(self, job_id: str, segment: int = 0) -> None:
+        with job_context(job_id):
+            self._run(job_id, segment)
+
+    def _run(self, job_id: str, segment: int) -> None:
         envelope = self.store.load(job_id)
         if envelope is None or envelope.status.is_final:
             state = "expired" if envelope is None else envelope.status.value
-            log.info("job %s: nothing to do (%s)", job_id, state)
+            log.info("nothing to do (%s)", state)
             return
         if self.store.cancel_requested(job_id):
             self.store.transition(job_id, JobStatus.CANCELED, _CLAIMABLE, finished_at=now())
@@ -64,7 +71,7 @@ class JobRunner:
             fields["started_at"] = now()
         if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
             return
-        log.info("job %s: running segment %d", job_id, segment)
+        log.info("running segment %d", segment)
         started_at = envelope.started_at if segment else None
         try:
             self._run_segment(job_id, segment, envelope.spec, started_at)
@@ -85,14 +92,14 @@ class JobRunner:
         except StageError as exc:
             self._fail(job_id, exc.type, str(exc))
         except torch.OutOfMemoryError:
-            log.exception("job %s: out of memory", job_id)
+            log.exception("out of memory")
             self._fail(
                 job_id,
                 "out_of_memory",
                 "the worker ran out of GPU memory; ask for a smaller size or fewer images",
             )
         except Exception as exc:  # a model that raises must not take the worker down
-            log.exception("job %s: generation failed", job_id)
+            log.exception("generation failed")
             self._fail(
                 job_id,
                 "generation_failed",
@@ -130,6 +137,13 @@ class JobRunner:
             )
         finally:
             self.cache.pinned = frozenset()
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            for t in traces:
+                if t.step_seconds is not None:
+                    metrics.observe(
+                        pipe, metrics.STEP, metrics.STEP_BUCKETS, t.model, t.step_seconds
+                    )
+            pipe.execute()
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
             pngs = [encode_png(image) for image in images]
@@ -178,7 +192,7 @@ class JobRunner:
             pipe.hset(job_key(job_id), "trace", json.dumps(trace))
             enqueue_segment(redis, pipe, job_id, index, segment.pool, policy)
             pipe.execute()
-        log.info("job %s: handed segment %d to pool %s", job_id, index, segment.pool)
+        log.info("handed segment %d to pool %s", index, segment.pool)
 
     def _handed_over(self, job_id: str, index: int, count: int) -> list[Image.Image]:
         pictures = []
@@ -195,7 +209,7 @@ class JobRunner:
 
     def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
         self.store.transition(job_id, status, (JobStatus.RUNNING,), finished_at=now(), **fields)
-        log.info("job %s: %s", job_id, status.value)
+        log.info("job %s", status.value)
 
     def _fail(self, job_id: str, type_: str, message: str) -> None:
         self._finish(job_id, JobStatus.FAILED, error=JobError(type=type_, message=message))

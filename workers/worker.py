@@ -23,7 +23,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from contract import webhooks
+from contract import logs, webhooks
 from contract.janitor import sweep
 from contract.job_store import JobStore
 from contract.presence import WorkerPresence, publish, withdraw
@@ -113,8 +113,8 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = WorkerSettings()
+    logs.configure(settings.log_level)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)
@@ -133,4 +133,4 @@ def main() -> None:
     log.info(
         "worker %s serving pool %s: %s", name, settings.pool, ", ".join(worker.presence().models)
     )
-    worker.work(logging_level="INFO")
+    worker.work(logging_level=settings.log_level)

@@ -1,11 +1,55 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from pydantic import BaseModel
+
+from app.deps import RegistryDep, StoreDep
+from contract.metrics import RedisCollector
+from contract.presence import live_workers
+from contract.queues import queue_name
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    redis: str
+    workers: int
+    models_without_workers: list[str]
 
 
 @router.get("/healthz", operation_id="healthz")
 def healthz() -> dict[str, str]:
     """The process is up (it does not touch Redis)."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    responses={503: {"description": "Redis is unreachable: jobs can be neither queued nor read."}},
+)
+def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
+    """Redis answers; lists registered models that no live worker serves (their jobs wait)."""
+    store.redis.ping()  # a connection error becomes a 503 (see app.errors)
+    workers = live_workers(store.redis)
+    served = {model for worker in workers for model in worker.models}
+    return Readiness(
+        redis="ok",
+        workers=len(workers),
+        models_without_workers=[m for m in registry.names() if m not in served],
+    )
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+def metrics(store: StoreDep, registry: RegistryDep) -> Response:
+    """Jobs by event and model, queue depths, live workers, job and step time histograms."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(RedisCollector(store.redis, [queue_name(p) for p in registry.pools()]))
+    return Response(generate_latest(collectors), media_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,8 @@ from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
 from app.job_service import JobAlreadyFinished, JobNotFound
 from app.keys import Caller, CallerDep
 from contract.envelope import JobEnvelope
-from contract.job_store import JobStore, job_key, text
+from contract.job_store import JobStore
+from contract.redis_layout import job_key, text
 from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
