@@ -14,7 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", extra="ignore")
+    # Empty variables count as unset (compose passes `${VAR:-}` through as "").
+    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
