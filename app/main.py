@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app import errors
+from app import docs, errors
 from app.body_limit import BodySizeLimit
 from app.job_service import JobService
 from app.keys import KeyRing
@@ -56,6 +56,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served by app.docs, without a CDN
+        redoc_url=None,
         title="imagegen",
         version="0.1.0",
         description=DESCRIPTION,
@@ -90,6 +92,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
+    docs.install(app)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -47,7 +47,8 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> None:
     services = compose["services"]
     redis = services["redis"]
-    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert "--appendonly" in redis["command"]
+    assert "yes" in redis["command"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
     assert "redis-cli" in redis["healthcheck"]["test"]
     for name in ("api", "worker", "dashboard"):
@@ -84,7 +85,8 @@ def test_dockerfiles_pass_hadolint(dockerfile: Path) -> None:
 def test_images_run_as_non_root_and_copy_files_that_exist(dockerfile: Path) -> None:
     lines = dockerfile.read_text().splitlines()
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert users and users[-1] not in ("root", "0")
+    assert users
+    assert users[-1] not in ("root", "0")
     for line in lines:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
