@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import redis.exceptions
@@ -10,11 +11,34 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from app.job_service import IdempotencyConflict, QueueFull
 from contract.violations import JobRejected
 
 log = logging.getLogger("imagegen.gateway")
+
+
+class Problem(BaseModel):
+    """Every error other than a validation error: what went wrong and what to do."""
+
+    detail: str
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error codes, all shaped as `Problem`."""
+    return {code: {"model": Problem, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+_DESCRIPTIONS = {
+    400: "The body is not JSON (or not UTF-8).",
+    401: "No valid API key: send `Authorization: Bearer <key>`.",
+    404: "No such job (or not yours).",
+    409: "Conflicts with the job's state, or with an earlier use of the Idempotency-Key.",
+    413: "The request body is over the deployment's limit.",
+    429: "Too many unfinished jobs; retry after `Retry-After` seconds.",
+    503: "Redis is unreachable; retry after `Retry-After` seconds.",
+}
 
 _MAX_ECHO = 200  # characters of a rejected input echoed back (a 10 MB prompt is not)
 
@@ -29,9 +53,20 @@ def _trim(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
+def _finite(value: Any) -> Any:
+    """NaN and Infinity, which JSON cannot carry, as strings (a client may send them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [_trim(dict(e)) for e in exc.errors()]
+    detail = [_finite(_trim(dict(e))) for e in exc.errors()]
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
 
 

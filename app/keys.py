@@ -52,7 +52,7 @@ _bearer = HTTPBearer(
 )
 
 
-def _caller(
+async def _caller(  # async: trivial work, so FastAPI runs it inline, not in a thread
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ) -> Caller:
     ring: KeyRing = request.app.state.keys

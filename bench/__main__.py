@@ -2,6 +2,7 @@
 
     P1  POST -> succeeded (queue + worker + SSE) / the same pipeline call made directly
     P3  three resident models in turn: reloads, and warm job / direct call
+    P2  POST /jobs admissions per second / raw RQ enqueue per second (see bench.admission)
     P4  worker RSS with txt2img + img2img (+ refiner) of one model / RSS with one pipeline
 
 Direct and service runs are interleaved so that drift on a noisy machine hits both alike.
@@ -22,6 +23,7 @@ import httpx
 import torch
 from redis import Redis
 
+from bench import admission
 from contract.presence import live_workers
 from contract.registry import ModelRegistry
 from devstack.processes import (
@@ -185,6 +187,24 @@ def main() -> int:
         stop(worker)
         server.stop()
 
+    p2 = admission.measure()
+    rows.append(
+        (
+            f"P2 POST /jobs / raw Queue.enqueue ({admission.CONNECTIONS} connections)",
+            f"{p2['admissions_per_s']:.0f} / {p2['raw_enqueue_per_s']:.0f} per s",
+            f"{p2['admissions_per_s'] / p2['raw_enqueue_per_s']:.3f}",
+            ">= 0.5",
+        )
+    )
+    rows.append(
+        (
+            "P2 admission latency p50 / p99 (64 connections; 4 connections)",
+            f"{p2['p50_ms']:.0f}/{p2['p99_ms']:.0f}; "
+            f"{p2['light_p50_ms']:.1f}/{p2['light_p99_ms']:.1f} ms",
+            f"{p2['p99_ms']:.0f} ms",
+            "p99 < 50 ms",
+        )
+    )
     sd = rss(registry_file, "demo-sd15")
     rows.append(
         (

@@ -7,10 +7,11 @@ live in `chain_rules`, so that the worker can run the same checks on what it tak
 
 from __future__ import annotations
 
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from contract.registry import MODEL_NAME_PATTERN
 
@@ -49,7 +50,19 @@ class Upscaler(StrEnum):
         return self.value.startswith("latent-")
 
 
-Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+def _printable(text: str) -> str:
+    """Refuse control characters (other than tab and newlines): they only confuse tokenizers
+    and logs."""
+    for position, char in enumerate(text):
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            raise ValueError(
+                f"contains the control character U+{ord(char):04X} at position {position}; "
+                "remove it"
+            )
+    return text
+
+
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(_printable)]
 Size = Annotated[int, Field(ge=64, le=4096, description="Pixels; a multiple of 8 (16 for Flux).")]
 
 
@@ -90,7 +103,9 @@ class Stage(_Strict):
 
 
 class JobSpec(_Strict):
-    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    prompt: Annotated[
+        str, Field(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_printable)
+    ]
     negative_prompt: Prompt | None = None
     seed: Annotated[int | None, Field(ge=0, le=MAX_SEED)] = Field(
         None, description="Random when absent; image i uses seed + i."

@@ -36,9 +36,13 @@ def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     return _spawn([sys.executable, "-m", "workers"], env, log)
 
 
-def start_gateway(env: Mapping[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_gateway(
+    env: Mapping[str, str], port: int, log: Path, processes: int = 1
+) -> subprocess.Popen[bytes]:
     uvicorn = ["uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
     argv = [sys.executable, "-m", *uvicorn, "--port", str(port), "--log-level", "warning"]
+    if processes > 1:
+        argv += ["--workers", str(processes)]
     return _spawn(argv, env, log)
 
 

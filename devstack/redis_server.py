@@ -19,10 +19,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        fsync: str = "everysec",
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -103,6 +103,7 @@ class Stack:
     """A private Redis, real worker processes and the gateway under uvicorn."""
 
     def __init__(self, redis_server: RedisServer, registry: Path, logs: Path) -> None:
+        self.redis_server = redis_server
         self.redis_url = redis_server.url
         self.redis = Redis.from_url(self.redis_url)
         self.registry = registry

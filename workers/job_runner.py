@@ -11,10 +11,14 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import torch
 from PIL import Image
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract import metrics
 from contract.chain_rules import JobLimits, check_job
@@ -34,6 +38,7 @@ log = logging.getLogger("imagegen.worker")
 
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
+_OUTAGE_RERUNS = 3
 
 
 class JobRunner:
@@ -55,6 +60,16 @@ class JobRunner:
 
     def run(self, job_id: str, segment: int = 0) -> None:
         with job_context(job_id):
+            for attempt in range(1, _OUTAGE_RERUNS + 1):
+                try:
+                    self._run(job_id, segment)
+                    return
+                except (RedisConnectionError, RedisTimeoutError):
+                    # Redis went away mid-job (a restart). Its state comes back with it; run the
+                    # segment again (generation is deterministic) rather than lose the job.
+                    log.warning("Redis lost during the job; rerun %d once it is back", attempt)
+                    through_outage(self.store.redis.ping)
+                    self.store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
             self._run(job_id, segment)
 
     def _run(self, job_id: str, segment: int) -> None:
@@ -71,6 +86,8 @@ class JobRunner:
             fields["started_at"] = now()
         if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
             return
+        # Counts runs of each segment: a retried one shows 2 (the reliability tests read it).
+        self.store.redis.hincrby(job_key(job_id), f"attempts:{segment}", 1)
         log.info("running segment %d", segment)
         started_at = envelope.started_at if segment else None
         try:
@@ -98,6 +115,8 @@ class JobRunner:
                 "out_of_memory",
                 "the worker ran out of GPU memory; ask for a smaller size or fewer images",
             )
+        except (RedisConnectionError, RedisTimeoutError):
+            raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
             log.exception("generation failed")
             self._fail(
@@ -147,7 +166,8 @@ class JobRunner:
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
             pngs = [encode_png(image) for image in images]
-            self._hand_over(job_id, index + 1, segments[index + 1], pngs, trace, spec)
+            following = segments[index + 1]
+            through_outage(lambda: self._hand_over(job_id, index + 1, following, pngs, trace, spec))
             return
         sampler = str(trace[0]["sampler"])
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
@@ -158,7 +178,7 @@ class JobRunner:
             for k, image in enumerate(images)
         ]
         assert spec.seed is not None
-        self.store.store_images(job_id, pngs)
+        through_outage(lambda: self.store.store_images(job_id, pngs))
         infos = [
             {
                 "index": k,
@@ -208,7 +228,12 @@ class JobRunner:
         return list(json.loads(raw)) if raw else []
 
     def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
-        self.store.transition(job_id, status, (JobStatus.RUNNING,), finished_at=now(), **fields)
+        when = now()
+        through_outage(
+            lambda: self.store.transition(
+                job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields
+            )
+        )
         log.info("job %s", status.value)
 
     def _fail(self, job_id: str, type_: str, message: str) -> None:
@@ -233,6 +258,14 @@ class _Monitor:
         if clock - self.last_report < self.runner.progress_interval_s and step < steps:
             return None
         self.last_report = clock
+        try:
+            return self._report(stage, step, steps, clock)
+        except (RedisConnectionError, RedisTimeoutError):
+            # Redis is away for a moment: keep denoising; the result is stored when it is back.
+            log.warning("progress not reported: Redis unavailable")
+            return None
+
+    def _report(self, stage: int, step: int, steps: int, clock: float) -> str | None:
         store = self.runner.store
         if store.cancel_requested(self.job_id):
             return "canceled"
@@ -250,3 +283,19 @@ class _Monitor:
         )
         store.set_progress(self.job_id, progress)
         return None
+
+
+T = TypeVar("T")
+
+
+def through_outage(write: Callable[[], T], patience_s: float = 120.0) -> T:
+    """Retry a write while Redis is unreachable (a restart), so a finished job is not lost."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return write()
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Redis unavailable; retrying the write")
+            time.sleep(0.5)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DiffusionPipeline
+from safetensors import SafetensorError
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
@@ -100,12 +101,13 @@ class ModelCache:
             raise ModelUnavailable(f"model {name!r} is not in this worker's registry")
         device = resolve_device(entry.device)
         dtype = resolve_dtype(entry.dtype, device)
-        prints, shared = self._shareable(entry, device, dtype)
-        self._make_room(self._estimate(entry, dtype, set(shared)), keep={name})
         started = time.perf_counter()
         try:
+            prints, shared = self._shareable(entry, device, dtype)
+            if self.budget_bytes is not None:
+                self._make_room(self._estimate(entry, dtype, set(shared)), keep={name})
             pipe = load_text_pipeline(entry, device, dtype, shared=shared)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
             log.exception("loading %s failed", name)
             raise ModelUnavailable(
                 f"model {name!r} could not be loaded on this worker ({type(exc).__name__}: "

@@ -14,6 +14,12 @@ class WorkerSettings(CommonSettings):
     memory_budget_mb: int | None = Field(
         None, gt=0, description="Evict least recently used models beyond this many MiB."
     )
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads for torch; set it when several workers share "
+        "the CPU cores, or they oversubscribe them and each runs many times slower.",
+    )
     heartbeat_s: float = Field(2.0, gt=0, description="Heartbeat and presence period.")
     heartbeat_ttl_s: int = Field(
         8, gt=0, description="A job whose worker is silent this long is abandoned and retried."

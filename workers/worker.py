@@ -19,6 +19,7 @@ import socket
 import threading
 import uuid
 
+import torch
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
@@ -115,6 +116,8 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
 def main() -> None:
     settings = WorkerSettings()
     logs.configure(settings.log_level)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)

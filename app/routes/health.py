@@ -6,6 +6,7 @@ from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel
 
 from app.deps import RegistryDep, StoreDep
+from app.errors import documented
 from contract.metrics import RedisCollector
 from contract.presence import live_workers
 from contract.queues import queue_name
@@ -28,7 +29,7 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     operation_id="readyz",
-    responses={503: {"description": "Redis is unreachable: jobs can be neither queued nor read."}},
+    responses=documented(503),
 )
 def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
     """Redis answers; lists registered models that no live worker serves (their jobs wait)."""

@@ -4,10 +4,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.deps import RegistryDep, StoreDep
+from app.errors import documented
 from app.keys import CallerDep
 from contract.presence import live_workers
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=documented(401, 503))
 
 
 class LatentSpaceInfo(BaseModel):
