@@ -25,7 +25,9 @@ import yaml
 from redis import Redis
 
 from bench.full_size import build_sd15, build_sdxl
+from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
+from contract.spec import JobSpec
 from devstack.processes import (
     REPO_ROOT,
     start_gateway,
@@ -35,7 +37,9 @@ from devstack.processes import (
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer, free_port
+from workers.chain import run_chain
 from workers.pipelines import load_text_pipeline
+from workers.runtime import ModelCache
 
 RUNS = 5
 
@@ -76,9 +80,36 @@ def direct(registry: ModelRegistry, name: str, size: int, steps: int) -> dict[st
             totals.append(time.perf_counter() - started)
             per_step.append(statistics.median(b - a for a, b in itertools.pairwise(stamps)))
     del pipe
+    chain = _chain_in_process(registry, name, size, steps)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"total_s": statistics.median(totals), "step_ms": statistics.median(per_step) * 1e3}
+    return {
+        "total_s": statistics.median(totals),
+        "step_ms": statistics.median(per_step) * 1e3,
+        "workers_chain_in_process_s": chain,
+    }
+
+
+def _chain_in_process(registry: ModelRegistry, name: str, size: int, steps: int) -> float:
+    """The worker's own stage code (`run_chain`), called in this process: no queue, no Redis."""
+    spec = JobSpec.model_validate(
+        {
+            "prompt": "a test",
+            "width": size,
+            "height": size,
+            "stages": [{"model": name, "steps": steps}],
+        }
+    )
+    cache = ModelCache(registry)
+    times = []
+    for seed in range(RUNS + 2):
+        checked = check_job(spec.model_copy(update={"seed": seed}), registry, JobLimits(2**24))
+        _sync()
+        started = time.perf_counter()
+        run_chain(checked.spec, range(1), None, cache.get, lambda *_: None, "bench")
+        _sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[2:])
 
 
 def service(url: str, name: str, size: int, steps: int) -> dict[str, float]:
@@ -113,6 +144,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument(
         "--dry-run", action="store_true", help="CPU and the tiny demo SD1.5: checks the plumbing"
+    )
+    parser.add_argument(
+        "--quiet-worker",
+        action="store_true",
+        help="also measure a worker whose heartbeat/sweep thread wakes rarely (isolates its cost)",
     )
     args = parser.parse_args()
     assert torch.cuda.is_available() or args.dry_run, "the GPU check needs CUDA"
@@ -172,6 +208,23 @@ def main() -> int:
                 "stage_over_direct": measured["stage_s"] / direct_s,
             }
             print(name, "service", results[name]["service"], flush=True)
+        if args.quiet_worker:
+            stop(worker)
+            quiet = {
+                **env,
+                "IMAGEGEN_HEARTBEAT_S": "600",
+                "IMAGEGEN_HEARTBEAT_TTL_S": "1200",
+                "IMAGEGEN_SWEEP_INTERVAL_S": "600",
+            }
+            worker = start_worker(quiet, args.out / "gpu_worker_quiet.log")
+            wait_for_workers(Redis.from_url(redis_server.url), [worker], timeout=300)
+            for name, _, _, size, steps in cases:
+                measured = service(f"http://127.0.0.1:{port}", name, size, steps)
+                results[name]["service_quiet_worker"] = {
+                    **measured,
+                    "stage_over_direct": measured["stage_s"] / results[name]["direct"]["total_s"],
+                }
+                print(name, "quiet worker", results[name]["service_quiet_worker"], flush=True)
     finally:
         stop(gateway)
         stop(worker)
