@@ -51,28 +51,17 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(url: str, work: Path) -> dict[str, float]:
+def wrk(url: str, work: Path, connections: int = CONNECTIONS) -> dict[str, float]:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
-    command = [
-        "wrk",
-        "-t",
-        "2",
-        "-c",
-        str(CONNECTIONS),
-        "-d",
-        f"{DURATION_S}s",
-        "--latency",
-        "-s",
-        str(script),
-        f"{url}/jobs",
-    ]
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{DURATION_S}s", "--latency"]
+    command += ["-s", str(script), f"{url}/jobs"]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "Non-2xx" not in out, out
     return {
         "admissions_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
     }
 
 

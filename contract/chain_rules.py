@@ -8,7 +8,6 @@ rule, each located in the request body. The rule at the heart of the service is
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
@@ -18,10 +17,10 @@ from contract.images import InitImageRejected, decode_init_image
 from contract.latent_spaces import can_hand_off_latents
 from contract.registry import ModelEntry, ModelRegistry
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
+from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
 from contract.violations import JobRejected, Violation
 
 DEFAULT_SWITCH_AT = 0.8
-DEFAULT_SCALE = 2.0
 DEFAULT_DENOISE = 0.5
 DEFAULT_STRENGTH = 0.75
 
@@ -111,17 +110,6 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     return CheckedJob(normalized, init_image)
 
 
-def stage_size(spec: JobSpec, index: int) -> tuple[int, int]:
-    """Output size of stage `index` of a normalized spec."""
-    width, height = spec.width, spec.height
-    for stage in spec.stages[1 : index + 1]:
-        if stage.mode is Mode.HIRES:
-            assert stage.width is not None, "spec not normalized"
-            assert stage.height is not None, "spec not normalized"
-            width, height = stage.width, stage.height
-    return width, height
-
-
 def _check_first_stage(
     spec: JobSpec, entry: ModelEntry, limits: JobLimits, violations: list[Violation]
 ) -> Stage:
@@ -165,7 +153,9 @@ def _check_first_stage(
                 {"architecture": arch.name},
             )
         )
-    _check_size((spec.width, spec.height), entry, limits, ("width",), ("height",), violations)
+    check_size(
+        (spec.width, spec.height), entry, limits.max_pixels, ("width",), ("height",), violations
+    )
     return stage.model_copy(
         update={
             "steps": stage.steps or arch.default_steps,
@@ -206,7 +196,7 @@ def _check_later_stage(
         _check_refine(i, stage, previous, source, target, handoff, violations)
         update["switch_at"] = stage.switch_at or DEFAULT_SWITCH_AT
         new_size = size
-        _check_size(new_size, target, limits, ("width",), ("height",), violations)
+        check_size(new_size, target, limits.max_pixels, ("width",), ("height",), violations)
     else:
         _refuse_fields(i, stage, _REFINE_FIELDS, "refine", violations)
         upscaler = stage.upscaler or (
@@ -226,8 +216,8 @@ def _check_later_stage(
                     f"use {wanted}",
                 )
             )
-        new_size = _hires_size(i, stage, size, violations)
-        _check_size(new_size, target, limits, *_hires_size_locs(i, stage), violations)
+        new_size = hires_size(i, stage, size, violations)
+        check_size(new_size, target, limits.max_pixels, *hires_size_locs(i, stage), violations)
         update.update(
             upscaler=upscaler,
             denoise=stage.denoise or DEFAULT_DENOISE,
@@ -310,83 +300,6 @@ def _check_refine(
                 ("stages", i, "mode"),
                 "a refine stage must follow a stage that runs to its end; this one follows another "
                 "refine stage. Use mode: hires.",
-            )
-        )
-
-
-def _hires_size(
-    i: int, stage: Stage, size: tuple[int, int], violations: list[Violation]
-) -> tuple[int, int]:
-    if (stage.width is None) != (stage.height is None):
-        missing = "height" if stage.height is None else "width"
-        violations.append(
-            Violation(
-                "missing",
-                ("stages", i, missing),
-                "give both width and height, or neither (use scale)",
-            )
-        )
-        return size
-    if stage.width is not None and stage.height is not None:
-        # Both may be given (a normalized spec has both) as long as they agree.
-        if stage.scale is not None and (stage.width, stage.height) != _scaled(size, stage.scale):
-            violations.append(
-                Violation(
-                    "field_not_allowed",
-                    ("stages", i, "scale"),
-                    f"scale {stage.scale} of {size[0]}x{size[1]} is not "
-                    f"{stage.width}x{stage.height}; "
-                    "give either scale or an explicit width and height",
-                )
-            )
-        return stage.width, stage.height
-    return _scaled(size, stage.scale or DEFAULT_SCALE)
-
-
-def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    return round(size[0] * scale), round(size[1] * scale)
-
-
-def _hires_size_locs(i: int, stage: Stage) -> tuple[tuple[str | int, ...], tuple[str | int, ...]]:
-    if stage.width is not None:
-        return ("stages", i, "width"), ("stages", i, "height")
-    return ("stages", i, "scale"), ("stages", i, "scale")
-
-
-def _check_size(
-    size: tuple[int, int],
-    entry: ModelEntry,
-    limits: JobLimits,
-    width_loc: tuple[str | int, ...],
-    height_loc: tuple[str | int, ...],
-    violations: list[Violation],
-) -> None:
-    multiple = entry.arch.size_multiple
-    for value, loc, name in ((size[0], width_loc, "width"), (size[1], height_loc, "height")):
-        if value % multiple:
-            lower, upper = value // multiple * multiple, (value // multiple + 1) * multiple
-            violations.append(
-                Violation(
-                    "size_not_multiple",
-                    loc,
-                    f"{name} {value} does not suit {entry.name!r} ({entry.architecture}), "
-                    "which needs "
-                    f"multiples of {multiple}; use {lower or multiple} or {upper}",
-                    {"multiple_of": multiple, "value": value},
-                )
-            )
-            return
-    pixels = size[0] * size[1]
-    if pixels > limits.max_pixels:
-        side = math.isqrt(limits.max_pixels) // multiple * multiple
-        violations.append(
-            Violation(
-                "pixel_budget_exceeded",
-                width_loc,
-                f"{size[0]}x{size[1]} = {pixels} pixels exceeds this deployment's budget of "
-                f"{limits.max_pixels} pixels per stage (e.g. {side}x{side}); "
-                "ask for a smaller size",
-                {"max_pixels": limits.max_pixels, "pixels": pixels},
             )
         )
 

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
 from PIL import Image
 
-from contract.chain_rules import stage_size
 from contract.envelope import StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
 from contract.spec import Handoff, JobSpec, Mode, Stage
+from contract.stage_sizes import stage_size
 from workers.png import sampler_name
 from workers.runtime import LoadedModel
 

@@ -46,44 +46,28 @@ def on_rq_failure(
     running it died and the job was found abandoned. Reflect it in the envelope."""
     store = JobStore(connection, job.result_ttl or 86400, webhooks.installed())
     job_id = str(job.args[0]) if job.args else job.id
-    retrying = bool(job.retries_left)
     if isinstance(exc, JobTimeoutException):
         job.retries_left = 0  # a job that ran out of time would run out again
-        store.transition(
-            job_id,
-            JobStatus.FAILED,
-            (JobStatus.QUEUED, JobStatus.RUNNING),
-            finished_at=now(),
-            error=JobError(
-                type="timeout",
-                message="the job exceeded the worker's hard time "
-                "limit and was stopped; ask for fewer steps or a smaller size",
-            ),
+        error = JobError(
+            type="timeout",
+            message="the job exceeded the worker's hard time limit and was stopped; ask for "
+            "fewer steps or a smaller size",
         )
-    elif retrying:
-        log.warning("job %s: worker lost, retrying (%s retries left)", job.id, job.retries_left)
+    elif job.retries_left:
+        log.warning("job %s: worker lost, retrying (%s retries left)", job_id, job.retries_left)
         store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
+        return
     elif isinstance(exc, AbandonedJobError):
-        store.transition(
-            job_id,
-            JobStatus.FAILED,
-            (JobStatus.QUEUED, JobStatus.RUNNING),
-            finished_at=now(),
-            error=JobError(
-                type="worker_lost",
-                message="the worker running this job stopped "
-                "(crashed or was killed) and no retries are left; submit it again",
-            ),
+        error = JobError(
+            type="worker_lost",
+            message="the worker running this job stopped (crashed or was killed) and no "
+            "retries are left; submit it again",
         )
     else:
-        store.transition(
-            job_id,
-            JobStatus.FAILED,
-            (JobStatus.QUEUED, JobStatus.RUNNING),
-            finished_at=now(),
-            error=JobError(
-                type="worker_error",
-                message="the worker hit an internal error "
-                f"({exc_type.__name__}) and no retries are left; submit it again",
-            ),
+        error = JobError(
+            type="worker_error",
+            message=f"the worker hit an internal error ({exc_type.__name__}) and no retries "
+            "are left; submit it again",
         )
+    unfinished = (JobStatus.QUEUED, JobStatus.RUNNING)
+    store.transition(job_id, JobStatus.FAILED, unfinished, finished_at=now(), error=error)
