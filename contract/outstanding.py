@@ -47,19 +47,30 @@ class Outstanding:
 
 def prune(redis: Redis, older_than_s: float = 60) -> int:
     """Drop slots of jobs that no longer exist or have finished without releasing them."""
-    stale = 0
-    ids: list[bytes] = redis.zrangebyscore(OUTSTANDING, 0, time.time() - older_than_s)  # type: ignore[assignment]
-    for raw_id in ids:
-        job_id = text(raw_id)
-        status, owner_raw = redis.hmget(job_key(job_id), ["status", "owner"])
-        if status is not None and not JobStatus(text(status)).is_final:
-            continue
-        owner = text(owner_raw) if owner_raw else ""
-        redis.zrem(OUTSTANDING, job_id)
-        if owner:
-            redis.zrem(f"{OUTSTANDING}:{owner}", job_id)
-        else:  # the hash is gone: we do not know whose it was
-            for key in redis.scan_iter(f"{OUTSTANDING}:*"):
-                redis.zrem(key, job_id)
-        stale += 1
-    return stale
+    cutoff = time.time() - older_than_s
+    ids = [text(i) for i in redis.zrangebyscore(OUTSTANDING, 0, cutoff)]  # type: ignore[arg-type]
+    if not ids:
+        return 0
+    # One round trip for every candidate: a long backlog is checked at every sweep.
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), ["status", "owner"])
+        found = pipe.execute()
+    stale = [
+        (job_id, text(owner) if owner else "")
+        for job_id, (status, owner) in zip(ids, found, strict=True)
+        if status is None or JobStatus(text(status)).is_final
+    ]
+    owner_sets = None
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id, owner in stale:
+            pipe.zrem(OUTSTANDING, job_id)
+            if owner:
+                pipe.zrem(f"{OUTSTANDING}:{owner}", job_id)
+            else:  # the hash is gone: we do not know whose it was
+                if owner_sets is None:
+                    owner_sets = list(redis.scan_iter(f"{OUTSTANDING}:*"))
+                for key in owner_sets:
+                    pipe.zrem(key, job_id)
+        pipe.execute()
+    return len(stale)
