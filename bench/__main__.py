@@ -26,8 +26,8 @@ from redis import Redis
 from bench import admission
 from contract.presence import live_workers
 from contract.registry import ModelRegistry
+from contract.settings import REPO_ROOT
 from devstack.processes import (
-    REPO_ROOT,
     start_gateway,
     start_worker,
     stop,

@@ -23,7 +23,8 @@ from redis import Redis
 from rq import Queue
 
 from contract.queues import SERIALIZER
-from devstack.processes import REPO_ROOT, start_gateway, stop, wait_for_gateway
+from contract.settings import REPO_ROOT
+from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
 
 CONNECTIONS = 64

@@ -27,9 +27,9 @@ from redis import Redis
 from bench.full_size import build_sd15, build_sdxl
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
+from contract.settings import REPO_ROOT
 from contract.spec import JobSpec
 from devstack.processes import (
-    REPO_ROOT,
     start_gateway,
     start_worker,
     stop,

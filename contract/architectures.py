@@ -26,7 +26,6 @@ class Architecture:
     guidance_range: tuple[float, float]
     default_guidance: float
     default_steps: int
-    native_size: int
 
 
 # fmt: off
@@ -36,22 +35,22 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "sd15", LATENT_SPACES["sd1"], size_multiple=8, text_to_image=True,
             mid_schedule_handoff=False, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=25, native_size=512,
+            default_guidance=7.0, default_steps=25,
         ),
         Architecture(
             "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, text_to_image=True,
             mid_schedule_handoff=True, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=30, native_size=1024,
+            default_guidance=7.0, default_steps=30,
         ),
         Architecture(
             "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, text_to_image=False,
             mid_schedule_handoff=True, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=30, native_size=1024,
+            default_guidance=7.0, default_steps=30,
         ),
         Architecture(
             "flux", LATENT_SPACES["flux"], size_multiple=16, text_to_image=True,
             mid_schedule_handoff=False, negative_prompt=False, guidance_range=(0.0, 10.0),
-            default_guidance=3.5, default_steps=28, native_size=1024,
+            default_guidance=3.5, default_steps=28,
         ),
     )
 }

@@ -13,8 +13,8 @@ import time
 
 from redis import Redis
 
+from contract.settings import REPO_ROOT
 from devstack.processes import (
-    REPO_ROOT,
     start_gateway,
     start_worker,
     stop,

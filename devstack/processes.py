@@ -13,8 +13,7 @@ import httpx
 from redis import Redis
 
 from contract.presence import live_workers
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from contract.settings import REPO_ROOT
 
 
 def _env(extra: Mapping[str, str]) -> dict[str, str]:

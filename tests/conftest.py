@@ -17,8 +17,8 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
+from contract.settings import REPO_ROOT
 from devstack.processes import (
-    REPO_ROOT,
     start_gateway,
     start_worker,
     stop,

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import GatewaySettings
 from contract.redis_layout import job_key
-from devstack.processes import REPO_ROOT
+from contract.settings import REPO_ROOT
 from tests.conftest import Stack
 from tests.helpers import wait_final
 from tests.test_job_control import slow_spec, wait_running

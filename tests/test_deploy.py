@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from app.settings import GatewaySettings
-from devstack.processes import REPO_ROOT
+from contract.settings import REPO_ROOT
 from workers.settings import WorkerSettings
 
 DOCKERFILES = sorted((REPO_ROOT / "deploy" / "docker").glob("*.Dockerfile"))

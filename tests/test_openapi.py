@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from app.openapi import render
-from devstack.processes import REPO_ROOT
+from contract.settings import REPO_ROOT
 
 
 def test_committed_openapi_matches_the_app() -> None:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from devstack.processes import REPO_ROOT
+from contract.settings import REPO_ROOT
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.stack

@@ -19,8 +19,6 @@ from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 503))
 
-JobId = Annotated[UUID, "the id POST /jobs returned"]
-
 
 def _not_found(job_id: UUID) -> HTTPException:
     # Also for another key's job: a 403 would confirm that it exists.

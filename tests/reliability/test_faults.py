@@ -13,7 +13,7 @@ import pytest
 from redis import Redis
 
 from contract.redis_layout import job_key
-from devstack.processes import REPO_ROOT
+from contract.settings import REPO_ROOT
 from tests.conftest import Stack
 from tests.helpers import submit_and_wait
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from app.keys import digest
-from devstack.processes import REPO_ROOT, start_gateway, stop, wait_for_gateway
+from contract.settings import REPO_ROOT
+from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
 
 KEY = "ig_fuzzing_key"
