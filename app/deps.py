@@ -7,13 +7,16 @@ thread pool, a hop per dependency per request, which costs admission throughput 
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis as AsyncRedis
 
-from app.job_service import JobService
-from contract.job_store import JobStore
+from app.admission import JobNotFound, JobService
+from app.keys import CallerDep
 from contract.registry import ModelRegistry
+from jobs.redis_keys import job_key, text
+from jobs.store import JobStore
 
 
 async def _service(request: Request) -> JobService:
@@ -40,3 +43,14 @@ JobServiceDep = Annotated[JobService, Depends(_service)]
 StoreDep = Annotated[JobStore, Depends(_store)]
 AsyncRedisDep = Annotated[AsyncRedis, Depends(_async_redis)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+
+
+async def _followed_job(job_id: UUID, redis: AsyncRedisDep, caller: CallerDep) -> str:
+    """A job the caller may see, checked before a stream starts (so a 404 is still JSON)."""
+    owner = await redis.hget(job_key(str(job_id)), "owner")
+    if owner is None or not caller.may_see(text(owner)):
+        raise JobNotFound(str(job_id))
+    return str(job_id)
+
+
+FollowedJobDep = Annotated[str, Depends(_followed_job)]

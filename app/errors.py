@@ -1,9 +1,15 @@
-"""Errors mapped to HTTP in one place. No traceback or exception text ever reaches a client."""
+"""Errors mapped to HTTP in one table. Routes raise; only the handlers here answer.
+
+Every error body has one shape, the one FastAPI gives validation errors:
+`{"detail": [{"type": <machine name>, "loc": [...], "msg": <what to do>, "ctx": {...}}]}`.
+No traceback or exception text from a library ever reaches a client.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
@@ -11,34 +17,128 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
-from app.job_service import IdempotencyConflict, QueueFull
+from app import body_limit
+from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
+from app.keys import NotAuthenticated
 from contract.violations import JobRejected
+from jobs.caps import QueueFull
+from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
 
 log = logging.getLogger("imagegen.gateway")
 
 
-class Problem(BaseModel):
-    """Every error other than a validation error: what went wrong and what to do."""
+class ErrorItem(BaseModel):
+    type: str = Field(description="Machine name, e.g. latent_space_mismatch, job_not_found.")
+    loc: list[str | int] = Field(description="Where in the request: body, path, header.")
+    msg: str = Field(description="What is wrong and how to fix it.")
+    ctx: dict[str, Any] | None = None
+    input: Any = None
 
-    detail: str
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    detail: list[ErrorItem]
 
 
-def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for these error codes, all shaped as `Problem`."""
-    return {code: {"model": Problem, "description": _DESCRIPTIONS[code]} for code in codes}
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    type: str
+    loc: tuple[str, ...] = ()
+    retry_after_s: int | None = None
 
+
+# The one table: exception -> status, machine type, where it points, Retry-After.
+ERRORS: dict[type[Exception], ErrorKind] = {
+    NotAuthenticated: ErrorKind(401, "not_authenticated", ("header", "authorization")),
+    JobNotFound: ErrorKind(404, "job_not_found", ("path", "job_id")),
+    ImageNotFound: ErrorKind(404, "image_not_found", ("path", "index")),
+    JobAlreadyFinished: ErrorKind(409, "job_already_finished", ("path", "job_id")),
+    IdempotencyConflict: ErrorKind(409, "idempotency_conflict", ("header", "idempotency-key")),
+    IdempotencyInFlight: ErrorKind(
+        409, "idempotency_in_flight", ("header", "idempotency-key"), retry_after_s=1
+    ),
+    QueueFull: ErrorKind(429, "queue_full", retry_after_s=5),
+    redis.exceptions.ConnectionError: ErrorKind(503, "store_unavailable", retry_after_s=2),
+    redis.exceptions.TimeoutError: ErrorKind(503, "store_unavailable", retry_after_s=2),
+    redis.exceptions.BusyLoadingError: ErrorKind(503, "store_unavailable", retry_after_s=2),
+}
+
+# HTTP-level errors Starlette and FastAPI raise themselves (no route, wrong method, body limit).
+_HTTP_TYPES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
 
 _DESCRIPTIONS = {
     400: "The body is not JSON (or not UTF-8).",
     401: "No valid API key: send `Authorization: Bearer <key>`.",
-    404: "No such job (or not yours).",
-    409: "Conflicts with the job's state, or with an earlier use of the Idempotency-Key.",
+    404: "No such job or image (or not yours).",
+    409: "Conflicts with the job's state, or with an earlier use of the Idempotency-Key "
+    "(`idempotency_in_flight`: that request is still being admitted; retry).",
     413: "The request body is over the deployment's limit.",
+    422: "The request breaks a rule; nothing was queued. Each entry names the field (`loc`) and "
+    "says how to fix it (`msg`).",
     429: "Too many unfinished jobs; retry after `Retry-After` seconds.",
     503: "Redis is unreachable; retry after `Retry-After` seconds.",
 }
+
+
+def documented(*codes: int, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error codes, all shaped as `ErrorBody`.
+
+    `by_reference` for routes whose own media type is not JSON (the SSE stream): FastAPI would
+    declare a `model` under the route's media type, but errors are always JSON.
+    """
+    if by_reference:
+        schema = {"$ref": "#/components/schemas/ErrorBody"}
+        content = {"application/json": {"schema": schema}}
+        return {code: {"description": _DESCRIPTIONS[code], "content": content} for code in codes}
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def _answer(
+    status: int,
+    items: list[dict[str, Any]],
+    retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    content = {"detail": jsonable_encoder([_finite(i) for i in items])}
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+async def _mapped(_: Request, exc: Exception) -> JSONResponse:
+    kind = next(ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS)
+    if kind.status >= 500:
+        log.warning("%s: %s", kind.type, exc)
+        msg = "the job store (Redis) is unavailable; retry shortly"
+    else:
+        msg = str(exc)
+    item = {"type": kind.type, "loc": list(kind.loc), "msg": msg}
+    return _answer(kind.status, [item], kind.retry_after_s)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = _HTTP_TYPES.get(exc.status_code, "http_error")
+    msg = exc.detail if isinstance(exc.detail, str) else kind
+    loc: list[str] = []
+    if exc.status_code == 413:
+        loc, msg = ["body"], body_limit.message(request.app.state.settings.max_body_bytes)
+    item = {"type": kind, "loc": loc, "msg": msg}
+    return _answer(exc.status_code, [item], headers=dict(exc.headers or {}))
+
 
 _MAX_ECHO = 200  # characters of a rejected input echoed back (a 10 MB prompt is not)
 
@@ -66,38 +166,24 @@ def _finite(value: Any) -> Any:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [_finite(_trim(dict(e))) for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
+    return _answer(422, [_trim(dict(e)) for e in exc.errors()])
 
 
 async def _job_rejected(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobRejected)
-    detail = [v.as_error() for v in exc.violations]
-    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
+    return _answer(422, [v.as_error() for v in exc.violations])
 
 
-async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("redis unavailable: %s", exc)
-    return JSONResponse(
-        status_code=503,
-        content={"detail": "the job store (Redis) is unavailable; retry shortly"},
-        headers={"Retry-After": "2"},
-    )
-
-
-async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers={"Retry-After": "5"})
-
-
-async def _idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=409, content={"detail": str(exc)})
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    item = {"type": "internal_error", "loc": [], "msg": "the gateway hit an internal error"}
+    return _answer(500, [item])
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(JobRejected, _job_rejected)
-    app.add_exception_handler(QueueFull, _queue_full)
-    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
-    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
-    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
-    app.add_exception_handler(redis.exceptions.BusyLoadingError, _redis_down)
+    app.add_exception_handler(HTTPException, _http_error)
+    for exc_class in ERRORS:
+        app.add_exception_handler(exc_class, _mapped)
+    app.add_exception_handler(Exception, _unexpected)

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 
@@ -29,6 +29,11 @@ class Caller:
 
 
 OPEN_CALLER = Caller("anonymous", admin=True)
+
+
+class NotAuthenticated(Exception):
+    def __init__(self) -> None:
+        super().__init__("a valid API key is required: send Authorization: Bearer <key>")
 
 
 class KeyRing:
@@ -58,11 +63,7 @@ async def _caller(  # async: trivial work, so FastAPI runs it inline, not in a t
     ring: KeyRing = request.app.state.keys
     caller = ring.caller(credentials.credentials if credentials else None)
     if caller is None:
-        raise HTTPException(
-            status_code=401,
-            detail="a valid API key is required: send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise NotAuthenticated()
     return caller
 
 

@@ -13,16 +13,18 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors
+from app.admission import JobService
 from app.body_limit import BodySizeLimit
-from app.job_service import JobService
 from app.keys import KeyRing
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
-from contract import logs, webhooks
-from contract.janitor import sweep
-from contract.job_store import JobStore
-from contract.outstanding import Outstanding
 from contract.registry import ModelRegistry
+from jobs import lifecycle, logs
+from jobs.caps import Caps
+from jobs.idempotency import Idempotency
+from jobs.janitor import sweep
+from jobs.lifecycle import Lifecycle
+from jobs.store import JobStore
 
 DESCRIPTION = """
 Queue Stable Diffusion 1.5, SDXL (base + refiner) and Flux jobs that chain stages: a base
@@ -44,8 +46,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     logs.configure(settings.log_level)
     registry = ModelRegistry.load(settings.registry)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
-    store = JobStore(redis, settings.result_ttl_s, settings.webhooks)
-    webhooks.install(settings.webhooks)  # for jobs the janitor finds abandoned
+    store = JobStore(redis, settings.result_ttl_s)
+    ends = Lifecycle(store, settings.webhooks)
+    lifecycle.install(ends)  # for jobs the janitor finds abandoned
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,17 +80,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "OPEN MODE: no API keys are configured, so anyone who can reach this port can "
             "submit and read every job. Set IMAGEGEN_API_KEYS before exposing it."
         )
-    outstanding = Outstanding(
-        redis, settings.max_outstanding_jobs, settings.max_outstanding_per_key
-    )
     app.state.jobs = JobService(
-        redis,
-        store,
+        ends,
         registry,
         settings.limits,
         settings.max_retries,
-        outstanding,
-        settings.idempotency_ttl_s,
+        Caps(redis, settings.max_outstanding_jobs, settings.max_outstanding_per_key),
+        Idempotency(redis, settings.idempotency_ttl_s),
         settings.webhooks,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from contract.settings import CommonSettings
+from jobs.settings import CommonSettings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -24,9 +24,7 @@ import torch
 from redis import Redis
 
 from bench import admission
-from contract.presence import live_workers
 from contract.registry import ModelRegistry
-from contract.settings import REPO_ROOT
 from devstack.processes import (
     start_gateway,
     start_worker,
@@ -35,6 +33,8 @@ from devstack.processes import (
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer, free_port
+from jobs.presence import live_workers
+from jobs.settings import REPO_ROOT
 from workers.demo_models import ensure_built
 from workers.pipelines import load_text_pipeline
 

@@ -22,10 +22,10 @@ from typing import Any
 from redis import Redis
 from rq import Queue
 
-from contract.queues import SERIALIZER
-from contract.settings import REPO_ROOT
 from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
+from jobs.queues import SERIALIZER
+from jobs.settings import REPO_ROOT
 
 CONNECTIONS = 64
 GATEWAY_PROCESSES = 2

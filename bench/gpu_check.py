@@ -27,7 +27,6 @@ from redis import Redis
 from bench.full_size import build_sd15, build_sdxl
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
-from contract.settings import REPO_ROOT
 from contract.spec import JobSpec
 from devstack.processes import (
     start_gateway,
@@ -37,6 +36,7 @@ from devstack.processes import (
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer, free_port
+from jobs.settings import REPO_ROOT
 from workers.chain import run_chain
 from workers.pipelines import load_text_pipeline
 from workers.runtime import ModelCache

@@ -25,6 +25,11 @@ class JobStatus(StrEnum):
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
+def image_url(job_id: str, index: int) -> str:
+    """Where the gateway serves a job's image."""
+    return f"/jobs/{job_id}/images/{index}"
+
+
 class ImageInfo(BaseModel):
     index: int
     url: str = Field(description="GET this for the PNG.")

@@ -11,7 +11,7 @@ import unicodedata
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from contract.registry import MODEL_NAME_PATTERN
 
@@ -35,6 +35,9 @@ class Handoff(StrEnum):
 
 
 WebhookEvent = Literal["completed", "failed", "canceled"]
+WebhookUrl = Annotated[
+    AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], max_length=2048, host_required=True)
+]
 
 
 class Upscaler(StrEnum):
@@ -123,7 +126,7 @@ class JobSpec(_Strict):
     timeout_s: Annotated[int | None, Field(ge=1, le=86400)] = Field(
         None, description="Stop the job after this many seconds (capped by the deployment)."
     )
-    webhook_url: Annotated[str | None, Field(max_length=2048, pattern=r"^https?://")] = Field(
+    webhook_url: WebhookUrl | None = Field(
         None, description="POSTed the envelope when the job ends (signed; see the README)."
     )
     webhook_events: Annotated[list[WebhookEvent] | None, Field(min_length=1)] = Field(

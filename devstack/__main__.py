@@ -13,7 +13,6 @@ import time
 
 from redis import Redis
 
-from contract.settings import REPO_ROOT
 from devstack.processes import (
     start_gateway,
     start_worker,
@@ -22,6 +21,7 @@ from devstack.processes import (
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer
+from jobs.settings import REPO_ROOT
 from workers.demo_models import ensure_built
 
 

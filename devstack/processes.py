@@ -6,14 +6,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
 from redis import Redis
 
-from contract.presence import live_workers
-from contract.settings import REPO_ROOT
+from jobs.presence import live_workers
+from jobs.settings import REPO_ROOT
 
 
 def _env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -36,10 +36,16 @@ def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def start_gateway(
-    env: Mapping[str, str], port: int, log: Path, processes: int = 1
+    env: Mapping[str, str],
+    port: int,
+    log: Path,
+    processes: int = 1,
+    runner: Sequence[str] = ("-m", "uvicorn"),
 ) -> subprocess.Popen[bytes]:
-    uvicorn = ["uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
-    argv = [sys.executable, "-m", *uvicorn, "--port", str(port), "--log-level", "warning"]
+    """Run the gateway under uvicorn; `runner` replaces `-m uvicorn` (a script that takes
+    uvicorn's arguments, as the tests' import guard does)."""
+    app = ["app.main:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [sys.executable, *runner, *app, "--log-level", "warning"]
     if processes > 1:
         argv += ["--workers", str(processes)]
     return _spawn(argv, env, log)

@@ -17,7 +17,6 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
-from contract.settings import REPO_ROOT
 from devstack.processes import (
     start_gateway,
     start_worker,
@@ -26,10 +25,11 @@ from devstack.processes import (
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer, free_port
+from jobs.settings import REPO_ROOT
+from tests.receiver import WEBHOOK_SECRET
 from workers.demo_models import DEMO_MODELS, ensure_built
 
 MODELS_DIR = REPO_ROOT / ".models"
-WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @pytest.fixture(scope="session")

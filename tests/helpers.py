@@ -10,6 +10,12 @@ from typing import Any
 import httpx
 from PIL import Image
 from redis import Redis
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
+
+from jobs.queues import SERIALIZER, pool_queue
+from jobs.redis_keys import job_key, queue_name
 
 FINAL = {"succeeded", "failed", "canceled"}
 
@@ -50,3 +56,13 @@ def png_b64(width: int, height: int, color: tuple[int, int, int] = (200, 80, 40)
 def queued_anything(redis: Redis) -> bool:
     """True if any RQ job or imagegen job exists in this database."""
     return bool(list(redis.scan_iter("rq:job:*"))) or bool(list(redis.scan_iter("imagegen:*")))
+
+
+def abandon(redis: Redis, job_id: str, pool: str) -> None:
+    """What a worker that took the job and died leaves behind: the job off its queue, RUNNING,
+    and a started-registry entry nobody refreshes (planted already expired, as RQ's tests do)."""
+    redis.lrem(pool_queue(redis, pool).key, 0, job_id)
+    Job.fetch(job_id, connection=redis, serializer=SERIALIZER).set_status(RQStatus.STARTED)
+    redis.hset(job_key(job_id), "status", "running")
+    registry = StartedJobRegistry(queue_name(pool), connection=redis)
+    redis.zadd(registry.key, {f"{job_id}:dead-execution": 2})

@@ -17,19 +17,23 @@ from typing import TypeVar
 
 import torch
 from PIL import Image
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
-from contract import metrics
 from contract.chain_rules import JobLimits, check_job
-from contract.envelope import JobError, JobStatus, Progress
-from contract.job_store import JobStore, now
-from contract.logs import job_context
-from contract.queues import QueuePolicy, Segment, enqueue_segment, plan_segments
-from contract.redis_layout import handoff_key, image_url, init_image_key, job_key
+from contract.envelope import JobStatus, Progress, image_url
 from contract.registry import ModelRegistry
+from contract.segments import Segment, plan_segments
 from contract.spec import JobSpec
 from contract.violations import JobRejected
+from jobs import metrics
+from jobs.lifecycle import Lifecycle
+from jobs.logs import job_context
+from jobs.queues import QueuePolicy, enqueue_segment
+from jobs.redis_keys import handoff_key, init_image_key, job_key
+from jobs.store import now
 from workers.chain import StageError, Stopped, planned_steps, run_chain
 from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
@@ -38,20 +42,29 @@ log = logging.getLogger("imagegen.worker")
 
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
-_OUTAGE_RERUNS = 3
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# Writes that are safe to repeat wait out a Redis restart (about three minutes of patience);
+# a segment that lost Redis mid-run is run again (generation is deterministic), three times.
+_WRITE_RETRY = Retry(
+    ExponentialBackoff(cap=5.0, base=0.1), retries=40, supported_errors=_REDIS_ERRORS
+)
+_SEGMENT_RERUNS = Retry(
+    ExponentialBackoff(cap=5.0, base=0.5), retries=3, supported_errors=_REDIS_ERRORS
+)
 
 
 class JobRunner:
     def __init__(
         self,
-        store: JobStore,
+        lifecycle: Lifecycle,
         cache: ModelCache,
         registry: ModelRegistry,
         limits: JobLimits,
         worker_name: str = "worker",
         progress_interval_s: float = 0.25,
     ) -> None:
-        self.store = store
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
         self.cache = cache
         self.registry = registry
         self.limits = limits
@@ -59,18 +72,16 @@ class JobRunner:
         self.progress_interval_s = progress_interval_s
 
     def run(self, job_id: str, segment: int = 0) -> None:
+        def lost_redis(error: Exception) -> None:
+            # Redis went away mid-job (a restart). Its state comes back with it: wait for it,
+            # put the job back to queued, and run the segment again rather than lose the job.
+            log.warning("Redis lost during the job (%s); rerunning once it is back", error)
+            through_outage(
+                lambda: self.store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
+            )
+
         with job_context(job_id):
-            for attempt in range(1, _OUTAGE_RERUNS + 1):
-                try:
-                    self._run(job_id, segment)
-                    return
-                except (RedisConnectionError, RedisTimeoutError):
-                    # Redis went away mid-job (a restart). Its state comes back with it; run the
-                    # segment again (generation is deterministic) rather than lose the job.
-                    log.warning("Redis lost during the job; rerun %d once it is back", attempt)
-                    through_outage(self.store.redis.ping)
-                    self.store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
-            self._run(job_id, segment)
+            _SEGMENT_RERUNS.call_with_retry(lambda: self._run(job_id, segment), lost_redis)
 
     def _run(self, job_id: str, segment: int) -> None:
         envelope = self.store.load(job_id)
@@ -79,7 +90,7 @@ class JobRunner:
             log.info("nothing to do (%s)", state)
             return
         if self.store.cancel_requested(job_id):
-            self.store.transition(job_id, JobStatus.CANCELED, _CLAIMABLE, finished_at=now())
+            self.lifecycle.end(job_id, JobStatus.CANCELED, _CLAIMABLE)
             return
         fields: dict[str, object] = {"worker": self.worker_name}
         if segment == 0:
@@ -115,7 +126,7 @@ class JobRunner:
                 "out_of_memory",
                 "the worker ran out of GPU memory; ask for a smaller size or fewer images",
             )
-        except (RedisConnectionError, RedisTimeoutError):
+        except _REDIS_ERRORS:
             raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
             log.exception("generation failed")
@@ -159,9 +170,7 @@ class JobRunner:
         with self.store.redis.pipeline(transaction=False) as pipe:
             for t in traces:
                 if t.step_seconds is not None:
-                    metrics.observe(
-                        pipe, metrics.STEP, metrics.STEP_BUCKETS, t.model, t.step_seconds
-                    )
+                    metrics.observe_step_seconds(pipe, t.model, t.step_seconds)
             pipe.execute()
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
@@ -230,14 +239,20 @@ class JobRunner:
     def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
         when = now()
         through_outage(
-            lambda: self.store.transition(
+            lambda: self.lifecycle.end(
                 job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields
             )
         )
         log.info("job %s", status.value)
 
     def _fail(self, job_id: str, type_: str, message: str) -> None:
-        self._finish(job_id, JobStatus.FAILED, error=JobError(type=type_, message=message))
+        when = now()
+        through_outage(
+            lambda: self.lifecycle.fail(
+                job_id, type_, message, allowed_from=(JobStatus.RUNNING,), finished_at=when
+            )
+        )
+        log.info("job failed (%s)", type_)
 
 
 class _Monitor:
@@ -260,7 +275,7 @@ class _Monitor:
         self.last_report = clock
         try:
             return self._report(stage, step, steps, clock)
-        except (RedisConnectionError, RedisTimeoutError):
+        except _REDIS_ERRORS:
             # Redis is away for a moment: keep denoising; the result is stored when it is back.
             log.warning("progress not reported: Redis unavailable")
             return None
@@ -288,14 +303,9 @@ class _Monitor:
 T = TypeVar("T")
 
 
-def through_outage(write: Callable[[], T], patience_s: float = 120.0) -> T:
-    """Retry a write while Redis is unreachable (a restart), so a finished job is not lost."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            return write()
-        except (RedisConnectionError, RedisTimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            log.warning("Redis unavailable; retrying the write")
-            time.sleep(0.5)
+def through_outage(write: Callable[[], T]) -> T:
+    """Run a write that is safe to repeat, waiting out a Redis restart, so that a finished job
+    is not lost."""
+    return _WRITE_RETRY.call_with_retry(
+        write, lambda error: log.warning("Redis unavailable (%s); retrying the write", error)
+    )

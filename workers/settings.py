@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from contract.settings import CommonSettings
+from jobs.settings import CommonSettings
 
 
 class WorkerSettings(CommonSettings):

@@ -24,13 +24,14 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from contract import logs, webhooks
-from contract.janitor import sweep
-from contract.job_store import JobStore
-from contract.presence import WorkerPresence, publish, withdraw
-from contract.queues import SERIALIZER, queue_name
 from contract.registry import ModelRegistry
-from workers.job_runner import JobRunner
+from jobs import lifecycle, logs
+from jobs.janitor import sweep
+from jobs.lifecycle import Lifecycle
+from jobs.presence import WorkerPresence, publish, withdraw
+from jobs.queues import SERIALIZER, pool_queue
+from jobs.store import JobStore
+from workers.job_runner import JobRunner, through_outage
 from workers.runtime import ModelCache
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner
@@ -109,8 +110,8 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
         for model in serves:
             if registry.models[model].preload:
                 cache.get(model)
-    store = JobStore(redis, settings.result_ttl_s, settings.webhooks)
-    return JobRunner(store, cache, registry, settings.limits, name, settings.progress_interval_s)
+    ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
+    return JobRunner(ends, cache, registry, settings.limits, name, settings.progress_interval_s)
 
 
 def main() -> None:
@@ -122,9 +123,10 @@ def main() -> None:
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)
     install_runner(runner)
-    webhooks.install(settings.webhooks)
+    through_outage(redis.ping)  # a worker that starts while Redis restarts waits for it
+    lifecycle.install(runner.lifecycle)  # for RQ's failure callback (hard timeouts, sweeps)
     worker = GenerationWorker(
-        [Queue(queue_name(settings.pool), connection=redis, serializer=SERIALIZER)],
+        [pool_queue(redis, settings.pool)],
         connection=redis,
         name=name,
         serializer=SERIALIZER,

@@ -7,9 +7,8 @@ from pydantic import BaseModel
 
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
-from contract.metrics import RedisCollector
-from contract.presence import live_workers
-from contract.queues import queue_name
+from jobs.metrics import RedisCollector
+from jobs.presence import live_workers
 
 router = APIRouter(tags=["health"])
 
@@ -52,5 +51,5 @@ def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
 def metrics(store: StoreDep, registry: RegistryDep) -> Response:
     """Jobs by event and model, queue depths, live workers, job and step time histograms."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(RedisCollector(store.redis, [queue_name(p) for p in registry.pools()]))
+    collectors.register(RedisCollector(store.redis, registry.pools()))
     return Response(generate_latest(collectors), media_type=CONTENT_TYPE_LATEST)

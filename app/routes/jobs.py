@@ -1,35 +1,23 @@
+"""Job routes. They raise the admission's exceptions; `app.errors` answers them."""
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, HTTPException, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, Header, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.deps import AsyncRedisDep, JobServiceDep, StoreDep
+from app.deps import AsyncRedisDep, FollowedJobDep, JobServiceDep
 from app.errors import documented
 from app.events import job_events
 from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
-from app.job_service import JobAlreadyFinished, JobNotFound
-from app.keys import Caller, CallerDep
+from app.keys import CallerDep
 from contract.envelope import JobEnvelope
-from contract.job_store import JobStore
-from contract.redis_layout import job_key, text
 from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 503))
-
-
-def _not_found(job_id: UUID) -> HTTPException:
-    # Also for another key's job: a 403 would confirm that it exists.
-    return HTTPException(status_code=404, detail=f"no job {job_id} (unknown, or expired)")
-
-
-def _visible(store: JobStore, job_id: UUID, caller: Caller) -> JobEnvelope:
-    found = store.load_with_owner(str(job_id))
-    if found is None or not caller.may_see(found[1]):
-        raise _not_found(job_id)
-    return found[0]
 
 
 @router.post(
@@ -42,8 +30,7 @@ def _visible(store: JobStore, job_id: UUID, caller: Caller) -> JobEnvelope:
         202: {"description": "Queued. Poll the `Location` header's URL."},
         **documented(400, 409, 413, 429),
         422: {
-            "description": "The spec breaks a rule; nothing was queued. Each entry names the "
-            "field (`loc`) and says how to fix it (`msg`).",
+            **documented(422)[422],
             "content": {"application/json": {"example": LATENT_MISMATCH_RESPONSE}},
         },
     },
@@ -72,9 +59,9 @@ def create_job(
 
 
 @router.get("/{job_id}", operation_id="get_job")
-def get_job(job_id: UUID, store: StoreDep, caller: CallerDep) -> JobEnvelope:
+def get_job(job_id: UUID, jobs: JobServiceDep, caller: CallerDep) -> JobEnvelope:
     """The job envelope: status, progress, images (when succeeded) or error (when failed)."""
-    return _visible(store, job_id, caller)
+    return jobs.visible(str(job_id), caller)
 
 
 @router.get(
@@ -85,13 +72,9 @@ def get_job(job_id: UUID, store: StoreDep, caller: CallerDep) -> JobEnvelope:
         200: {"content": {"image/png": {}}, "description": "The PNG."},
     },
 )
-def get_job_image(job_id: UUID, index: int, store: StoreDep, caller: CallerDep) -> Response:
+def get_job_image(job_id: UUID, index: int, jobs: JobServiceDep, caller: CallerDep) -> Response:
     """One result image as PNG."""
-    _visible(store, job_id, caller)
-    png = store.image(str(job_id), index) if 0 <= index < 16 else None
-    if png is None:
-        raise HTTPException(status_code=404, detail=f"job {job_id} has no image {index}")
-    return Response(content=png, media_type="image/png")
+    return Response(content=jobs.image(str(job_id), index, caller), media_type="image/png")
 
 
 @router.post(
@@ -107,14 +90,7 @@ def cancel_job(
     job_id: UUID, jobs: JobServiceDep, caller: CallerDep, response: Response
 ) -> JobEnvelope:
     """Cancel a job. A queued job never runs; a running one stops at the next denoising step."""
-    try:
-        outcome = jobs.cancel(str(job_id), caller)
-    except JobNotFound:
-        raise _not_found(job_id) from None
-    except JobAlreadyFinished as done:
-        raise HTTPException(
-            status_code=409, detail=f"job {job_id} has already finished ({done.status.value})"
-        ) from None
+    outcome = jobs.cancel(str(job_id), caller)
     response.status_code = 200 if outcome.immediate else 202
     return outcome.envelope
 
@@ -122,24 +98,18 @@ def cancel_job(
 @router.get(
     "/{job_id}/events",
     operation_id="job_events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {}},
             "description": "Server-Sent Events: an `envelope` event whenever status or progress "
             "changes, the last one when the job ends.",
         },
+        **documented(401, 404, 503, by_reference=True),
     },
 )
 async def stream_job_events(
-    job_id: UUID, redis: AsyncRedisDep, caller: CallerDep
-) -> StreamingResponse:
+    job_id: FollowedJobDep, redis: AsyncRedisDep
+) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live instead of polling."""
-    owner = await redis.hget(job_key(str(job_id)), "owner")
-    if owner is None or not caller.may_see(text(owner)):
-        raise _not_found(job_id)
-    return StreamingResponse(
-        job_events(redis, str(job_id)),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    async for event in job_events(redis, job_id):
+        yield event

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
 from app.keys import CallerDep
-from contract.presence import live_workers
+from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
 

@@ -1,0 +1,178 @@
+"""What the gateway does with jobs: admit (check, store and enqueue in one transaction), read
+what a caller may see, cancel."""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+
+from app.keys import Caller
+from contract.chain_rules import CheckedJob, JobLimits, check_job
+from contract.envelope import JobEnvelope, JobStatus
+from contract.registry import ModelRegistry
+from contract.segments import plan_segments
+from contract.spec import JobSpec
+from contract.violations import JobRejected, Violation
+from jobs import metrics
+from jobs.caps import Caps
+from jobs.idempotency import Claim, Idempotency
+from jobs.lifecycle import Lifecycle
+from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment
+from jobs.redis_keys import init_image_key, queue_name, rq_job_id
+from jobs.store import JobStore
+from jobs.webhooks import Webhooks, refusal
+
+log = logging.getLogger("imagegen.gateway")
+
+MAX_IMAGES = 16
+
+
+class JobNotFound(Exception):
+    def __init__(self, job_id: str) -> None:
+        # Also for another key's job: a 403 would confirm that it exists.
+        super().__init__(f"no job {job_id} (unknown, or expired)")
+
+
+class ImageNotFound(Exception):
+    def __init__(self, job_id: str, index: int) -> None:
+        super().__init__(f"job {job_id} has no image {index}")
+
+
+class JobAlreadyFinished(Exception):
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        super().__init__(f"job {job_id} has already finished ({status.value})")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    envelope: JobEnvelope
+    immediate: bool  # True: it was queued and is canceled now; False: a running job will stop
+
+
+class JobService:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        registry: ModelRegistry,
+        limits: JobLimits,
+        max_retries: int,
+        caps: Caps,
+        idempotency: Idempotency,
+        webhooks: Webhooks,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.store: JobStore = lifecycle.store
+        self.redis: Redis = lifecycle.store.redis
+        self.registry = registry
+        self.limits = limits
+        self.max_retries = max_retries
+        self.caps = caps
+        self.idempotency = idempotency
+        self.webhooks = webhooks
+
+    def submit(
+        self, spec: JobSpec, owner: str, idempotency_key: str | None = None
+    ) -> tuple[JobEnvelope, bool]:
+        """Validate (JobRejected: nothing is stored), then queue the job. Returns the envelope
+        and whether it is new (False: the same Idempotency-Key and body were seen before)."""
+        checked = check_job(spec, self.registry, self.limits)
+        if spec.webhook_url is not None:
+            self._check_webhook(str(spec.webhook_url))
+        job_id = str(uuid.uuid4())
+        if idempotency_key is None:
+            return self._admit(job_id, checked, owner, None), True
+        claim = self.idempotency.claim(owner, idempotency_key, spec.model_dump_json().encode())
+        earlier = self.idempotency.take(claim, job_id)
+        if earlier is not None:
+            envelope = self.store.load(earlier)
+            if envelope is None:  # expired between the two reads
+                raise JobNotFound(earlier)
+            return envelope, False
+        try:
+            return self._admit(job_id, checked, owner, claim), True
+        except BaseException:
+            self.idempotency.give_back(claim)
+            raise
+
+    def _check_webhook(self, url: str) -> None:
+        reason: str | None = (
+            "webhooks are off on this deployment (no IMAGEGEN_WEBHOOK_SECRET); poll, or follow "
+            "GET /jobs/{id}/events instead"
+            if self.webhooks.secret is None
+            else refusal(url, self.webhooks.allow_private)
+        )
+        if reason:
+            raise JobRejected([Violation("webhook_url_refused", ("webhook_url",), reason)])
+
+    def _admit(
+        self, job_id: str, checked: CheckedJob, owner: str, claim: Claim | None
+    ) -> JobEnvelope:
+        self.caps.reserve(job_id, owner)
+        try:
+            return self._store_and_enqueue(job_id, checked, owner, claim)
+        except BaseException:
+            self.caps.release(job_id, owner)
+            raise
+
+    def _store_and_enqueue(
+        self, job_id: str, checked: CheckedJob, owner: str, claim: Claim | None
+    ) -> JobEnvelope:
+        # The envelope keeps the spec without the picture; the worker reads it from its own key.
+        stored = checked.spec.model_copy(update={"init_image": None})
+        first = plan_segments(stored, self.registry)[0]
+        assert stored.timeout_s is not None
+        policy = QueuePolicy(stored.timeout_s, self.max_retries, self.store.result_ttl_s)
+        with self.redis.pipeline() as pipe:
+            pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
+            created = self.store.create(
+                job_id, stored, pipe, max_retries=self.max_retries, owner=owner
+            )
+            if checked.init_image is not None:
+                png = io.BytesIO()
+                checked.init_image.save(png, format="PNG")
+                pipe.set(init_image_key(job_id), png.getvalue())
+            enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
+            if claim is not None:
+                self.idempotency.confirm(claim, pipe)
+            metrics.count_job(pipe, "submitted", stored.stages[0].model)
+            pipe.execute()
+        log.info("job queued", extra={"job_id": job_id, "owner": owner, "pool": first.pool})
+        return JobEnvelope(id=job_id, status=JobStatus.QUEUED, created_at=created, spec=stored)
+
+    def visible(self, job_id: str, caller: Caller) -> JobEnvelope:
+        """The job's envelope, if the caller may see it."""
+        found = self.store.load_with_owner(job_id)
+        if found is None or not caller.may_see(found[1]):
+            raise JobNotFound(job_id)
+        return found[0]
+
+    def image(self, job_id: str, index: int, caller: Caller) -> bytes:
+        self.visible(job_id, caller)
+        png = self.store.image(job_id, index) if 0 <= index < MAX_IMAGES else None
+        if png is None:
+            raise ImageNotFound(job_id, index)
+        return png
+
+    def cancel(self, job_id: str, caller: Caller) -> CancelOutcome:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        envelope = self.visible(job_id, caller)
+        if envelope.status.is_final:
+            raise JobAlreadyFinished(job_id, envelope.status)
+        # The flag first: a worker claiming the job right now sees it at its first check.
+        self.store.request_cancel(job_id)
+        outcome = self.lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.QUEUED,))
+        if outcome.applied:
+            pool = plan_segments(envelope.spec, self.registry)[0].pool
+            Queue(queue_name(pool), connection=self.redis, serializer=SERIALIZER).remove(
+                rq_job_id(job_id, 0)
+            )
+        elif outcome.previous is not None and outcome.previous.is_final:
+            raise JobAlreadyFinished(job_id, outcome.previous)
+        log.info("cancel requested", extra={"job_id": job_id, "was": envelope.status.value})
+        return CancelOutcome(self.visible(job_id, caller), outcome.applied)

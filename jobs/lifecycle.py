@@ -1,0 +1,129 @@
+"""What happens when a job ends, whoever ends it: the gateway (cancel), a worker (success,
+failure, cancel at a step) or RQ (a hard timeout, or a worker found dead by the sweep).
+
+`Lifecycle.end` applies the final status (a compare-and-set in `JobStore.transition`) and, only
+if it applied, counts the job in the metrics and sends its webhook, so neither happens twice.
+`on_rq_failure` is the RQ failure callback; RQ calls it by name, in whichever process saw the
+failure — a worker, or the gateway's janitor — so it lives here, torch-free, and not in
+`workers`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from redis import Redis
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from contract.envelope import JobError, JobStatus
+from jobs import metrics
+from jobs.store import JobStore, Transition, now
+from jobs.webhooks import Webhooks
+
+log = logging.getLogger("imagegen.jobs")
+
+UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Lifecycle:
+    def __init__(self, store: JobStore, webhooks: Webhooks | None = None) -> None:
+        self.store = store
+        self.webhooks = webhooks
+
+    def end(
+        self,
+        job_id: str,
+        status: JobStatus,
+        allowed_from: Iterable[JobStatus] = UNFINISHED,
+        **fields: Any,
+    ) -> Transition:
+        """Move the job to the final `status` if it is in `allowed_from`; then tell the
+        metrics and the job's webhook, once."""
+        assert status.is_final, status
+        outcome = self.store.transition(
+            job_id, status, allowed_from, finished_at=fields.pop("finished_at", now()), **fields
+        )
+        if outcome.applied:
+            self._ended(job_id)
+        return outcome
+
+    def fail(self, job_id: str, type_: str, message: str, **kwargs: Any) -> Transition:
+        return self.end(
+            job_id, JobStatus.FAILED, error=JobError(type=type_, message=message), **kwargs
+        )
+
+    def _ended(self, job_id: str) -> None:
+        envelope = self.store.load(job_id)
+        if envelope is None:
+            return
+        model = envelope.spec.stages[0].model
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            metrics.count_job(pipe, envelope.status.value, model)
+            if envelope.finished_at is not None:
+                seconds = (envelope.finished_at - envelope.created_at).total_seconds()
+                metrics.observe_job_seconds(pipe, model, seconds)
+            pipe.execute()
+        if self.webhooks is not None:
+            self.webhooks.notify(envelope)
+
+
+class _Process:
+    """The lifecycle of this process, for `on_rq_failure` (RQ calls callbacks by name, with no
+    way to hand them objects). The gateway and the worker install theirs at start."""
+
+    lifecycle: Lifecycle | None = None
+
+
+def install(lifecycle: Lifecycle | None) -> None:
+    _Process.lifecycle = lifecycle
+
+
+def _lifecycle_for(connection: Redis, job: Job) -> Lifecycle:
+    installed = _Process.lifecycle
+    if installed is None:
+        log.warning("no lifecycle installed in this process: job %s ends without webhooks", job.id)
+        return Lifecycle(JobStore(connection, job.result_ttl or 86400))
+    return Lifecycle(JobStore(connection, installed.store.result_ttl_s), installed.webhooks)
+
+
+def on_rq_failure(
+    job: Job,
+    connection: Redis,
+    exc_type: type[BaseException],
+    exc: BaseException,
+    traceback: TracebackType | Any,
+) -> None:
+    """RQ saw the job fail outside our own handling: the hard timeout fired, or the worker
+    running it died and the sweep found it abandoned. Reflect it in the envelope."""
+    lifecycle = _lifecycle_for(connection, job)
+    job_id = str(job.args[0]) if job.args else job.id
+    if isinstance(exc, JobTimeoutException):
+        job.retries_left = 0  # a job that ran out of time would run out again
+        lifecycle.fail(
+            job_id,
+            "timeout",
+            "the job exceeded the worker's hard time limit and was stopped; ask for fewer steps "
+            "or a smaller size",
+        )
+    elif job.retries_left:
+        log.warning("job %s: worker lost, retrying (%s retries left)", job_id, job.retries_left)
+        lifecycle.store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
+    elif isinstance(exc, AbandonedJobError):
+        lifecycle.fail(
+            job_id,
+            "worker_lost",
+            "the worker running this job stopped (crashed or was killed) and no retries are "
+            "left; submit it again",
+        )
+    else:
+        lifecycle.fail(
+            job_id,
+            "worker_error",
+            f"the worker hit an internal error ({exc_type.__name__}) and no retries are left; "
+            "submit it again",
+        )

@@ -1,0 +1,62 @@
+"""What a queued RQ job looks like: one per segment of a job, on its pool's queue.
+
+Models belong to worker *pools* (registry field `pool`); each pool has one RQ queue, and each
+worker serves exactly one pool. One queue per worker matters: RQ moves a job from a single queue
+into an intermediate list atomically (BLMOVE), which its cleanup recovers after a crash, but pops
+from several queues with BLPOP, where a crash between pop and registration loses the job.
+
+The gateway queues segment 0 (`contract.segments`); the worker finishing segment k queues
+segment k+1 in the same transaction that stores the pictures it hands over, so a job is never
+between queues.
+
+Payloads are JSON (RQ's JSONSerializer): a worker never unpickles what is in Redis. The function
+and the failure callback are named as strings: the worker's function is imported only by the
+worker; the callback lives in `jobs.lifecycle`, so any process that finds a failure (the gateway's
+janitor included) can run it without importing `workers` or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Callback, Queue, Retry
+from rq.serializers import JSONSerializer
+
+from jobs.redis_keys import queue_name, rq_job_id
+
+SERIALIZER = JSONSerializer
+RUN_JOB = "workers.tasks.run_job"
+ON_FAILURE = "jobs.lifecycle.on_rq_failure"
+# RQ's own timeout is a backstop; the worker stops a job at its deadline first.
+HARD_TIMEOUT_MARGIN_S = 30
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    timeout_s: int
+    max_retries: int
+    result_ttl_s: int
+
+
+def pool_queue(redis: Redis, pool: str) -> Queue:
+    return Queue(queue_name(pool), connection=redis, serializer=SERIALIZER)
+
+
+def enqueue_segment(
+    redis: Redis, pipe: Pipeline, job_id: str, segment: int, pool: str, policy: QueuePolicy
+) -> None:
+    """Add the RQ job for one segment to `pipe` (which must be in MULTI mode)."""
+    pool_queue(redis, pool).enqueue(
+        RUN_JOB,
+        job_id,
+        segment,
+        job_id=rq_job_id(job_id, segment),
+        pipeline=pipe,
+        job_timeout=policy.timeout_s + HARD_TIMEOUT_MARGIN_S,
+        result_ttl=policy.result_ttl_s,
+        failure_ttl=policy.result_ttl_s,
+        retry=Retry(max=policy.max_retries) if policy.max_retries else None,
+        on_failure=Callback(ON_FAILURE),
+    )

@@ -1,0 +1,97 @@
+"""Every Redis key and channel this service uses, in one place.
+
+imagegen:job:<id>                 hash: spec, status, owner, timestamps, images, error, progress,
+                                  trace, attempts:<segment>
+imagegen:job:<id>:image:<i>       result PNG
+imagegen:job:<id>:cancel          set when a client cancels (its own key, so that progress writes
+                                  never overwrite it)
+imagegen:job:<id>:events          pub/sub channel: a message at every status or progress change
+imagegen:job:<id>:init            the init image (PNG), if any
+imagegen:job:<id>:handoff:<s>:<i> pictures handed from one worker pool to the next (PNG)
+imagegen:outstanding[:<owner>]    unfinished jobs by creation time, for the caps (`caps`)
+imagegen:idempotency:<owner>:<h>  an Idempotency-Key's claim (`idempotency`)
+imagegen:worker:<name>            a live worker's presence (`presence`)
+imagegen:metrics:*                counters and histograms (`metrics`)
+imagegen:janitor                  the sweep lock (`janitor`)
+rq:*                              RQ's own keys; our queues are named imagegen.<pool>
+"""
+
+from __future__ import annotations
+
+PREFIX = "imagegen"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def image_key(job_id: str, index: int) -> str:
+    return f"{PREFIX}:job:{job_id}:image:{index}"
+
+
+def events_channel(job_id: str) -> str:
+    """Pub/sub channel told of every status change and progress write (SSE listens to it)."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def init_image_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:init"
+
+
+def handoff_key(job_id: str, segment: int, index: int) -> str:
+    """Pictures segment `segment` receives (PNG), written by the worker that ran the one before."""
+    return f"{PREFIX}:job:{job_id}:handoff:{segment}:{index}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:cancel"
+
+
+# Jobs not yet finished, by creation time: all of them, and per owner.
+OUTSTANDING = f"{PREFIX}:outstanding"
+
+
+def outstanding_key(owner: str) -> str:
+    return f"{OUTSTANDING}:{owner}"
+
+
+OUTSTANDING_PER_OWNER_PATTERN = f"{OUTSTANDING}:*"
+
+
+def idempotency_key(owner: str, key_digest: str) -> str:
+    return f"{PREFIX}:idempotency:{owner}:{key_digest}"
+
+
+def presence_key(worker: str) -> str:
+    return f"{PREFIX}:worker:{worker}"
+
+
+PRESENCE_PATTERN = f"{PREFIX}:worker:*"
+
+METRICS_JOBS = f"{PREFIX}:metrics:jobs"
+METRICS_JOB_SECONDS = f"{PREFIX}:metrics:job_seconds"
+METRICS_STEP_SECONDS = f"{PREFIX}:metrics:step_seconds"
+
+JANITOR_LOCK = f"{PREFIX}:janitor"
+
+QUEUE_PREFIX = PREFIX
+
+
+def queue_name(pool: str) -> str:
+    """The RQ queue of a worker pool."""
+    return f"{QUEUE_PREFIX}.{pool}"
+
+
+def rq_queue_key(pool: str) -> str:
+    """RQ's list of a pool's waiting jobs (read for the queue-depth metric)."""
+    return f"rq:queue:{queue_name(pool)}"
+
+
+def rq_job_id(job_id: str, segment: int) -> str:
+    """The RQ job that runs one segment of a job: segment 0 keeps the job's own id."""
+    return job_id if segment == 0 else f"{job_id}-s{segment}"
+
+
+def text(value: bytes | str) -> str:
+    """Redis answers bytes (or str, on a decoding client): always text here."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,178 @@
+"""A job's state in Redis, read and written by the gateway and the workers alike.
+
+Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
+the gateway and a worker finishing the job cannot both win; the same call releases the job's
+cap slots and tells listeners. This module only stores: what else happens when a job ends
+(metrics, webhooks) is `lifecycle`'s business. Finished jobs expire after the result TTL; the
+PNGs live in Redis so that gateway and workers need no shared disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+from contract.envelope import (
+    FINAL_STATUSES,
+    ImageInfo,
+    JobEnvelope,
+    JobError,
+    JobStatus,
+    Progress,
+    StageTrace,
+)
+from contract.spec import JobSpec
+from jobs.redis_keys import (
+    OUTSTANDING,
+    cancel_key,
+    events_channel,
+    image_key,
+    job_key,
+    outstanding_key,
+    text,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# KEYS: job hash, its events channel, all outstanding jobs, the owner's outstanding jobs.
+# ARGV: new status, allowed current statuses (comma-separated), TTL in seconds (0: not final),
+# job id, then field/value pairs. Returns the status it found (false if the job is gone).
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+local allowed = ',' .. ARGV[2] .. ','
+if not string.find(allowed, ',' .. current .. ',', 1, true) then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return current
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What `transition` found: whether it applied, and the status it saw."""
+
+    applied: bool
+    previous: JobStatus | None
+
+
+class JobStore:
+    def __init__(self, redis: Redis, result_ttl_s: int) -> None:
+        self.redis = redis
+        self.result_ttl_s = result_ttl_s
+        self._transition = redis.register_script(_TRANSITION)
+
+    def create(
+        self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str | int
+    ) -> datetime:
+        created = now()
+        mapping: dict[str, str | int] = {
+            "status": JobStatus.QUEUED.value,
+            "created_at": created.isoformat(),
+            "spec": spec.model_dump_json(exclude_none=True),
+        }
+        mapping.update(fields)
+        pipeline.hset(job_key(job_id), mapping=mapping)  # type: ignore[arg-type]
+        return created
+
+    def load(self, job_id: str) -> JobEnvelope | None:
+        found = self.load_with_owner(job_id)
+        return found[0] if found else None
+
+    def load_with_owner(self, job_id: str) -> tuple[JobEnvelope, str] | None:
+        raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+        if not raw:
+            return None
+        return envelope_from_hash(job_id, raw), raw.get(b"owner", b"").decode()
+
+    def field(self, job_id: str, name: str) -> str | None:
+        value = self.redis.hget(job_key(job_id), name)
+        return None if value is None else text(value)
+
+    def transition(
+        self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus], **fields: Any
+    ) -> Transition:
+        """Set status `to` (and `fields`) only if the current status is in `allowed_from`."""
+        allowed = tuple(allowed_from)
+        # The owner never changes once the job exists; the script must be told every key it
+        # touches (Redis Cluster routes by declared keys), so it is read first.
+        owner = self.field(job_id, "owner") or ""
+        args: list[str | int] = [to.value, ",".join(s.value for s in allowed)]
+        args += [self.result_ttl_s if to in FINAL_STATUSES else 0, job_id]
+        for name, value in fields.items():
+            args += [name, _encode(value)]
+        keys = [job_key(job_id), events_channel(job_id), OUTSTANDING, outstanding_key(owner)]
+        found = self._transition(keys=keys, args=args)
+        if found is None:
+            return Transition(False, None)
+        previous = JobStatus(text(found))
+        return Transition(previous in allowed, previous)
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(job_key(job_id), "progress", progress.model_dump_json())
+            pipe.publish(events_channel(job_id), "progress")
+            pipe.execute()
+
+    def store_images(self, job_id: str, pngs: Sequence[bytes]) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index, png in enumerate(pngs):
+                pipe.set(image_key(job_id, index), png, ex=self.result_ttl_s)
+            pipe.execute()
+
+    def image(self, job_id: str, index: int) -> bytes | None:
+        value = self.redis.get(image_key(job_id, index))
+        return value if isinstance(value, bytes) else None
+
+    def request_cancel(self, job_id: str) -> None:
+        self.redis.set(cancel_key(job_id), "1", ex=self.result_ttl_s)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(cancel_key(job_id)))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=lambda v: v.model_dump(mode="json"))
+
+
+def envelope_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobEnvelope:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def when(name: str) -> datetime | None:
+        return datetime.fromisoformat(fields[name]) if fields.get(name) else None
+
+    created = when("created_at")
+    assert created is not None, f"job {job_id} has no created_at"
+    return JobEnvelope(
+        id=job_id,
+        status=JobStatus(fields["status"]),
+        created_at=created,
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        spec=JobSpec.model_validate_json(fields["spec"]),
+        progress=Progress.model_validate_json(fields["progress"]) if "progress" in fields else None,
+        images=[ImageInfo(**i) for i in json.loads(fields.get("images", "[]"))],
+        error=JobError.model_validate_json(fields["error"]) if "error" in fields else None,
+        trace=[StageTrace(**t) for t in json.loads(fields.get("trace", "[]"))],
+    )

@@ -1,0 +1,151 @@
+"""API keys and isolation, backpressure, idempotency and body limits, on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from redis import Redis
+
+from app.keys import digest
+from app.main import create_app
+from app.settings import GatewaySettings
+
+ALICE, BOB, ROOT = "ig_alice_key", "ig_bob_key", "ig_admin_key"
+SPEC = {"prompt": "a lighthouse", "width": 64, "height": 64, "stages": [{"model": "demo-sd15"}]}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def secured(gateway_settings: GatewaySettings) -> Iterator[TestClient]:
+    settings = gateway_settings.model_copy(
+        update={
+            "api_keys": {"alice": digest(ALICE), "bob": digest(BOB)},
+            "admin_keys": {"ops": digest(ROOT)},
+            "max_outstanding_per_key": 3,
+            "max_outstanding_jobs": 5,
+            "max_body_bytes": 20_000,
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def queued(redis: Redis) -> int:
+    return int(redis.llen("rq:queue:imagegen.default"))
+
+
+def test_requests_without_a_valid_key_are_401(secured: TestClient) -> None:
+    for headers in ({}, auth("wrong")):
+        response = secured.post("/jobs", json=SPEC, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert secured.get("/models").status_code == 401
+    assert secured.get("/healthz").status_code == 200
+
+
+def test_a_job_is_visible_to_its_key_and_admins_only(secured: TestClient) -> None:
+    job_id = secured.post("/jobs", json=SPEC, headers=auth(ALICE)).json()["id"]
+    assert secured.get(f"/jobs/{job_id}", headers=auth(ALICE)).status_code == 200
+    assert secured.get(f"/jobs/{job_id}", headers=auth(ROOT)).status_code == 200
+    # Another key gets 404, as for a job that does not exist: nothing confirms it exists.
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/images/0", f"/jobs/{job_id}/events"):
+        assert secured.get(path, headers=auth(BOB)).status_code == 404
+    assert secured.post(f"/jobs/{job_id}/cancel", headers=auth(BOB)).status_code == 404
+    assert secured.post(f"/jobs/{job_id}/cancel", headers=auth(ALICE)).status_code == 200
+
+
+def test_keys_must_be_configured_as_digests(gateway_settings: GatewaySettings) -> None:
+    with pytest.raises(ValidationError, match="SHA-256"):
+        GatewaySettings.model_validate(
+            {**gateway_settings.model_dump(), "api_keys": {"alice": "plain-secret"}}
+        )
+
+
+def test_over_the_per_key_cap_is_429_with_retry_after(secured: TestClient, redis: Redis) -> None:
+    ids = [secured.post("/jobs", json=SPEC, headers=auth(ALICE)).json()["id"] for _ in range(3)]
+    response = secured.post("/jobs", json=SPEC, headers=auth(ALICE))
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) > 0
+    [error] = response.json()["detail"]
+    assert error["type"] == "queue_full"
+    assert "3 unfinished jobs for this API key" in error["msg"]
+    assert queued(redis) == 3
+    # Another key still has room; a finished job frees its slot.
+    assert secured.post("/jobs", json=SPEC, headers=auth(BOB)).status_code == 202
+    secured.post(f"/jobs/{ids[0]}/cancel", headers=auth(ALICE))
+    assert secured.post("/jobs", json=SPEC, headers=auth(ALICE)).status_code == 202
+
+
+def test_over_the_total_cap_is_429(secured: TestClient) -> None:
+    for key in (ALICE, ALICE, ALICE, BOB, BOB):
+        assert secured.post("/jobs", json=SPEC, headers=auth(key)).status_code == 202
+    response = secured.post("/jobs", json=SPEC, headers=auth(ROOT))
+    assert response.status_code == 429
+    assert "on this deployment" in response.json()["detail"][0]["msg"]
+
+
+def test_idempotency_key_returns_the_same_job(secured: TestClient, redis: Redis) -> None:
+    headers = {**auth(ALICE), "Idempotency-Key": "order-42"}
+    first = secured.post("/jobs", json=SPEC, headers=headers)
+    again = secured.post("/jobs", json=SPEC, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert queued(redis) == 1
+    other = secured.post("/jobs", json={**SPEC, "prompt": "something else"}, headers=headers)
+    assert other.status_code == 409
+    # Keys are per API key: bob's "order-42" is his own.
+    assert (
+        secured.post(
+            "/jobs", json=SPEC, headers={**auth(BOB), "Idempotency-Key": "order-42"}
+        ).status_code
+        == 202
+    )
+
+
+def test_concurrent_duplicates_create_exactly_one_job(secured: TestClient, redis: Redis) -> None:
+    headers = {**auth(ROOT), "Idempotency-Key": "burst-1"}
+    results: list[Any] = []
+    barrier = threading.Barrier(12)
+
+    def post() -> None:
+        barrier.wait()
+        response = secured.post("/jobs", json=SPEC, headers=headers)
+        results.append((response.status_code, response.json()["id"]))
+
+    threads = [threading.Thread(target=post) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({job_id for _, job_id in results}) == 1
+    assert sorted(code for code, _ in results) == [200] * 11 + [202]
+    assert queued(redis) == 1
+
+
+def test_bodies_over_the_limit_are_413(secured: TestClient, redis: Redis) -> None:
+    big = {**SPEC, "prompt": "x" * 3000, "negative_prompt": "y" * 3999, "init_image": "A" * 20_000}
+    response = secured.post("/jobs", json=big, headers=auth(ALICE))
+    assert response.status_code == 413
+    [error] = response.json()["detail"]
+    assert error["type"] == "body_too_large"
+    assert "20000 bytes" in error["msg"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"prompt": "'
+        for _ in range(30):
+            yield b"z" * 1000
+        yield b'"}'
+
+    streamed = secured.post(
+        "/jobs", content=chunks(), headers={**auth(ALICE), "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert queued(redis) == 0

@@ -1,0 +1,135 @@
+"""What can be checked of the deployment without a Docker engine: the compose file against the
+Compose specification, the Dockerfiles with hadolint, and that the README's deploy section names
+commands and settings that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import GatewaySettings
+from jobs.settings import REPO_ROOT
+from workers.settings import WorkerSettings
+
+DOCKERFILES = sorted((REPO_ROOT / "deploy" / "docker").glob("*.Dockerfile"))
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    assert Path(path).exists(), f"{name} is not installed (make install)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"]
+    assert "yes" in redis["command"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "redis-cli" in redis["healthcheck"]["test"]
+    for name in ("api", "worker", "dashboard"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["api"]["ports"] == ["8000:8000"]
+
+
+def test_worker_reserves_a_gpu_and_mounts_models_and_registry_read_only(
+    compose: dict[str, Any],
+) -> None:
+    worker = compose["services"]["worker"]
+    [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    anchor = compose["x-worker"]
+    mounts = {v.rsplit(":", 2)[1]: v for v in anchor["volumes"]}
+    assert mounts["/models"].endswith(":ro")
+    assert mounts["/etc/imagegen/registry.yaml"].endswith(":ro")
+    assert compose["services"]["dashboard"]["profiles"] == ["dashboard"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfiles_pass_hadolint(dockerfile: Path) -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "warning", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_as_non_root_and_copy_files_that_exist(dockerfile: Path) -> None:
+    lines = dockerfile.read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users
+    assert users[-1] not in ("root", "0")
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO_ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+
+
+def test_api_image_has_no_torch() -> None:
+    lines = (REPO_ROOT / "deploy" / "docker" / "api.Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("#"))
+    assert "torch" not in text
+    assert "[worker]" not in text
+    assert "COPY workers" not in text
+
+
+def test_dockerignore_keeps_local_state_out_of_images() -> None:
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".models"} <= set(ignored)
+
+
+def deploy_section() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    return readme.split("## Deploy on a GPU host", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_deploy_section_names_settings_that_are_read(compose: dict[str, Any]) -> None:
+    section = deploy_section()
+    read = {
+        f"IMAGEGEN_{name.upper()}"
+        for cls in (GatewaySettings, WorkerSettings)
+        for name in cls.model_fields
+    } | {"REDIS_URL"}
+    compose_text = COMPOSE.read_text()
+    for variable in set(re.findall(r"\b(?:IMAGEGEN_[A-Z_]+|REDIS_URL|WORKER_GPU)\b", section)):
+        # Either a setting the processes read, or a variable docker-compose.yml interpolates.
+        assert variable in read or f"${{{variable}" in compose_text, variable
+
+
+def test_readme_deploy_section_names_commands_that_exist() -> None:
+    section = deploy_section()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in re.findall(r"`make (\w+)`", section):
+        assert re.search(rf"^{target}:", makefile, re.M), f"make {target}"
+    for module in re.findall(r"python -m ([\w.]+)", section):
+        assert importlib.util.find_spec(module) is not None, module
+    for path in re.findall(r"`((?:deploy|docker)[\w./-]+\.(?:ya?ml|Dockerfile))`", section):
+        assert (REPO_ROOT / path).exists(), path

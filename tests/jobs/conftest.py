@@ -1,0 +1,47 @@
+"""A job as the gateway queues it, on the test's private Redis: no HTTP, no worker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from redis import Redis
+
+from contract.spec import JobSpec
+from jobs.queues import QueuePolicy, enqueue_segment
+from jobs.store import JobStore
+
+POOL = "p"
+SPEC = JobSpec.model_validate(
+    {
+        "prompt": "a lighthouse",
+        "seed": 1,
+        "width": 64,
+        "height": 64,
+        "timeout_s": 60,
+        "stages": [{"model": "m", "steps": 2}],
+    }
+)
+
+
+@pytest.fixture
+def store(redis: Redis) -> JobStore:
+    return JobStore(redis, result_ttl_s=60)
+
+
+QueueJob = Callable[..., str]
+
+
+@pytest.fixture
+def queue_job(store: JobStore) -> QueueJob:
+    def queue(retries: int = 1, owner: str = "alice") -> str:
+        job_id = str(uuid.uuid4())
+        with store.redis.pipeline() as pipe:
+            pipe.multi()
+            store.create(job_id, SPEC, pipe, owner=owner)
+            enqueue_segment(store.redis, pipe, job_id, 0, POOL, QueuePolicy(60, retries, 60))
+            pipe.execute()
+        return job_id
+
+    return queue

@@ -1,0 +1,135 @@
+"""Ending a job: the final status applies once, and only then are metrics and webhooks told;
+RQ's failure callback turns hard timeouts and abandoned jobs into envelopes."""
+
+from __future__ import annotations
+
+from pydantic import AnyUrl
+from redis import Redis
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from contract.envelope import JobStatus
+from jobs import lifecycle
+from jobs.lifecycle import Lifecycle, on_rq_failure
+from jobs.queues import SERIALIZER
+from jobs.redis_keys import METRICS_JOBS, OUTSTANDING, outstanding_key
+from jobs.store import JobStore
+from jobs.webhooks import Webhooks
+from tests.jobs.conftest import QueueJob
+from tests.receiver import Receiver
+
+
+def rq_job(redis: Redis, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+
+
+def test_end_applies_once_and_counts_once(store: JobStore, queue_job: QueueJob) -> None:
+    job_id = queue_job()
+    store.redis.zadd(OUTSTANDING, {job_id: 1})
+    store.redis.zadd(outstanding_key("alice"), {job_id: 1})
+    ends = Lifecycle(store)
+    assert ends.end(job_id, JobStatus.CANCELED).applied
+    again = ends.end(job_id, JobStatus.SUCCEEDED)
+    assert not again.applied
+    assert again.previous is JobStatus.CANCELED
+    envelope = store.load(job_id)
+    assert envelope is not None
+    assert envelope.status is JobStatus.CANCELED
+    assert envelope.finished_at is not None
+    assert store.redis.hget(METRICS_JOBS, "canceled|m") == b"1"
+    assert store.redis.hget(METRICS_JOBS, "succeeded|m") is None
+    # The caps' slots went with the final status, the owner's included.
+    assert store.redis.zcard(OUTSTANDING) == 0
+    assert store.redis.zcard(outstanding_key("alice")) == 0
+
+
+def test_end_from_a_status_not_allowed_changes_nothing(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job()
+    outcome = Lifecycle(store).end(job_id, JobStatus.SUCCEEDED, (JobStatus.RUNNING,))
+    assert not outcome.applied
+    assert outcome.previous is JobStatus.QUEUED
+    assert store.redis.hget(METRICS_JOBS, "succeeded|m") is None
+
+
+def test_the_webhook_is_sent_once_when_the_end_applies(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    receiver = Receiver()
+    try:
+        job_id = queue_job()
+        store.redis.hset(
+            f"imagegen:job:{job_id}",
+            "spec",
+            store.load(job_id)
+            .spec.model_copy(update={"webhook_url": AnyUrl(receiver.url)})
+            .model_dump_json(),  # type: ignore[union-attr]
+        )
+        ends = Lifecycle(store, Webhooks(secret="s", allow_private=True))
+        ends.end(job_id, JobStatus.CANCELED)
+        ends.end(job_id, JobStatus.CANCELED)
+        [delivery] = receiver.wait(1)
+        assert delivery["headers"]["X-Imagegen-Event"] == "canceled"
+        assert receiver.wait(2, timeout=0.3) == [delivery]
+    finally:
+        receiver.close()
+
+
+def test_failure_callback_requeues_while_retries_are_left(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job(retries=1)
+    store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,))
+    job = rq_job(store.redis, job_id)
+    on_rq_failure(job, store.redis, AbandonedJobError, AbandonedJobError(), None)
+    assert store.field(job_id, "status") == "queued"
+
+
+def test_failure_callback_fails_an_abandoned_job_without_retries(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job(retries=0)
+    store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,))
+    on_rq_failure(
+        rq_job(store.redis, job_id), store.redis, AbandonedJobError, AbandonedJobError(), None
+    )
+    envelope = store.load(job_id)
+    assert envelope is not None
+    assert envelope.status is JobStatus.FAILED
+    assert envelope.error is not None
+    assert envelope.error.type == "worker_lost"
+
+
+def test_a_hard_timeout_fails_the_job_and_spends_its_retries(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job(retries=2)
+    store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,))
+    job = rq_job(store.redis, job_id)
+    on_rq_failure(job, store.redis, JobTimeoutException, JobTimeoutException(), None)
+    assert job.retries_left == 0  # RQ must not run a job again that ran out of time
+    envelope = store.load(job_id)
+    assert envelope is not None
+    assert envelope.error is not None
+    assert envelope.error.type == "timeout"
+
+
+def test_the_installed_lifecycle_lends_its_webhooks_to_the_callback(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    receiver = Receiver()
+    try:
+        job_id = queue_job(retries=0)
+        spec = store.load(job_id).spec.model_copy(update={"webhook_url": AnyUrl(receiver.url)})  # type: ignore[union-attr]
+        store.redis.hset(f"imagegen:job:{job_id}", "spec", spec.model_dump_json())
+        store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,))
+        lifecycle.install(Lifecycle(store, Webhooks(secret="s", allow_private=True)))
+        on_rq_failure(rq_job(store.redis, job_id), store.redis, RuntimeError, RuntimeError(), None)
+        [delivery] = receiver.wait(1)
+        assert delivery["headers"]["X-Imagegen-Event"] == "failed"
+        assert store.load(job_id).error.type == "worker_error"  # type: ignore[union-attr]
+    finally:
+        lifecycle.install(None)
+        receiver.close()

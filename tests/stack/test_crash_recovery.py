@@ -1,0 +1,96 @@
+"""kill -9 of a worker mid-job: the job is retried on a live worker, or fails with a reason once
+its retries are spent; a restarted worker joins at once. Runs on the shared stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import GatewaySettings
+from jobs.redis_keys import job_key
+from jobs.settings import REPO_ROOT
+from tests.conftest import Stack
+from tests.helpers import wait_final
+from tests.stack.test_job_control import slow_spec, wait_running
+
+pytestmark = pytest.mark.stack
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+def running_worker(stack: Stack, job_id: str) -> tuple[str, int]:
+    name = stack.redis.hget(job_key(job_id), "worker")
+    assert name is not None
+    worker = name.decode()
+    return worker, int(worker.split(".")[-2])  # names are <prefix>.<pid>.<random>
+
+
+def watch_until_final(
+    stack: Stack, http: Any, job_id: str, victim: str, killed_at: float
+) -> dict[str, Any]:
+    """Poll after the kill; note when another worker picked the job up."""
+    rerun_after = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        envelope = http.get(f"/jobs/{job_id}").json()
+        if envelope["status"] in ("succeeded", "failed", "canceled"):
+            return {
+                "envelope": envelope,
+                "rerun_after_s": rerun_after,
+                "final_after_s": time.monotonic() - killed_at,
+            }
+        holder, _ = running_worker(stack, job_id)
+        if rerun_after is None and envelope["status"] == "running" and holder != victim:
+            rerun_after = time.monotonic() - killed_at
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish after the kill")
+
+
+def test_kill_9_mid_job_retries_it_on_a_live_worker(stack: Stack) -> None:
+    stack.start_worker()  # a second worker of the same pool
+    with stack.client() as http:
+        job_id = http.post("/jobs", json=slow_spec()).json()["id"]
+        wait_running(http, job_id)
+        victim, pid = running_worker(stack, job_id)
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        result = watch_until_final(stack, http, job_id, victim, killed_at)
+    envelope = result["envelope"]
+    assert envelope["status"] == "succeeded", envelope["error"]
+    assert {t["worker"] for t in envelope["trace"]} != {victim}
+    assert result["rerun_after_s"] is not None
+    assert result["rerun_after_s"] < 30, result
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "recovery.json").write_text(json.dumps(result["rerun_after_s"]))
+
+    # The killed worker is replaced; its successor (a new unique name) joins at once.
+    started = time.monotonic()
+    replacement = stack.start_worker()
+    joined_after = time.monotonic() - started
+    assert replacement.poll() is None
+    assert joined_after < 60
+
+
+def test_kill_9_with_no_retries_left_fails_the_job_with_a_reason(
+    stack: Stack, tmp_path: Any
+) -> None:
+    settings = GatewaySettings(
+        redis_url=stack.redis_url, registry=stack.registry, max_retries=0, max_pixels=1024 * 1024
+    )
+    with TestClient(create_app(settings)) as no_retries:
+        job_id = no_retries.post("/jobs", json=slow_spec()).json()["id"]
+        wait_running(no_retries, job_id)  # type: ignore[arg-type]
+        _, pid = running_worker(stack, job_id)
+        os.kill(pid, signal.SIGKILL)
+        envelope = wait_final(no_retries, job_id, timeout=60)  # type: ignore[arg-type]
+    assert envelope["status"] == "failed"
+    assert envelope["error"]["type"] == "worker_lost"
+    assert "no retries are left" in envelope["error"]["message"]
+    stack.start_worker()  # leave the stack with a worker for the tests after this one
