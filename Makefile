@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck format openapi models bench clean
+.PHONY: run test test-fast soak lint typecheck format openapi models bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,9 +23,18 @@ models: $(VENV)/.installed
 run: $(VENV)/.installed
 	PORT=$(PORT) $(PY) -m devstack
 
-## Lint, types, the OpenAPI drift check and every test.
+## Lint, types, the OpenAPI drift check and every test, two at a time (stack tests grouped by
+## the processes they share).
 test: $(VENV)/.installed lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+## The edit loop: every test that needs no process of its own (about half a minute).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not stack"
+
+## The reliability suite at full strength: ten kills, 500-job burst, a longer fuzz.
+soak: $(VENV)/.installed
+	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=100 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

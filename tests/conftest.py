@@ -117,6 +117,9 @@ class Stack:
             # The webhook tests run a receiver on loopback, which production refuses.
             "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE": "true",
+            # Tests run two at a time on two cores (pytest-xdist): one torch thread per worker
+            # process, or they oversubscribe the cores and every job runs several times slower.
+            "IMAGEGEN_TORCH_THREADS": "1",
         }
         self.workers: list[subprocess.Popen[bytes]] = []
         self.gateway: subprocess.Popen[bytes] | None = None
@@ -155,3 +158,19 @@ def stack(
     running = Stack(redis_server, registry_file, tmp_path_factory.mktemp("logs")).start()
     yield running
     running.stop()
+
+
+# Stack tests that share one set of processes, by folder or module: under pytest-xdist
+# (`--dist loadgroup`) each group runs in one test process, so each set starts once.
+_FAULT_GROUP = ("tests/stack/reliability/",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "stack" not in item.keywords:
+            continue
+        path = item.path.relative_to(REPO_ROOT).as_posix()
+        group = "faults" if path.startswith(_FAULT_GROUP) else "stack"
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import time
+import zlib
 from typing import Any
 
 import httpx
@@ -66,3 +68,28 @@ def abandon(redis: Redis, job_id: str, pool: str) -> None:
     redis.hset(job_key(job_id), "status", "running")
     registry = StartedJobRegistry(queue_name(pool), connection=redis)
     redis.zadd(registry.key, {f"{job_id}:dead-execution": 2})
+
+
+def bomb_png_b64() -> str:
+    # A 20000x20000 PNG of zeros compresses to a few hundred KB but would decode to 1.2 GB.
+    width = height = 20000
+    row = b"\x00" + b"\x00" * width  # filter byte + one grey byte per pixel
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    )
+    png += chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+def truncated_png_b64() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()[:60]).decode()

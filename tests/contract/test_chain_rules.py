@@ -1,8 +1,10 @@
-"""Every ordered pair of architectures x handoff x mode, through the real gateway and Redis.
+"""The chain rules, called directly: every ordered pair of architectures x handoff x mode, and
+the defaults and sizes a normalized spec gets.
 
 The expectation is derived independently of `contract.chain_rules`: from the latent-space column
 of the architecture table and the documented rules, plus a hand-written table of the pairs the
-service exists for, so a wrong row in either place fails here.
+service exists for, so a wrong row in either place fails here. (`tests/app/routes/test_jobs.py`
+checks that a refusal reaches the client as a 422 and queues nothing.)
 """
 
 from __future__ import annotations
@@ -11,13 +13,38 @@ import itertools
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from redis import Redis
 
 from contract.architectures import ARCHITECTURES
-from tests.helpers import png_b64, queued_anything
+from contract.chain_rules import JobLimits, check_job
+from contract.registry import ModelRegistry
+from contract.spec import JobSpec
+from contract.violations import JobRejected, Violation
+from tests.helpers import png_b64
 
 MODEL_OF = {arch: f"demo-{arch}" for arch in ARCHITECTURES}
+REGISTRY = ModelRegistry.model_validate(
+    {
+        "models": {
+            **{
+                name: {"architecture": arch, "source": {"folder": f"/models/{name}"}}
+                for arch, name in MODEL_OF.items()
+            },
+            "other-pool-sdxl-refiner": {
+                "architecture": "sdxl-refiner",
+                "source": {"folder": "/models/r"},
+                "pool": "elsewhere",
+            },
+        }
+    }
+)
+LIMITS = JobLimits(max_pixels=1024 * 1024)
+
+
+def rejected(spec: dict[str, Any]) -> list[Violation]:
+    with pytest.raises(JobRejected) as refusal:
+        check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
+    return refusal.value.violations
+
 
 # Latent handoffs that must be accepted, by hand (all others between these four are refused).
 LATENT_COMPATIBLE = {
@@ -66,34 +93,23 @@ def two_stage_spec(source: str, target: str, handoff: str, mode: str) -> dict[st
     return spec
 
 
-def test_matrix_covers_every_pair() -> None:
-    assert len(CASES) == len(ARCHITECTURES) ** 2 * 4
-
-
 @pytest.mark.parametrize(("source", "target", "handoff", "mode"), CASES)
-def test_handoff_rule(
-    client: TestClient, redis: Redis, source: str, target: str, handoff: str, mode: str
-) -> None:
-    response = client.post("/jobs", json=two_stage_spec(source, target, handoff, mode))
+def test_handoff_rule(source: str, target: str, handoff: str, mode: str) -> None:
+    spec = two_stage_spec(source, target, handoff, mode)
     expected = expected_errors(source, target, handoff, mode)
     if not expected:
-        assert response.status_code == 202, response.text
-        assert redis.llen("rq:queue:imagegen.default") == 1
+        checked = check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
+        assert checked.spec.stages[1].handoff == handoff
         return
-    assert response.status_code == 422, response.text
-    got = {(e["type"], e["loc"][-1]) for e in response.json()["detail"]}
-    assert got == expected
-    for error in response.json()["detail"]:
-        assert error["loc"][:3] == ["body", "stages", 1]
-    assert not queued_anything(redis), "a refused job must leave nothing in Redis"
+    violations = rejected(spec)
+    assert {(v.type, v.loc[-1]) for v in violations} == expected
+    assert all(v.loc[:2] == ("stages", 1) for v in violations)
 
 
-def test_mismatch_error_names_both_models_spaces_and_fix(client: TestClient, redis: Redis) -> None:
-    response = client.post("/jobs", json=two_stage_spec("sd15", "flux", "latent", "hires"))
-    assert response.status_code == 422
-    [error] = response.json()["detail"]
-    assert error["type"] == "latent_space_mismatch"
-    assert error["loc"] == ["body", "stages", 1, "handoff"]
+def test_mismatch_error_names_both_models_spaces_and_fix() -> None:
+    [error] = rejected(two_stage_spec("sd15", "flux", "latent", "hires"))
+    assert error.type == "latent_space_mismatch"
+    assert error.loc == ("stages", 1, "handoff")
     for needle in (
         "demo-sd15",
         "demo-flux",
@@ -101,17 +117,41 @@ def test_mismatch_error_names_both_models_spaces_and_fix(client: TestClient, red
         "flux (16 channels",
         "handoff: pixel",
     ):
-        assert needle in error["msg"]
-    assert error["ctx"]["from_latent_space"]["name"] == "sd1"
-    assert error["ctx"]["to_latent_space"]["channels"] == 16
+        assert needle in error.msg
+    assert error.ctx["from_latent_space"]["name"] == "sd1"
+    assert error.ctx["to_latent_space"]["channels"] == 16
 
 
-def test_sd15_to_sdxl_is_refused_although_both_are_4_channel(
-    client: TestClient, redis: Redis
-) -> None:
-    response = client.post("/jobs", json=two_stage_spec("sd15", "sdxl-refiner", "latent", "hires"))
-    assert response.status_code == 422
-    [error] = response.json()["detail"]
-    ctx = error["ctx"]
+def test_sd15_to_sdxl_is_refused_although_both_are_4_channel() -> None:
+    [error] = rejected(two_stage_spec("sd15", "sdxl-refiner", "latent", "hires"))
+    ctx = error.ctx
     assert ctx["from_latent_space"]["channels"] == ctx["to_latent_space"]["channels"] == 4
     assert ctx["from_latent_space"]["scaling_factor"] != ctx["to_latent_space"]["scaling_factor"]
+
+
+def test_latents_never_cross_worker_pools() -> None:
+    spec = two_stage_spec("sdxl", "sdxl-refiner", "latent", "refine")
+    spec["stages"][1]["model"] = "other-pool-sdxl-refiner"
+    [error] = rejected(spec)
+    assert error.type == "handoff_across_pools"
+
+
+def test_a_normalized_spec_has_its_seed_defaults_and_sizes() -> None:
+    checked = check_job(
+        JobSpec.model_validate(two_stage_spec("sd15", "flux", "pixel", "hires")), REGISTRY, LIMITS
+    )
+    spec = checked.spec
+    assert spec.seed is not None
+    assert spec.timeout_s == LIMITS.default_timeout_s
+    base, hires = spec.stages
+    assert (base.guidance_scale, hires.guidance_scale) == (7.0, 3.5)  # per architecture
+    assert (hires.width, hires.height, hires.denoise) == (512, 512, 0.5)
+    assert checked.init_image is None
+
+
+def test_every_broken_rule_is_reported_at_once() -> None:
+    spec = two_stage_spec("sd15", "flux", "latent", "hires")
+    spec["negative_prompt"] = "blurry"
+    spec["width"] = 250
+    types = {v.type for v in rejected(spec)}
+    assert {"latent_space_mismatch", "size_not_multiple"} <= types

@@ -4,28 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from contract.registry import ModelRegistry
 from workers.runtime import ModelCache
-
-
-@pytest.fixture
-def registry(demo_models: Path) -> ModelRegistry:
-    names = ("demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-flux")
-    return ModelRegistry.model_validate(
-        {
-            "models": {
-                n: {
-                    "architecture": n.removeprefix("demo-"),
-                    "source": {"folder": str(demo_models / n)},
-                    "device": "cpu",
-                }
-                for n in names
-            }
-        }
-    )
 
 
 def test_txt2img_and_img2img_share_every_module(registry: ModelRegistry) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import uuid
 import zlib
@@ -11,10 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from redis import Redis
 
-from tests.helpers import png_b64, queued_anything
+from tests.helpers import bomb_png_b64, png_b64, queued_anything, truncated_png_b64
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -60,50 +58,6 @@ def test_unknown_job_is_404_and_malformed_id_is_422(client: TestClient) -> None:
     assert response.json()["detail"][0]["loc"] == ["path", "job_id"]
 
 
-def test_models_lists_architecture_and_latent_space(client: TestClient) -> None:
-    models = {m["name"]: m for m in client.get("/models").json()}
-    assert models["demo-sd15"]["latent_space"]["name"] == "sd1"
-    assert models["demo-sdxl-refiner"]["latent_space"]["name"] == "sdxl"
-    assert models["demo-sdxl-refiner"]["text_to_image"] is False
-    assert models["demo-flux"]["latent_space"] == {
-        "name": "flux",
-        "channels": 16,
-        "vae_downscale": 8,
-        "scaling_factor": 0.3611,
-        "shift_factor": 0.1159,
-        "packed_2x2": True,
-    }
-    assert models["demo-flux"]["size_multiple"] == 16
-
-
-def _bomb_png() -> str:
-    # A 20000x20000 PNG of zeros compresses to a few hundred KB but would decode to 1.2 GB.
-    import struct
-    import zlib
-
-    width = height = 20000
-    row = b"\x00" + b"\x00" * width  # filter byte + one grey byte per pixel
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(
-        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    )
-    png += chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    return base64.b64encode(png).decode()
-
-
-def _truncated_png() -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 64), (1, 2, 3)).save(out, format="PNG")
-    return base64.b64encode(out.getvalue()[:60]).decode()
-
-
 BAD_INPUT = {
     "malformed base64": (
         spec(init_image="@@not base64@@"),
@@ -115,13 +69,21 @@ BAD_INPUT = {
         ["body", "init_image"],
         "unsupported_image",
     ),
-    "truncated png": (spec(init_image=_truncated_png()), ["body", "init_image"], "invalid_image"),
+    "truncated png": (
+        spec(init_image=truncated_png_b64()),
+        ["body", "init_image"],
+        "invalid_image",
+    ),
     "image over the pixel budget": (
         spec(init_image=png_b64(1100, 1000)),
         ["body", "init_image"],
         "image_too_large",
     ),
-    "decompression bomb": (spec(init_image=_bomb_png()), ["body", "init_image"], "image_too_large"),
+    "decompression bomb": (
+        spec(init_image=bomb_png_b64()),
+        ["body", "init_image"],
+        "image_too_large",
+    ),
     "switch_at 0": (
         spec(
             stages=[
@@ -261,12 +223,21 @@ def test_init_image_job_is_queued_without_the_picture_in_the_envelope(
     assert redis.exists(f"imagegen:job:{envelope['id']}:init")
 
 
-def test_redis_down_is_503_not_500(gateway_settings: Any) -> None:
-    from app.main import create_app
-
-    dead = gateway_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    with TestClient(create_app(dead), raise_server_exceptions=False) as offline:
-        response = offline.post("/jobs", json=spec())
-        assert response.status_code == 503
-        assert response.headers["retry-after"]
-        assert offline.get(f"/jobs/{uuid.uuid4()}").status_code == 503
+def test_a_latent_handoff_across_spaces_is_a_422_and_queues_nothing(
+    client: TestClient, redis: Redis
+) -> None:
+    body = spec(
+        stages=[
+            {"model": "demo-sd15", "steps": 4},
+            {"model": "demo-flux", "mode": "hires", "handoff": "latent", "scale": 2},
+        ]
+    )
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["type"] == "latent_space_mismatch"
+    assert error["loc"] == ["body", "stages", 1, "handoff"]
+    assert "handoff: pixel" in error["msg"]
+    assert not queued_anything(redis), "a refused job must leave nothing in Redis"
+    body["stages"][1]["handoff"] = "pixel"
+    assert client.post("/jobs", json=body).status_code == 202

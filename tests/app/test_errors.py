@@ -1,0 +1,103 @@
+"""The error table: every failure answers one JSON shape with a machine type, from one place;
+Redis down is a 503 with Retry-After, and no traceback reaches a client."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app import errors
+from app.errors import ERRORS, ErrorBody
+from app.main import create_app
+from app.settings import GatewaySettings
+
+SPEC = {
+    "prompt": "a lighthouse",
+    "width": 256,
+    "height": 256,
+    "stages": [{"model": "demo-sd15", "steps": 4}],
+}
+
+
+def body_of(response: Any) -> ErrorBody:
+    return ErrorBody.model_validate(response.json())
+
+
+def test_redis_down_is_503_with_retry_after(gateway_settings: GatewaySettings) -> None:
+    dead = gateway_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(dead), raise_server_exceptions=False) as offline:
+        for response in (
+            offline.post("/jobs", json=SPEC),
+            offline.get(f"/jobs/{uuid.uuid4()}"),
+            offline.post(f"/jobs/{uuid.uuid4()}/cancel"),
+        ):
+            assert response.status_code == 503
+            assert response.headers["retry-after"]
+            [item] = body_of(response).detail
+            assert item.type == "store_unavailable"
+            assert "Redis" in item.msg
+            assert "Error 111" not in item.msg  # the library's words stay in the log
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "type_"),
+    [
+        (lambda c: c.get(f"/jobs/{uuid.uuid4()}"), 404, "job_not_found"),
+        (lambda c: c.post(f"/jobs/{uuid.uuid4()}/cancel"), 404, "job_not_found"),
+        (lambda c: c.get("/no-such-route"), 404, "not_found"),
+        (lambda c: c.delete("/jobs"), 405, "method_not_allowed"),
+        (lambda c: c.get("/jobs/not-a-uuid"), 422, "uuid_parsing"),
+    ],
+)
+def test_every_error_has_one_shape_and_a_machine_type(
+    client: TestClient, call: Any, status: int, type_: str
+) -> None:
+    response = call(client)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    [item] = body_of(response).detail
+    assert item.type == type_
+    assert item.msg
+
+
+def test_an_image_of_a_job_that_has_none_is_404_naming_the_index(client: TestClient) -> None:
+    job_id = client.post("/jobs", json=SPEC).json()["id"]
+    response = client.get(f"/jobs/{job_id}/images/3")
+    assert response.status_code == 404
+    [item] = body_of(response).detail
+    assert (item.type, item.loc) == ("image_not_found", ["path", "index"])
+
+
+def test_an_unexpected_exception_is_a_500_without_its_text(
+    gateway_settings: GatewaySettings,
+) -> None:
+    app: FastAPI = create_app(gateway_settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.get("/boom")
+    assert response.status_code == 500
+    [item] = body_of(response).detail
+    assert item.type == "internal_error"
+    assert "secret" not in response.text
+
+
+def test_every_mapped_error_is_a_client_error_or_unavailable() -> None:
+    # Nothing the table maps is the server's fault: 4xx for the client, 503 for Redis.
+    assert {kind.status // 100 for kind in ERRORS.values()} <= {4, 5}
+    assert all(kind.status in (503,) for kind in ERRORS.values() if kind.status >= 500)
+    assert all(kind.retry_after_s for kind in ERRORS.values() if kind.status in (429, 503))
+
+
+def test_documented_errors_are_the_error_body() -> None:
+    documented = errors.documented(404, 503)
+    assert documented[404]["model"] is ErrorBody
+    by_reference = errors.documented(404, by_reference=True)[404]
+    assert by_reference["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")

@@ -1,0 +1,122 @@
+"""Stage chains in this process on the tiny models: latents pass only inside one latent space,
+pictures pass between any two, and the step monitor can stop a chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from contract.chain_rules import JobLimits, check_job
+from contract.registry import ModelRegistry
+from contract.spec import Handoff, JobSpec, Upscaler
+from workers.chain import StageError, Stopped, planned_steps, run_chain
+from workers.runtime import ModelCache
+
+
+@pytest.fixture(scope="module")
+def cache(registry: ModelRegistry) -> ModelCache:
+    return ModelCache(registry)
+
+
+def normalized(registry: ModelRegistry, stages: list[dict[str, Any]], **fields: Any) -> JobSpec:
+    body = {"prompt": "a lighthouse", "seed": 3, "width": 64, "height": 64, **fields}
+    return check_job(JobSpec.model_validate({**body, "stages": stages}), registry, JobLimits()).spec
+
+
+def never_stop(stage: int, step: int, steps: int) -> str | None:
+    return None
+
+
+def run(spec: JobSpec, cache: ModelCache, monitor: Any = never_stop) -> tuple[list[Any], list[Any]]:
+    return run_chain(spec, range(len(spec.stages)), None, cache.get, monitor, "test-worker")
+
+
+def test_sd15_to_flux_hires_hands_over_pixels(registry: ModelRegistry, cache: ModelCache) -> None:
+    spec = normalized(
+        registry,
+        [
+            {"model": "demo-sd15", "steps": 2},
+            {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "steps": 2},
+        ],
+    )
+    images, traces = run(spec, cache)
+    assert [im.size for im in images] == [(128, 128)]
+    assert [(t.input, t.width) for t in traces] == [("text", 64), ("pixels", 128)]
+
+
+def test_sdxl_refiner_continues_the_base_latents(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(
+        registry,
+        [{"model": "demo-sdxl", "steps": 4}, {"model": "demo-sdxl-refiner", "mode": "refine"}],
+    )
+    _, traces = run(spec, cache)
+    refine = traces[1]
+    assert (refine.input, refine.input_latent_space) == ("latents", "sdxl")
+    assert refine.input_shape == [1, 4, 8, 8]
+
+
+def test_flux_latent_hires_unpacks_and_interpolates(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(
+        registry,
+        [
+            {"model": "demo-flux", "steps": 2},
+            {"model": "demo-flux", "mode": "hires", "handoff": "latent", "steps": 2},
+        ],
+    )
+    images, traces = run(spec, cache)
+    assert images[0].size == (128, 128)
+    assert traces[1].input_shape == [1, 16, 8, 8]  # unpacked: channels x latent height x width
+
+
+def test_the_worker_refuses_latents_of_another_space_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    valid = normalized(
+        registry,
+        [{"model": "demo-sd15", "steps": 2}, {"model": "demo-flux", "mode": "hires", "steps": 2}],
+    )
+    # The same job with its handoff switched to latent, as if it reached Redis by another path.
+    smuggled = valid.model_copy(
+        update={
+            "stages": [
+                valid.stages[0],
+                valid.stages[1].model_copy(
+                    update={"handoff": Handoff.LATENT, "upscaler": Upscaler.LATENT_BILINEAR}
+                ),
+            ]
+        }
+    )
+    with pytest.raises(StageError) as refused:
+        run(smuggled, cache)
+    assert refused.value.type == "latent_space_mismatch"
+
+
+def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: ModelCache) -> None:
+    spec = normalized(registry, [{"model": "demo-sd15", "steps": 10}])
+    seen: list[int] = []
+
+    def cancel_at_3(stage: int, step: int, steps: int) -> str | None:
+        seen.append(step)
+        return "canceled" if step == 3 else None
+
+    with pytest.raises(Stopped) as stopped:
+        run(spec, cache, cancel_at_3)
+    assert stopped.value.reason == "canceled"
+    assert seen == [1, 2, 3]
+
+
+def test_planned_steps_count_what_each_stage_runs(registry: ModelRegistry) -> None:
+    spec = normalized(
+        registry,
+        [
+            {"model": "demo-sdxl", "steps": 20},
+            {"model": "demo-sdxl-refiner", "mode": "refine", "steps": 20, "switch_at": 0.75},
+            {"model": "demo-sdxl", "mode": "hires", "steps": 10, "denoise": 0.5},
+        ],
+    )
+    assert planned_steps(spec) == [15.0, 5.0, 5.0]
