@@ -26,7 +26,7 @@ run: $(VENV)/.installed
 ## Lint, types, the OpenAPI drift check and every test, two at a time (stack tests grouped by
 ## the processes they share).
 test: $(VENV)/.installed lint typecheck
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 ## The edit loop: every test that needs no process of its own (about half a minute).
 test-fast: $(VENV)/.installed
@@ -34,7 +34,7 @@ test-fast: $(VENV)/.installed
 
 ## The reliability suite at full strength: ten kills, 500-job burst, a longer fuzz.
 soak: $(VENV)/.installed
-	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=100 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability
+	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=200 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

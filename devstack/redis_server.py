@@ -52,6 +52,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "yes" if self.appendonly else "no",
+                "--appendfsync",
+                self.fsync,
                 "--dir",
                 str(self.workdir),
                 "--logfile",

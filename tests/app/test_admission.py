@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
+from contract.spec import JobSpec
+from jobs.idempotency import Idempotency
 
 QUICK = {
     "prompt": "hook",
@@ -44,3 +47,24 @@ def test_webhooks_need_a_secret(client: TestClient) -> None:
     response = client.post("/jobs", json={**QUICK, "webhook_url": "https://example.com/hook"})
     assert response.status_code == 422
     assert "IMAGEGEN_WEBHOOK_SECRET" in response.json()["detail"][0]["msg"]
+
+
+def test_a_claim_whose_job_never_appeared_is_409_in_flight_not_500(
+    client: TestClient, redis: Redis
+) -> None:
+    # The gateway that claimed this key died before storing its job.
+    body = JobSpec.model_validate(QUICK).model_dump_json().encode()
+    keys = Idempotency(redis, ttl_s=60)
+    claim = keys.claim("anonymous", "retry-me", body)
+    assert keys.take(claim, "job-that-never-was") is None
+    response = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "retry-me"})
+    assert response.status_code == 409
+    assert response.headers["retry-after"] == "1"
+    [error] = response.json()["detail"]
+    assert error["type"] == "idempotency_in_flight"
+    # Once the short claim lapses, the same retry creates the job.
+    redis.delete(claim.redis_key)
+    retried = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "retry-me"})
+    assert retried.status_code == 202
+    again = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "retry-me"})
+    assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])

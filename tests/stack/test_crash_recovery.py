@@ -1,5 +1,5 @@
 """kill -9 of a worker mid-job, with the default heartbeat and sweep settings: the job is retried
-on a live worker within 30 s, and a restarted worker joins at once. Runs on the shared stack.
+on a live worker within 30 s. Runs on the shared stack.
 
 What happens once the retries are spent is tested without killing anything, by planting an
 abandoned job (`tests/jobs/test_janitor.py`, `tests/stack/test_gateway_without_workers.py`)."""
@@ -68,10 +68,3 @@ def test_kill_9_mid_job_retries_it_on_a_live_worker(stack: Stack) -> None:
     assert result["rerun_after_s"] < 30, result
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "recovery.json").write_text(json.dumps(result["rerun_after_s"]))
-
-    # The killed worker is replaced; its successor (a new unique name) joins at once.
-    started = time.monotonic()
-    replacement = stack.start_worker()
-    joined_after = time.monotonic() - started
-    assert replacement.poll() is None
-    assert joined_after < 60

@@ -10,6 +10,7 @@ latent spaces), and refusing it with 422 is the service doing its job.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from app.keys import digest
 from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
+
+pytestmark = pytest.mark.stack
 
 KEY = "ig_fuzzing_key"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -64,7 +67,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target:
         "--mode",
         "all",
         "--max-examples",
-        "40",
+        os.environ.get("IMAGEGEN_TEST_FUZZ_EXAMPLES", "40"),
+        # A job's event stream stays open while the job waits (no worker serves this gateway):
+        # without a read timeout every such stream held the run for seconds.
+        "--request-timeout",
+        "1",
         "--generation-deterministic",
         "--report",
         "junit",

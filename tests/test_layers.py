@@ -1,0 +1,56 @@
+"""The layers, read from the source: no module imports from a layer above its own.
+
+    contract  (pure)      <- jobs (Redis, RQ; no torch) <- app (HTTP)
+                                                      <- workers (torch, diffusers)
+
+`tests/stack/test_gateway_without_workers.py` proves the same for the running gateway, dynamic
+imports and RQ's by-name callbacks included.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from jobs.settings import REPO_ROOT
+
+# layer -> top-level packages its modules may not import
+FORBIDDEN = {
+    "contract": {"jobs", "app", "workers", "devstack", "redis", "rq", "fastapi", "starlette",
+                 "httpx", "torch", "diffusers", "transformers"},
+    "jobs": {"app", "workers", "devstack", "fastapi", "starlette", "torch", "diffusers",
+             "transformers"},
+    "app": {"workers", "devstack", "torch", "diffusers", "transformers", "safetensors"},
+    "workers": {"app", "devstack", "fastapi", "starlette"},
+}  # fmt: skip
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_module_imports_from_a_layer_above(layer: str) -> None:
+    offenders = {
+        str(path.relative_to(REPO_ROOT)): sorted(imported_packages(path) & FORBIDDEN[layer])
+        for path in sorted((REPO_ROOT / layer).rglob("*.py"))
+    }
+    assert {p: bad for p, bad in offenders.items() if bad} == {}
+
+
+def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
+    # RQ imports functions named as strings: only the job function itself may name `workers`.
+    for layer in ("contract", "jobs", "app"):
+        for path in (REPO_ROOT / layer).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                if '"workers.' in line or "'workers." in line:
+                    assert "RUN_JOB" in line, f"{path}: {line.strip()}"
