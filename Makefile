@@ -26,15 +26,16 @@ run: $(VENV)/.installed
 ## Lint, types, the OpenAPI drift check and every test, two at a time (stack tests grouped by
 ## the processes they share).
 test: $(VENV)/.installed lint typecheck
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not soak" --durations=15
 
 ## The edit loop: every test that needs no process of its own (about half a minute).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not stack"
+	$(PY) -m pytest -m "not stack and not soak"
 
-## The reliability suite at full strength: ten kills, 500-job burst, a longer fuzz.
+## The reliability suite at full strength: ten kills, 500-job burst, a longer fuzz, and a kill
+## with the default heartbeat settings.
 soak: $(VENV)/.installed
-	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=200 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability
+	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=200 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability tests/stack/test_crash_recovery.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

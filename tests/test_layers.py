@@ -54,3 +54,34 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
             for line in path.read_text().splitlines():
                 if '"workers.' in line or "'workers." in line:
                     assert "RUN_JOB" in line, f"{path}: {line.strip()}"
+
+
+# Modules without a test file of their own, and why.
+UNMIRRORED = {
+    "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
+    "devstack/processes.py": "starts every process of tests/stack/",
+    "devstack/__main__.py": "`make run`; its parts are devstack/processes.py and redis_server.py",
+    "workers/__main__.py": "one line: workers.worker.main()",
+}
+
+
+def has_logic(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    return any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body
+    )
+
+
+def test_every_module_with_logic_has_a_test_file_of_the_same_name() -> None:
+    missing = []
+    for layer in ("contract", "jobs", "app", "workers", "devstack"):
+        for path in sorted((REPO_ROOT / layer).rglob("*.py")):
+            relative = path.relative_to(REPO_ROOT)
+            if path.name == "__init__.py" or not has_logic(path):
+                continue
+            if relative.as_posix() in UNMIRRORED:
+                continue
+            expected = REPO_ROOT / "tests" / relative.parent / f"test_{path.name}"
+            if not expected.exists():
+                missing.append(f"{relative} -> {expected.relative_to(REPO_ROOT)}")
+    assert missing == []

@@ -15,6 +15,7 @@ The build is deterministic: fixed seeds, and tokenizers made from vocabularies s
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import sys
@@ -262,8 +263,18 @@ def _is_current(folder: Path) -> bool:
 
 
 def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS) -> list[Path]:
-    """Build each demo model under `root` unless an up-to-date copy is already there."""
+    """Build each demo model under `root` unless an up-to-date copy is already there.
+
+    Builders take turns (a lock file in `root`): test processes started together, or `make run`
+    beside a test run, would otherwise build into the same temporary folder at once.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_missing(root, names)
+
+
+def _build_missing(root: Path, names: tuple[str, ...]) -> list[Path]:
     built = []
     for name in names:
         folder = root / name

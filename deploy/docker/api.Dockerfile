@@ -6,6 +6,7 @@ WORKDIR /srv
 
 COPY pyproject.toml README.md ./
 COPY contract ./contract
+COPY jobs ./jobs
 COPY app ./app
 # The base install only: the `worker` extra (torch, diffusers) never enters this image.
 RUN pip install --no-cache-dir . \

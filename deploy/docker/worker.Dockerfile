@@ -15,6 +15,7 @@ WORKDIR /srv
 RUN pip install --no-cache-dir torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124
 COPY pyproject.toml README.md ./
 COPY contract ./contract
+COPY jobs ./jobs
 COPY app ./app
 COPY workers ./workers
 # Versions of the worker extra are bounded in pyproject.toml.

@@ -133,3 +133,18 @@ def test_readme_deploy_section_names_commands_that_exist() -> None:
         assert importlib.util.find_spec(module) is not None, module
     for path in re.findall(r"`((?:deploy|docker)[\w./-]+\.(?:ya?ml|Dockerfile))`", section):
         assert (REPO_ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "packages"),
+    [
+        ("api.Dockerfile", {"contract", "jobs", "app"}),
+        ("worker.Dockerfile", {"contract", "jobs", "workers"}),
+    ],
+)
+def test_each_image_copies_every_layer_its_process_imports(
+    dockerfile: str, packages: set[str]
+) -> None:
+    lines = (REPO_ROOT / "deploy" / "docker" / dockerfile).read_text().splitlines()
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert packages <= copied, f"{dockerfile} lacks {packages - copied}"

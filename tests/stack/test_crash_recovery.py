@@ -19,7 +19,9 @@ from jobs.settings import REPO_ROOT
 from tests.conftest import Stack
 from tests.stack.test_job_control import slow_spec, wait_running
 
-pytestmark = pytest.mark.stack
+# Ten seconds of heartbeat TTL and a second worker start: `make soak` runs it, `make test` runs
+# the same kill with short TTLs (tests/stack/reliability/test_faults.py).
+pytestmark = [pytest.mark.stack, pytest.mark.soak]
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

@@ -4,6 +4,7 @@ the same way every time."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,22 @@ def test_demo_build_is_deterministic(tmp_path: Path, demo_models: Path) -> None:
         return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
     assert digest(tmp_path / "demo-sd15") == digest(demo_models / "demo-sd15")
+
+
+def test_builders_started_together_take_turns(tmp_path: Path) -> None:
+    # Two test processes on a fresh clone both build the missing models at start.
+    results: list[object] = []
+
+    def build() -> None:
+        try:
+            results.append(ensure_built(tmp_path, ("demo-sd15",)))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(len(r) for r in results if isinstance(r, list)) == [0, 1], results
+    assert (tmp_path / "demo-sd15" / "model_index.json").exists()

@@ -1,4 +1,4 @@
-"""A burst of jobs (200; 500 in `make soak`) from 32 concurrent clients against two workers:
+"""A burst of jobs (100; 500 in `make soak`) from 32 concurrent clients against two workers:
 every job ends, exactly once, and its image can be fetched."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from tests.stack.reliability.test_faults import ARTIFACTS, FINAL, wait_all_final
 
 pytestmark = pytest.mark.stack
 
-# `make test` sends 200 jobs, `make soak` 500.
-JOBS, CLIENTS = int(os.environ.get("IMAGEGEN_TEST_BURST_JOBS", "200")), 32
+# `make test` sends 100 jobs, `make soak` 500.
+JOBS, CLIENTS = int(os.environ.get("IMAGEGEN_TEST_BURST_JOBS", "100")), 32
 
 
 def test_burst_of_jobs_from_32_clients(fault_stack: Stack) -> None:
