@@ -50,6 +50,16 @@ class ErrorKind:
     type: str
     loc: tuple[str, ...] = ()
     retry_after_s: int | None = None
+    # What the client reads when the exception's own text is a library's (logged instead).
+    message: str | None = None
+
+
+_STORE_DOWN = ErrorKind(
+    503,
+    "store_unavailable",
+    retry_after_s=2,
+    message="the job store (Redis) is unavailable; retry shortly",
+)
 
 
 # The one table: exception -> status, machine type, where it points, Retry-After.
@@ -63,9 +73,9 @@ ERRORS: dict[type[Exception], ErrorKind] = {
         409, "idempotency_in_flight", ("header", "idempotency-key"), retry_after_s=1
     ),
     QueueFull: ErrorKind(429, "queue_full", retry_after_s=5),
-    redis.exceptions.ConnectionError: ErrorKind(503, "store_unavailable", retry_after_s=2),
-    redis.exceptions.TimeoutError: ErrorKind(503, "store_unavailable", retry_after_s=2),
-    redis.exceptions.BusyLoadingError: ErrorKind(503, "store_unavailable", retry_after_s=2),
+    redis.exceptions.ConnectionError: _STORE_DOWN,
+    redis.exceptions.TimeoutError: _STORE_DOWN,
+    redis.exceptions.BusyLoadingError: _STORE_DOWN,
 }
 
 # HTTP-level errors Starlette and FastAPI raise themselves (no route, wrong method, body limit).
@@ -120,12 +130,9 @@ def _answer(
 
 async def _mapped(_: Request, exc: Exception) -> JSONResponse:
     kind = next(ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS)
-    if kind.status >= 500:
+    if kind.message is not None:
         log.warning("%s: %s", kind.type, exc)
-        msg = "the job store (Redis) is unavailable; retry shortly"
-    else:
-        msg = str(exc)
-    item = {"type": kind.type, "loc": list(kind.loc), "msg": msg}
+    item = {"type": kind.type, "loc": list(kind.loc), "msg": kind.message or str(exc)}
     return _answer(kind.status, [item], kind.retry_after_s)
 
 

@@ -158,19 +158,3 @@ def stack(
     running = Stack(redis_server, registry_file, tmp_path_factory.mktemp("logs")).start()
     yield running
     running.stop()
-
-
-# Stack tests that share one set of processes, by folder or module: under pytest-xdist
-# (`--dist loadgroup`) each group runs in one test process, so each set starts once.
-_FAULT_GROUP = ("tests/stack/reliability/",)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if "stack" not in item.keywords:
-            continue
-        path = item.path.relative_to(REPO_ROOT).as_posix()
-        group = "faults" if path.startswith(_FAULT_GROUP) else "stack"
-        item.add_marker(pytest.mark.xdist_group(group))

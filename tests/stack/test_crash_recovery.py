@@ -21,7 +21,7 @@ from tests.stack.test_job_control import slow_spec, wait_running
 
 # Ten seconds of heartbeat TTL and a second worker start: `make soak` runs it, `make test` runs
 # the same kill with short TTLs (tests/stack/reliability/test_faults.py).
-pytestmark = [pytest.mark.stack, pytest.mark.soak]
+pytestmark = [pytest.mark.stack, pytest.mark.soak, pytest.mark.xdist_group("stack")]
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

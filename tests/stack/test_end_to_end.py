@@ -14,7 +14,7 @@ from jobs.queues import RUN_JOB, SERIALIZER, queue_name
 from tests.conftest import Stack
 from tests.helpers import fetch_png, png_b64, submit_and_wait, wait_final
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 
 def example(name: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from jobs.queues import pool_queue
 from tests.conftest import Stack
 from tests.helpers import abandon, fetch_png, submit_and_wait
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 GUARD = Path(__file__).with_name("guarded_gateway.py")
 UNSERVED = {

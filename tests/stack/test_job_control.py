@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Stack
 from tests.helpers import submit_and_wait, wait_final
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 QUICK = {
     "prompt": "quick",

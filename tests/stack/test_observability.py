@@ -17,6 +17,9 @@ QUICK = {
     "stages": [{"model": "demo-sd15", "steps": 3}],
 }
 
+# Runs in the test process that holds the shared stack (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("stack")
+
 
 @pytest.mark.stack
 def test_readyz_reports_redis_and_models_without_workers(stack: Stack) -> None:

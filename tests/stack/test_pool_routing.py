@@ -13,7 +13,7 @@ from devstack.redis_server import RedisServer
 from tests.conftest import Stack
 from tests.helpers import fetch_png, submit_and_wait
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tests.conftest import Stack
 from tests.helpers import submit_and_wait
 from tests.receiver import Receiver, receiver, signature_ok
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 __all__ = ["receiver"]
 
 QUICK = {

@@ -17,7 +17,7 @@ from jobs.redis_keys import OUTSTANDING, job_key
 from tests.conftest import Stack
 from tests.stack.reliability.test_faults import ARTIFACTS, FINAL, wait_all_final
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 # `make test` sends 100 jobs, `make soak` 500.
 JOBS, CLIENTS = int(os.environ.get("IMAGEGEN_TEST_BURST_JOBS", "100")), 32

@@ -17,7 +17,7 @@ from jobs.settings import REPO_ROOT
 from tests.conftest import Stack
 from tests.helpers import submit_and_wait
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 # Each kill costs a worker start-up (~10 s of CPU here): `make test` kills twice, `make soak` 10.
 KILLS = int(os.environ.get("IMAGEGEN_TEST_KILLS", "2"))

@@ -24,7 +24,7 @@ from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 KEY = "ig_fuzzing_key"
 ARTIFACTS = REPO_ROOT / "test-artifacts"

@@ -18,7 +18,7 @@ from PIL import Image
 from jobs.redis_keys import OUTSTANDING
 from tests.conftest import Stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 BASE = {"prompt": "hostile", "width": 64, "height": 64, "stages": [{"model": "demo-sd15"}]}
 
