@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -40,22 +41,30 @@ class Lifecycle:
         job_id: str,
         status: JobStatus,
         allowed_from: Iterable[JobStatus] = UNFINISHED,
+        finished_at: datetime | None = None,
         **fields: Any,
     ) -> Transition:
         """Move the job to the final `status` if it is in `allowed_from`; then tell the
         metrics and the job's webhook, once."""
         assert status.is_final, status
+        finished_at = finished_at or now()
         outcome = self.store.transition(
-            job_id, status, allowed_from, finished_at=fields.pop("finished_at", now()), **fields
+            job_id, status, allowed_from, finished_at=finished_at, **fields
         )
         if outcome.applied:
             self._ended(job_id)
         return outcome
 
-    def fail(self, job_id: str, type_: str, message: str, **kwargs: Any) -> Transition:
-        return self.end(
-            job_id, JobStatus.FAILED, error=JobError(type=type_, message=message), **kwargs
-        )
+    def fail(
+        self,
+        job_id: str,
+        type_: str,
+        message: str,
+        allowed_from: Iterable[JobStatus] = UNFINISHED,
+        finished_at: datetime | None = None,
+    ) -> Transition:
+        error = JobError(type=type_, message=message)
+        return self.end(job_id, JobStatus.FAILED, allowed_from, finished_at, error=error)
 
     def _ended(self, job_id: str) -> None:
         envelope = self.store.load(job_id)
