@@ -100,17 +100,33 @@ _DESCRIPTIONS = {
 }
 
 
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_WITH_RETRY_AFTER = {409, 429, 503}
+
+
 def documented(*codes: int, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for these error codes, all shaped as `ErrorBody`.
 
     `by_reference` for routes whose own media type is not JSON (the SSE stream): FastAPI would
     declare a `model` under the route's media type, but errors are always JSON.
     """
-    if by_reference:
-        schema = {"$ref": "#/components/schemas/ErrorBody"}
-        content = {"application/json": {"schema": schema}}
-        return {code: {"description": _DESCRIPTIONS[code], "content": content} for code in codes}
-    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+    entries: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"description": _DESCRIPTIONS[code]}
+        if by_reference:
+            schema = {"$ref": "#/components/schemas/ErrorBody"}
+            entry["content"] = {"application/json": {"schema": schema}}
+        else:
+            entry["model"] = ErrorBody
+        if code in _WITH_RETRY_AFTER:
+            entry["headers"] = RETRY_AFTER
+        entries[code] = entry
+    return entries
 
 
 def _answer(

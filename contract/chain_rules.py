@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from PIL.Image import Image
+from pydantic import ValidationError
 
 from contract.images import InitImageRejected, decode_init_image
 from contract.latent_spaces import can_hand_off_latents
@@ -107,7 +108,33 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             "timeout_s": spec.timeout_s or limits.default_timeout_s,
         }
     )
+    _check_against_schema(spec, normalized)
     return CheckedJob(normalized, init_image)
+
+
+def _check_against_schema(request: JobSpec, normalized: JobSpec) -> None:
+    """The normalized spec is what the envelope serves and what Redis keeps: it must still be a
+    valid JobSpec. `model_copy` does not validate, and a computed value (a hires stage's size from
+    its scale) can leave the bounds a client could have asked for."""
+    try:
+        JobSpec.model_validate(normalized.model_dump())
+    except ValidationError as invalid:
+        violations = []
+        for error in invalid.errors():
+            loc = tuple(error["loc"])
+            if loc[:1] == ("stages",) and loc[-1] in ("width", "height"):
+                stage = request.stages[int(loc[1])]
+                if stage.width is None:  # computed from scale: that is what the client set
+                    loc = (*loc[:-1], "scale")
+            violations.append(
+                Violation(
+                    "computed_value_out_of_range",
+                    loc,
+                    f"this stage would be {error['loc'][-1]} {error['input']}, and "
+                    f"{error['msg'].lower()}; ask for a smaller scale or size",
+                )
+            )
+        raise JobRejected(violations) from None
 
 
 def _check_first_stage(

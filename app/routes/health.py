@@ -46,7 +46,12 @@ def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
     "/metrics",
     operation_id="metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text format.",
+        }
+    },
 )
 def metrics(store: StoreDep, registry: RegistryDep) -> Response:
     """Jobs by event and model, queue depths, live workers, job and step time histograms."""

@@ -19,6 +19,10 @@ from contract.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 503))
 
+LOCATION = {
+    "Location": {"description": "The job's URL: GET it to poll.", "schema": {"type": "string"}}
+}
+
 
 @router.post(
     "",
@@ -26,8 +30,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404,
     operation_id="create_job",
     response_model=JobEnvelope,
     responses={
-        200: {"description": "Seen before: the job this Idempotency-Key and body created."},
-        202: {"description": "Queued. Poll the `Location` header's URL."},
+        200: {
+            "model": JobEnvelope,
+            "description": "Seen before: the job this Idempotency-Key and body created.",
+            "headers": LOCATION,
+        },
+        202: {"description": "Queued. Poll the `Location` header's URL.", "headers": LOCATION},
         **documented(400, 409, 413, 429),
         422: {
             **documented(422)[422],
@@ -69,7 +77,10 @@ def get_job(job_id: UUID, jobs: JobServiceDep, caller: CallerDep) -> JobEnvelope
     operation_id="get_job_image",
     response_class=Response,
     responses={
-        200: {"content": {"image/png": {}}, "description": "The PNG."},
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The PNG.",
+        },
     },
 )
 def get_job_image(job_id: UUID, index: int, jobs: JobServiceDep, caller: CallerDep) -> Response:
@@ -82,7 +93,10 @@ def get_job_image(job_id: UUID, index: int, jobs: JobServiceDep, caller: CallerD
     operation_id="cancel_job",
     responses={
         200: {"description": "The job was queued and is now canceled; it will never run."},
-        202: {"description": "The job is running; it stops at its next step and ends canceled."},
+        202: {
+            "model": JobEnvelope,
+            "description": "The job is running; it stops at its next step and ends canceled.",
+        },
         **documented(409),
     },
 )

@@ -155,3 +155,17 @@ def test_every_broken_rule_is_reported_at_once() -> None:
     spec["width"] = 250
     types = {v.type for v in rejected(spec)}
     assert {"latent_space_mismatch", "size_not_multiple"} <= types
+
+
+def test_a_computed_size_must_fit_the_schema_the_envelope_is_served_with() -> None:
+    # 2048 x 64 at scale 2.5 is 5120 x 160: within the pixel budget, over the 4096 px side limit.
+    spec = {
+        "prompt": "p",
+        "width": 2048,
+        "height": 64,
+        "stages": [{"model": "demo-sd15"}, {"model": "demo-sd15", "mode": "hires", "scale": 2.5}],
+    }
+    [error] = rejected(spec)
+    assert error.type == "computed_value_out_of_range"
+    assert error.loc == ("stages", 1, "scale")
+    assert "5120" in error.msg
