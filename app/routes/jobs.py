@@ -122,8 +122,19 @@ def cancel_job(
     },
 )
 async def stream_job_events(
-    job_id: FollowedJobDep, redis: AsyncRedisDep
+    job_id: FollowedJobDep,
+    redis: AsyncRedisDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=32,
+            description="Sent by a reconnecting EventSource: the stream resumes with the current "
+            "envelope and numbers its events on from this id.",
+        ),
+    ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Follow a job live instead of polling."""
-    async for event in job_events(redis, job_id):
+    """Follow a job live instead of polling. Events carry ids and a `retry` hint."""
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    async for event in job_events(redis, job_id, resume):
         yield event

@@ -39,3 +39,17 @@ def test_an_unknown_job_is_a_json_404(client: TestClient) -> None:
     response = client.get(f"/jobs/{uuid.uuid4()}/events")
     assert response.status_code == 404
     assert response.json()["detail"][0]["type"] == "job_not_found"
+
+
+def test_events_are_numbered_and_a_reconnect_resumes_with_the_current_envelope(
+    client: TestClient,
+) -> None:
+    job_id = client.post("/jobs", json=UNSERVED).json()["id"]
+    client.post(f"/jobs/{job_id}/cancel")
+    first = client.get(f"/jobs/{job_id}/events").text
+    assert "id: 1" in first
+    assert "retry: 2000" in first
+    resumed = client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "7"})
+    assert "id: 8" in resumed.text
+    [(name, data)] = events(resumed.text)
+    assert (name, json.loads(data)["status"]) == ("envelope", "canceled")
