@@ -8,6 +8,7 @@ where they apply) and the full normalized job spec as JSON in an `imagegen-spec`
 from __future__ import annotations
 
 import io
+import json
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -33,8 +34,28 @@ def sampler_name(scheduler_class: str) -> str:
     return _SAMPLERS.get(scheduler_class, scheduler_class)
 
 
+# Our upscaler names -> the names A1111 writes (its "Latent" upscaler is bilinear).
+_A1111_UPSCALERS = {
+    "lanczos": "Lanczos",
+    "nearest": "Nearest",
+    "bicubic": "Bicubic",
+    "latent-bilinear": "Latent",
+    "latent-bicubic": "Latent (bicubic)",
+    "latent-nearest": "Latent (nearest)",
+}
+
+
+def _quote(value: object) -> str:
+    """As A1111's infotext quotes a value: JSON-quoted once it holds a comma, colon or newline."""
+    text = str(value)
+    if not any(char in text for char in ",:\n"):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
-    """The A1111 `parameters` text for image `index` of a normalized spec."""
+    """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
+    A1111's `create_infotext` writes it."""
     base = spec.stages[0]
     assert spec.seed is not None
     fields: list[tuple[str, object]] = [
@@ -51,20 +72,24 @@ def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
     if hires is not None:
         if spec.strength is None:
             fields.append(("Denoising strength", hires.denoise))
-        upscale = hires.scale if hires.scale is not None else f"{hires.width}x{hires.height}"
+        if hires.scale is None:  # the client gave the size itself
+            fields.append(("Hires resize", f"{hires.width}x{hires.height}"))
+        else:
+            fields.append(("Hires upscale", hires.scale))
         fields += [
-            ("Hires upscale", upscale),
             ("Hires steps", hires.steps),
-            ("Hires upscaler", hires.upscaler.value if hires.upscaler else None),
-            ("Hires checkpoint", hires.model),
+            ("Hires upscaler", _A1111_UPSCALERS[hires.upscaler.value] if hires.upscaler else None),
         ]
+        if hires.model != base.model:
+            fields.append(("Hires checkpoint", hires.model))
+        fields += [("Hires prompt", hires.prompt), ("Hires negative prompt", hires.negative_prompt)]
     refine = next((s for s in spec.stages[1:] if s.mode is Mode.REFINE), None)
     if refine is not None:
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
     lines = [spec.prompt]
     if spec.negative_prompt:
         lines.append(f"Negative prompt: {spec.negative_prompt}")
-    lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None))
     return "\n".join(lines)
 
 

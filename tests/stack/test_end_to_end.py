@@ -211,7 +211,7 @@ def test_pngs_carry_a1111_parameters_and_the_spec(stack: Stack) -> None:
         "Denoising strength: 0.5",
         "Hires upscale: 2.0",
         "Hires steps: 8",
-        "Hires upscaler: lanczos",
+        "Hires upscaler: Lanczos",
     ):
         assert field in settings
     stored = json.loads(image.text["imagegen-spec"])

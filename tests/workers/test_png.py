@@ -6,8 +6,10 @@ import io
 import json
 
 from PIL import Image
+from sd_parsers import ParserManager
+from sd_parsers.data import Generators, PromptInfo
 
-from contract.spec import JobSpec
+from contract.spec import Handoff, JobSpec, Upscaler
 from workers.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
 
 HIRES = JobSpec.model_validate(
@@ -40,7 +42,7 @@ def test_parameters_read_as_a1111_writes_them() -> None:
     assert negative == "Negative prompt: blurry"
     assert settings == (
         "Steps: 20, Sampler: Euler, CFG scale: 7.0, Seed: 4, Size: 256x256, Model: sd, "
-        "Denoising strength: 0.5, Hires upscale: 2.0, Hires steps: 8, Hires upscaler: lanczos, "
+        "Denoising strength: 0.5, Hires upscale: 2.0, Hires steps: 8, Hires upscaler: Lanczos, "
         "Hires checkpoint: flux"
     )
 
@@ -58,3 +60,67 @@ def test_the_png_carries_both_chunks_and_the_same_pixels() -> None:
 def test_schedulers_are_named_as_sd_tools_name_them() -> None:
     assert sampler_name("EulerAncestralDiscreteScheduler") == "Euler a"
     assert sampler_name("SomethingNew") == "SomethingNew"
+
+
+def read_back(spec: JobSpec) -> PromptInfo:
+    """What a third-party A1111 metadata reader (sd-parsers) makes of our PNG."""
+    png = encode_png(Image.new("RGB", (8, 8)), parameters_text(spec, 0, "Euler"))
+    info = ParserManager().parse(Image.open(io.BytesIO(png)))
+    assert info is not None
+    assert info.generator is Generators.AUTOMATIC1111
+    return info
+
+
+def test_an_a1111_reader_reads_hires_fields_back() -> None:
+    explicit = HIRES.model_copy(
+        update={
+            "stages": [
+                HIRES.stages[0],
+                HIRES.stages[1].model_copy(
+                    update={
+                        "scale": None,  # the client asked for 512x512 itself
+                        "prompt": "a castle at golden hour",
+                        "negative_prompt": "watermark",
+                        "upscaler": Upscaler.LATENT_BICUBIC,
+                        "handoff": Handoff.LATENT,
+                    }
+                ),
+            ]
+        }
+    )
+    info = read_back(explicit)
+    [sampler] = info.samplers
+    assert sampler.name == "Euler"
+    assert sampler.parameters == {"cfg_scale": "7.0", "seed": "3", "steps": "20"}
+    assert [p.value for p in sampler.prompts] == ["a castle"]
+    assert [p.value for p in sampler.negative_prompts] == ["blurry"]
+    assert info.metadata["Hires resize"] == "512x512"
+    assert "Hires upscale" not in info.metadata
+    assert info.metadata["Hires upscaler"] == "Latent (bicubic)"
+    assert info.metadata["Hires checkpoint"] == "flux"
+    assert info.metadata["Hires prompt"] == "a castle at golden hour"
+    assert info.metadata["Hires negative prompt"] == "watermark"
+
+
+def test_values_with_commas_or_colons_are_quoted_as_a1111_quotes_them() -> None:
+    # sd-parsers 0.6 splits on every comma, so it cannot read these back; A1111's own reader
+    # takes a JSON-quoted value whole.
+    spec = HIRES.model_copy(
+        update={
+            "stages": [
+                HIRES.stages[0],
+                HIRES.stages[1].model_copy(update={"prompt": "a castle, golden hour"}),
+            ]
+        }
+    )
+    settings = parameters_text(spec, 0, "Euler").split("\n")[-1]
+    assert 'Hires prompt: "a castle, golden hour"' in settings
+
+
+def test_the_hires_checkpoint_is_written_only_when_it_differs() -> None:
+    same = HIRES.model_copy(
+        update={"stages": [HIRES.stages[0], HIRES.stages[1].model_copy(update={"model": "sd"})]}
+    )
+    info = read_back(same)
+    assert "Hires checkpoint" not in info.metadata
+    assert info.metadata["Hires upscale"] == "2.0"
