@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -25,8 +26,20 @@ from jobs.settings import REPO_ROOT
 from workers.demo_models import ensure_built
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
+    if port_taken(port):
+        # Said here, not left to the gateway's log: uvicorn would exit with code 3.
+        print(
+            f"port {port} is already in use on 127.0.0.1; pick another: make run PORT={port + 1}",
+            file=sys.stderr,
+        )
+        return 2
     run_dir = REPO_ROOT / ".run"
     run_dir.mkdir(exist_ok=True)
     for folder in ensure_built(REPO_ROOT / ".models"):

@@ -60,7 +60,6 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
     "devstack/processes.py": "starts every process of tests/stack/",
-    "devstack/__main__.py": "`make run`; its parts are devstack/processes.py and redis_server.py",
     "workers/__main__.py": "one line: workers.worker.main()",
 }
 
@@ -81,7 +80,8 @@ def test_every_module_with_logic_has_a_test_file_of_the_same_name() -> None:
                 continue
             if relative.as_posix() in UNMIRRORED:
                 continue
-            expected = REPO_ROOT / "tests" / relative.parent / f"test_{path.name}"
+            name = "main.py" if path.name == "__main__.py" else path.name
+            expected = REPO_ROOT / "tests" / relative.parent / f"test_{name}"
             if not expected.exists():
                 missing.append(f"{relative} -> {expected.relative_to(REPO_ROOT)}")
     assert missing == []
