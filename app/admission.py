@@ -9,7 +9,6 @@ import uuid
 from dataclasses import dataclass
 
 from redis import Redis
-from rq import Queue
 
 from app.keys import Caller
 from contract.chain_rules import CheckedJob, JobLimits, check_job
@@ -22,10 +21,10 @@ from jobs import metrics
 from jobs.caps import Caps
 from jobs.idempotency import Claim, Idempotency
 from jobs.lifecycle import Lifecycle
-from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment
-from jobs.redis_keys import init_image_key, queue_name, rq_job_id
+from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
+from jobs.redis_keys import init_image_key, rq_job_id
 from jobs.store import JobStore
-from jobs.webhooks import Webhooks, refusal
+from jobs.webhooks import refusal
 
 log = logging.getLogger("imagegen.gateway")
 
@@ -64,7 +63,6 @@ class JobService:
         max_retries: int,
         caps: Caps,
         idempotency: Idempotency,
-        webhooks: Webhooks,
     ) -> None:
         self.lifecycle = lifecycle
         self.store: JobStore = lifecycle.store
@@ -74,7 +72,6 @@ class JobService:
         self.max_retries = max_retries
         self.caps = caps
         self.idempotency = idempotency
-        self.webhooks = webhooks
 
     def submit(
         self, spec: JobSpec, owner: str, idempotency_key: str | None = None
@@ -101,11 +98,12 @@ class JobService:
             raise
 
     def _check_webhook(self, url: str) -> None:
+        webhooks = self.lifecycle.webhooks  # the ones that will send it
         reason: str | None = (
             "webhooks are off on this deployment (no IMAGEGEN_WEBHOOK_SECRET); poll, or follow "
             "GET /jobs/{id}/events instead"
-            if self.webhooks.secret is None
-            else refusal(url, self.webhooks.allow_private)
+            if webhooks is None or webhooks.secret is None
+            else refusal(url, webhooks.allow_private)
         )
         if reason:
             raise JobRejected([Violation("webhook_url_refused", ("webhook_url",), reason)])
@@ -169,9 +167,7 @@ class JobService:
         outcome = self.lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.QUEUED,))
         if outcome.applied:
             pool = plan_segments(envelope.spec, self.registry)[0].pool
-            Queue(queue_name(pool), connection=self.redis, serializer=SERIALIZER).remove(
-                rq_job_id(job_id, 0)
-            )
+            pool_queue(self.redis, pool).remove(rq_job_id(job_id, 0))
         elif outcome.previous is not None and outcome.previous.is_final:
             raise JobAlreadyFinished(job_id, outcome.previous)
         log.info("cancel requested", extra={"job_id": job_id, "was": envelope.status.value})

@@ -87,7 +87,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings.max_retries,
         Caps(redis, settings.max_outstanding_jobs, settings.max_outstanding_per_key),
         Idempotency(redis, settings.idempotency_ttl_s),
-        settings.webhooks,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
