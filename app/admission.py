@@ -3,12 +3,15 @@ what a caller may see, cancel."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import uuid
 from dataclasses import dataclass
 
 from redis import Redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 
 from app.keys import Caller
 from contract.chain_rules import CheckedJob, JobLimits, check_job
@@ -21,8 +24,8 @@ from jobs import metrics
 from jobs.caps import Caps
 from jobs.idempotency import Claim, Idempotency
 from jobs.lifecycle import Lifecycle
-from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
-from jobs.redis_keys import init_image_key, rq_job_id
+from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment
+from jobs.redis_keys import init_image_key
 from jobs.store import JobStore
 from jobs.webhooks import refusal
 
@@ -166,9 +169,18 @@ class JobService:
         self.store.request_cancel(job_id)
         outcome = self.lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.QUEUED,))
         if outcome.applied:
-            pool = plan_segments(envelope.spec, self.registry)[0].pool
-            pool_queue(self.redis, pool).remove(rq_job_id(job_id, 0))
+            self._cancel_rq_job(job_id)
         elif outcome.previous is not None and outcome.previous.is_final:
             raise JobAlreadyFinished(job_id, outcome.previous)
         log.info("cancel requested", extra={"job_id": job_id, "was": envelope.status.value})
         return CancelOutcome(self.visible(job_id, caller), outcome.applied)
+
+    def _cancel_rq_job(self, job_id: str) -> None:
+        """Take a canceled job's RQ job off its queue and file it as canceled, so that RQ's
+        own tools agree with the API. A worker that dequeued it meanwhile finds it canceled."""
+        rq_job = self.store.field(job_id, "rq_job")
+        if rq_job is None:
+            return
+        # NoSuchJobError: gone already; InvalidJobOperation: RQ has it canceled already.
+        with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
+            Job.fetch(rq_job, connection=self.redis, serializer=SERIALIZER).cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis.exceptions
 from fastapi import FastAPI, Request
@@ -18,20 +18,45 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from pydantic_core.core_schema import ErrorType as PydanticErrorType
 from starlette.exceptions import HTTPException
 
 from app import body_limit
 from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
 from app.keys import NotAuthenticated
-from contract.violations import JobRejected
+from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
 from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
 
 log = logging.getLogger("imagegen.gateway")
 
 
+# The gateway's own error names; with the job rules' (`RuleType`) and pydantic's validation
+# errors (`PydanticErrorType`) they are every `type` an error body can carry.
+GatewayErrorType = Literal[
+    "not_authenticated",
+    "job_not_found",
+    "image_not_found",
+    "job_already_finished",
+    "idempotency_conflict",
+    "idempotency_in_flight",
+    "queue_full",
+    "store_unavailable",
+    "bad_request",
+    "not_found",
+    "method_not_allowed",
+    "body_too_large",
+    "http_error",
+    "internal_error",
+]
+ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType]
+
+
 class ErrorItem(BaseModel):
-    type: str = Field(description="Machine name, e.g. latent_space_mismatch, job_not_found.")
+    type: ErrorType = Field(
+        description="Machine name, e.g. latent_space_mismatch (a job rule), missing (pydantic's "
+        "validation), job_not_found."
+    )
     loc: list[str | int] = Field(description="Where in the request: body, path, header.")
     msg: str = Field(description="What is wrong and how to fix it.")
     ctx: dict[str, Any] | None = None
@@ -47,7 +72,7 @@ class ErrorBody(BaseModel):
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
-    type: str
+    type: GatewayErrorType
     loc: tuple[str, ...] = ()
     retry_after_s: int | None = None
     # What the client reads when the exception's own text is a library's (logged instead).
@@ -79,7 +104,7 @@ ERRORS: dict[type[Exception], ErrorKind] = {
 }
 
 # HTTP-level errors Starlette and FastAPI raise themselves (no route, wrong method, body limit).
-_HTTP_TYPES = {
+_HTTP_TYPES: dict[int, GatewayErrorType] = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",

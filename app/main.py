@@ -52,7 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        janitor = asyncio.create_task(_janitor(redis, settings.sweep_interval_s))
+        janitor = asyncio.create_task(_janitor(ends, settings.sweep_interval_s))
         yield
         janitor.cancel()
         await app.state.async_redis.aclose()
@@ -90,18 +90,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
-    docs.install(app)
+    docs.install(app, app.state.keys.open)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
     return app
 
 
-async def _janitor(redis: Redis, interval_s: float) -> None:
+async def _janitor(ends: Lifecycle, interval_s: float) -> None:
     """Retry or fail jobs whose worker died, even when no worker of their pool is alive."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await asyncio.to_thread(sweep, redis, interval_s)
+            await asyncio.to_thread(sweep, ends, interval_s)
         except Exception:  # Redis down: try again next interval
             logging.getLogger("imagegen.gateway").warning("janitor sweep failed", exc_info=True)

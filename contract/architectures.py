@@ -8,13 +8,17 @@ architecture (say SD3, latent space `sd3`, 16 channels) is one row here and one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from contract.latent_spaces import LATENT_SPACES, LatentSpace
+
+# The architectures' names, as clients see them (an enum in the OpenAPI document).
+ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux"]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    name: str
+    name: ArchitectureName
     latent_space: LatentSpace
     # Pixel sizes must be multiples of this (VAE downscale, times 2 where latents are packed 2x2).
     size_multiple: int

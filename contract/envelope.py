@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
+from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from contract.latent_spaces import LatentSpaceName
 from contract.spec import JobSpec
 
 
@@ -30,7 +33,29 @@ def image_url(job_id: str, index: int) -> str:
     return f"/jobs/{job_id}/images/{index}"
 
 
-class ImageInfo(BaseModel):
+class FailureType(StrEnum):
+    """Why a job failed: the closed set clients may switch on."""
+
+    INVALID_JOB = "invalid_job"  # a rule broken that only the worker could check
+    LATENT_SPACE_MISMATCH = "latent_space_mismatch"
+    MODEL_UNAVAILABLE = "model_unavailable"  # its weights failed to load on the worker
+    OUT_OF_MEMORY = "out_of_memory"
+    GENERATION_FAILED = "generation_failed"  # the model raised
+    TIMEOUT = "timeout"  # the job's time limit, or the worker's hard one
+    WORKER_LOST = "worker_lost"  # its worker died and no retries were left
+    WORKER_ERROR = "worker_error"  # the worker failed outside generation
+    RECORD_UNREADABLE = "record_unreadable"  # the stored job no longer parses
+    QUEUE_ENTRY_LOST = "queue_entry_lost"  # its RQ job was deleted from under the service
+
+
+class Answer(BaseModel):
+    """A model the service only sends: every field is always present (null where empty), so the
+    document marks them all required and generated clients need not test for absent ones."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class ImageInfo(Answer):
     index: int
     url: str = Field(description="GET this for the PNG.")
     width: int
@@ -38,14 +63,12 @@ class ImageInfo(BaseModel):
     seed: int
 
 
-class JobError(BaseModel):
-    type: str = Field(
-        description="Machine name, e.g. generation_failed, timeout, model_unavailable."
-    )
-    message: str
+class JobError(Answer):
+    type: FailureType
+    message: str = Field(description="What happened and what to do about it.")
 
 
-class Progress(BaseModel):
+class Progress(Answer):
     stage: int = Field(description="1-based index of the running stage.")
     stages: int
     step: int = Field(description="Denoising steps done in this stage.")
@@ -54,15 +77,18 @@ class Progress(BaseModel):
     eta_s: float | None = Field(None, description="Estimated seconds left.")
 
 
-class StageTrace(BaseModel):
+StageInput = Literal["text", "init_image", "latents", "pixels"]
+
+
+class StageTrace(Answer):
     """What one stage received and produced."""
 
     stage: int
     model: str
     worker: str = Field(description="The worker process that ran it.")
     sampler: str = Field(description="The scheduler, named as A1111-style tools name it.")
-    input: str = Field(description="text, init_image, latents or pixels")
-    input_latent_space: str | None = None
+    input: StageInput = Field(description="What the stage started from.")
+    input_latent_space: LatentSpaceName | None = None
     input_shape: list[int] | None = None
     width: int
     height: int
@@ -70,13 +96,16 @@ class StageTrace(BaseModel):
     step_seconds: float | None = Field(None, description="Mean time of one denoising step.")
 
 
-class JobEnvelope(BaseModel):
-    id: str
+class JobEnvelope(Answer):
+    id: UUID
     status: JobStatus
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    spec: JobSpec = Field(description="The normalized spec: seed and defaults filled in.")
+    spec: JobSpec | None = Field(
+        description="The normalized spec: seed and defaults filled in. Null only when the stored "
+        "job could no longer be read (`error.type` is `record_unreadable`)."
+    )
     progress: Progress | None = None
     images: list[ImageInfo] = []
     error: JobError | None = None

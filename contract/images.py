@@ -9,7 +9,7 @@ import warnings
 
 from PIL import Image
 
-from contract.violations import Violation
+from contract.violations import RuleType, Violation
 
 
 class InitImageRejected(Exception):
@@ -26,7 +26,7 @@ def decode_init_image(
 ) -> Image.Image:
     """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed."""
 
-    def reject(kind: str, msg: str, **ctx: object) -> Violation:
+    def reject(kind: RuleType, msg: str, **ctx: object) -> Violation:
         return Violation(kind, loc, msg, dict(ctx))
 
     if data.startswith("data:"):  # accept data URLs as browsers produce them

@@ -9,12 +9,14 @@ SD1.5 latents with the wrong scaling without any error. So the rule compares lat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
+
+LatentSpaceName = Literal["sd1", "sdxl", "flux"]
 
 
 @dataclass(frozen=True)
 class LatentSpace:
-    name: str
+    name: LatentSpaceName
     channels: int
     vae_downscale: int
     scaling_factor: float

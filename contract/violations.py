@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# Every rule a job can break, by machine name: the closed set clients may switch on (the OpenAPI
+# document declares it as an enum). "missing" is pydantic's name for the same thing.
+RuleType = Literal[
+    "computed_value_out_of_range",
+    "field_not_allowed",
+    "guidance_out_of_range",
+    "handoff_across_pools",
+    "image_too_large",
+    "invalid_base64",
+    "invalid_image",
+    "latent_space_mismatch",
+    "missing",
+    "negative_prompt_unsupported",
+    "pixel_budget_exceeded",
+    "refine_needs_latent_handoff",
+    "refine_unsupported",
+    "size_not_multiple",
+    "text_to_image_unsupported",
+    "timeout_over_limit",
+    "unknown_model",
+    "unsupported_image",
+    "upscaler_handoff_mismatch",
+    "webhook_url_refused",
+]
 
 
 @dataclass(frozen=True)
 class Violation:
-    type: str  # machine name, e.g. "latent_space_mismatch"
+    type: RuleType  # machine name, e.g. "latent_space_mismatch"
     loc: tuple[str | int, ...]  # path inside the request body
     msg: str  # what is wrong and how to fix it
     ctx: dict[str, Any] = field(default_factory=dict)

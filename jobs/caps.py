@@ -12,7 +12,7 @@ import time
 
 from redis import Redis
 
-from contract.envelope import JobStatus
+from contract.envelope import FINAL_STATUSES
 from jobs.redis_keys import (
     OUTSTANDING,
     OUTSTANDING_PER_OWNER_PATTERN,
@@ -76,7 +76,7 @@ def prune(redis: Redis, older_than_s: float = 60) -> int:
     stale = [
         (job_id, text(owner) if owner else "")
         for job_id, (status, owner) in zip(ids, found, strict=True)
-        if status is None or JobStatus(text(status)).is_final
+        if status is None or text(status) in FINAL_STATUSES
     ]
     owner_sets = None
     with redis.pipeline(transaction=False) as pipe:

@@ -1,23 +1,42 @@
-"""Finding jobs whose worker died, so that none stays `running` forever.
+"""Finding jobs that would otherwise never end, so that none stays `queued` or `running` forever.
 
-Workers refresh their started-registry entries every few seconds (see `workers.worker`); an entry
-that stops being refreshed expires, and RQ's registry cleanup then retries the job, or fails it
-once its retries are spent — both through `jobs.lifecycle.on_rq_failure`. RQ runs that cleanup
-rarely (every 10 minutes by default), so workers and the gateway call `sweep` every few seconds:
-the gateway's sweep recovers a job even when no worker of its pool is alive. A short lock makes
-one sweeper act per interval: two concurrent cleanups could both retry the same job.
+1. A worker died. Workers refresh their started-registry entries every few seconds (see
+   `workers.worker`); an entry that stops being refreshed expires, and RQ's registry cleanup then
+   retries the job, or fails it once its retries are spent — both through
+   `jobs.lifecycle.on_rq_failure`. RQ runs that cleanup rarely (every 10 minutes by default), so
+   workers and the gateway call `sweep` every few seconds: the gateway's sweep recovers a job even
+   when no worker of its pool is alive.
+2. Its RQ job was deleted from under the service (rq-dashboard's Delete or "empty queue", a
+   manual `DEL`): no worker will ever run it. The sweep fails it, `queue_entry_lost`.
+3. Its record no longer parses (written by another version, edited by hand): readers already
+   serve it as failed; the sweep ends it, `record_unreadable`.
+
+Checks 2 and 3 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
+from where the last sweep stopped, so with up to `BATCH` unfinished jobs every one is checked by
+every sweep, and with more, within a few. A short lock makes one sweeper act per interval: two
+concurrent cleanups could both retry the same job.
 """
 
 from __future__ import annotations
 
+import logging
+
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
+from contract.envelope import FINAL_STATUSES, FailureType
 from jobs.caps import prune
+from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import JANITOR_LOCK, QUEUE_PREFIX
+from jobs.redis_keys import JANITOR_CURSOR, JANITOR_LOCK, OUTSTANDING, QUEUE_PREFIX, job_key, text
+from jobs.store import envelope_from_hash
+
+log = logging.getLogger("imagegen.jobs")
+
+BATCH = 500
 
 
 def imagegen_queues(redis: Redis) -> list[Queue]:
@@ -28,8 +47,10 @@ def imagegen_queues(redis: Redis) -> list[Queue]:
     ]
 
 
-def sweep(redis: Redis, interval_s: float) -> bool:
-    """Clean every imagegen queue's started registry, unless another sweeper just did."""
+def sweep(lifecycle: Lifecycle, interval_s: float) -> bool:
+    """Clean every imagegen queue's started registry and check a batch of unfinished jobs,
+    unless another sweeper just did."""
+    redis = lifecycle.store.redis
     if not redis.set(JANITOR_LOCK, "1", nx=True, px=max(int(interval_s * 1000) - 50, 100)):
         return False
     for queue in imagegen_queues(redis):
@@ -39,5 +60,58 @@ def sweep(redis: Redis, interval_s: float) -> bool:
             queue=queue, serializer=SERIALIZER, death_penalty_class=TimerDeathPenalty
         )
         registry.cleanup()
+    check_unfinished(lifecycle)
     prune(redis)
     return True
+
+
+def check_unfinished(lifecycle: Lifecycle, batch: int = BATCH) -> list[str]:
+    """Fail the unfinished jobs of the next batch whose record no longer parses or whose RQ job
+    is gone; return their ids."""
+    redis = lifecycle.store.redis
+    job_ids = _next_batch(redis, batch)
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(job_key(job_id))
+        records: list[dict[bytes, bytes]] = pipe.execute()
+    ended = []
+    for job_id, raw in zip(job_ids, records, strict=True):
+        if not raw or text(raw.get(b"status", b"")) in FINAL_STATUSES:
+            continue  # gone (the caps' prune drops it) or finished since
+        rq_job = text(raw[b"rq_job"]) if b"rq_job" in raw else None
+        if lifecycle.fail_unreadable(job_id, envelope_from_hash(job_id, raw)) or (
+            rq_job is not None and _rq_job_lost(lifecycle, job_id, rq_job)
+        ):
+            ended.append(job_id)
+    return ended
+
+
+def _next_batch(redis: Redis, batch: int) -> list[str]:
+    """The next `batch` unfinished jobs by creation time, after the last one the previous sweep
+    checked (a cursor of score and id: the set changes between sweeps); at the end, wrap."""
+    cursor: dict[bytes, bytes] = redis.hgetall(JANITOR_CURSOR)  # type: ignore[assignment]
+    after = (float(cursor[b"score"]), text(cursor[b"id"])) if cursor else (float("-inf"), "")
+    rows: list[tuple[bytes, float]] = redis.zrange(  # type: ignore[assignment]
+        OUTSTANDING, after[0], "+inf", byscore=True, offset=0, num=batch, withscores=True
+    )
+    if len(rows) < batch:
+        redis.delete(JANITOR_CURSOR)
+    else:
+        redis.hset(JANITOR_CURSOR, mapping={"score": rows[-1][1], "id": rows[-1][0]})
+    return [text(m) for m, score in rows if (score, text(m)) > after]
+
+
+def _rq_job_lost(lifecycle: Lifecycle, job_id: str, rq_job: str) -> bool:
+    redis = lifecycle.store.redis
+    if redis.exists(Job.key_for(rq_job)):
+        return False
+    # A worker may have handed the job to its next segment since the record was read.
+    if lifecycle.store.field(job_id, "rq_job") != rq_job:
+        return False
+    log.warning("job %s: its RQ job %s was deleted; failing it", job_id, rq_job)
+    return lifecycle.fail(
+        job_id,
+        FailureType.QUEUE_ENTRY_LOST,
+        "the job's queue entry was deleted (an operator removed it from the RQ queue), so no "
+        "worker will run it; submit it again",
+    ).applied

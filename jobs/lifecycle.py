@@ -21,14 +21,24 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from contract.envelope import JobError, JobStatus
+from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobError, JobStatus
 from jobs import metrics
-from jobs.store import JobStore, Transition, now
+from jobs.store import JobStore, Transition, now, unreadable
 from jobs.webhooks import Webhooks
 
 log = logging.getLogger("imagegen.jobs")
 
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobFailed(Exception):
+    """Raised by the worker's job function after it has ended a job `failed`, so that RQ files
+    the RQ job as failed too (`rq info`, dashboards) instead of finished. `on_rq_failure` sees
+    it and only stops RQ from retrying: the envelope already says what happened."""
+
+    def __init__(self, failure: FailureType) -> None:
+        super().__init__(f"the job failed ({failure.value}); its envelope says why")
+        self.failure = failure
 
 
 class Lifecycle:
@@ -40,7 +50,7 @@ class Lifecycle:
         self,
         job_id: str,
         status: JobStatus,
-        allowed_from: Iterable[JobStatus] = UNFINISHED,
+        allowed_from: Iterable[str] = UNFINISHED,
         finished_at: datetime | None = None,
         **fields: Any,
     ) -> Transition:
@@ -58,19 +68,34 @@ class Lifecycle:
     def fail(
         self,
         job_id: str,
-        type_: str,
+        type_: FailureType,
         message: str,
-        allowed_from: Iterable[JobStatus] = UNFINISHED,
+        allowed_from: Iterable[str] = UNFINISHED,
         finished_at: datetime | None = None,
     ) -> Transition:
         error = JobError(type=type_, message=message)
         return self.end(job_id, JobStatus.FAILED, allowed_from, finished_at, error=error)
 
+    def fail_unreadable(self, job_id: str, envelope: JobEnvelope) -> bool:
+        """End a job whose stored record no longer parses (`store.unreadable`), which readers
+        already serve as failed; True if this call ended it."""
+        if not unreadable(envelope):
+            return False
+        assert envelope.error is not None
+        # Compare-and-set against the stored status as it is, which may itself be what broke.
+        stored = self.store.field(job_id, "status")
+        if stored is None or stored in FINAL_STATUSES:
+            return False
+        log.warning("job %s: %s", job_id, envelope.error.message)
+        message = envelope.error.message
+        failed = self.fail(job_id, FailureType.RECORD_UNREADABLE, message, (*UNFINISHED, stored))
+        return failed.applied
+
     def _ended(self, job_id: str) -> None:
         envelope = self.store.load(job_id)
         if envelope is None:
             return
-        model = envelope.spec.stages[0].model
+        model = envelope.spec.stages[0].model if envelope.spec else "unknown"
         with self.store.redis.pipeline(transaction=False) as pipe:
             metrics.count_job(pipe, envelope.status.value, model)
             if envelope.finished_at is not None:
@@ -109,13 +134,16 @@ def on_rq_failure(
 ) -> None:
     """RQ saw the job fail outside our own handling: the hard timeout fired, or the worker
     running it died and the sweep found it abandoned. Reflect it in the envelope."""
+    if isinstance(exc, JobFailed):
+        job.retries_left = 0  # the worker failed it for a reason a rerun would meet again
+        return
     lifecycle = _lifecycle_for(connection, job)
     job_id = str(job.args[0]) if job.args else job.id
     if isinstance(exc, JobTimeoutException):
         job.retries_left = 0  # a job that ran out of time would run out again
         lifecycle.fail(
             job_id,
-            "timeout",
+            FailureType.TIMEOUT,
             "the job exceeded the worker's hard time limit and was stopped; ask for fewer steps "
             "or a smaller size",
         )
@@ -125,14 +153,14 @@ def on_rq_failure(
     elif isinstance(exc, AbandonedJobError):
         lifecycle.fail(
             job_id,
-            "worker_lost",
+            FailureType.WORKER_LOST,
             "the worker running this job stopped (crashed or was killed) and no retries are "
             "left; submit it again",
         )
     else:
         lifecycle.fail(
             job_id,
-            "worker_error",
+            FailureType.WORKER_ERROR,
             f"the worker hit an internal error ({exc_type.__name__}) and no retries are left; "
             "submit it again",
         )

@@ -24,7 +24,7 @@ from redis.client import Pipeline
 from rq import Callback, Queue, Retry
 from rq.serializers import JSONSerializer
 
-from jobs.redis_keys import queue_name, rq_job_id
+from jobs.redis_keys import job_key, queue_name, rq_job_id
 
 SERIALIZER = JSONSerializer
 RUN_JOB = "workers.tasks.run_job"
@@ -47,7 +47,9 @@ def pool_queue(redis: Redis, pool: str) -> Queue:
 def enqueue_segment(
     redis: Redis, pipe: Pipeline, job_id: str, segment: int, pool: str, policy: QueuePolicy
 ) -> None:
-    """Add the RQ job for one segment to `pipe` (which must be in MULTI mode)."""
+    """Add the RQ job for one segment to `pipe` (which must be in MULTI mode), and note it in
+    the job's record: the janitor checks that it still exists."""
+    pipe.hset(job_key(job_id), "rq_job", rq_job_id(job_id, segment))
     pool_queue(redis, pool).enqueue(
         RUN_JOB,
         job_id,

@@ -1,7 +1,8 @@
 """Every Redis key and channel this service uses, in one place.
 
 imagegen:job:<id>                 hash: spec, status, owner, timestamps, images, error, progress,
-                                  trace, attempts:<segment>
+                                  trace, attempts:<segment>, rq_job (the RQ job of its current
+                                  segment)
 imagegen:job:<id>:image:<i>       result PNG
 imagegen:job:<id>:cancel          set when a client cancels (its own key, so that progress writes
                                   never overwrite it)
@@ -13,6 +14,7 @@ imagegen:idempotency:<owner>:<h>  an Idempotency-Key's claim (`idempotency`)
 imagegen:worker:<name>            a live worker's presence (`presence`)
 imagegen:metrics:*                counters and histograms (`metrics`)
 imagegen:janitor                  the sweep lock (`janitor`)
+imagegen:janitor:cursor           where the next sweep's check of unfinished jobs starts
 rq:*                              RQ's own keys; our queues are named imagegen.<pool>
 """
 
@@ -73,6 +75,7 @@ METRICS_JOB_SECONDS = f"{PREFIX}:metrics:job_seconds"
 METRICS_STEP_SECONDS = f"{PREFIX}:metrics:step_seconds"
 
 JANITOR_LOCK = f"{PREFIX}:janitor"
+JANITOR_CURSOR = f"{PREFIX}:janitor:cursor"
 
 QUEUE_PREFIX = PREFIX
 

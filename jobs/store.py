@@ -10,16 +10,18 @@ PNGs live in Redis so that gateway and workers need no shared disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
 from redis import Redis
 from redis.client import Pipeline
 
 from contract.envelope import (
     FINAL_STATUSES,
+    FailureType,
     ImageInfo,
     JobEnvelope,
     JobError,
@@ -37,6 +39,8 @@ from jobs.redis_keys import (
     outstanding_key,
     text,
 )
+
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -68,7 +72,7 @@ class Transition:
     """What `transition` found: whether it applied, and the status it saw."""
 
     applied: bool
-    previous: JobStatus | None
+    previous: JobStatus | None  # None: the job is gone (or its status no longer parses)
 
 
 class JobStore:
@@ -105,14 +109,15 @@ class JobStore:
         return None if value is None else text(value)
 
     def transition(
-        self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus], **fields: Any
+        self, job_id: str, to: JobStatus, allowed_from: Iterable[str], **fields: Any
     ) -> Transition:
-        """Set status `to` (and `fields`) only if the current status is in `allowed_from`."""
-        allowed = tuple(allowed_from)
+        """Set status `to` (and `fields`) only if the current status is in `allowed_from` (job
+        statuses, or a status value that no longer parses, which only `unreadable` jobs have)."""
+        allowed = tuple(str(s) for s in allowed_from)
         # The owner never changes once the job exists; the script must be told every key it
         # touches (Redis Cluster routes by declared keys), so it is read first.
         owner = self.field(job_id, "owner") or ""
-        args: list[str | int] = [to.value, ",".join(s.value for s in allowed)]
+        args: list[str | int] = [to.value, ",".join(allowed)]
         args += [self.result_ttl_s if to in FINAL_STATUSES else 0, job_id]
         for name, value in fields.items():
             args += [name, _encode(value)]
@@ -120,8 +125,9 @@ class JobStore:
         found = self._transition(keys=keys, args=args)
         if found is None:
             return Transition(False, None)
-        previous = JobStatus(text(found))
-        return Transition(previous in allowed, previous)
+        previous = text(found)
+        known = JobStatus(previous) if previous in _STATUS_VALUES else None
+        return Transition(previous in allowed, known)
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -157,22 +163,65 @@ def _encode(value: Any) -> str:
 
 
 def envelope_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobEnvelope:
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    """The envelope of a stored job. Never raises: a record that no longer parses (written by
+    another version, or edited by hand) is served as a `failed` job that says which fields broke,
+    and the janitor's sweep then ends it for good (`unreadable`)."""
+    fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+    broken: list[str] = []
 
-    def when(name: str) -> datetime | None:
-        return datetime.fromisoformat(fields[name]) if fields.get(name) else None
+    def read(name: str, parse: Callable[[str], T], default: T) -> T:
+        if name not in fields:
+            return default
+        try:
+            return parse(fields[name])
+        except (ValueError, TypeError, KeyError):  # pydantic's ValidationError is a ValueError
+            broken.append(name)
+            return default
 
-    created = when("created_at")
-    assert created is not None, f"job {job_id} has no created_at"
-    return JobEnvelope(
+    def required(name: str, parse: Callable[[str], T], default: T) -> T:
+        if name not in fields:
+            broken.append(name)
+        return read(name, parse, default)
+
+    status = required("status", JobStatus, JobStatus.FAILED)
+    created_at = required("created_at", datetime.fromisoformat, _UNKNOWN_TIME)
+    spec: JobSpec | None = required("spec", JobSpec.model_validate_json, None)
+    envelope = JobEnvelope(
         id=job_id,
-        status=JobStatus(fields["status"]),
-        created_at=created,
-        started_at=when("started_at"),
-        finished_at=when("finished_at"),
-        spec=JobSpec.model_validate_json(fields["spec"]),
-        progress=Progress.model_validate_json(fields["progress"]) if "progress" in fields else None,
-        images=[ImageInfo(**i) for i in json.loads(fields.get("images", "[]"))],
-        error=JobError.model_validate_json(fields["error"]) if "error" in fields else None,
-        trace=[StageTrace(**t) for t in json.loads(fields.get("trace", "[]"))],
+        status=status,
+        created_at=created_at,
+        started_at=read("started_at", datetime.fromisoformat, None),
+        finished_at=read("finished_at", datetime.fromisoformat, None),
+        spec=spec,
+        progress=read("progress", Progress.model_validate_json, None),
+        images=read("images", _IMAGES.validate_json, list[ImageInfo]()),
+        error=read("error", JobError.model_validate_json, None),
+        trace=read("trace", _TRACE.validate_json, list[StageTrace]()),
     )
+    if not broken:
+        return envelope
+    return envelope.model_copy(
+        update={
+            "status": JobStatus.FAILED,
+            "progress": None,
+            "images": [],
+            "trace": [],
+            "error": JobError(
+                type=FailureType.RECORD_UNREADABLE,
+                message=f"the stored job could no longer be read (broken: {', '.join(broken)}); "
+                "submit it again",
+            ),
+        }
+    )
+
+
+def unreadable(envelope: JobEnvelope) -> bool:
+    """Whether `envelope` stands for a stored job that no longer parses."""
+    return envelope.error is not None and envelope.error.type is FailureType.RECORD_UNREADABLE
+
+
+_STATUS_VALUES = frozenset(s.value for s in JobStatus)
+# What a record missing its creation time says instead (there is no true value to serve).
+_UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
+_IMAGES = TypeAdapter(list[ImageInfo])
+_TRACE = TypeAdapter(list[StageTrace])

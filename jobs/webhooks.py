@@ -77,7 +77,7 @@ class Webhooks:
         """Deliver in the background if the job asked for this event; return the thread."""
         spec = envelope.spec
         event = EVENT_OF.get(envelope.status)
-        if spec.webhook_url is None or event is None or self.secret is None:
+        if spec is None or spec.webhook_url is None or event is None or self.secret is None:
             return None
         if spec.webhook_events is not None and event not in spec.webhook_events:
             return None

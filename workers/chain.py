@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
 from PIL import Image
 
-from contract.envelope import StageTrace
+from contract.envelope import FailureType, StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
@@ -39,7 +39,7 @@ _LATENT_MODES = {
 class StageError(Exception):
     """A stage cannot run as asked; `type` is the machine name clients see."""
 
-    def __init__(self, type_: str, message: str) -> None:
+    def __init__(self, type_: FailureType, message: str) -> None:
         super().__init__(message)
         self.type = type_
 
@@ -213,7 +213,7 @@ def _image_input(
         if stage.mode is Mode.REFINE:
             if carry.ends_at is None:
                 raise StageError(
-                    "invalid_job",
+                    FailureType.INVALID_JOB,
                     f"stage {i} refines, but stage {i - 1} ran to "
                     "its end; refine needs a stage that stopped at switch_at",
                 )
@@ -227,7 +227,7 @@ def _image_input(
         resample, strength = Image.Resampling.LANCZOS, spec.strength
     else:
         if stage.mode is Mode.REFINE:
-            raise StageError("invalid_job", f"stage {i} refines but was handed pixels")
+            raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")
         resample, strength = _RESAMPLE[str(stage.upscaler)], stage.denoise
     images = [img.resize((width, height), resample) for img in carry.images]
     return {"image": images, "strength": strength}
@@ -237,7 +237,7 @@ def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -
     target = model.entry.latent_space
     if not can_hand_off_latents(space, target):
         raise StageError(
-            "latent_space_mismatch",
+            FailureType.LATENT_SPACE_MISMATCH,
             f"stage {i} was handed latents of latent space {space.describe()}, but "
             f"{model.entry.name!r} works in {target.describe()}; use handoff: pixel",
         )

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from contract.chain_rules import JobLimits, check_job
-from contract.envelope import JobStatus, Progress, image_url
+from contract.envelope import FailureType, JobStatus, Progress, image_url
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
 from contract.spec import JobSpec
@@ -71,7 +71,9 @@ class JobRunner:
         self.worker_name = worker_name
         self.progress_interval_s = progress_interval_s
 
-    def run(self, job_id: str, segment: int = 0) -> None:
+    def run(self, job_id: str, segment: int = 0) -> FailureType | None:
+        """Run one segment; return the failure it ended the job with, if it did."""
+
         def lost_redis(error: Exception) -> None:
             # Redis went away mid-job (a restart). Its state comes back with it: wait for it,
             # put the job back to queued, and run the segment again rather than lose the job.
@@ -81,22 +83,25 @@ class JobRunner:
             )
 
         with job_context(job_id):
-            _SEGMENT_RERUNS.call_with_retry(lambda: self._run(job_id, segment), lost_redis)
+            return _SEGMENT_RERUNS.call_with_retry(lambda: self._run(job_id, segment), lost_redis)
 
-    def _run(self, job_id: str, segment: int) -> None:
+    def _run(self, job_id: str, segment: int) -> FailureType | None:
         envelope = self.store.load(job_id)
+        if envelope is not None and self.lifecycle.fail_unreadable(job_id, envelope):
+            return FailureType.RECORD_UNREADABLE
         if envelope is None or envelope.status.is_final:
             state = "expired" if envelope is None else envelope.status.value
             log.info("nothing to do (%s)", state)
-            return
+            return None
+        assert envelope.spec is not None  # only an unreadable record has none
         if self.store.cancel_requested(job_id):
             self.lifecycle.end(job_id, JobStatus.CANCELED, _CLAIMABLE)
-            return
+            return None
         fields: dict[str, object] = {"worker": self.worker_name}
         if segment == 0:
             fields["started_at"] = now()
         if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
-            return
+            return None
         # Counts runs of each segment: a retried one shows 2 (the reliability tests read it).
         self.store.redis.hincrby(job_key(job_id), f"attempts:{segment}", 1)
         log.info("running segment %d", segment)
@@ -106,36 +111,37 @@ class JobRunner:
         except Stopped as stop:
             if stop.reason == "canceled":
                 self._finish(job_id, JobStatus.CANCELED)
-            else:
-                self._fail(
-                    job_id,
-                    "timeout",
-                    f"the job ran longer than its {envelope.spec.timeout_s} s limit and was "
-                    "stopped; ask for fewer steps or a smaller size, or a larger timeout_s",
-                )
+                return None
+            return self._fail(
+                job_id,
+                FailureType.TIMEOUT,
+                f"the job ran longer than its {envelope.spec.timeout_s} s limit and was "
+                "stopped; ask for fewer steps or a smaller size, or a larger timeout_s",
+            )
         except JobRejected as rejected:
-            self._fail(job_id, "invalid_job", str(rejected))
+            return self._fail(job_id, FailureType.INVALID_JOB, str(rejected))
         except ModelUnavailable as exc:
-            self._fail(job_id, "model_unavailable", str(exc))
+            return self._fail(job_id, FailureType.MODEL_UNAVAILABLE, str(exc))
         except StageError as exc:
-            self._fail(job_id, exc.type, str(exc))
+            return self._fail(job_id, exc.type, str(exc))
         except torch.OutOfMemoryError:
             log.exception("out of memory")
-            self._fail(
+            return self._fail(
                 job_id,
-                "out_of_memory",
+                FailureType.OUT_OF_MEMORY,
                 "the worker ran out of GPU memory; ask for a smaller size or fewer images",
             )
         except _REDIS_ERRORS:
             raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
             log.exception("generation failed")
-            self._fail(
+            return self._fail(
                 job_id,
-                "generation_failed",
+                FailureType.GENERATION_FAILED,
                 f"generation failed in the model ({type(exc).__name__}); the worker log has "
                 f"details. {first_line(exc)}",
             )
+        return None
 
     def _run_segment(
         self, job_id: str, index: int, spec: JobSpec, started_at: datetime | None
@@ -143,7 +149,9 @@ class JobRunner:
         if spec.strength is not None:
             raw = self.store.redis.get(init_image_key(job_id))
             if not isinstance(raw, bytes):
-                raise StageError("invalid_job", "the job's init_image is missing from the store")
+                raise StageError(
+                    FailureType.INVALID_JOB, "the job's init_image is missing from the store"
+                )
             spec = spec.model_copy(update={"init_image": base64.b64encode(raw).decode()})
         # The gateway checked this spec, but a job can reach Redis by other paths.
         checked = check_job(spec, self.registry, self.limits)
@@ -228,7 +236,9 @@ class JobRunner:
         for k in range(count):
             raw = self.store.redis.get(handoff_key(job_id, index, k))
             if not isinstance(raw, bytes):
-                raise StageError("invalid_job", f"segment {index}'s input pictures are missing")
+                raise StageError(
+                    FailureType.INVALID_JOB, f"segment {index}'s input pictures are missing"
+                )
             pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
         return pictures
 
@@ -245,14 +255,15 @@ class JobRunner:
         )
         log.info("job %s", status.value)
 
-    def _fail(self, job_id: str, type_: str, message: str) -> None:
+    def _fail(self, job_id: str, type_: FailureType, message: str) -> FailureType | None:
         when = now()
-        through_outage(
+        outcome = through_outage(
             lambda: self.lifecycle.fail(
                 job_id, type_, message, allowed_from=(JobStatus.RUNNING,), finished_at=when
             )
         )
-        log.info("job failed (%s)", type_)
+        log.info("job failed (%s)", type_.value)
+        return type_ if outcome.applied else None
 
 
 class _Monitor:

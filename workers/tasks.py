@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobs.lifecycle import JobFailed
 from workers.job_runner import JobRunner
 
 # The runner the worker process installs at start (`workers.worker.main`): RQ calls job
@@ -17,4 +18,8 @@ def install_runner(runner: JobRunner | None) -> None:
 def run_job(job_id: str, segment: int = 0) -> None:
     if _runner is None:
         raise RuntimeError("run_job needs the imagegen worker (python -m workers), not plain rq")
-    _runner.run(job_id, segment)
+    failure = _runner.run(job_id, segment)
+    if failure is not None:
+        # The envelope says failed already; raising files the RQ job as failed too, so that
+        # `rq info` and dashboards agree with the API (`on_rq_failure` stops RQ retrying it).
+        raise JobFailed(failure)

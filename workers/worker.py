@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any
 
 import torch
 from redis import Redis
@@ -27,7 +28,7 @@ from rq.job import Job
 from contract.registry import ModelRegistry
 from jobs import lifecycle, logs
 from jobs.janitor import sweep
-from jobs.lifecycle import Lifecycle
+from jobs.lifecycle import JobFailed, Lifecycle
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
@@ -46,11 +47,17 @@ def unique_name(prefix: str | None) -> str:
 
 class GenerationWorker(SimpleWorker):
     def __init__(
-        self, *args: object, settings: WorkerSettings, cache: ModelCache, **kwargs: object
+        self,
+        *args: object,
+        settings: WorkerSettings,
+        cache: ModelCache,
+        lifecycle: Lifecycle,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.cache = cache
+        self.lifecycle = lifecycle
         self._running: Job | None = None
         self._stop = threading.Event()
 
@@ -63,6 +70,14 @@ class GenerationWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             self._running = None
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        if isinstance(exc_info[1], JobFailed):
+            # A job that failed for a reason already in its envelope, not a crash: RQ would log
+            # a traceback of `run_job` raising for it.
+            log.info("RQ job %s filed as failed (%s)", job.id, exc_info[1].failure.value)
+            return
+        super().handle_exception(job, *exc_info)
 
     def work(self, *args: object, **kwargs: object) -> bool:
         life = threading.Thread(target=self._life, daemon=True, name="heartbeat")
@@ -83,7 +98,7 @@ class GenerationWorker(SimpleWorker):
                 if job is not None and self.execution is not None:
                     self.maintain_heartbeats(job)
                 publish(self.connection, self.presence(), ttl_s=settings.heartbeat_ttl_s)
-                sweep(self.connection, settings.sweep_interval_s)
+                sweep(self.lifecycle, settings.sweep_interval_s)
             except Exception:  # Redis away: a missed beat must not kill the thread
                 log.warning("heartbeat failed", exc_info=True)
 
@@ -132,6 +147,7 @@ def main() -> None:
         serializer=SERIALIZER,
         settings=settings,
         cache=runner.cache,
+        lifecycle=runner.lifecycle,
         worker_ttl=30,
     )
     publish(redis, worker.presence(), ttl_s=settings.heartbeat_ttl_s)

@@ -1,28 +1,34 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from pydantic import BaseModel
 
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
+from contract.envelope import Answer
 from jobs.metrics import RedisCollector
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["health"])
 
 
-class Readiness(BaseModel):
-    redis: str
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    redis: Literal["ok"]
     workers: int
     models_without_workers: list[str]
 
 
 @router.get("/healthz", operation_id="healthz")
-def healthz() -> dict[str, str]:
+def healthz() -> Health:
     """The process is up (it does not touch Redis)."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
 @router.get(

@@ -17,7 +17,7 @@ from app.keys import CallerDep
 from contract.envelope import JobEnvelope
 from contract.spec import JobSpec
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 503))
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 422, 503))
 
 LOCATION = {
     "Location": {"description": "The job's URL: GET it to poll.", "schema": {"type": "string"}}
@@ -118,7 +118,7 @@ def cancel_job(
             "description": "Server-Sent Events: an `envelope` event whenever status or progress "
             "changes, the last one when the job ends.",
         },
-        **documented(401, 404, 503, by_reference=True),
+        **documented(401, 404, 422, 503, by_reference=True),
     },
 )
 async def stream_job_events(

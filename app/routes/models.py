@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
 from app.keys import CallerDep
+from contract.architectures import ArchitectureName
+from contract.envelope import Answer
+from contract.latent_spaces import LatentSpaceName
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
 
 
-class LatentSpaceInfo(BaseModel):
-    name: str
+class LatentSpaceInfo(Answer):
+    name: LatentSpaceName
     channels: int
     vae_downscale: int
     scaling_factor: float
@@ -20,9 +23,9 @@ class LatentSpaceInfo(BaseModel):
     packed_2x2: bool
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Answer):
     name: str
-    architecture: str
+    architecture: ArchitectureName
     latent_space: LatentSpaceInfo
     size_multiple: int
     text_to_image: bool

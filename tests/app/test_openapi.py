@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from app.keys import digest
+from app.main import create_app
 from app.openapi import render
+from app.settings import GatewaySettings
 from jobs.settings import REPO_ROOT
 
 
@@ -20,3 +23,22 @@ def test_openapi_carries_the_worked_examples_and_the_422_example() -> None:
     assert {"sd15_txt2img", "sdxl_refiner", "sd15_flux_hires", "flux_latent_hires"} <= set(examples)
     refused = operation["responses"]["422"]["content"]["application/json"]["example"]
     assert refused["detail"][0]["type"] == "latent_space_mismatch"
+
+
+def test_security_is_declared_only_where_keys_are_needed(
+    gateway_settings: GatewaySettings,
+) -> None:
+    """Open mode needs no key, and says so: a generated client then takes a plain client."""
+    open_document = create_app(gateway_settings).openapi()
+    assert "securitySchemes" not in open_document.get("components", {})
+    keyed = gateway_settings.model_copy(update={"api_keys": {"alice": digest("k")}})
+    keyed_document = create_app(keyed).openapi()
+    for document, secured in ((open_document, False), (keyed_document, True)):
+        job_operations = [
+            operation
+            for path, operations in document["paths"].items()
+            if path.startswith("/jobs") or path == "/models"
+            for operation in operations.values()
+        ]
+        assert len(job_operations) == 6
+        assert all(("security" in op) is secured for op in job_operations)

@@ -9,6 +9,8 @@ import pytest
 from redis import Redis
 
 from contract.spec import JobSpec
+from jobs.caps import Caps
+from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import JobStore
 
@@ -30,6 +32,11 @@ def store(redis: Redis) -> JobStore:
     return JobStore(redis, result_ttl_s=60)
 
 
+@pytest.fixture
+def lifecycle(store: JobStore) -> Lifecycle:
+    return Lifecycle(store)
+
+
 QueueJob = Callable[..., str]
 
 
@@ -37,6 +44,7 @@ QueueJob = Callable[..., str]
 def queue_job(store: JobStore) -> QueueJob:
     def queue(retries: int = 1, owner: str = "alice") -> str:
         job_id = str(uuid.uuid4())
+        Caps(store.redis, 100, 100).reserve(job_id, owner)  # counted unfinished, as admitted
         with store.redis.pipeline() as pipe:
             pipe.multi()
             store.create(job_id, SPEC, pipe, owner=owner)

@@ -1,28 +1,33 @@
 """The janitor: abandoned jobs (a started-registry entry nobody refreshes) are retried, then
-failed; one sweeper acts per interval."""
+failed; a job whose RQ job was deleted, or whose record no longer parses, is failed by the next
+sweep; one sweeper acts per interval."""
 
 from __future__ import annotations
 
-from jobs.janitor import sweep
-from jobs.queues import pool_queue
-from jobs.redis_keys import JANITOR_LOCK
+from rq.job import Job
+
+from contract.envelope import JobStatus
+from jobs.janitor import check_unfinished, sweep
+from jobs.lifecycle import Lifecycle
+from jobs.queues import SERIALIZER, pool_queue
+from jobs.redis_keys import JANITOR_LOCK, job_key
 from jobs.store import JobStore
 from tests.helpers import abandon
 from tests.jobs.conftest import POOL, QueueJob
 
 
 def test_an_abandoned_job_is_queued_again_then_failed_when_retries_run_out(
-    store: JobStore, queue_job: QueueJob
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
 ) -> None:
     job_id = queue_job(retries=1)
     abandon(store.redis, job_id, POOL)
-    assert sweep(store.redis, interval_s=0.001)
+    assert sweep(lifecycle, interval_s=0.001)
     assert store.field(job_id, "status") == "queued"
     assert job_id in pool_queue(store.redis, POOL).get_job_ids()
 
     abandon(store.redis, job_id, POOL)
     store.redis.delete(JANITOR_LOCK)
-    assert sweep(store.redis, interval_s=0.001)
+    assert sweep(lifecycle, interval_s=0.001)
     envelope = store.load(job_id)
     assert envelope is not None
     assert envelope.status.value == "failed"
@@ -30,6 +35,87 @@ def test_an_abandoned_job_is_queued_again_then_failed_when_retries_run_out(
     assert envelope.error.type == "worker_lost"
 
 
-def test_one_sweeper_acts_per_interval(store: JobStore) -> None:
-    assert sweep(store.redis, interval_s=5)
-    assert not sweep(store.redis, interval_s=5)
+def test_one_sweeper_acts_per_interval(lifecycle: Lifecycle) -> None:
+    assert sweep(lifecycle, interval_s=5)
+    assert not sweep(lifecycle, interval_s=5)
+
+
+def test_a_job_whose_rq_job_was_deleted_fails_at_the_next_sweep(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    deleted, emptied, kept = queue_job(), queue_job(), queue_job()
+    # rq-dashboard's Delete is Job.delete(); a manual `DEL rq:job:<id>` leaves the id queued.
+    Job.fetch(deleted, connection=store.redis, serializer=SERIALIZER).delete()
+    store.redis.delete(Job.key_for(emptied))
+
+    assert sweep(lifecycle, interval_s=0.001)
+
+    for job_id in (deleted, emptied):
+        envelope = store.load(job_id)
+        assert envelope is not None
+        assert envelope.error is not None
+        assert envelope.status is JobStatus.FAILED
+        assert envelope.error.type == "queue_entry_lost"
+        assert "submit it again" in envelope.error.message
+    assert store.field(kept, "status") == "queued"
+
+
+def test_a_job_handed_to_its_next_segment_is_not_taken_for_lost(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job()
+    # Between the sweep's read and its check, a worker moved the job on to segment 1.
+    store.redis.hset(job_key(job_id), "rq_job", f"{job_id}-s1")
+    store.redis.delete(Job.key_for(job_id))
+    assert check_unfinished(lifecycle) == [job_id]  # segment 1's RQ job does not exist either
+
+    later = queue_job()
+    store.redis.delete(Job.key_for(later))
+    original = store.redis.hget
+
+    def moved_on(name: str, key: str) -> object:  # the hand-over lands during the sweep
+        if key == "rq_job":
+            return f"{later}-s1".encode()
+        return original(name, key)
+
+    store.redis.hget = moved_on  # type: ignore[method-assign]
+    try:
+        assert check_unfinished(lifecycle) == []
+    finally:
+        del store.redis.hget
+    assert store.field(later, "status") == "queued"
+
+
+def test_an_unreadable_record_is_served_failed_and_the_sweep_ends_it(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    bad_spec, bad_status = queue_job(), queue_job()
+    # What an older version, or a hand edit, leaves behind.
+    store.redis.hset(job_key(bad_spec), "spec", '{"prompt": 3}')
+    store.redis.hset(job_key(bad_status), "status", "paused")
+
+    for job_id, field in ((bad_spec, "spec"), (bad_status, "status")):
+        served = store.load(job_id)
+        assert served is not None
+        assert served.error is not None
+        assert served.status is JobStatus.FAILED
+        assert served.error.type == "record_unreadable"
+        assert f"broken: {field}" in served.error.message
+
+    assert sweep(lifecycle, interval_s=0.001)
+
+    assert store.field(bad_spec, "status") == "failed"
+    assert store.field(bad_status, "status") == "failed"
+    assert store.redis.zcard("imagegen:outstanding") == 0  # their cap slots are free again
+
+
+def test_a_sweep_checks_a_batch_and_the_next_one_goes_on_from_there(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    jobs = [queue_job() for _ in range(3)]
+    for job_id in jobs:
+        store.redis.delete(Job.key_for(job_id))
+    first = check_unfinished(lifecycle, batch=2)
+    second = check_unfinished(lifecycle, batch=2)
+    assert len(first) == 2
+    assert sorted(first + second) == sorted(jobs)

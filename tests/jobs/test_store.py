@@ -18,7 +18,7 @@ def test_a_created_job_reads_back_as_a_queued_envelope(
     found = store.load_with_owner(job_id)
     assert found is not None
     envelope, owner = found
-    assert (envelope.id, envelope.status, owner) == (job_id, JobStatus.QUEUED, "alice")
+    assert (str(envelope.id), envelope.status, owner) == (job_id, JobStatus.QUEUED, "alice")
     assert envelope.spec == SPEC
     assert store.load("no-such-job") is None
 

@@ -3,7 +3,8 @@
 The gateway runs as a real uvicorn process with those packages unimportable (an import hook that
 raises and records the attempt), as in the API image, which holds neither. Its janitor must still
 recover an abandoned job (planted as RQ's own tests plant one: an expired started-registry entry)
-when no worker is alive to do it, and fail the job once its retries are spent.
+when no worker is alive to do it, fail the job once its retries are spent, and fail a job whose
+RQ job an operator deleted.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis
+from rq.job import Job
 
 from devstack.processes import start_gateway, stop, wait_for_gateway
 from devstack.redis_server import RedisServer, free_port
-from jobs.queues import pool_queue
+from jobs.queues import SERIALIZER, pool_queue
 from tests.conftest import Stack
 from tests.helpers import abandon, fetch_png, submit_and_wait
 
@@ -124,6 +126,13 @@ def test_janitor_recovers_and_fails_abandoned_jobs_without_workers_importable(
         abandon(redis, doomed, "unserved")  # its worker died again: no retry left
         failed = wait_status(http, doomed, "failed")
         assert failed["error"]["type"] == "worker_lost"
+
+        # An operator deletes a queued job in rq-dashboard (Job.delete): no worker will ever
+        # run it, and the next sweep says so instead of leaving it queued forever.
+        deleted = http.post("/jobs", json=UNSERVED).json()["id"]
+        Job.fetch(deleted, connection=redis, serializer=SERIALIZER).delete()
+        lost = wait_status(http, deleted, "failed")
+        assert lost["error"]["type"] == "queue_entry_lost"
     assert_never_imported(gateway.stop_and_read_report())
 
 

@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 
+from jobs.queues import SERIALIZER
 from tests.conftest import Stack
 from tests.helpers import submit_and_wait, wait_final
 
@@ -126,6 +129,12 @@ def test_a_job_over_its_timeout_fails_with_type_timeout(stack: Stack) -> None:
         assert final["status"] == "failed"
         assert final["error"]["type"] == "timeout"
         assert "1 s" in final["error"]["message"]
+        # RQ's own tools (rq info, dashboards) file it as failed too, once the worker is done.
+        rq_job = Job.fetch(final["id"], connection=stack.redis, serializer=SERIALIZER)
+        deadline = time.monotonic() + 10
+        while rq_job.get_status() != RQStatus.FAILED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rq_job.get_status() == RQStatus.FAILED
         assert submit_and_wait(client, QUICK)["status"] == "succeeded"
 
 

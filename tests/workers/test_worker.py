@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.registry import FailedJobRegistry
 
 from contract.envelope import JobStatus
 from contract.registry import ModelRegistry
 from jobs.presence import live_workers
 from jobs.queues import SERIALIZER, pool_queue
-from jobs.redis_keys import rq_job_id
+from jobs.redis_keys import init_image_key, job_key, rq_job_id
+from tests.helpers import png_b64
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner
 from workers.worker import GenerationWorker, build_runner, unique_name
@@ -34,6 +38,7 @@ def worker(redis: Redis, registry_file: Path) -> Iterator[GenerationWorker]:
             serializer=SERIALIZER,
             settings=settings,
             cache=runner.cache,
+            lifecycle=runner.lifecycle,
         )
     finally:
         install_runner(None)
@@ -61,6 +66,30 @@ def test_a_queued_job_runs_to_succeeded_in_burst_mode(
     assert envelope["status"] == JobStatus.SUCCEEDED.value
     assert envelope["trace"][0]["worker"] == worker.name
     assert pool_queue(worker.connection, "default").fetch_job(rq_job_id(job_id, 0)) is not None
+
+
+def test_a_job_that_fails_is_failed_in_rqs_registries_too_and_not_retried(
+    worker: GenerationWorker, client: TestClient
+) -> None:
+    """`rq info` and dashboards must agree with the API: before, RQ counted these finished."""
+    spec = {"prompt": "p", "seed": 2, "width": 64, "height": 64, "strength": 0.5}
+    spec |= {"init_image": png_b64(64, 64), "stages": [{"model": "demo-sd15", "steps": 2}]}
+    no_picture = client.post("/jobs", json=spec).json()["id"]
+    unreadable = client.post("/jobs", json=spec).json()["id"]
+    redis = worker.connection
+    redis.delete(init_image_key(no_picture))  # what the worker needs is gone
+    redis.hset(job_key(unreadable), "spec", "{}")  # written by some other version
+
+    worker.work(burst=True)
+
+    failed = FailedJobRegistry(queue=pool_queue(redis, "default"))
+    for job_id, failure in ((no_picture, "invalid_job"), (unreadable, "record_unreadable")):
+        envelope = client.get(f"/jobs/{job_id}").json()
+        assert (envelope["status"], envelope["error"]["type"]) == ("failed", failure)
+        rq_job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+        assert rq_job.get_status() == RQStatus.FAILED
+        assert job_id in failed
+    assert redis.hget(job_key(no_picture), "attempts:0") == b"1"  # run once: no retry
 
 
 def test_presence_names_the_pool_and_what_is_loaded(

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.registry import CanceledJobRegistry
 
+from contract.envelope import JobEnvelope
+from jobs.queues import SERIALIZER, pool_queue
+from jobs.redis_keys import job_key
 from tests.helpers import bomb_png_b64, png_b64, queued_anything, truncated_png_b64
 
 
@@ -241,3 +247,34 @@ def test_a_latent_handoff_across_spaces_is_a_422_and_queues_nothing(
     assert not queued_anything(redis), "a refused job must leave nothing in Redis"
     body["stages"][1]["handoff"] = "pixel"
     assert client.post("/jobs", json=body).status_code == 202
+
+
+def test_canceling_a_queued_job_files_its_rq_job_canceled(client: TestClient, redis: Redis) -> None:
+    job_id = client.post("/jobs", json=spec()).json()["id"]
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    rq_job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+    assert rq_job.get_status() == RQStatus.CANCELED  # `rq info` agrees; no worker will take it
+    queue = pool_queue(redis, "default")
+    assert job_id not in queue.get_job_ids()
+    assert job_id in CanceledJobRegistry(queue=queue)
+
+
+def test_a_job_whose_record_no_longer_parses_reads_as_failed_never_500(
+    client: TestClient, redis: Redis
+) -> None:
+    job_id = client.post("/jobs", json=spec()).json()["id"]
+    redis.hset(job_key(job_id), "spec", json.dumps({"prompt": "p", "stages": "all of them"}))
+
+    envelope = client.get(f"/jobs/{job_id}").json()
+    JobEnvelope.model_validate(envelope)  # what the document promises
+    assert (envelope["status"], envelope["spec"]) == ("failed", None)
+    assert envelope["error"]["type"] == "record_unreadable"
+    assert "broken: spec" in envelope["error"]["message"]
+    refused = client.post(f"/jobs/{job_id}/cancel")
+    assert (refused.status_code, refused.json()["detail"][0]["type"]) == (
+        409,
+        "job_already_finished",
+    )
+    with client.stream("GET", f"/jobs/{job_id}/events") as events:
+        data = next(line for line in events.iter_lines() if line.startswith("data:"))
+    assert json.loads(data.removeprefix("data:"))["error"]["type"] == "record_unreadable"
