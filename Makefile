@@ -32,10 +32,10 @@ test: $(VENV)/.installed lint typecheck
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not stack and not soak"
 
-## The reliability suite at full strength: ten kills, 500-job burst, a longer fuzz, and a kill
+## The reliability suite at full strength: ten kills, 500-job burst, a ten-minute fuzz, and a kill
 ## with the default heartbeat settings.
 soak: $(VENV)/.installed
-	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_EXAMPLES=200 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability tests/stack/test_crash_recovery.py
+	IMAGEGEN_TEST_KILLS=10 IMAGEGEN_TEST_FUZZ_SECONDS=600 IMAGEGEN_TEST_BURST_JOBS=500 $(PY) -m pytest tests/stack/reliability tests/stack/test_crash_recovery.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

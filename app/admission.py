@@ -3,7 +3,6 @@ what a caller may see, cancel."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import uuid
@@ -181,6 +180,12 @@ class JobService:
         rq_job = self.store.field(job_id, "rq_job")
         if rq_job is None:
             return
-        # NoSuchJobError: gone already; InvalidJobOperation: RQ has it canceled already.
-        with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
+        try:
             Job.fetch(rq_job, connection=self.redis, serializer=SERIALIZER).cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass  # gone already, or RQ has it canceled already
+        except Exception:
+            # The job is canceled (its envelope says so, and a worker that takes the RQ job
+            # does nothing); only RQ's bookkeeping failed. RQ's cancel races a worker that is
+            # dequeuing the job (ValueError: "Execution ... not found"): no 500 for that.
+            log.warning("job %s: RQ could not file it as canceled", job_id, exc_info=True)

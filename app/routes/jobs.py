@@ -22,6 +22,21 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404,
 LOCATION = {
     "Location": {"description": "The job's URL: GET it to poll.", "schema": {"type": "string"}}
 }
+# OpenAPI links: what a client (or a stateful fuzzer) does next with the id POST /jobs returned.
+_JOB_ID = {"job_id": "$response.body#/id"}
+JOB_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": _JOB_ID, "description": "Poll it."},
+    "JobEvents": {"operationId": "job_events", "parameters": _JOB_ID, "description": "Follow it."},
+    "CancelJob": {"operationId": "cancel_job", "parameters": _JOB_ID, "description": "Cancel it."},
+}
+# A job has images only once it has succeeded: the link starts from the envelope that lists them.
+IMAGE_LINKS = {
+    "GetJobImage": {
+        "operationId": "get_job_image",
+        "parameters": {**_JOB_ID, "index": "$response.body#/images/0/index"},
+        "description": "Its first image (a succeeded job lists them in `images`).",
+    },
+}
 
 
 @router.post(
@@ -34,8 +49,13 @@ LOCATION = {
             "model": JobEnvelope,
             "description": "Seen before: the job this Idempotency-Key and body created.",
             "headers": LOCATION,
+            "links": JOB_LINKS,
         },
-        202: {"description": "Queued. Poll the `Location` header's URL.", "headers": LOCATION},
+        202: {
+            "description": "Queued. Poll the `Location` header's URL.",
+            "headers": LOCATION,
+            "links": JOB_LINKS,
+        },
         **documented(400, 409, 413, 429),
         422: {
             **documented(422)[422],
@@ -66,7 +86,11 @@ def create_job(
     )
 
 
-@router.get("/{job_id}", operation_id="get_job")
+@router.get(
+    "/{job_id}",
+    operation_id="get_job",
+    responses={200: {"description": "The job's envelope.", "links": IMAGE_LINKS}},
+)
 def get_job(job_id: UUID, jobs: JobServiceDep, caller: CallerDep) -> JobEnvelope:
     """The job envelope: status, progress, images (when succeeded) or error (when failed)."""
     return jobs.visible(str(job_id), caller)

@@ -278,3 +278,17 @@ def test_a_job_whose_record_no_longer_parses_reads_as_failed_never_500(
     with client.stream("GET", f"/jobs/{job_id}/events") as events:
         data = next(line for line in events.iter_lines() if line.startswith("data:"))
     assert json.loads(data.removeprefix("data:"))["error"]["type"] == "record_unreadable"
+
+
+def test_cancel_is_not_a_500_when_rq_cannot_file_the_job_canceled(
+    client: TestClient, redis: Redis
+) -> None:
+    """Found by schemathesis: RQ's cancel raises when a worker is dequeuing the job at that
+    moment (an execution listed but not yet stored). The job is canceled all the same."""
+    job_id = client.post("/jobs", json=spec()).json()["id"]
+    # What a worker leaves mid-dequeue: the RQ job started, its execution listed, not stored.
+    Job.fetch(job_id, connection=redis, serializer=SERIALIZER).set_status(RQStatus.STARTED)
+    redis.zadd(f"rq:executions:{job_id}", {"in-flight": 1e12})
+    canceled = client.post(f"/jobs/{job_id}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "canceled"

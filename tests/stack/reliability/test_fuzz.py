@@ -1,6 +1,10 @@
-"""schemathesis against the running gateway and the committed openapi/openapi.json: positive and
-negative cases for every operation, with an API key configured as in production. Zero 5xx,
-every response conforming to the schema.
+"""schemathesis against the running gateway (with a worker, so that fuzzed jobs run, end and have
+images) and the committed openapi/openapi.json: every phase, positive and negative cases for
+every operation, stateful sequences along the document's links from POST /jobs, with an API key
+configured as in production. Zero 5xx, every response conforming to the schema.
+
+`IMAGEGEN_TEST_FUZZ_SECONDS` turns the example budget into a time budget (`make soak`: ten
+minutes); fuzzing and stateful testing repeat until it is spent.
 
 `positive_data_acceptance` is left out on purpose: a schema-valid spec may still break a rule
 that needs the model registry (an unknown model name, the pixel budget, a latent handoff across
@@ -18,15 +22,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from app.keys import digest
-from devstack.processes import start_gateway, stop, wait_for_gateway
+from devstack.processes import (
+    start_gateway,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_workers,
+)
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 KEY = "ig_fuzzing_key"
+BUDGET_S = int(os.environ.get("IMAGEGEN_TEST_FUZZ_SECONDS", "0"))
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
@@ -40,16 +52,25 @@ def fuzz_target(registry_file: Path, tmp_path_factory: pytest.TempPathFactory) -
         "IMAGEGEN_REGISTRY": str(registry_file),
         "IMAGEGEN_API_KEYS": f'{{"fuzz": "{digest(KEY)}"}}',
         "IMAGEGEN_LOG_LEVEL": "WARNING",
+        # Fuzzed jobs stay small and short, so that one CPU worker keeps up with the fuzzer.
+        "IMAGEGEN_MAX_PIXELS": str(128 * 128),
+        "IMAGEGEN_MAX_JOB_TIMEOUT_S": "5",
+        "IMAGEGEN_JOB_TIMEOUT_S": "5",
+        "IMAGEGEN_TORCH_THREADS": "1",
     }
+    worker = start_worker(env, root / "worker.log")
     gateway = start_gateway(env, port, root / "gateway.log")
     try:
         wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
+        wait_for_workers(Redis.from_url(server.url), [worker])
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(gateway)
+        stop(worker)
         server.stop()
 
 
+@pytest.mark.timeout(300 + 2 * BUDGET_S)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     command = [
@@ -68,17 +89,29 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target:
         "all",
         "--max-examples",
         os.environ.get("IMAGEGEN_TEST_FUZZ_EXAMPLES", "40"),
-        # A job's event stream stays open while the job waits (no worker serves this gateway):
-        # without a read timeout every such stream held the run for seconds.
+        # CI: the same cases every run. A time budget: new cases until it is spent (the report
+        # prints the seed, to replay a failure).
+        *(["--max-time", str(BUDGET_S)] if BUDGET_S else ["--generation-deterministic"]),
+        # A job's event stream stays open while the job is unfinished: without a read timeout
+        # every such stream held the run for seconds.
         "--request-timeout",
         "1",
-        "--generation-deterministic",
         "--report",
         "junit",
         "--report-junit-path",
         str(ARTIFACTS / "schemathesis-junit.xml"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    hooks = {
+        "SCHEMATHESIS_HOOKS": "tests.stack.reliability.fuzz_hooks",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240 + 2 * BUDGET_S,
+        env={**os.environ, **hooks},
+    )
     output = result.stdout + result.stderr
     (ARTIFACTS / "schemathesis.txt").write_text(output)
     assert result.returncode == 0, output[-6000:]
