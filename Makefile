@@ -1,17 +1,19 @@
 # One task runner for the README, CI and developers.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU build on this kind of machine; on a GPU host install the CUDA build of torch first.
-TORCH  ?= torch==2.13.0
+# Every install (this Makefile, CI, both Dockerfiles) takes its versions from one constraints
+# file; torch's pin matches whichever build the host has (2.13.0+cpu here, 2.13.0+cu130 on PyPI).
+LOCK   := constraints.txt
+TORCH  ?= $(shell grep '^torch==' $(LOCK))
 PORT   ?= 8000
 
-.PHONY: run test test-fast soak lint typecheck format openapi models bench clean
+.PHONY: run test test-fast soak lint typecheck format lock openapi models bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[worker,dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[worker,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -47,6 +49,13 @@ typecheck: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## Re-pin constraints.txt to what the venv holds (after changing pyproject.toml and testing).
+lock: $(VENV)/.installed
+	{ echo "# Every version CI tested; make, CI and both Dockerfiles install with -c $(LOCK)."; \
+	  echo "# Regenerate with \`make lock\`. torch has no build label: the CPU and CUDA builds both match."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^imagegen' | sed -E 's/^(torch==[^+]*)\+.*/\1/'; \
+	} > $(LOCK)
 
 ## Regenerate openapi/openapi.json from the app.
 openapi: $(VENV)/.installed

@@ -42,6 +42,7 @@ GatewayErrorType = Literal[
     "idempotency_in_flight",
     "queue_full",
     "store_unavailable",
+    "store_full",
     "bad_request",
     "not_found",
     "method_not_allowed",
@@ -101,6 +102,15 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
+    # Redis at its maxmemory with `noeviction` (docker-compose.yml): it refuses writes rather
+    # than evict queued jobs. Room comes back as finished jobs expire (IMAGEGEN_RESULT_TTL_S).
+    redis.exceptions.OutOfMemoryError: ErrorKind(
+        503,
+        "store_full",
+        retry_after_s=30,
+        message="the job store (Redis) is at its memory limit and takes no new jobs until "
+        "finished ones expire; retry later",
+    ),
 }
 
 # HTTP-level errors Starlette and FastAPI raise themselves (no route, wrong method, body limit).
@@ -121,7 +131,8 @@ _DESCRIPTIONS = {
     422: "The request breaks a rule; nothing was queued. Each entry names the field (`loc`) and "
     "says how to fix it (`msg`).",
     429: "Too many unfinished jobs; retry after `Retry-After` seconds.",
-    503: "Redis is unreachable; retry after `Retry-After` seconds.",
+    503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "
+    "retry after `Retry-After` seconds.",
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobs.settings import CommonSettings
 
@@ -23,6 +25,14 @@ class GatewaySettings(CommonSettings):
     max_outstanding_jobs: int = Field(10_000, gt=0, description="Unfinished jobs, all keys.")
     max_outstanding_per_key: int = Field(1_000, gt=0, description="Unfinished jobs per key.")
     idempotency_ttl_s: int = Field(24 * 3600, gt=0, description="How long Idempotency-Key holds.")
+    published_address: str = Field(
+        "127.0.0.1",
+        description="The host address the API port is published on (docker-compose.yml passes "
+        "IMAGEGEN_PUBLISH). Open mode refuses to start on any but a loopback address.",
+    )
+    allow_public_open_mode: bool = Field(
+        False, description="Start in open mode on a non-loopback address anyway."
+    )
 
     @field_validator("api_keys", "admin_keys")
     @classmethod
@@ -35,6 +45,27 @@ class GatewaySettings(CommonSettings):
                 )
         return keys
 
+    @model_validator(mode="after")
+    def _open_mode_stays_local(self) -> Self:
+        public = not _loopback(self.published_address)
+        if self.open_mode and public and not self.allow_public_open_mode:
+            raise ValueError(
+                f"open mode (no API keys) published on {self.published_address}: anyone who "
+                "reaches that address could submit and read every job. Set IMAGEGEN_API_KEYS "
+                "(python -m app.keys new NAME), publish on 127.0.0.1, or set "
+                "IMAGEGEN_ALLOW_PUBLIC_OPEN_MODE=true if that is really wanted"
+            )
+        return self
+
     @property
     def open_mode(self) -> bool:
         return not self.api_keys and not self.admin_keys
+
+
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False

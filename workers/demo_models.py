@@ -271,7 +271,10 @@ def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS) -> list[Path]
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_missing(root, names)
+        built = _build_missing(root, names)
+        for name in names:  # copies built before this rule was kept, too
+            readable_by_all(root / name)
+        return built
 
 
 def _build_missing(root: Path, names: tuple[str, ...]) -> list[Path]:
@@ -289,6 +292,14 @@ def _build_missing(root: Path, names: tuple[str, ...]) -> list[Path]:
         tmp.rename(folder)
         built.append(folder)
     return built
+
+
+def readable_by_all(folder: Path) -> None:
+    """`chmod -R a+rX`: safetensors writes weights 0600 whatever the umask, and a container's
+    user (uid 10001 in the worker image) reads these through a read-only mount."""
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | (0o555 if path.is_dir() else 0o444))
 
 
 def main(argv: list[str] | None = None) -> int:

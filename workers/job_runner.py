@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -42,7 +43,9 @@ log = logging.getLogger("imagegen.worker")
 
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# Redis away (a restart), or at its memory limit (noeviction refuses writes until finished jobs
+# expire): either way the worker waits rather than lose the job.
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
 # Writes that are safe to repeat wait out a Redis restart (about three minutes of patience);
 # a segment that lost Redis mid-run is run again (generation is deterministic), three times.
 _WRITE_RETRY = Retry(

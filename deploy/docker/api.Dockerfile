@@ -1,16 +1,20 @@
 # The gateway: FastAPI + the Redis client. No torch, no CUDA: a slim image.
-FROM python:3.11-slim
+# BASE_IMAGE is replaceable (make deploy-check builds on a local Debian base); the default is the
+# public image a GPU host pulls.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /srv
 
-COPY pyproject.toml README.md ./
+# The versions CI tested (constraints.txt), for the base install only: the `worker` extra (torch,
+# diffusers) never enters this image.
+COPY constraints.txt pyproject.toml README.md ./
 COPY contract ./contract
 COPY jobs ./jobs
 COPY app ./app
-# The base install only: the `worker` extra (torch, diffusers) never enters this image.
-RUN pip install --no-cache-dir . \
-    && useradd --system --uid 10001 --no-create-home imagegen
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && useradd --system --uid 10001 --create-home --home-dir /home/imagegen imagegen
 
 USER 10001
 EXPOSE 8000

@@ -1,28 +1,37 @@
-# A GPU worker: CUDA runtime, torch built for CUDA, diffusers. Run one container per GPU.
-FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+# A GPU worker: torch, diffusers, the worker code. Run one container per GPU.
+#
+# torch comes from PyPI, whose Linux wheel of the pinned version (constraints.txt) carries its own
+# CUDA 13.0 libraries: the base needs no CUDA, only Python, and the host needs an NVIDIA driver
+# that runs CUDA 13.0 (580 or newer) plus the NVIDIA Container Toolkit, which mounts the driver
+# in. For an older driver pick another build of the same version, e.g.
+#   --build-arg TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu126"
+# make deploy-check substitutes BASE_IMAGE (a local Debian base) and the torch build (CPU).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 PATH=/opt/venv/bin:$PATH
-# Ubuntu's package versions move with its security updates; the base image tag is the pin.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3.11 -m venv /opt/venv
+ARG TORCH_PIP_ARGS=""
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 \
+    HF_HOME=/var/cache/imagegen/huggingface
 WORKDIR /srv
 
-# torch first, from the CUDA index, so that the worker extra never picks a build by itself.
-RUN pip install --no-cache-dir torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124
+COPY constraints.txt ./
+# torch first, so that the worker extra never picks a build by itself; its version is the lock's.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir -c constraints.txt ${TORCH_PIP_ARGS} torch
 COPY pyproject.toml README.md ./
 COPY contract ./contract
 COPY jobs ./jobs
 COPY app ./app
 COPY workers ./workers
-# Versions of the worker extra are bounded in pyproject.toml.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[worker]" \
-    && useradd --system --uid 10001 --no-create-home imagegen
+# A home and a writable Hugging Face cache (a volume in docker-compose.yml) for the non-root user.
+RUN pip install --no-cache-dir -c constraints.txt ".[worker]" \
+    && useradd --system --uid 10001 --create-home --home-dir /home/imagegen imagegen \
+    && mkdir -p /var/cache/imagegen/huggingface \
+    && chown -R imagegen /var/cache/imagegen
 
 USER 10001
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "workers.healthcheck"]
 CMD ["python", "-m", "workers"]

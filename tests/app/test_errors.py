@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from app import errors
 from app.errors import ERRORS, ErrorBody
 from app.main import create_app
 from app.settings import GatewaySettings
+from jobs.queues import pool_queue
 
 SPEC = {
     "prompt": "a lighthouse",
@@ -101,3 +103,30 @@ def test_documented_errors_are_the_error_body() -> None:
     assert documented[404]["model"] is ErrorBody
     by_reference = errors.documented(404, by_reference=True)[404]
     assert by_reference["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_a_full_redis_refuses_new_jobs_with_503_and_loses_no_queued_job(
+    client: TestClient, redis: Redis
+) -> None:
+    """docker-compose.yml runs Redis with `maxmemory-policy noeviction`: at its memory limit
+    writes fail instead of evicting keys, so admission must answer 503 (not 500) and every job
+    already queued must stay as it was."""
+    queued = client.post("/jobs", json=SPEC).json()["id"]
+    before = sorted(k for k in redis.keys("*") if b"janitor" not in k)
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", 1)  # far below what it holds: every write is refused
+    try:
+        refused = client.post("/jobs", json=SPEC)
+        idempotent = client.post("/jobs", json=SPEC, headers={"Idempotency-Key": "k1"})
+        still = client.get(f"/jobs/{queued}")
+    finally:
+        redis.config_set("maxmemory", 0)
+    for response in (refused, idempotent):
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "30"
+        [error] = response.json()["detail"]
+        assert error["type"] == "store_full"
+        assert "memory" in error["msg"]
+    assert still.json()["status"] == "queued"
+    assert sorted(k for k in redis.keys("*") if b"janitor" not in k) == before
+    assert pool_queue(redis, "default").get_job_ids() == [queued]

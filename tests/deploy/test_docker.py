@@ -54,7 +54,33 @@ def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> 
     for name in ("api", "worker", "dashboard"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
-    assert services["api"]["ports"] == ["8000:8000"]
+
+
+def test_only_loopback_is_published_by_default_and_redis_never(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["api"]["ports"] == ["${IMAGEGEN_PUBLISH:-127.0.0.1}:8000:8000"]
+    # The gateway learns where it is published, and refuses open mode beyond loopback.
+    api_env = services["api"]["environment"]
+    assert api_env["IMAGEGEN_PUBLISHED_ADDRESS"] == "${IMAGEGEN_PUBLISH:-127.0.0.1}"
+    assert api_env["IMAGEGEN_ALLOW_PUBLIC_OPEN_MODE"] == "${IMAGEGEN_ALLOW_PUBLIC_OPEN_MODE:-false}"
+    assert services["dashboard"]["ports"] == ["127.0.0.1:9181:9181"]
+    assert "ports" not in services["redis"]
+    assert "ports" not in compose["x-worker"]
+
+
+def test_redis_refuses_writes_at_its_limit_instead_of_evicting(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1] == "${REDIS_MAXMEMORY:-4gb}"
+
+
+def test_workers_have_a_writable_model_cache_and_a_health_check(compose: dict[str, Any]) -> None:
+    assert "hf-cache:/var/cache/imagegen" in compose["x-worker"]["volumes"]
+    assert "hf-cache" in compose["volumes"]
+    worker = (REPO_ROOT / "deploy" / "docker" / "worker.Dockerfile").read_text()
+    assert "HF_HOME=/var/cache/imagegen/huggingface" in worker
+    assert "workers.healthcheck" in worker
+    assert "--create-home" in worker
 
 
 def test_worker_reserves_a_gpu_and_mounts_models_and_registry_read_only(

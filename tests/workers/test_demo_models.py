@@ -85,3 +85,13 @@ def test_builders_started_together_take_turns(tmp_path: Path) -> None:
         thread.join()
     assert sorted(len(r) for r in results if isinstance(r, list)) == [0, 1], results
     assert (tmp_path / "demo-sd15" / "model_index.json").exists()
+
+
+def test_every_demo_file_is_readable_by_any_user(demo_models: Path) -> None:
+    """A worker container's user (another uid) reads them through a read-only mount."""
+    for path in [demo_models, *demo_models.rglob("*")]:
+        if path.name.startswith("."):
+            continue  # the build lock and partial folders are the builder's own
+        mode = path.stat().st_mode
+        wanted = 0o555 if path.is_dir() else 0o444
+        assert mode & wanted == wanted, f"{path} is {oct(mode)}"
