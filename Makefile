@@ -7,7 +7,7 @@ LOCK   := constraints.txt
 TORCH  ?= $(shell grep '^torch==' $(LOCK))
 PORT   ?= 8000
 
-.PHONY: run test test-fast soak lint typecheck format lock openapi models bench clean
+.PHONY: run test test-fast soak lint typecheck format lock openapi models deploy-check bench clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,6 +60,11 @@ lock: $(VENV)/.installed
 ## Regenerate openapi/openapi.json from the app.
 openapi: $(VENV)/.installed
 	$(PY) -m app.openapi > openapi/openapi.json
+
+## Build both images with podman (a local Debian base stands in for python:3.11-slim) and run
+## docker-compose.yml through a whole job life, a worker crash and a SIGTERM stop.
+deploy-check: $(VENV)/.installed models
+	$(PY) -m devstack.deploy_check
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

@@ -102,6 +102,9 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
+    # Redis answers but refuses us (DENIED in protected mode, NOAUTH, a read-only replica): a
+    # deployment fault the log names; for the client the store is unavailable.
+    redis.exceptions.ResponseError: _STORE_DOWN,
     # Redis at its maxmemory with `noeviction` (docker-compose.yml): it refuses writes rather
     # than evict queued jobs. Room comes back as finished jobs expire (IMAGEGEN_RESULT_TTL_S).
     redis.exceptions.OutOfMemoryError: ErrorKind(

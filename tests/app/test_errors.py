@@ -130,3 +130,16 @@ def test_a_full_redis_refuses_new_jobs_with_503_and_loses_no_queued_job(
     assert still.json()["status"] == "queued"
     assert sorted(k for k in redis.keys("*") if b"janitor" not in k) == before
     assert pool_queue(redis, "default").get_job_ids() == [queued]
+
+
+def test_a_redis_that_refuses_us_is_503_not_500(client: TestClient, redis: Redis) -> None:
+    """Found by make deploy-check: Debian's redis-server in protected mode answered DENIED and
+    /readyz said 500. Any refusal (DENIED, READONLY, …) is the store being unavailable."""
+    redis.replicaof("127.0.0.1", 1)  # a read-only replica of nothing: writes answer READONLY
+    try:
+        refused = client.post("/jobs", json=SPEC)
+    finally:
+        redis.replicaof("NO", "ONE")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["detail"][0]["type"] == "store_unavailable"
+    assert refused.headers["Retry-After"] == "2"

@@ -58,7 +58,9 @@ def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> 
 
 def test_only_loopback_is_published_by_default_and_redis_never(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["api"]["ports"] == ["${IMAGEGEN_PUBLISH:-127.0.0.1}:8000:8000"]
+    assert services["api"]["ports"] == [
+        "${IMAGEGEN_PUBLISH:-127.0.0.1}:${IMAGEGEN_PORT:-8000}:8000"
+    ]
     # The gateway learns where it is published, and refuses open mode beyond loopback.
     api_env = services["api"]["environment"]
     assert api_env["IMAGEGEN_PUBLISHED_ADDRESS"] == "${IMAGEGEN_PUBLISH:-127.0.0.1}"
