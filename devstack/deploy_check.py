@@ -104,10 +104,11 @@ def base_image() -> None:
         return
     started = time.monotonic()
     rootfs = CACHE / "base.tar"
-    if not rootfs.exists():
-        partial = CACHE / "base.tar.partial"
+    if not rootfs.is_file():
+        partial = CACHE / "base.partial.tar"  # renamed once complete: a killed run leaves no tar
+        subprocess.run(["rm", "-rf", str(rootfs), str(partial)], check=True)
         run(
-            "mmdebstrap", "--variant=minbase",
+            "mmdebstrap", "--variant=minbase", "--format=tar",
             "--include=python3,python3-pip,python3-venv,ca-certificates,passwd,redis-server",
             # This machine's extra CA certificates (its TLS is intercepted): pip in the builds.
             "--customize-hook=cp /usr/local/share/ca-certificates/*.crt "
