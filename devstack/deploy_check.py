@@ -4,7 +4,7 @@
    bookworm's Python 3.11 (and its redis-server, for the Redis container), made with mmdebstrap
    once per machine and kept in IMAGEGEN_DEPLOY_CACHE with podman's storage.
 2. Both images are built from the real Dockerfiles; only BASE_IMAGE and, for the worker, the
-   torch build (this machine's CPU wheel, served on 127.0.0.1 during the build) are substituted.
+   torch build (this machine's CPU wheel, mounted into the build) are substituted.
 3. docker-compose.yml runs under podman-compose with deploy/check/compose.override.yml (Redis
    from the base image, no GPU reservation); requests go to the API's published 127.0.0.1 port.
 4. Through the API: models; SD1.5 -> Flux hires (pixel); SDXL -> refiner (latent); a refused
@@ -19,16 +19,12 @@ Figures go to .run/deploy-check/report.json.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +41,7 @@ PROJECT = "imagegen-check"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 OVERRIDE = REPO_ROOT / "deploy" / "check" / "compose.override.yml"
 PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+CPU_TORCH = "TORCH_PIP_ARGS=--find-links /wheels"
 
 CONTAINERS_CONF = """\
 # podman on a machine without CAP_SYS_RESOURCE and without systemd (../shared/notes/containers.md)
@@ -124,19 +121,6 @@ def base_image() -> None:
     report["base"] = f"built in {time.monotonic() - started:.0f} s"
 
 
-@contextlib.contextmanager
-def wheel_server() -> Iterator[str]:
-    """This machine's torch wheels on 127.0.0.1, for the worker build (run on the host network)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(WHEELS))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-
-
 def build(image: str, dockerfile: str, *args: str) -> None:
     started = time.monotonic()
     run(
@@ -150,20 +134,30 @@ def build(image: str, dockerfile: str, *args: str) -> None:
 
 def build_images() -> None:
     build("imagegen-api", "api.Dockerfile")
-    torch_args: list[str] = []
     if any(WHEELS.glob("torch-*+cpu-*.whl")):
-        with wheel_server() as url:
-            pip_args = f"--find-links {url} --trusted-host 127.0.0.1"
-            torch_args = ["--build-arg", f"TORCH_PIP_ARGS={pip_args}"]
-            build("imagegen-worker", "worker.Dockerfile", *torch_args)
+        # This machine's CPU build, mounted into the build (a stable argument: layers cache).
+        cpu_torch = (
+            "-v",
+            f"{WHEELS}:/wheels:ro",
+            "--build-arg",
+            "TORCH_PIP_ARGS=--find-links /wheels",
+        )
+        build("imagegen-worker", "worker.Dockerfile", *cpu_torch)
     else:  # PyPI's build: CUDA, several GB
         build("imagegen-worker", "worker.Dockerfile")
-    versions = run(
+    versions = json.loads(run(
         "podman", "run", "--rm", "imagegen-worker", "python", "-c",
-        "import importlib.metadata as m; print({p: m.version(p) for p in "
-        "('torch', 'diffusers', 'transformers')})",
+        "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+        "('torch', 'diffusers', 'transformers')}))",
+    ))  # fmt: skip
+    report["worker_versions"] = versions
+    # The image runs what CI tested: the pins (torch's build label aside).
+    pins = dict(
+        line.split("==") for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
     )  # fmt: skip
-    report["worker_versions"] = versions.strip()
+    for package, found in versions.items():
+        assert found.split("+")[0] == pins[package], f"{package} {found} is not the pin"
 
 
 def container(service: str) -> str:
@@ -226,6 +220,11 @@ def scenario(port: int) -> None:
         wait_for("a worker", lambda: http.get("/readyz").json().get("workers"))
         for service in ("api", "worker", "redis"):
             run("podman", "healthcheck", "run", container(service))
+        policy = run(
+            "podman", "exec", container("redis"), "redis-cli", "config", "get", "maxmemory-policy"
+        ).split()  # fmt: skip
+        assert policy == ["maxmemory-policy", "noeviction"], policy
+        report["redis_maxmemory_policy"] = policy[1]
         models = {m["name"]: m for m in http.get("/models").json()}
         assert models["demo-flux"]["latent_space"]["channels"] == 16, models
         run_job(http, "sd15_to_flux_hires_pixel", {
