@@ -179,7 +179,7 @@ def _answer(
         headers["Retry-After"] = str(retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    content = {"detail": jsonable_encoder([_finite(i) for i in items])}
+    content = {"detail": _finite(jsonable_encoder(items))}
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
@@ -216,11 +216,14 @@ def _trim(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite(value: Any) -> Any:
-    """NaN and Infinity, which JSON cannot carry, as strings (a client may send them)."""
+    """What JSON in UTF-8 cannot carry, made so: NaN and Infinity as strings, lone surrogates
+    (`\ud800`, which a JSON body may hold) escaped. A client may send either."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {_finite(k): _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value

@@ -8,6 +8,7 @@ rule, each located in the request body. The rule at the heart of the service is
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 
@@ -109,7 +110,37 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         }
     )
     _check_against_schema(spec, normalized)
+    _check_denoising_steps(normalized)
     return CheckedJob(normalized, init_image)
+
+
+def _check_denoising_steps(spec: JobSpec) -> None:
+    """A stage that starts from a picture re-runs int(steps × strength) denoising steps (a
+    hires stage's `denoise`, an img2img first stage's `strength`): zero fails deep in the model
+    ("cannot reshape tensor of 0 elements") after the job was queued. A refiner's share is
+    counted in timesteps past `switch_at`, which diffusers rounds up: always at least one."""
+    violations = []
+    for i, stage in enumerate(spec.stages):
+        assert stage.steps is not None  # normalized
+        if stage.mode is Mode.HIRES:
+            name, share = "denoise", _default(stage.denoise, 0.5)
+        elif i == 0 and spec.strength is not None:
+            name, share = "strength", spec.strength
+        else:
+            continue
+        if int(stage.steps * share + 1e-9) < 1:
+            least = math.ceil(1 / share - 1e-9)
+            violations.append(
+                Violation(
+                    "too_few_steps",
+                    ("stages", i, "steps"),
+                    f"stage {i} would run no denoising step: steps {stage.steps} × {name} "
+                    f"{share:g} is below 1; ask for at least {least} steps",
+                    {"steps": stage.steps, name: share, "min_steps": least},
+                )
+            )
+    if violations:
+        raise JobRejected(violations)
 
 
 def _check_against_schema(request: JobSpec, normalized: JobSpec) -> None:

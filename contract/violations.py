@@ -24,6 +24,7 @@ RuleType = Literal[
     "size_not_multiple",
     "text_to_image_unsupported",
     "timeout_over_limit",
+    "too_few_steps",
     "unknown_model",
     "unsupported_image",
     "upscaler_handoff_mismatch",

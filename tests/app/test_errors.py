@@ -3,6 +3,7 @@ Redis down is a 503 with Retry-After, and no traceback reaches a client."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -143,3 +144,30 @@ def test_a_redis_that_refuses_us_is_503_not_500(client: TestClient, redis: Redis
     assert refused.status_code == 503, refused.text
     assert refused.json()["detail"][0]["type"] == "store_unavailable"
     assert refused.headers["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["prompt", "negative_prompt", "webhook_url", "stage prompt", "stage model", "key"],
+)
+def test_a_lone_surrogate_anywhere_is_a_422_never_a_500(client: TestClient, field: str) -> None:
+    """Found by a hostile pass: JSON may carry `\\ud800`, which UTF-8 cannot; the refusal
+    echoed it and could not be encoded."""
+    spec: dict[str, Any] = {
+        "prompt": "p",
+        "width": 64,
+        "height": 64,
+        "stages": [{"model": "demo-sd15"}],
+    }
+    bad = "a\ud800b"
+    if field.startswith("stage "):
+        spec["stages"][0][field.removeprefix("stage ")] = bad
+    elif field == "key":
+        spec[bad] = 1
+    else:
+        spec[field] = bad
+    raw = json.dumps(spec)  # ensure_ascii: the surrogate travels as the escape \ud800
+    response = client.post("/jobs", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    body_of(response)  # a well-formed error body
+    assert "\\ud800" in response.text

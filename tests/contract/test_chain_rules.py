@@ -169,3 +169,30 @@ def test_a_computed_size_must_fit_the_schema_the_envelope_is_served_with() -> No
     assert error.type == "computed_value_out_of_range"
     assert error.loc == ("stages", 1, "scale")
     assert "5120" in error.msg
+
+
+@pytest.mark.parametrize(
+    ("stages", "strength", "where", "least"),
+    [
+        # A hires stage re-runs int(steps × denoise) steps; img2img int(steps × strength).
+        ([{"steps": 4}, {"mode": "hires", "steps": 3, "denoise": 0.3}], None, 1, 4),
+        ([{"steps": 4}, {"mode": "hires", "steps": 1}], None, 1, 2),
+        ([{"steps": 2}], 0.4, 0, 3),
+    ],
+)
+def test_a_stage_that_would_run_no_denoising_step_is_refused(
+    stages: list[dict[str, Any]], strength: float | None, where: int, least: int
+) -> None:
+    """Found by a hostile pass: admitted, then failed in the model with "cannot reshape tensor
+    of 0 elements"."""
+    spec: dict[str, Any] = {"prompt": "p", "width": 64, "height": 64}
+    spec["stages"] = [{**s, "model": MODEL_OF["sd15"]} for s in stages]
+    if strength is not None:
+        spec |= {"init_image": png_b64(64, 64), "strength": strength}
+    [violation] = rejected(spec)
+    assert (violation.type, violation.loc) == ("too_few_steps", ("stages", where, "steps"))
+    assert violation.ctx["min_steps"] == least
+    assert f"at least {least} steps" in violation.msg
+    # One more step and it is admitted.
+    spec["stages"][where]["steps"] = least
+    check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
