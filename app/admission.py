@@ -136,7 +136,8 @@ class JobService:
             if checked.init_image is not None:
                 png = io.BytesIO()
                 checked.init_image.save(png, format="PNG")
-                pipe.set(init_image_key(job_id), png.getvalue())
+                # Deleted when the job ends; the TTL is a backstop.
+                pipe.set(init_image_key(job_id), png.getvalue(), ex=self.store.result_ttl_s)
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
             if claim is not None:
                 self.idempotency.confirm(claim, pipe)

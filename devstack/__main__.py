@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 from redis import Redis
 
@@ -31,6 +32,12 @@ def port_taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def private_redis(run_dir: Path) -> RedisServer:
+    """`make run`'s own Redis, with AOF (fsync every second) in .run/redis, as docker-compose.yml
+    runs it: queued jobs survive a restart of `make run`."""
+    return RedisServer(run_dir / "redis", appendonly=True)
+
+
 def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     if port_taken(port):
@@ -47,7 +54,7 @@ def main() -> int:
     redis_server = None
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
-        redis_server = RedisServer(run_dir / "redis").start()
+        redis_server = private_redis(run_dir).start()
         redis_url = redis_server.url
         print(f"started a private redis-server at {redis_url}")
     env = {"REDIS_URL": redis_url}

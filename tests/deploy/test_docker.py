@@ -176,3 +176,21 @@ def test_each_image_copies_every_layer_its_process_imports(
     lines = (REPO_ROOT / "deploy" / "docker" / dockerfile).read_text().splitlines()
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
     assert packages <= copied, f"{dockerfile} lacks {packages - copied}"
+
+
+def test_readme_settings_table_names_exactly_the_settings_that_are_read() -> None:
+    """Found by a hostile pass: the table's `..._PER_KEY` read as a name that does nothing."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(IMAGEGEN_[A-Z0-9_]+)`", table))
+    read = {
+        f"IMAGEGEN_{name.upper()}"
+        for cls in (GatewaySettings, WorkerSettings)
+        for name in cls.model_fields
+        if name != "redis_url"  # read as REDIS_URL (the table's name) or IMAGEGEN_REDIS_URL
+    }
+    compose_variables = set(re.findall(r"\$\{(IMAGEGEN_[A-Z0-9_]+)", COMPOSE.read_text()))
+    unread = named - read - compose_variables
+    assert not unread, f"the README names settings nobody reads: {unread}"
+    assert "..." not in table, "write each name in full: a reader copies it"
+    assert read - named == set(), f"settings the README does not name: {read - named}"

@@ -3,6 +3,8 @@ RQ's failure callback turns hard timeouts and abandoned jobs into envelopes."""
 
 from __future__ import annotations
 
+import uuid
+
 from pydantic import AnyUrl
 from redis import Redis
 from rq.exceptions import AbandonedJobError
@@ -10,13 +12,20 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from contract.envelope import JobStatus
+from contract.spec import Handoff, Mode, Stage
 from jobs import lifecycle
 from jobs.lifecycle import Lifecycle, on_rq_failure
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import METRICS_JOBS, OUTSTANDING, outstanding_key
+from jobs.redis_keys import (
+    METRICS_JOBS,
+    OUTSTANDING,
+    handoff_key,
+    init_image_key,
+    outstanding_key,
+)
 from jobs.store import JobStore
 from jobs.webhooks import Webhooks
-from tests.jobs.conftest import QueueJob
+from tests.jobs.conftest import SPEC, QueueJob
 from tests.receiver import Receiver
 
 
@@ -42,6 +51,22 @@ def test_end_applies_once_and_counts_once(store: JobStore, queue_job: QueueJob) 
     # The caps' slots went with the final status, the owner's included.
     assert store.redis.zcard(OUTSTANDING) == 0
     assert store.redis.zcard(outstanding_key("alice")) == 0
+
+
+def test_a_job_that_ends_leaves_no_input_pictures_behind(store: JobStore) -> None:
+    """Found by a hostile pass: init images were kept with no TTL, hand-over PNGs for a day."""
+    job_id = str(uuid.uuid4())
+    hires = Stage(model="m", mode=Mode.HIRES, handoff=Handoff.PIXEL)
+    spec = SPEC.model_copy(update={"stages": [SPEC.stages[0], hires], "num_images": 2})
+    with store.redis.pipeline() as pipe:
+        pipe.multi()
+        store.create(job_id, spec, pipe, owner="alice")
+        pipe.execute()
+    inputs = [init_image_key(job_id), handoff_key(job_id, 1, 0), handoff_key(job_id, 1, 1)]
+    for key in inputs:
+        store.redis.set(key, b"png")
+    assert Lifecycle(store).end(job_id, JobStatus.SUCCEEDED, (JobStatus.QUEUED,)).applied
+    assert store.redis.exists(*inputs) == 0
 
 
 def test_end_from_a_status_not_allowed_changes_nothing(
