@@ -47,22 +47,31 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-# KEYS: job hash, its events channel, all outstanding jobs, the owner's outstanding jobs.
-# ARGV: new status, allowed current statuses (comma-separated), TTL in seconds (0: not final),
-# job id, then field/value pairs. Returns the status it found (false if the job is gone).
+# KEYS: job hash, its events channel, all outstanding jobs, the owner's outstanding jobs, its
+# cancel flag. ARGV: new status, allowed current statuses (comma-separated), TTL in seconds (0:
+# not final), job id, then field/value pairs. Returns the status it found (false if the job is
+# gone). A success never overrides a cancel request: a job whose client asked to cancel before
+# it finished ends `canceled` (only `finished_at` is written), so a 202 to cancel holds.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
 local allowed = ',' .. ARGV[2] .. ','
 if not string.find(allowed, ',' .. current .. ',', 1, true) then return current end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local status = ARGV[1]
+local canceled = status == 'succeeded' and redis.call('EXISTS', KEYS[5]) == 1
+if canceled then status = 'canceled' end
+redis.call('HSET', KEYS[1], 'status', status)
+for i = 5, #ARGV, 2 do
+  if not canceled or ARGV[i] == 'finished_at' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
 if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
 end
-redis.call('PUBLISH', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[2], status)
 return current
 """
 
@@ -121,7 +130,13 @@ class JobStore:
         args += [self.result_ttl_s if to in FINAL_STATUSES else 0, job_id]
         for name, value in fields.items():
             args += [name, _encode(value)]
-        keys = [job_key(job_id), events_channel(job_id), OUTSTANDING, outstanding_key(owner)]
+        keys = [
+            job_key(job_id),
+            events_channel(job_id),
+            OUTSTANDING,
+            outstanding_key(owner),
+            cancel_key(job_id),
+        ]
         found = self._transition(keys=keys, args=args)
         if found is None:
             return Transition(False, None)

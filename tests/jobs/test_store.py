@@ -66,3 +66,28 @@ def test_progress_images_and_the_cancel_flag(
     store.request_cancel(job_id)
     assert store.cancel_requested(job_id)
     assert redis.exists(cancel_key(job_id))
+
+
+def test_a_cancel_requested_before_the_job_finished_wins_over_its_success(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    """Found by a hostile pass: cancel answered 202 and the job ended `succeeded` (3 in 75)."""
+    job_id = queue_job()
+    assert store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,)).applied
+    store.request_cancel(job_id)  # the gateway's 202: the worker had not finished yet
+    images = [{"index": 0, "url": "/x", "width": 64, "height": 64, "seed": 1}]
+    assert store.transition(
+        job_id, JobStatus.SUCCEEDED, (JobStatus.RUNNING,), images=images
+    ).applied
+    envelope = store.load(job_id)
+    assert envelope is not None
+    assert envelope.status is JobStatus.CANCELED
+    assert envelope.images == []
+    assert envelope.finished_at is None  # only finished_at would have been written: none given
+
+    finished = queue_job()  # no cancel asked: a success is a success
+    store.transition(finished, JobStatus.RUNNING, (JobStatus.QUEUED,))
+    store.transition(finished, JobStatus.SUCCEEDED, (JobStatus.RUNNING,), images=images)
+    done = store.load(finished)
+    assert done is not None
+    assert (done.status, len(done.images)) == (JobStatus.SUCCEEDED, 1)
