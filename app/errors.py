@@ -184,6 +184,11 @@ def _answer(
 
 
 async def _mapped(_: Request, exc: Exception) -> JSONResponse:
+    return answer_for(exc)
+
+
+def answer_for(exc: Exception) -> JSONResponse:
+    """The answer the table gives `exc` (for middleware, which runs outside the handlers)."""
     kind = next(ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS)
     if kind.message is not None:
         log.warning("%s: %s", kind.type, exc)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors
 from app.admission import JobService
+from app.auth_first import AuthenticateFirst
 from app.body_limit import BodySizeLimit
 from app.keys import KeyRing
 from app.routes import health, jobs, models
@@ -89,6 +90,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         Idempotency(redis, settings.idempotency_ttl_s),
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: no body is read for a caller without a key.
+    app.add_middleware(AuthenticateFirst, keys=app.state.keys)
     errors.install(app)
     docs.install(app, app.state.keys.open)
     app.include_router(jobs.router)
