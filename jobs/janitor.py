@@ -10,8 +10,10 @@
    manual `DEL`): no worker will ever run it. The sweep fails it, `queue_entry_lost`.
 3. Its record no longer parses (written by another version, edited by hand): readers already
    serve it as failed; the sweep ends it, `record_unreadable`.
+4. It waits between segments in a pool's queue that no worker takes: it is `running`, but no
+   step monitor watches it. The sweep keeps its cancel (`canceled`) and its deadline (`timeout`).
 
-Checks 2 and 3 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
+Checks 2 to 4 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
 from where the last sweep stopped, so with up to `BATCH` unfinished jobs every one is checked by
 every sweep, and with more, within a few. A short lock makes one sweeper act per interval: two
 concurrent cleanups could both retry the same job.
@@ -19,20 +21,23 @@ concurrent cleanups could both retry the same job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from datetime import timedelta
 
 from redis import Redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
-from contract.envelope import FINAL_STATUSES, FailureType
+from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobStatus
 from jobs.caps import prune
 from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER
 from jobs.redis_keys import JANITOR_CURSOR, JANITOR_LOCK, OUTSTANDING, QUEUE_PREFIX, job_key, text
-from jobs.store import envelope_from_hash
+from jobs.store import envelope_from_hash, now
 
 log = logging.getLogger("imagegen.jobs")
 
@@ -79,11 +84,55 @@ def check_unfinished(lifecycle: Lifecycle, batch: int = BATCH) -> list[str]:
         if not raw or text(raw.get(b"status", b"")) in FINAL_STATUSES:
             continue  # gone (the caps' prune drops it) or finished since
         rq_job = text(raw[b"rq_job"]) if b"rq_job" in raw else None
-        if lifecycle.fail_unreadable(job_id, envelope_from_hash(job_id, raw)) or (
-            rq_job is not None and _rq_job_lost(lifecycle, job_id, rq_job)
+        envelope = envelope_from_hash(job_id, raw)
+        if lifecycle.fail_unreadable(job_id, envelope) or _stranded(
+            lifecycle, job_id, envelope, rq_job
         ):
             ended.append(job_id)
     return ended
+
+
+def _stranded(lifecycle: Lifecycle, job_id: str, envelope: JobEnvelope, rq_job: str | None) -> bool:
+    if rq_job is None:  # recorded before the field existed
+        return False
+    return _rq_job_lost(lifecycle, job_id, rq_job) or _ended_while_waiting(
+        lifecycle, envelope, rq_job
+    )
+
+
+# RQ statuses of a job that no worker has taken.
+_WAITING = frozenset({b"queued", b"deferred", b"scheduled"})
+
+
+def _ended_while_waiting(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> bool:
+    """A job between segments is `running` while it waits in its next pool's queue, where no
+    worker's step monitor watches it: if that pool has no live worker it would wait forever.
+    Its cancel and its deadline are kept here."""
+    redis = lifecycle.store.redis
+    job_id = str(envelope.id)
+    if envelope.status is not JobStatus.RUNNING or envelope.spec is None:
+        return False
+    if redis.hget(Job.key_for(rq_job), "status") not in _WAITING:
+        return False  # a worker has it: its monitor stops it at a cancel or the deadline
+    limit = envelope.spec.timeout_s
+    if lifecycle.store.cancel_requested(job_id):
+        outcome = lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.RUNNING,))
+    elif limit and envelope.started_at and now() > envelope.started_at + timedelta(seconds=limit):
+        outcome = lifecycle.fail(
+            job_id,
+            FailureType.TIMEOUT,
+            f"the job ran past its {limit} s limit while waiting for a worker of its next "
+            "pool (none took it); check that the pool's workers are running",
+            (JobStatus.RUNNING,),
+        )
+    else:
+        return False
+    if outcome.applied:
+        log.warning("job %s ended while waiting in a queue: %s", job_id, envelope.status)
+        # NoSuchJobError: gone; InvalidJobOperation: canceled; ValueError: RQ's dequeue race.
+        with contextlib.suppress(NoSuchJobError, InvalidJobOperation, ValueError):
+            Job.fetch(rq_job, connection=redis, serializer=SERIALIZER).cancel()
+    return outcome.applied
 
 
 def _next_batch(redis: Redis, batch: int) -> list[str]:

@@ -4,14 +4,16 @@ sweep; one sweeper acts per interval."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from rq.job import Job
 
 from contract.envelope import JobStatus
 from jobs.janitor import check_unfinished, sweep
 from jobs.lifecycle import Lifecycle
-from jobs.queues import SERIALIZER, pool_queue
-from jobs.redis_keys import JANITOR_LOCK, job_key
-from jobs.store import JobStore
+from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment, pool_queue
+from jobs.redis_keys import JANITOR_LOCK, job_key, rq_job_id
+from jobs.store import JobStore, now
 from tests.helpers import abandon
 from tests.jobs.conftest import POOL, QueueJob
 
@@ -119,3 +121,54 @@ def test_a_sweep_checks_a_batch_and_the_next_one_goes_on_from_there(
     second = check_unfinished(lifecycle, batch=2)
     assert len(first) == 2
     assert sorted(first + second) == sorted(jobs)
+
+
+def hand_over(store: JobStore, job_id: str, started_ago_s: float) -> str:
+    """What a worker leaves when it hands a job to the next pool: `running`, segment 1 queued
+    there (where, in these tests, no worker takes it)."""
+    started = now() - timedelta(seconds=started_ago_s)
+    store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), started_at=started)
+    with store.redis.pipeline() as pipe:
+        pipe.multi()
+        enqueue_segment(store.redis, pipe, job_id, 1, "unserved", QueuePolicy(60, 1, 60))
+        pipe.execute()
+    return rq_job_id(job_id, 1)
+
+
+def test_a_cancel_holds_for_a_job_waiting_in_a_pool_no_worker_serves(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    """Found by a hostile pass: cancel answered 202 and the job stayed `running` forever."""
+    job_id = queue_job()
+    waiting = hand_over(store, job_id, started_ago_s=1)
+    store.request_cancel(job_id)
+    assert check_unfinished(lifecycle) == [job_id]
+    assert store.field(job_id, "status") == "canceled"
+    rq_job = Job.fetch(waiting, connection=store.redis, serializer=SERIALIZER)
+    assert rq_job.get_status() == "canceled"  # and off the queue
+
+
+def test_a_deadline_holds_for_a_job_waiting_in_a_pool_no_worker_serves(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    on_time, late = queue_job(), queue_job()  # the fixture's spec: timeout_s 60
+    hand_over(store, on_time, started_ago_s=10)
+    hand_over(store, late, started_ago_s=61)
+    assert check_unfinished(lifecycle) == [late]
+    envelope = store.load(late)
+    assert envelope is not None
+    assert envelope.error is not None
+    assert (envelope.status, envelope.error.type) == (JobStatus.FAILED, "timeout")
+    assert "next pool" in envelope.error.message
+    assert store.field(on_time, "status") == "running"
+
+
+def test_a_job_a_worker_is_running_is_left_to_its_monitor(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job()
+    waiting = hand_over(store, job_id, started_ago_s=61)
+    Job.fetch(waiting, connection=store.redis, serializer=SERIALIZER).set_status("started")
+    store.request_cancel(job_id)
+    assert check_unfinished(lifecycle) == []
+    assert store.field(job_id, "status") == "running"
