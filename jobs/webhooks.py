@@ -58,12 +58,34 @@ def refusal(url: str, allow_private: bool) -> str | None:
         return None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not _public(address):
             return (
                 f"webhook_url resolves to {address}, a loopback, link-local or private address; "
                 "this deployment only calls public addresses"
             )
     return None
+
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local
+# use) and the deprecated IPv4-compatible form (`::127.0.0.1`).
+_IPV4_IN_LAST_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global, and so is any IPv4 address it carries: Python calls `[::127.0.0.1]`, NAT64
+    `[64:ff9b::7f00:1]` and 6to4 `[2002:7f00:1::1]` global, yet each can lead to loopback."""
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return True
+    carried = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if any(address in network for network in _IPV4_IN_LAST_32_BITS):
+        carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return all(v4.is_global for v4 in carried if v4 is not None)
 
 
 @dataclass(frozen=True)

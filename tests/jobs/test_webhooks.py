@@ -43,6 +43,13 @@ def test_signature_verifies_as_the_readme_says() -> None:
         "http://169.254.169.254/latest",
         "http://[::1]/x",
         "http://192.168.0.10/x",
+        # Found by a hostile pass: IPv6 forms that carry a loopback IPv4 address, which
+        # Python's `is_global` calls public.
+        "http://[::127.0.0.1]/x",
+        "http://[64:ff9b::7f00:1]/x",
+        "http://[64:ff9b:1::a00:1]/x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
     ],
 )
 def test_non_public_addresses_are_refused(url: str) -> None:
@@ -50,6 +57,16 @@ def test_non_public_addresses_are_refused(url: str) -> None:
     assert reason is not None
     assert "address" in reason
     assert refusal(url, allow_private=True) is None
+
+
+def test_public_addresses_pass_in_every_form() -> None:
+    # Literals only: nothing is resolved or sent.
+    for url in (
+        "http://93.184.215.14/x",
+        "http://[2606:4700::1]/x",
+        "http://[64:ff9b::5db8:d70e]/x",
+    ):
+        assert refusal(url, allow_private=False) is None, url
 
 
 def test_a_host_that_does_not_resolve_is_refused() -> None:
