@@ -16,6 +16,7 @@ from PIL.Image import Image
 from pydantic import ValidationError
 
 from contract.images import InitImageRejected, decode_init_image
+from contract.job_cost import megapixel_steps
 from contract.latent_spaces import can_hand_off_latents
 from contract.registry import ModelEntry, ModelRegistry
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
@@ -35,6 +36,7 @@ class JobLimits:
     max_pixels: int = 2048 * 2048
     default_timeout_s: int = 600
     max_timeout_s: int = 3600
+    max_megapixel_steps: float = 1000.0  # see contract.job_cost
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,26 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     )
     _check_against_schema(spec, normalized)
     _check_denoising_steps(normalized)
+    _check_cost(normalized, limits)
     return CheckedJob(normalized, init_image)
+
+
+def _check_cost(spec: JobSpec, limits: JobLimits) -> None:
+    cost = megapixel_steps(spec)
+    if cost > limits.max_megapixel_steps:
+        raise JobRejected(
+            [
+                Violation(
+                    "job_too_costly",
+                    ("stages",),
+                    f"this job is {cost:.0f} megapixel-steps (each stage's output megapixels × "
+                    f"its steps, × {spec.num_images} images); this deployment takes at most "
+                    f"{limits.max_megapixel_steps:g}. Ask for fewer images, steps or pixels, or "
+                    "split it into several jobs",
+                    {"megapixel_steps": round(cost, 1), "le": limits.max_megapixel_steps},
+                )
+            ]
+        )
 
 
 def _check_denoising_steps(spec: JobSpec) -> None:

@@ -15,6 +15,7 @@ RuleType = Literal[
     "image_too_large",
     "invalid_base64",
     "invalid_image",
+    "job_too_costly",
     "latent_space_mismatch",
     "missing",
     "negative_prompt_unsupported",

@@ -26,6 +26,11 @@ class CommonSettings(BaseSettings):
     )
     result_ttl_s: int = Field(24 * 3600, gt=0, description="How long finished jobs and PNGs stay.")
     max_pixels: int = Field(2048 * 2048, gt=0, description="Pixel budget of the largest stage.")
+    max_job_megapixel_steps: float = Field(
+        1000.0,
+        gt=0,
+        description="A job's work budget: output megapixels × steps over its stages and images.",
+    )
     sweep_interval_s: float = Field(
         3.0, gt=0, description="How often abandoned jobs (dead workers) are looked for."
     )
@@ -50,4 +55,5 @@ class CommonSettings(BaseSettings):
             max_pixels=self.max_pixels,
             default_timeout_s=self.job_timeout_s,
             max_timeout_s=self.max_job_timeout_s,
+            max_megapixel_steps=self.max_job_megapixel_steps,
         )

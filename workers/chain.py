@@ -72,24 +72,6 @@ StepMonitor = Callable[[int, int, int], str | None]
 ModelLookup = Callable[[str], LoadedModel]
 
 
-def planned_steps(spec: JobSpec) -> list[float]:
-    """Denoising steps each stage will run, for progress and ETA."""
-    planned: list[float] = []
-    for i, stage in enumerate(spec.stages):
-        steps = float(stage.steps or 1)
-        if stage.mode is Mode.REFINE:
-            steps *= 1 - (stage.switch_at or 0)
-        elif stage.mode is Mode.HIRES:
-            steps *= stage.denoise or 1
-        elif spec.strength is not None:
-            steps *= spec.strength
-        following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
-        if following is not None and following.mode is Mode.REFINE:
-            steps *= following.switch_at or 1
-        planned.append(max(steps, 1.0))
-    return planned
-
-
 def run_chain(
     spec: JobSpec,
     stages: range,

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from contract.chain_rules import JobLimits, check_job
 from contract.envelope import FailureType, JobStatus, Progress, image_url
+from contract.job_cost import planned_steps
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
 from contract.spec import JobSpec
@@ -35,7 +36,7 @@ from jobs.logs import job_context
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.redis_keys import handoff_key, init_image_key, job_key
 from jobs.store import now
-from workers.chain import StageError, Stopped, planned_steps, run_chain
+from workers.chain import StageError, Stopped, run_chain
 from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
 

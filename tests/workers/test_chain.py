@@ -10,7 +10,7 @@ import pytest
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import Handoff, JobSpec, Upscaler
-from workers.chain import StageError, Stopped, planned_steps, run_chain
+from workers.chain import StageError, Stopped, run_chain
 from workers.runtime import ModelCache
 
 
@@ -108,15 +108,3 @@ def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: Mod
         run(spec, cache, cancel_at_3)
     assert stopped.value.reason == "canceled"
     assert seen == [1, 2, 3]
-
-
-def test_planned_steps_count_what_each_stage_runs(registry: ModelRegistry) -> None:
-    spec = normalized(
-        registry,
-        [
-            {"model": "demo-sdxl", "steps": 20},
-            {"model": "demo-sdxl-refiner", "mode": "refine", "steps": 20, "switch_at": 0.75},
-            {"model": "demo-sdxl", "mode": "hires", "steps": 10, "denoise": 0.5},
-        ],
-    )
-    assert planned_steps(spec) == [15.0, 5.0, 5.0]
