@@ -5,6 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+from redis.exceptions import OutOfMemoryError
 
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
@@ -39,6 +40,11 @@ def healthz() -> Health:
 def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
     """Redis answers; lists registered models that no live worker serves (their jobs wait)."""
     store.redis.ping()  # a connection error becomes a 503 (see app.errors)
+    memory = store.redis.info("memory")
+    if 0 < memory["maxmemory"] <= memory["used_memory"]:
+        # What admission meets at the limit (noeviction refuses writes): 503 store_full here too,
+        # so a load balancer stops sending jobs to a gateway that can only refuse them.
+        raise OutOfMemoryError("Redis is at its maxmemory; no job can be admitted")
     workers = live_workers(store.redis)
     served = {model for worker in workers for model in worker.models}
     return Readiness(

@@ -1,8 +1,9 @@
-"""Health routes: liveness, readiness (503 when Redis is down)."""
+"""Health routes: liveness, readiness (503 when Redis is down or at its memory limit)."""
 
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
@@ -31,3 +32,16 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert 'imagegen_jobs_total{event="submitted",model="demo-sd15"} 1.0' in response.text
     assert 'imagegen_queue_depth{queue="imagegen.default"} 1.0' in response.text
+
+
+def test_readyz_says_store_full_at_redis_memory_limit(client: TestClient, redis: Redis) -> None:
+    """Found by a hostile pass: admission refused every job while /readyz said ready."""
+    redis.config_set("maxmemory", 1)
+    try:
+        full = client.get("/readyz")
+    finally:
+        redis.config_set("maxmemory", 0)
+    assert full.status_code == 503
+    assert full.json()["detail"][0]["type"] == "store_full"
+    assert full.headers["Retry-After"] == "30"
+    assert client.get("/readyz").status_code == 200
