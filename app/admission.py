@@ -9,8 +9,6 @@ import uuid
 from dataclasses import dataclass
 
 from redis import Redis
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
 
 from app.keys import Caller
 from contract.chain_rules import CheckedJob, JobLimits, check_job
@@ -23,7 +21,7 @@ from jobs import metrics
 from jobs.caps import Caps
 from jobs.idempotency import Claim, Idempotency
 from jobs.lifecycle import Lifecycle
-from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment
+from jobs.queues import QueuePolicy, cancel_rq_job, enqueue_segment
 from jobs.redis_keys import init_image_key
 from jobs.store import JobStore
 from jobs.webhooks import refusal
@@ -176,17 +174,6 @@ class JobService:
         return CancelOutcome(self.visible(job_id, caller), outcome.applied)
 
     def _cancel_rq_job(self, job_id: str) -> None:
-        """Take a canceled job's RQ job off its queue and file it as canceled, so that RQ's
-        own tools agree with the API. A worker that dequeued it meanwhile finds it canceled."""
         rq_job = self.store.field(job_id, "rq_job")
-        if rq_job is None:
-            return
-        try:
-            Job.fetch(rq_job, connection=self.redis, serializer=SERIALIZER).cancel()
-        except (NoSuchJobError, InvalidJobOperation):
-            pass  # gone already, or RQ has it canceled already
-        except Exception:
-            # The job is canceled (its envelope says so, and a worker that takes the RQ job
-            # does nothing); only RQ's bookkeeping failed. RQ's cancel races a worker that is
-            # dequeuing the job (ValueError: "Execution ... not found"): no 500 for that.
-            log.warning("job %s: RQ could not file it as canceled", job_id, exc_info=True)
+        if rq_job is not None:
+            cancel_rq_job(self.redis, rq_job)

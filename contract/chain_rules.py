@@ -8,7 +8,6 @@ rule, each located in the request body. The rule at the heart of the service is
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from PIL.Image import Image
 from pydantic import ValidationError
 
 from contract.images import InitImageRejected, decode_init_image
-from contract.job_cost import megapixel_steps
+from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.registry import ModelEntry, ModelRegistry
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
@@ -112,56 +111,8 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         }
     )
     _check_against_schema(spec, normalized)
-    _check_denoising_steps(normalized)
-    _check_cost(normalized, limits)
+    check_cost(normalized, limits.max_megapixel_steps)
     return CheckedJob(normalized, init_image)
-
-
-def _check_cost(spec: JobSpec, limits: JobLimits) -> None:
-    cost = megapixel_steps(spec)
-    if cost > limits.max_megapixel_steps:
-        raise JobRejected(
-            [
-                Violation(
-                    "job_too_costly",
-                    ("stages",),
-                    f"this job is {cost:.0f} megapixel-steps (each stage's output megapixels × "
-                    f"its steps, × {spec.num_images} images); this deployment takes at most "
-                    f"{limits.max_megapixel_steps:g}. Ask for fewer images, steps or pixels, or "
-                    "split it into several jobs",
-                    {"megapixel_steps": round(cost, 1), "le": limits.max_megapixel_steps},
-                )
-            ]
-        )
-
-
-def _check_denoising_steps(spec: JobSpec) -> None:
-    """A stage that starts from a picture re-runs int(steps × strength) denoising steps (a
-    hires stage's `denoise`, an img2img first stage's `strength`): zero fails deep in the model
-    ("cannot reshape tensor of 0 elements") after the job was queued. A refiner's share is
-    counted in timesteps past `switch_at`, which diffusers rounds up: always at least one."""
-    violations = []
-    for i, stage in enumerate(spec.stages):
-        assert stage.steps is not None  # normalized
-        if stage.mode is Mode.HIRES:
-            name, share = "denoise", _default(stage.denoise, 0.5)
-        elif i == 0 and spec.strength is not None:
-            name, share = "strength", spec.strength
-        else:
-            continue
-        if int(stage.steps * share + 1e-9) < 1:
-            least = math.ceil(1 / share - 1e-9)
-            violations.append(
-                Violation(
-                    "too_few_steps",
-                    ("stages", i, "steps"),
-                    f"stage {i} would run no denoising step: steps {stage.steps} × {name} "
-                    f"{share:g} is below 1; ask for at least {least} steps",
-                    {"steps": stage.steps, name: share, "min_steps": least},
-                )
-            )
-    if violations:
-        raise JobRejected(violations)
 
 
 def _check_against_schema(request: JobSpec, normalized: JobSpec) -> None:

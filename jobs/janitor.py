@@ -21,13 +21,11 @@ concurrent cleanups could both retry the same job.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import timedelta
 
 from redis import Redis
 from rq import Queue
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
@@ -35,7 +33,7 @@ from rq.timeouts import TimerDeathPenalty
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobStatus
 from jobs.caps import prune
 from jobs.lifecycle import Lifecycle
-from jobs.queues import SERIALIZER
+from jobs.queues import SERIALIZER, cancel_rq_job
 from jobs.redis_keys import JANITOR_CURSOR, JANITOR_LOCK, OUTSTANDING, QUEUE_PREFIX, job_key, text
 from jobs.store import envelope_from_hash, now
 
@@ -128,10 +126,8 @@ def _ended_while_waiting(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: st
     else:
         return False
     if outcome.applied:
-        log.warning("job %s ended while waiting in a queue: %s", job_id, envelope.status)
-        # NoSuchJobError: gone; InvalidJobOperation: canceled; ValueError: RQ's dequeue race.
-        with contextlib.suppress(NoSuchJobError, InvalidJobOperation, ValueError):
-            Job.fetch(rq_job, connection=redis, serializer=SERIALIZER).cancel()
+        log.warning("job %s ended while it waited in %s's queue", job_id, rq_job)
+        cancel_rq_job(redis, rq_job)
     return outcome.applied
 
 

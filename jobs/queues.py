@@ -17,14 +17,19 @@ janitor included) can run it without importing `workers` or torch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.redis_keys import job_key, queue_name, rq_job_id
+
+log = logging.getLogger("imagegen.jobs")
 
 SERIALIZER = JSONSerializer
 RUN_JOB = "workers.tasks.run_job"
@@ -62,3 +67,17 @@ def enqueue_segment(
         retry=Retry(max=policy.max_retries) if policy.max_retries else None,
         on_failure=Callback(ON_FAILURE),
     )
+
+
+def cancel_rq_job(redis: Redis, rq_job: str) -> None:
+    """File a job that has ended canceled or failed as canceled in RQ too, and take it off its
+    queue, so that RQ's own tools agree with the API. Best effort: the envelope is already
+    final, and a worker that takes the RQ job meanwhile finds it so and does nothing."""
+    try:
+        Job.fetch(rq_job, connection=redis, serializer=SERIALIZER).cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass  # gone already, or RQ has it canceled already
+    except Exception:
+        # Only RQ's bookkeeping failed. Its cancel races a worker that is dequeuing the job
+        # (ValueError: "Execution ... not found"): that must not fail the caller.
+        log.warning("RQ could not file %s as canceled", rq_job, exc_info=True)
