@@ -24,7 +24,7 @@ from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, cancel_rq_job, enqueue_segment
 from jobs.redis_keys import init_image_key
 from jobs.store import JobStore
-from jobs.webhooks import refusal
+from jobs.webhook_guard import refusal
 
 log = logging.getLogger("imagegen.gateway")
 

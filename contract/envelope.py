@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.latent_spaces import LatentSpaceName
-from contract.spec import JobSpec
+from contract.spec import JobSpec, WebhookEvent
 
 
 class JobStatus(StrEnum):
@@ -96,6 +96,25 @@ class StageTrace(Answer):
     step_seconds: float | None = Field(None, description="Mean time of one denoising step.")
 
 
+WebhookState = Literal["pending", "delivered", "failed"]
+
+
+class WebhookDelivery(Answer):
+    """The notification a finished job owes its `webhook_url`, and how its delivery went."""
+
+    id: str = Field(description="The `webhook-id` header of every attempt: deduplicate on it.")
+    event: WebhookEvent
+    state: WebhookState = Field(
+        description="`pending` until a receiver answered 2xx (`delivered`) or the attempts "
+        "are spent or the receiver refused it for good (`failed`)."
+    )
+    attempts: int = Field(description="POSTs tried so far.")
+    last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due.")
+    delivered_at: datetime | None = None
+
+
 class JobEnvelope(Answer):
     id: UUID
     status: JobStatus
@@ -110,3 +129,6 @@ class JobEnvelope(Answer):
     images: list[ImageInfo] = []
     error: JobError | None = None
     trace: list[StageTrace] = Field([], description="Per stage, once the job has succeeded.")
+    webhook: WebhookDelivery | None = Field(
+        None, description="Once the job has ended, the notification it owes `webhook_url`."
+    )

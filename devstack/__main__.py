@@ -1,7 +1,7 @@
 """`make run`: the service on its embedded defaults.
 
 Builds the demo models if missing, starts a private redis-server unless REDIS_URL is set, then the
-gateway and one worker; stops what it started on Ctrl-C.
+gateway, one worker and the webhook worker; stops what it started on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from redis import Redis
 
 from devstack.processes import (
     start_gateway,
+    start_webhook_worker,
     start_worker,
     stop,
     wait_for_gateway,
@@ -59,6 +60,7 @@ def main() -> int:
         print(f"started a private redis-server at {redis_url}")
     env = {"REDIS_URL": redis_url}
     worker = start_worker(env, run_dir / "worker.log")
+    webhooks = start_webhook_worker(env, run_dir / "webhooks.log")
     gateway = start_gateway(env, port, run_dir / "gateway.log")
     try:
         wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
@@ -66,16 +68,16 @@ def main() -> int:
         wait_for_workers(Redis.from_url(redis_url), [worker])
         print(
             f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
-            f"  logs: {run_dir}/gateway.log, {run_dir}/worker.log\n  Ctrl-C stops.\n"
+            f"  logs: {run_dir}/gateway.log, worker.log, webhooks.log\n  Ctrl-C stops.\n"
         )
-        while gateway.poll() is None and worker.poll() is None:
+        while all(p.poll() is None for p in (gateway, worker, webhooks)):
             time.sleep(0.5)
         print("a process exited; see the logs above", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
-        for process in (gateway, worker):
+        for process in (gateway, worker, webhooks):
             stop(process)
         if redis_server:
             redis_server.stop()

@@ -164,6 +164,11 @@ def container(service: str) -> str:
     return f"{PROJECT}_{service}_1"
 
 
+def healthy(service: str) -> bool:
+    check = ["podman", "healthcheck", "run", container(service)]
+    return subprocess.run(check, env=ENV, capture_output=True, timeout=60).returncode == 0
+
+
 def wait_for(what: str, probe: Any, timeout: float = 180) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -220,6 +225,8 @@ def scenario(port: int) -> None:
         wait_for("a worker", lambda: http.get("/readyz").json().get("workers"))
         for service in ("api", "worker", "redis"):
             run("podman", "healthcheck", "run", container(service))
+        # The webhook worker: torch-free in the worker image, healthy once RQ lists it.
+        wait_for("the webhook worker", lambda: healthy("webhooks"))
         policy = run(
             "podman", "exec", container("redis"), "redis-cli", "config", "get", "maxmemory-policy"
         ).split()  # fmt: skip
@@ -299,13 +306,13 @@ def main() -> int:
     try:
         base_image()
         build_images()
-        compose("up", "-d", "redis", "api", "worker")
+        compose("up", "-d", "redis", "api", "worker", "webhooks")
         scenario(port)
     finally:
         (STATE / "logs.txt").write_text(
             "\n".join(
                 run("podman", "logs", "--tail", "200", container(s), check=False)
-                for s in ("api", "worker", "redis")
+                for s in ("api", "worker", "webhooks", "redis")
             )
         )
         compose("down", "-v", check=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from redis import Redis
+from rq import Worker
 
 from jobs.presence import live_workers
 from jobs.settings import REPO_ROOT
@@ -33,6 +34,25 @@ def _spawn(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pop
 
 def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     return _spawn([sys.executable, "-m", "workers"], env, log)
+
+
+def start_webhook_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return _spawn([sys.executable, "-m", "workers", "--webhooks"], env, log)
+
+
+def wait_for_rq_worker(
+    redis: Redis, process: subprocess.Popen[bytes], queue: str, timeout: float = 30
+) -> None:
+    """Wait until `process` is a registered RQ worker of `queue`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        names = [w.name for w in Worker.all(connection=redis) if queue in w.queue_names()]
+        if any(f".{process.pid}." in name for name in names):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker of {queue} registered in {timeout} s")
 
 
 def start_gateway(

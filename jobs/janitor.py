@@ -13,6 +13,8 @@
 4. It waits between segments in a pool's queue that no worker takes: it is `running`, but no
    step monitor watches it. The sweep keeps its cancel (`canceled`) and its deadline (`timeout`).
 
+The sweep also puts webhook attempts whose backoff is over on the webhook queue.
+
 Checks 2 to 4 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
 from where the last sweep stopped, so with up to `BATCH` unfinished jobs every one is checked by
 every sweep, and with more, within a few. A short lock makes one sweeper act per interval: two
@@ -36,6 +38,7 @@ from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER, cancel_rq_job
 from jobs.redis_keys import JANITOR_CURSOR, JANITOR_LOCK, OUTSTANDING, QUEUE_PREFIX, job_key, text
 from jobs.store import envelope_from_hash, now
+from jobs.webhooks import WEBHOOK_QUEUE, queue_due_attempts
 
 log = logging.getLogger("imagegen.jobs")
 
@@ -43,16 +46,17 @@ BATCH = 500
 
 
 def imagegen_queues(redis: Redis) -> list[Queue]:
+    """The pools' queues and the webhook queue."""
     return [
         q
         for q in Queue.all(connection=redis, serializer=SERIALIZER)
-        if q.name.startswith(f"{QUEUE_PREFIX}.")
+        if q.name.startswith(f"{QUEUE_PREFIX}.") or q.name == WEBHOOK_QUEUE
     ]
 
 
 def sweep(lifecycle: Lifecycle, interval_s: float) -> bool:
-    """Clean every imagegen queue's started registry and check a batch of unfinished jobs,
-    unless another sweeper just did."""
+    """Clean every imagegen queue's started registry, check a batch of unfinished jobs and
+    queue due webhook attempts, unless another sweeper just did."""
     redis = lifecycle.store.redis
     if not redis.set(JANITOR_LOCK, "1", nx=True, px=max(int(interval_s * 1000) - 50, 100)):
         return False
@@ -65,6 +69,7 @@ def sweep(lifecycle: Lifecycle, interval_s: float) -> bool:
         registry.cleanup()
     check_unfinished(lifecycle)
     prune(redis)
+    queue_due_attempts(redis)
     return True
 
 

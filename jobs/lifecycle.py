@@ -1,8 +1,9 @@
 """What happens when a job ends, whoever ends it: the gateway (cancel), a worker (success,
 failure, cancel at a step) or RQ (a hard timeout, or a worker found dead by the sweep).
 
-`Lifecycle.end` applies the final status (a compare-and-set in `JobStore.transition`) and, only
-if it applied, counts the job in the metrics and sends its webhook, so neither happens twice.
+`Lifecycle.end` applies the final status (a compare-and-set in `JobStore.transition`), owing the
+job's webhook in the same transaction (`jobs.webhooks`), and only if it applied, counts the job
+in the metrics and deletes its spent inputs, so nothing happens twice.
 `on_rq_failure` is the RQ failure callback; RQ calls it by name, in whichever process saw the
 failure — a worker, or the gateway's janitor — so it lives here, torch-free, and not in
 `workers`.
@@ -17,11 +18,13 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobError, JobStatus
+from contract.spec import JobSpec
 from jobs import metrics
 from jobs.redis_keys import handoff_key, init_image_key
 from jobs.store import JobStore, Transition, now, unreadable
@@ -55,12 +58,20 @@ class Lifecycle:
         finished_at: datetime | None = None,
         **fields: Any,
     ) -> Transition:
-        """Move the job to the final `status` if it is in `allowed_from`; then tell the
-        metrics and the job's webhook, once."""
+        """Move the job to the final `status` if it is in `allowed_from`, owing its webhook in
+        the same transaction; then tell the metrics, once."""
         assert status.is_final, status
         finished_at = finished_at or now()
+        webhooks, spec = self.webhooks, None
+        if webhooks is not None and webhooks.secret is not None:
+            spec = _spec(self.store.field(job_id, "spec"))
+
+        def owe_webhook(pipe: Pipeline, written: JobStatus) -> None:
+            if webhooks is not None:
+                webhooks.owe(self.store.redis, pipe, job_id, written, spec)
+
         outcome = self.store.transition(
-            job_id, status, allowed_from, finished_at=finished_at, **fields
+            job_id, status, allowed_from, then=owe_webhook, finished_at=finished_at, **fields
         )
         if outcome.applied:
             self._ended(job_id)
@@ -110,8 +121,13 @@ class Lifecycle:
                 seconds = (envelope.finished_at - envelope.created_at).total_seconds()
                 metrics.observe_job_seconds(pipe, model, seconds)
             pipe.execute()
-        if self.webhooks is not None:
-            self.webhooks.notify(envelope)
+
+
+def _spec(stored: str | None) -> JobSpec | None:
+    try:
+        return None if stored is None else JobSpec.model_validate_json(stored)
+    except ValueError:
+        return None  # an unreadable record owes no webhook: its URL is not known
 
 
 class _Process:

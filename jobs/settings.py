@@ -39,15 +39,29 @@ class CommonSettings(BaseSettings):
 
     log_level: str = Field("INFO", description="Logs are JSON lines at this level and above.")
     webhook_secret: str | None = Field(
-        None, description="Signs webhook bodies (HMAC-SHA256); webhooks are off without it."
+        None,
+        description="Signs webhooks (Standard Webhooks: HMAC-SHA256; `whsec_<base64>` or any "
+        "text); webhooks are off without it.",
     )
     webhook_allow_private: bool = Field(
         False, description="Allow webhooks to loopback, link-local and private addresses."
     )
 
+    webhook_attempts: int = Field(
+        6, ge=1, description="POSTs per webhook before it is recorded `failed`."
+    )
+    webhook_first_backoff_s: float = Field(
+        5.0, gt=0, description="Wait before the second attempt; doubles after each failure."
+    )
+
     @property
     def webhooks(self) -> Webhooks:
-        return Webhooks(self.webhook_secret, self.webhook_allow_private)
+        return Webhooks(
+            self.webhook_secret,
+            self.webhook_allow_private,
+            attempts=self.webhook_attempts,
+            first_backoff_s=self.webhook_first_backoff_s,
+        )
 
     @property
     def limits(self) -> JobLimits:

@@ -1,9 +1,10 @@
 """A job's state in Redis, read and written by the gateway and the workers alike.
 
-Status changes go through `transition`, a compare-and-set in one Lua call, so that a cancel from
-the gateway and a worker finishing the job cannot both win; the same call releases the job's
-cap slots and tells listeners. This module only stores: what else happens when a job ends
-(metrics, webhooks) is `lifecycle`'s business. Finished jobs expire after the result TTL; the
+Status changes go through `transition`, a compare-and-set in one optimistic transaction, so that
+a cancel from the gateway and a worker finishing the job cannot both win; the same transaction
+releases the job's cap slots, owes the job's webhook and tells listeners. This module only
+stores: what else happens when a job ends (metrics, what the webhook owes) is `lifecycle`'s and
+`webhooks`' business. Finished jobs expire after the result TTL; the
 PNGs live in Redis so that gateway and workers need no shared disk.
 """
 
@@ -18,9 +19,9 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 
 from contract.envelope import (
-    FINAL_STATUSES,
     FailureType,
     ImageInfo,
     JobEnvelope,
@@ -28,6 +29,7 @@ from contract.envelope import (
     JobStatus,
     Progress,
     StageTrace,
+    WebhookDelivery,
 )
 from contract.spec import JobSpec
 from jobs.redis_keys import (
@@ -47,35 +49,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-# KEYS: job hash, its events channel, all outstanding jobs, the owner's outstanding jobs, its
-# cancel flag. ARGV: new status, allowed current statuses (comma-separated), TTL in seconds (0:
-# not final), job id, then field/value pairs. Returns the status it found (false if the job is
-# gone). A success never overrides a cancel request: a job whose client asked to cancel before
-# it finished ends `canceled` (only `finished_at` is written), so a 202 to cancel holds.
-_TRANSITION = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return false end
-local allowed = ',' .. ARGV[2] .. ','
-if not string.find(allowed, ',' .. current .. ',', 1, true) then return current end
-local status = ARGV[1]
-local canceled = status == 'succeeded' and redis.call('EXISTS', KEYS[5]) == 1
-if canceled then status = 'canceled' end
-redis.call('HSET', KEYS[1], 'status', status)
-for i = 5, #ARGV, 2 do
-  if not canceled or ARGV[i] == 'finished_at' then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZREM', KEYS[3], ARGV[4])
-  redis.call('ZREM', KEYS[4], ARGV[4])
-end
-redis.call('PUBLISH', KEYS[2], status)
-return current
-"""
-
-
 @dataclass(frozen=True)
 class Transition:
     """What `transition` found: whether it applied, and the status it saw."""
@@ -88,7 +61,6 @@ class JobStore:
     def __init__(self, redis: Redis, result_ttl_s: int) -> None:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
-        self._transition = redis.register_script(_TRANSITION)
 
     def create(
         self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str | int
@@ -118,31 +90,53 @@ class JobStore:
         return None if value is None else text(value)
 
     def transition(
-        self, job_id: str, to: JobStatus, allowed_from: Iterable[str], **fields: Any
+        self,
+        job_id: str,
+        to: JobStatus,
+        allowed_from: Iterable[str],
+        then: Callable[[Pipeline, JobStatus], None] | None = None,
+        **fields: Any,
     ) -> Transition:
         """Set status `to` (and `fields`) only if the current status is in `allowed_from` (job
-        statuses, or a status value that no longer parses, which only `unreadable` jobs have)."""
-        allowed = tuple(str(s) for s in allowed_from)
-        # The owner never changes once the job exists; the script must be told every key it
-        # touches (Redis Cluster routes by declared keys), so it is read first.
-        owner = self.field(job_id, "owner") or ""
-        args: list[str | int] = [to.value, ",".join(allowed)]
-        args += [self.result_ttl_s if to in FINAL_STATUSES else 0, job_id]
-        for name, value in fields.items():
-            args += [name, _encode(value)]
-        keys = [
-            job_key(job_id),
-            events_channel(job_id),
-            OUTSTANDING,
-            outstanding_key(owner),
-            cancel_key(job_id),
-        ]
-        found = self._transition(keys=keys, args=args)
-        if found is None:
-            return Transition(False, None)
-        previous = text(found)
-        known = JobStatus(previous) if previous in _STATUS_VALUES else None
-        return Transition(previous in allowed, known)
+        statuses, or a status value that no longer parses, which only `unreadable` jobs have).
+
+        A success never overrides a cancel request: a job whose client asked to cancel before
+        it finished ends `canceled` (only `finished_at` is written), so a 202 to cancel holds. A
+        final status also expires the record and frees the job's cap slots. `then(pipe, status)`
+        adds what must happen if and only if a final status is written, in the same MULTI/EXEC
+        (the webhook a job owes): the check and the writes are one optimistic transaction,
+        retried when the record or the cancel flag changes under it."""
+        allowed = {str(s) for s in allowed_from}
+        key, cancel = job_key(job_id), cancel_key(job_id)
+        written = {name: _encode(value) for name, value in fields.items()}
+        while True:
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key, cancel)  # type: ignore[no-untyped-call]
+                    current, owner = pipe.hmget(key, "status", "owner")
+                    if current is None:
+                        return Transition(False, None)
+                    previous = text(current)
+                    if previous not in allowed:
+                        return Transition(False, _known(previous))
+                    status, mapping = to, written
+                    if to is JobStatus.SUCCEEDED and pipe.exists(cancel):
+                        status = JobStatus.CANCELED
+                        mapping = {k: v for k, v in written.items() if k == "finished_at"}
+                    pipe.multi()
+                    pairs = [item for pair in mapping.items() for item in pair]
+                    pipe.hset(key, "status", status.value, items=pairs)
+                    if status.is_final:
+                        pipe.expire(key, self.result_ttl_s)
+                        pipe.zrem(OUTSTANDING, job_id)
+                        pipe.zrem(outstanding_key(text(owner or b"")), job_id)
+                        if then is not None:
+                            then(pipe, status)
+                    pipe.publish(events_channel(job_id), status.value)
+                    pipe.execute()
+                    return Transition(True, _known(previous))
+                except WatchError:
+                    continue
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -212,6 +206,7 @@ def envelope_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobEnvelope:
         images=read("images", _IMAGES.validate_json, list[ImageInfo]()),
         error=read("error", JobError.model_validate_json, None),
         trace=read("trace", _TRACE.validate_json, list[StageTrace]()),
+        webhook=read("webhook", WebhookDelivery.model_validate_json, None),
     )
     if not broken:
         return envelope
@@ -236,6 +231,12 @@ def unreadable(envelope: JobEnvelope) -> bool:
 
 
 _STATUS_VALUES = frozenset(s.value for s in JobStatus)
+
+
+def _known(status: str) -> JobStatus | None:
+    return JobStatus(status) if status in _STATUS_VALUES else None
+
+
 # What a record missing its creation time says instead (there is no true value to serve).
 _UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
 _IMAGES = TypeAdapter(list[ImageInfo])

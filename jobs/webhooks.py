@@ -1,144 +1,305 @@
-"""Webhooks: the job envelope POSTed to the client's URL when the job ends.
+"""Webhooks: the job envelope POSTed to the client's URL when the job ends, durably.
+
+The notification is owed in the same MULTI/EXEC that ends the job (`owe`, called from
+`JobStore.transition`): the job's record gets a `webhook` field (`pending`) and an RQ job is put
+on the `imagegen-webhooks` queue, so "job ended" and "notification owed" cannot disagree, and a
+process that dies right after ending a job loses nothing. A webhook worker
+(`python -m workers --webhooks`) runs `deliver`: one POST per RQ job. A failure that may pass
+(network, 429, 5xx) schedules the next attempt with exponential backoff, or later if the
+receiver sent `Retry-After` (the janitor's sweep queues it when it is due); after `attempts`
+tries, or a 3xx/4xx, the record says `failed`. If the webhook worker dies mid-attempt, RQ's crash
+recovery (its `Retry`) runs the attempt again. The gateway never sends.
 
     POST <webhook_url>
     Content-Type: application/json
     X-Imagegen-Event: completed | failed | canceled
-    X-Imagegen-Delivery: <uuid, the same for every retry of one delivery>
-    X-Imagegen-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with the deployment's
-                          IMAGEGEN_WEBHOOK_SECRET>
+    webhook-id: <the same for every attempt of one notification: deduplicate on it>
+    webhook-timestamp: <Unix seconds of this attempt>
+    webhook-signature: v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">
 
-Delivery is retried with exponential backoff on network errors, 429 and 5xx. URLs that resolve
-to loopback, link-local, private or otherwise non-public addresses are refused (server-side
-request forgery) unless the deployment allows them; the check runs at admission and again
-before each delivery, since DNS answers can change in between.
+Signatures follow Standard Webhooks (https://www.standardwebhooks.com): a receiver checks the
+signature and rejects a timestamp older than a few minutes, so a captured delivery cannot be
+replayed later. The key is IMAGEGEN_WEBHOOK_SECRET: its bytes, or with a `whsec_` prefix the
+base64 it carries (the form Standard Webhooks libraries take).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import hmac
-import ipaddress
 import logging
-import socket
-import threading
 import time
-import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
-from pydantic import AnyHttpUrl
+from redis import Redis
+from redis.client import Pipeline
+from rq import Callback, Queue, Retry, get_current_job
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 
-from contract.envelope import JobEnvelope, JobStatus
+from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
+from contract.spec import JobSpec
+from jobs.queues import SERIALIZER
+from jobs.redis_keys import job_key
+from jobs.store import JobStore
+from jobs.webhook_guard import Address, checked_address
 
 log = logging.getLogger("imagegen.webhooks")
 
+WEBHOOK_QUEUE = "imagegen-webhooks"
+DELIVER = "jobs.webhooks.deliver"
+ON_LOST = "jobs.webhooks.on_delivery_lost"
 EVENT_OF = {
     JobStatus.SUCCEEDED: "completed",
     JobStatus.FAILED: "failed",
     JobStatus.CANCELED: "canceled",
 }
-SIGNATURE_HEADER = "X-Imagegen-Signature"
+# An attempt whose webhook worker died is run again this many times before the notification is
+# given up (a receiver that kills the worker each time must not keep it busy forever).
+ATTEMPT_RERUNS = 2
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST came to."""
 
+    status: int | None  # None: no HTTP answer (refused, unreachable, too slow)
+    error: str | None
+    retry_after_s: float | None = None
 
-def refusal(url: str, allow_private: bool) -> str | None:
-    """Why `url` may not receive webhooks, or None if it may. Its form (http or https, with a
-    host) is the spec's `WebhookUrl` type's business; this checks where it leads."""
-    parts = AnyHttpUrl(url)
-    assert parts.host is not None  # AnyHttpUrl requires one
-    host = parts.host.strip("[]")  # an IPv6 literal keeps its brackets in the URL's host
-    try:
-        infos = socket.getaddrinfo(host, parts.port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return f"webhook_url host {host!r} does not resolve"
-    if allow_private:
-        return None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not _public(address):
-            return (
-                f"webhook_url resolves to {address}, a loopback, link-local or private address; "
-                "this deployment only calls public addresses"
-            )
-    return None
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
-
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local
-# use) and the deprecated IPv4-compatible form (`::127.0.0.1`).
-_IPV4_IN_LAST_32_BITS = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
-)
-
-
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Global, and so is any IPv4 address it carries: Python calls `[::127.0.0.1]`, NAT64
-    `[64:ff9b::7f00:1]` and 6to4 `[2002:7f00:1::1]` global, yet each can lead to loopback."""
-    if not address.is_global:
-        return False
-    if isinstance(address, ipaddress.IPv4Address):
-        return True
-    carried = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
-    if any(address in network for network in _IPV4_IN_LAST_32_BITS):
-        carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return all(v4.is_global for v4 in carried if v4 is not None)
+    @property
+    def may_pass(self) -> bool:
+        """Worth another attempt: no answer, 429 or 5xx (a 4xx would be the same again)."""
+        return self.status is None or self.status == 429 or self.status >= 500
 
 
 @dataclass(frozen=True)
 class Webhooks:
     secret: str | None
     allow_private: bool
-    attempts: int = 5
-    first_backoff_s: float = 0.5
+    attempts: int = 6
+    first_backoff_s: float = 5.0
+    max_backoff_s: float = 3600.0
+    deadline_s: float = 10.0  # for a whole attempt: connect, send, and the answer's headers
 
-    def notify(self, envelope: JobEnvelope) -> threading.Thread | None:
-        """Deliver in the background if the job asked for this event; return the thread."""
-        spec = envelope.spec
-        event = EVENT_OF.get(envelope.status)
-        if spec is None or spec.webhook_url is None or event is None or self.secret is None:
-            return None
+    def owe(
+        self, redis: Redis, pipe: Pipeline, job_id: str, status: JobStatus, spec: JobSpec | None
+    ) -> None:
+        """In the MULTI/EXEC that ends the job: record the notification it owes and queue its
+        first attempt, if the job asked for this ending."""
+        event = EVENT_OF[status]
+        if self.secret is None or spec is None or spec.webhook_url is None:
+            return
         if spec.webhook_events is not None and event not in spec.webhook_events:
-            return None
-        body = envelope.model_dump_json().encode()
-        thread = threading.Thread(
-            target=self.deliver,
-            args=(str(spec.webhook_url), body, event),
-            daemon=True,
-            name=f"webhook-{envelope.id}",
+            return
+        record = WebhookDelivery(
+            id=f"msg_{job_id}",  # a job ends once: one notification per job
+            event=event,
+            state="pending",
+            attempts=0,
+            last_status=None,
+            last_error=None,
+            next_attempt_at=datetime.now(UTC),
         )
-        thread.start()
-        return thread
+        pipe.hset(job_key(job_id), "webhook", record.model_dump_json())
+        _enqueue(webhook_queue(redis), pipe, job_id, attempt=1, delay_s=0)
 
-    def deliver(self, url: str, body: bytes, event: str) -> bool:
+    def signing_key(self) -> bytes:
         assert self.secret is not None
-        headers = {
+        if self.secret.startswith("whsec_"):
+            return base64.b64decode(self.secret.removeprefix("whsec_"))
+        return self.secret.encode()
+
+    def headers(self, message_id: str, event: str, body: bytes, timestamp: int) -> dict[str, str]:
+        return {
             "Content-Type": "application/json",
             "X-Imagegen-Event": event,
-            "X-Imagegen-Delivery": str(uuid.uuid4()),
-            SIGNATURE_HEADER: sign(self.secret, body),
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self.signing_key(), message_id, timestamp, body),
         }
-        backoff = self.first_backoff_s
-        for attempt in range(1, self.attempts + 1):
-            reason = refusal(url, self.allow_private)
-            if reason is not None:
-                log.warning("webhook to %s refused: %s", url, reason)
-                return False
-            try:
-                response = httpx.post(url, content=body, headers=headers, timeout=10)
-                if response.is_success:
-                    return True
-                if response.status_code != 429 and response.status_code < 500:
-                    log.warning("webhook to %s: %s, not retried", url, response.status_code)
-                    return False
-                log.info("webhook to %s: %s (attempt %d)", url, response.status_code, attempt)
-            except httpx.HTTPError as exc:
-                log.info("webhook to %s failed (attempt %d): %s", url, attempt, exc)
-            if attempt < self.attempts:
-                time.sleep(backoff)
-                backoff *= 2
-        log.warning("webhook to %s gave up after %d attempts", url, self.attempts)
-        return False
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        """One attempt: resolve and check the address, connect to that address, and give up
+        at the deadline however slowly the receiver answers. No redirects are followed."""
+        address, reason = checked_address(url, self.allow_private)
+        if address is None:
+            return Attempt(None, reason)
+        try:
+            posting = _post(url, address, body, headers)
+            return asyncio.run(asyncio.wait_for(posting, self.deadline_s))
+        except TimeoutError:
+            return Attempt(None, f"no answer within {self.deadline_s:g} s")
+        except httpx.HTTPError as exc:
+            return Attempt(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def backoff_s(self, attempt: Attempt, attempts_made: int) -> float:
+        backoff: float = self.first_backoff_s * 2.0 ** (attempts_made - 1)
+        return min(self.max_backoff_s, max(backoff, attempt.retry_after_s or 0.0))
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+async def _post(url: str, address: Address, body: bytes, headers: dict[str, str]) -> Attempt:
+    named = httpx.URL(url)
+    target = named.copy_with(host=str(address))
+    # The name stays in Host and, for https, in TLS (SNI and the certificate check).
+    extensions = {"sni_hostname": named.host} if named.scheme == "https" else {}
+    # trust_env=False: an HTTP(S)_PROXY in the environment must not carry the POST elsewhere.
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+        request = client.build_request(
+            "POST",
+            target,
+            content=body,
+            headers={**headers, "Host": named.netloc.decode()},
+            extensions=extensions,
+        )
+        response = await client.send(request, stream=True)  # the body is never read
+        await response.aclose()
+    error = None if response.is_success else f"the receiver answered {response.status_code}"
+    return Attempt(response.status_code, error, _retry_after_s(response.headers))
+
+
+def _retry_after_s(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def webhook_queue(redis: Redis) -> Queue:
+    return Queue(WEBHOOK_QUEUE, connection=redis, serializer=SERIALIZER)
+
+
+def queue_due_attempts(redis: Redis) -> int:
+    """Move the attempts whose backoff is over onto the webhook queue; return how many. The
+    janitor's sweep calls this (one sweeper per interval), instead of RQ's scheduler, which
+    forks a process per worker that outlives a killed worker and holds its lock for a minute."""
+    queue = webhook_queue(redis)
+    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    due = registry.get_jobs_to_schedule(int(time.time()))
+    if not due:
+        return 0
+    with redis.pipeline() as pipe:
+        for job in Job.fetch_many(due, connection=redis, serializer=SERIALIZER):
+            if job is not None:
+                queue.enqueue_job(job, pipeline=pipe)
+        for job_id in due:
+            registry.remove(job_id, pipeline=pipe)
+        pipe.execute()
+    return len(due)
+
+
+def _enqueue(queue: Queue, pipe: Pipeline, job_id: str, attempt: int, delay_s: float) -> None:
+    options = {
+        "job_id": f"webhook-{job_id}-{attempt}",
+        "pipeline": pipe,
+        "retry": Retry(max=ATTEMPT_RERUNS),  # the webhook worker died mid-attempt
+        "on_failure": Callback(ON_LOST),
+        "result_ttl": 3600,
+        "failure_ttl": 24 * 3600,
+        "job_timeout": 120,
+    }
+    if delay_s > 0:
+        queue.enqueue_in(timedelta(seconds=delay_s), DELIVER, job_id, **options)
+    else:
+        queue.enqueue(DELIVER, job_id, **options)
+
+
+class _Process:
+    """This process's webhook settings (the webhook worker installs them; RQ calls `deliver`
+    by name, with no way to hand it objects)."""
+
+    webhooks: Webhooks | None = None
+
+
+def install(webhooks: Webhooks) -> None:
+    _Process.webhooks = webhooks
+
+
+def deliver(job_id: str) -> str:
+    """The RQ job: one attempt at the notification `job_id` owes. Returns what happened."""
+    webhooks = _Process.webhooks
+    rq_job = get_current_job()
+    assert webhooks is not None, "installed by the webhook worker"
+    assert rq_job is not None, "run by RQ"
+    redis = rq_job.connection
+    raw = redis.hmget(job_key(job_id), "webhook", "spec")
+    if raw[0] is None or raw[1] is None:
+        return "the job's record has expired: nothing to deliver"
+    record = WebhookDelivery.model_validate_json(raw[0])
+    spec = JobSpec.model_validate_json(raw[1])
+    if record.state != "pending" or spec.webhook_url is None:
+        return f"nothing to do: the notification is {record.state}"
+    if webhooks.secret is None:
+        off = "webhooks are off on the webhook worker (no IMAGEGEN_WEBHOOK_SECRET)"
+        failed = record.model_copy(update={"state": "failed", "last_error": off})
+        redis.hset(job_key(job_id), "webhook", failed.model_dump_json())
+        return off
+    envelope = JobStore(redis, 0).load(job_id)
+    assert envelope is not None
+    record = record.model_copy(update={"attempts": record.attempts + 1, "next_attempt_at": None})
+    # Counted before the POST: an attempt its worker died in still counts.
+    redis.hset(job_key(job_id), "webhook", record.model_dump_json())
+    body = payload(envelope)
+    headers = webhooks.headers(record.id, record.event, body, int(time.time()))
+    attempt = webhooks.post(str(spec.webhook_url), body, headers)
+    record = record.model_copy(update={"last_status": attempt.status, "last_error": attempt.error})
+    with redis.pipeline() as pipe:
+        if attempt.delivered:
+            record = record.model_copy(
+                update={"state": "delivered", "delivered_at": datetime.now(UTC)}
+            )
+        elif attempt.may_pass and record.attempts < webhooks.attempts:
+            delay = webhooks.backoff_s(attempt, record.attempts)
+            due = datetime.now(UTC) + timedelta(seconds=delay)
+            record = record.model_copy(update={"next_attempt_at": due})
+            _enqueue(webhook_queue(redis), pipe, job_id, record.attempts + 1, delay)
+        else:
+            record = record.model_copy(update={"state": "failed"})
+        pipe.hset(job_key(job_id), "webhook", record.model_dump_json())
+        pipe.execute()
+    outcome = f"attempt {record.attempts}: {record.state}, {attempt.status or attempt.error}"
+    log.info("webhook %s for job %s: %s", record.id, job_id, outcome)
+    return outcome
+
+
+def payload(envelope: JobEnvelope) -> bytes:
+    """The body: the envelope as `GET /jobs/{id}` serves it, without the delivery record, so
+    that every attempt sends the same bytes."""
+    return envelope.model_copy(update={"webhook": None}).model_dump_json().encode()
+
+
+def on_delivery_lost(job: Job, connection: Redis, *exc_info: object) -> None:
+    """RQ gave up on an attempt (its worker died every time, or `deliver` itself broke):
+    the record says `failed` instead of `pending` forever. (RQ calls this for every abandoned
+    run, also when it is about to run it again.)"""
+    if job.retries_left:
+        return
+    job_id = str(job.args[0])
+    raw = connection.hget(job_key(job_id), "webhook")
+    if raw is None:
+        return
+    record = WebhookDelivery.model_validate_json(raw)
+    if record.state == "pending":
+        cause = getattr(exc_info[0], "__name__", "an error")
+        reason = f"the webhook worker failed this attempt ({cause}) and gave up"
+        failed = record.model_copy(update={"state": "failed", "last_error": reason})
+        connection.hset(job_key(job_id), "webhook", failed.model_dump_json())

@@ -19,13 +19,16 @@ from app.main import create_app
 from app.settings import GatewaySettings
 from devstack.processes import (
     start_gateway,
+    start_webhook_worker,
     start_worker,
     stop,
     wait_for_gateway,
+    wait_for_rq_worker,
     wait_for_workers,
 )
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
+from jobs.webhooks import WEBHOOK_QUEUE
 from tests.receiver import WEBHOOK_SECRET
 from workers.demo_models import DEMO_MODELS, ensure_built
 
@@ -117,11 +120,13 @@ class Stack:
             # The webhook tests run a receiver on loopback, which production refuses.
             "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE": "true",
+            "IMAGEGEN_WEBHOOK_FIRST_BACKOFF_S": "0.2",
             # Tests run two at a time on two cores (pytest-xdist): one torch thread per worker
             # process, or they oversubscribe the cores and every job runs several times slower.
             "IMAGEGEN_TORCH_THREADS": "1",
         }
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.webhooks: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
 
     def start_worker(self, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
@@ -132,9 +137,16 @@ class Stack:
             wait_for_workers(self.redis, [process])
         return process
 
+    def start_webhook_worker(self) -> subprocess.Popen[bytes]:
+        """The webhook worker (replacing one that died or was killed)."""
+        self.webhooks = start_webhook_worker(self.env, self.logs / "webhooks.log")
+        wait_for_rq_worker(self.redis, self.webhooks, WEBHOOK_QUEUE)
+        return self.webhooks
+
     def start(self, workers: list[dict[str, str]] | None = None) -> Stack:
         try:
             started = [self.start_worker(wait=False, **env) for env in (workers or [{}])]
+            self.start_webhook_worker()
             self.gateway = start_gateway(self.env, self.port, self.logs / "gateway.log")
             wait_for_gateway(self.url, self.gateway)
             wait_for_workers(self.redis, started)
@@ -147,7 +159,8 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self) -> None:
-        for process in [*self.workers, *([self.gateway] if self.gateway else [])]:
+        others = [p for p in (self.webhooks, self.gateway) if p is not None]
+        for process in [*self.workers, *others]:
             stop(process)
 
 

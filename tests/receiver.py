@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import threading
@@ -18,20 +19,37 @@ WEBHOOK_SECRET = "test-webhook-secret"
 
 
 class Receiver:
-    """An HTTP server that records what it is sent; answers `fail_first` requests with 503."""
+    """An HTTP server that records what it is sent; answers the first `fail_first` requests with
+    `failure` (and `failure_headers`), and holds the first request `hold_first_s` seconds."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        fail_first: int = 0,
+        hold_first_s: float = 0,
+        failure: int = 503,
+        failure_headers: dict[str, str] | None = None,
+    ) -> None:
         self.received: list[dict[str, Any]] = []
         self.fail_first = fail_first
+        self.hold_first_s = hold_first_s
+        self.failure = failure
+        self.failure_headers = failure_headers or {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.received.append({"headers": dict(self.headers), "body": body})
+                if len(receiver.received) == 1:
+                    time.sleep(receiver.hold_first_s)
                 failing = len(receiver.received) <= receiver.fail_first
-                self.send_response(503 if failing else 204)
-                self.end_headers()
+                try:
+                    self.send_response(receiver.failure if failing else 204)
+                    for name, value in (receiver.failure_headers if failing else {}).items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender is gone (the kill test kills it mid-request)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -64,5 +82,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 def signature_ok(delivery: dict[str, Any], secret: str = WEBHOOK_SECRET) -> bool:
-    expected = "sha256=" + hmac.new(secret.encode(), delivery["body"], hashlib.sha256).hexdigest()
-    return hmac.compare_digest(delivery["headers"]["X-Imagegen-Signature"], expected)
+    """Standard Webhooks: v1,<base64 HMAC-SHA256 of "id.timestamp.body">."""
+    headers = delivery["headers"]
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + delivery["body"]
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(digest).decode()
+    return hmac.compare_digest(headers["webhook-signature"], expected)

@@ -60,7 +60,9 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
     "devstack/processes.py": "starts every process of tests/stack/",
-    "workers/__main__.py": "one line: workers.worker.main()",
+    "workers/__main__.py": "picks workers.worker or workers.webhook_worker by --webhooks",
+    "workers/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "
+    "tests/stack/test_crash_recovery.py and the webhook kill test exercise it",
 }
 
 

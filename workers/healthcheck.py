@@ -2,7 +2,8 @@
 (its presence key, refreshed by its heartbeat thread, is in Redis). Imports no torch: it runs every
 few seconds beside the worker.
 
-    python -m workers.healthcheck        # exit 0: alive; 1: not (yet) alive, or Redis unreachable
+    python -m workers.healthcheck             # 0: alive; 1: not (yet) alive, or Redis unreachable
+    python -m workers.healthcheck --webhooks  # the same for this host's webhook worker
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import socket
 import sys
 
 from redis import Redis
+from rq import Worker
 
 from jobs.presence import live_workers
+from jobs.webhooks import webhook_queue
 from workers.settings import WorkerSettings
 
 
@@ -22,10 +25,19 @@ def alive(settings: WorkerSettings, redis: Redis) -> bool:
     return any(w.name.startswith(prefix) for w in live_workers(redis))
 
 
+def webhook_worker_alive(redis: Redis) -> bool:
+    # Its name is <hostname>-webhooks.<pid>.<random> (`workers.webhook_worker`), and RQ keeps a
+    # worker's key only while it sends heartbeats.
+    prefix = f"{socket.gethostname()}-webhooks."
+    workers = Worker.all(queue=webhook_queue(redis))
+    return any(w.name.startswith(prefix) for w in workers)
+
+
 def main() -> int:
     settings = WorkerSettings()
     try:
-        ok = alive(settings, Redis.from_url(settings.redis_url, socket_timeout=3))
+        redis = Redis.from_url(settings.redis_url, socket_timeout=3)
+        ok = webhook_worker_alive(redis) if "--webhooks" in sys.argv[1:] else alive(settings, redis)
     except Exception as error:  # Redis unreachable: not healthy, and say why
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1

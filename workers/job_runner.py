@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -101,7 +101,7 @@ class JobRunner:
         if self.store.cancel_requested(job_id):
             self.lifecycle.end(job_id, JobStatus.CANCELED, _CLAIMABLE)
             return None
-        fields: dict[str, object] = {"worker": self.worker_name}
+        fields: dict[str, Any] = {"worker": self.worker_name}
         if segment == 0:
             fields["started_at"] = now()
         if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:

@@ -1,11 +1,5 @@
-"""The worker process: an RQ SimpleWorker that keeps pipelines loaded and stays visibly alive.
-
-Plain SimpleWorker runs jobs in its own process (models stay loaded; no fork after CUDA init) but
-sends no heartbeat while a job holds the main thread, and gives a running job a registry TTL of
-timeout + 60 s, so a killed worker's job would sit `running` for minutes. Here a thread, alive as
-long as the worker, refreshes the running job's heartbeat every few seconds with a short TTL,
-publishes which models this worker holds, and sweeps abandoned jobs, so a job whose worker died
-is retried within seconds.
+"""The generation worker: an RQ worker (`HeartbeatWorker`) that keeps pipelines loaded and
+publishes which models it holds.
 
     python -m workers                            # serves pool "default"
     IMAGEGEN_POOL=flux python -m workers         # serves the registry's models of pool "flux"
@@ -14,38 +8,27 @@ is retried within seconds.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import uuid
-from typing import Any
 
 import torch
 from redis import Redis
-from rq import Queue, SimpleWorker
-from rq.job import Job
 
 from contract.registry import ModelRegistry
 from jobs import lifecycle, logs
-from jobs.janitor import sweep
-from jobs.lifecycle import JobFailed, Lifecycle
+from jobs.lifecycle import Lifecycle
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
+from workers.heartbeat_worker import HeartbeatWorker, unique_name
 from workers.job_runner import JobRunner, through_outage
 from workers.runtime import ModelCache
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner
 
 log = logging.getLogger("imagegen.worker")
+__all__ = ["GenerationWorker", "build_runner", "main", "unique_name"]
 
 
-def unique_name(prefix: str | None) -> str:
-    # Unique per process: a restarted worker must not wait for its dead namesake's key to expire.
-    return f"{prefix or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-
-
-class GenerationWorker(SimpleWorker):
+class GenerationWorker(HeartbeatWorker):
     def __init__(
         self,
         *args: object,
@@ -54,53 +37,22 @@ class GenerationWorker(SimpleWorker):
         lifecycle: Lifecycle,
         **kwargs: object,
     ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            *args,
+            lifecycle=lifecycle,
+            heartbeat_s=settings.heartbeat_s,
+            heartbeat_ttl_s=settings.heartbeat_ttl_s,
+            sweep_interval_s=settings.sweep_interval_s,
+            **kwargs,
+        )
         self.settings = settings
         self.cache = cache
-        self.lifecycle = lifecycle
-        self._running: Job | None = None
-        self._stop = threading.Event()
 
-    def get_heartbeat_ttl(self, job: Job) -> int:
-        return self.settings.heartbeat_ttl_s
+    def beat(self) -> None:
+        publish(self.connection, self.presence(), ttl_s=self.settings.heartbeat_ttl_s)
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        self._running = job
-        try:
-            super().execute_job(job, queue)
-        finally:
-            self._running = None
-
-    def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        if isinstance(exc_info[1], JobFailed):
-            # A job that failed for a reason already in its envelope, not a crash: RQ would log
-            # a traceback of `run_job` raising for it.
-            log.info("RQ job %s filed as failed (%s)", job.id, exc_info[1].failure.value)
-            return
-        super().handle_exception(job, *exc_info)
-
-    def work(self, *args: object, **kwargs: object) -> bool:
-        life = threading.Thread(target=self._life, daemon=True, name="heartbeat")
-        life.start()
-        try:
-            return bool(super().work(*args, **kwargs))  # type: ignore[arg-type]
-        finally:
-            self._stop.set()
-            life.join(timeout=5)
-            withdraw(self.connection, self.name)
-
-    def _life(self) -> None:
-        """Heartbeats for the running job, presence, and the sweep for abandoned jobs."""
-        settings = self.settings
-        while not self._stop.wait(settings.heartbeat_s):
-            try:
-                job = self._running
-                if job is not None and self.execution is not None:
-                    self.maintain_heartbeats(job)
-                publish(self.connection, self.presence(), ttl_s=settings.heartbeat_ttl_s)
-                sweep(self.lifecycle, settings.sweep_interval_s)
-            except Exception:  # Redis away: a missed beat must not kill the thread
-                log.warning("heartbeat failed", exc_info=True)
+    def stopped(self) -> None:
+        withdraw(self.connection, self.name)
 
     def presence(self) -> WorkerPresence:
         return WorkerPresence(

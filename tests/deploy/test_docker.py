@@ -194,3 +194,13 @@ def test_readme_settings_table_names_exactly_the_settings_that_are_read() -> Non
     assert not unread, f"the README names settings nobody reads: {unread}"
     assert "..." not in table, "write each name in full: a reader copies it"
     assert read - named == set(), f"settings the README does not name: {read - named}"
+
+
+def test_a_webhook_worker_runs_beside_the_workers_and_reserves_no_gpu(
+    compose: dict[str, Any],
+) -> None:
+    webhooks = compose["services"]["webhooks"]
+    assert webhooks["command"] == ["python", "-m", "workers", "--webhooks"]
+    assert "deploy" not in webhooks
+    assert webhooks["environment"]["IMAGEGEN_WEBHOOK_SECRET"] == "${IMAGEGEN_WEBHOOK_SECRET:-}"
+    assert "--webhooks" in webhooks["healthcheck"]["test"]

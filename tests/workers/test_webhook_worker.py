@@ -1,0 +1,18 @@
+"""The webhook worker process: torch-free, and it delivers (tests/stack/test_webhooks.py runs it
+for real, kill -9 included)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from jobs.settings import REPO_ROOT
+
+
+def test_the_webhook_worker_never_imports_torch() -> None:
+    # It runs beside the gateway or anywhere small: loading torch would cost ~1 GB for nothing.
+    probe = "import sys, workers.webhook_worker; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
