@@ -6,6 +6,7 @@ thread pool, a hop per dependency per request, which costs admission throughput 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from app.admission import JobNotFound, JobService
+from app.events import JobEvents, StreamSlots
 from app.keys import CallerDep
 from contract.registry import ModelRegistry
 from jobs.redis_keys import job_key, text
@@ -54,3 +56,20 @@ async def _followed_job(job_id: UUID, redis: AsyncRedisDep, caller: CallerDep) -
 
 
 FollowedJobDep = Annotated[str, Depends(_followed_job)]
+
+
+async def _job_events(request: Request) -> JobEvents:
+    hub: JobEvents = request.app.state.job_events
+    return hub
+
+
+async def _stream_slot(request: Request, caller: CallerDep) -> AsyncIterator[None]:
+    """One of the caller's open-stream slots, held until the stream ends (this dependency
+    exits after the response, its scope being the request)."""
+    slots: StreamSlots = request.app.state.stream_slots
+    with slots.hold(caller.name):
+        yield
+
+
+JobEventsDep = Annotated[JobEvents, Depends(_job_events)]
+StreamSlotDep = Annotated[None, Depends(_stream_slot)]

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from app import body_limit
 from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
+from app.events import TooManyStreams
 from app.keys import NotAuthenticated
 from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
@@ -41,6 +42,7 @@ GatewayErrorType = Literal[
     "idempotency_conflict",
     "idempotency_in_flight",
     "queue_full",
+    "too_many_streams",
     "store_unavailable",
     "store_full",
     "bad_request",
@@ -99,6 +101,7 @@ ERRORS: dict[type[Exception], ErrorKind] = {
         409, "idempotency_in_flight", ("header", "idempotency-key"), retry_after_s=1
     ),
     QueueFull: ErrorKind(429, "queue_full", retry_after_s=5),
+    TooManyStreams: ErrorKind(429, "too_many_streams", retry_after_s=5),
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
@@ -133,7 +136,8 @@ _DESCRIPTIONS = {
     413: "The request body is over the deployment's limit.",
     422: "The request breaks a rule; nothing was queued. Each entry names the field (`loc`) and "
     "says how to fix it (`msg`).",
-    429: "Too many unfinished jobs; retry after `Retry-After` seconds.",
+    429: "Too many unfinished jobs (`queue_full`) or open event streams (`too_many_streams`) "
+    "for this key; retry after `Retry-After` seconds.",
     503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "
     "retry after `Retry-After` seconds.",
 }

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors
 from app.admission import JobService
 from app.auth_first import AuthenticateFirst
 from app.body_limit import BodySizeLimit
+from app.events import JobEvents, StreamSlots
 from app.keys import KeyRing
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
@@ -54,8 +56,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         janitor = asyncio.create_task(_janitor(ends, settings.sweep_interval_s))
+        app.state.job_events.start()
         yield
         janitor.cancel()
+        await app.state.job_events.stop()
         await app.state.async_redis.aclose()
 
     app = FastAPI(
@@ -74,7 +78,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.store = store
-    app.state.async_redis = AsyncRedis.from_url(settings.redis_url)
+    # Blocking: a burst (every stream of a job waking at once) waits for a free connection
+    # instead of failing with "Too many connections".
+    pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=100, timeout=10)
+    app.state.async_redis = AsyncRedis(connection_pool=pool)
+    app.state.job_events = JobEvents(app.state.async_redis)
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     app.state.keys = KeyRing(settings.api_keys, settings.admin_keys)
     if settings.open_mode:
         logging.getLogger("imagegen.gateway").warning(

@@ -24,6 +24,9 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(48 * 2**20, gt=0, description="Largest request body accepted.")
     max_outstanding_jobs: int = Field(10_000, gt=0, description="Unfinished jobs, all keys.")
     max_outstanding_per_key: int = Field(1_000, gt=0, description="Unfinished jobs per key.")
+    max_streams_per_key: int = Field(
+        20, gt=0, description="Open event streams per key, in each gateway process."
+    )
     idempotency_ttl_s: int = Field(24 * 3600, gt=0, description="How long Idempotency-Key holds.")
     published_address: str = Field(
         "127.0.0.1",

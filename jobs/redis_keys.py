@@ -36,6 +36,14 @@ def events_channel(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:events"
 
 
+# Every job's events channel, for one pattern subscription per gateway process (`app.events`).
+EVENTS_PATTERN = f"{PREFIX}:job:*:events"
+
+
+def job_id_of_channel(channel: str) -> str:
+    return channel.removeprefix(f"{PREFIX}:job:").removesuffix(":events")
+
+
 def init_image_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:init"
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.deps import AsyncRedisDep, FollowedJobDep, JobServiceDep
+from app.deps import AsyncRedisDep, FollowedJobDep, JobEventsDep, JobServiceDep, StreamSlotDep
 from app.errors import documented
 from app.events import job_events
 from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
@@ -142,12 +142,14 @@ def cancel_job(
             "description": "Server-Sent Events: an `envelope` event whenever status or progress "
             "changes, the last one when the job ends.",
         },
-        **documented(401, 404, 422, 503, by_reference=True),
+        **documented(401, 404, 422, 429, 503, by_reference=True),
     },
 )
 async def stream_job_events(
     job_id: FollowedJobDep,
     redis: AsyncRedisDep,
+    hub: JobEventsDep,
+    _slot: StreamSlotDep,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -160,5 +162,5 @@ async def stream_job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live instead of polling. Events carry ids and a `retry` hint."""
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    async for event in job_events(redis, job_id, resume):
+    async for event in job_events(redis, hub, job_id, resume):
         yield event

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
+
+from app.events import StreamSlots, TooManyStreams
+from app.main import create_app
+from app.settings import GatewaySettings
 
 UNSERVED = {
     "prompt": "p",
@@ -53,3 +58,31 @@ def test_events_are_numbered_and_a_reconnect_resumes_with_the_current_envelope(
     assert "id: 8" in resumed.text
     [(name, data)] = events(resumed.text)
     assert (name, json.loads(data)["status"]) == ("envelope", "canceled")
+
+
+def test_a_key_holds_a_bounded_number_of_open_streams(
+    gateway_settings: GatewaySettings,
+) -> None:
+    settings = gateway_settings.model_copy(update={"max_streams_per_key": 2})
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post("/jobs", json=UNSERVED).json()["id"]  # queued: its stream stays open
+        with (
+            client.stream("GET", f"/jobs/{job_id}/events") as first,
+            client.stream("GET", f"/jobs/{job_id}/events") as second,
+        ):
+            assert (first.status_code, second.status_code) == (200, 200)
+            third = client.get(f"/jobs/{job_id}/events")
+            assert third.status_code == 429
+            assert third.json()["detail"][0]["type"] == "too_many_streams"
+            assert third.headers["Retry-After"] == "5"
+        # Closed streams give their slots back.
+        client.post(f"/jobs/{job_id}/cancel")
+        assert client.get(f"/jobs/{job_id}/events").status_code == 200
+
+
+def test_slots_are_per_key() -> None:
+    slots = StreamSlots(per_key=1)
+    with slots.hold("alice"), slots.hold("bob"), pytest.raises(TooManyStreams):
+        slots.hold("alice").__enter__()
+    with slots.hold("alice"):
+        pass  # freed when its stream ended
