@@ -95,7 +95,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         registry,
         settings.limits,
         settings.max_retries,
-        Caps(redis, settings.max_outstanding_jobs, settings.max_outstanding_per_key),
+        Caps(
+            redis,
+            settings.max_outstanding_jobs,
+            settings.max_outstanding_per_key,
+            settings.reserved_per_key,
+            settings.key_count,
+        ),
         Idempotency(redis, settings.idempotency_ttl_s),
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

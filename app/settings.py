@@ -24,6 +24,12 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(48 * 2**20, gt=0, description="Largest request body accepted.")
     max_outstanding_jobs: int = Field(10_000, gt=0, description="Unfinished jobs, all keys.")
     max_outstanding_per_key: int = Field(1_000, gt=0, description="Unfinished jobs per key.")
+    reserved_per_key: int = Field(
+        10,
+        ge=0,
+        description="Of max_outstanding_jobs, slots only each configured key may use, so one key "
+        "filling the rest cannot lock the others out.",
+    )
     max_streams_per_key: int = Field(
         20, gt=0, description="Open event streams per key, in each gateway process."
     )
@@ -59,6 +65,21 @@ class GatewaySettings(CommonSettings):
                 "IMAGEGEN_ALLOW_PUBLIC_OPEN_MODE=true if that is really wanted"
             )
         return self
+
+    @model_validator(mode="after")
+    def _something_left_to_share(self) -> Self:
+        if self.reserved_per_key * self.key_count >= self.max_outstanding_jobs:
+            raise ValueError(
+                f"{self.key_count} keys × IMAGEGEN_RESERVED_PER_KEY={self.reserved_per_key} "
+                f"reserve all IMAGEGEN_MAX_OUTSTANDING_JOBS={self.max_outstanding_jobs}: lower "
+                "the reservation or raise the total"
+            )
+        return self
+
+    @property
+    def key_count(self) -> int:
+        """The keys that hold reserved slots (open mode's one anonymous caller counts one)."""
+        return max(1, len(self.api_keys) + len(self.admin_keys))
 
     @property
     def open_mode(self) -> bool:

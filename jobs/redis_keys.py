@@ -10,6 +10,7 @@ imagegen:job:<id>:events          pub/sub channel: a message at every status or 
 imagegen:job:<id>:init            the init image (PNG), if any
 imagegen:job:<id>:handoff:<s>:<i> pictures handed from one worker pool to the next (PNG)
 imagegen:outstanding[:<owner>]    unfinished jobs by creation time, for the caps (`caps`)
+imagegen:shared-slots[:<owner>]   those admitted beyond their key's reserved slots (`caps`)
 imagegen:idempotency:<owner>:<h>  an Idempotency-Key's claim (`idempotency`)
 imagegen:worker:<name>            a live worker's presence (`presence`)
 imagegen:metrics:*                counters and histograms (`metrics`)
@@ -66,6 +67,16 @@ def outstanding_key(owner: str) -> str:
 
 
 OUTSTANDING_PER_OWNER_PATTERN = f"{OUTSTANDING}:*"
+
+# The unfinished jobs admitted beyond their key's reserved slots, in all and per owner (`caps`).
+SHARED_SLOTS = f"{PREFIX}:shared-slots"
+
+
+def shared_slots_key(owner: str) -> str:
+    return f"{SHARED_SLOTS}:{owner}"
+
+
+SHARED_SLOTS_PER_OWNER_PATTERN = f"{SHARED_SLOTS}:*"
 
 
 def idempotency_key(owner: str, key_digest: str) -> str:

@@ -32,13 +32,12 @@ from contract.envelope import (
     WebhookDelivery,
 )
 from contract.spec import JobSpec
+from jobs.caps import free
 from jobs.redis_keys import (
-    OUTSTANDING,
     cancel_key,
     events_channel,
     image_key,
     job_key,
-    outstanding_key,
     text,
 )
 
@@ -128,8 +127,7 @@ class JobStore:
                     pipe.hset(key, "status", status.value, items=pairs)
                     if status.is_final:
                         pipe.expire(key, self.result_ttl_s)
-                        pipe.zrem(OUTSTANDING, job_id)
-                        pipe.zrem(outstanding_key(text(owner or b"")), job_id)
+                        free(pipe, job_id, text(owner or b""))
                         if then is not None:
                             then(pipe, status)
                     pipe.publish(events_channel(job_id), status.value)

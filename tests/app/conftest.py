@@ -28,6 +28,7 @@ def secured(gateway_settings: GatewaySettings) -> Iterator[TestClient]:
             "admin_keys": {"ops": digest(ROOT)},
             "max_outstanding_per_key": 3,
             "max_outstanding_jobs": 5,
+            "reserved_per_key": 1,  # 3 keys: 2 slots shared
             "max_body_bytes": 20_000,
         }
     )

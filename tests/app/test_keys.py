@@ -46,12 +46,18 @@ def test_over_the_per_key_cap_is_429_with_retry_after(secured: TestClient, redis
     assert secured.post("/jobs", json=SPEC, headers=auth(ALICE)).status_code == 202
 
 
-def test_over_the_total_cap_is_429(secured: TestClient) -> None:
-    for key in (ALICE, ALICE, ALICE, BOB, BOB):
-        assert secured.post("/jobs", json=SPEC, headers=auth(key)).status_code == 202
+def test_one_key_cannot_lock_the_others_out(secured: TestClient) -> None:
+    # Total 5, 3 keys with 1 reserved slot each: 2 shared. Alice takes hers and both shared.
+    for _ in range(3):
+        assert secured.post("/jobs", json=SPEC, headers=auth(ALICE)).status_code == 202
+    assert secured.post("/jobs", json=SPEC, headers=auth(BOB)).status_code == 202
+    response = secured.post("/jobs", json=SPEC, headers=auth(BOB))  # nothing shared is left
+    assert response.status_code == 429
+    assert "reserved slots and all 2 shared ones" in response.json()["detail"][0]["msg"]
+    assert secured.post("/jobs", json=SPEC, headers=auth(ROOT)).status_code == 202
     response = secured.post("/jobs", json=SPEC, headers=auth(ROOT))
     assert response.status_code == 429
-    assert "on this deployment" in response.json()["detail"][0]["msg"]
+    assert "5 unfinished jobs on this deployment" in response.json()["detail"][0]["msg"]
 
 
 def test_idempotency_key_returns_the_same_job(secured: TestClient, redis: Redis) -> None:

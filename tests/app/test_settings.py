@@ -34,3 +34,12 @@ def test_open_mode_on_loopback_starts(gateway_settings: GatewaySettings, address
         {**gateway_settings.model_dump(), "published_address": address}
     )
     assert settings.open_mode
+
+
+def test_reservations_that_take_the_whole_total_fail_start_up() -> None:
+    keys = {name: "0" * 64 for name in ("a", "b")}
+    with pytest.raises(ValueError, match="IMAGEGEN_RESERVED_PER_KEY=10 reserve all"):
+        GatewaySettings(api_keys=keys, max_outstanding_jobs=20, reserved_per_key=10)
+    assert (
+        GatewaySettings(api_keys=keys, max_outstanding_jobs=21, reserved_per_key=10).key_count == 2
+    )
