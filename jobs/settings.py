@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +15,50 @@ from contract.chain_rules import JobLimits
 from jobs.webhooks import Webhooks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Every IMAGEGEN_* variable a process of this service reads: the gateway's and the workers'
+# settings (under `make run` they share one environment, so each accepts the others'). A test
+# holds this list to the settings classes.
+SETTING_NAMES = frozenset(
+    {
+        "IMAGEGEN_REDIS_URL", "IMAGEGEN_REGISTRY", "IMAGEGEN_RESULT_TTL_S", "IMAGEGEN_MAX_PIXELS",
+        "IMAGEGEN_MAX_JOB_MEGAPIXEL_STEPS", "IMAGEGEN_SWEEP_INTERVAL_S", "IMAGEGEN_JOB_TIMEOUT_S",
+        "IMAGEGEN_MAX_JOB_TIMEOUT_S", "IMAGEGEN_LOG_LEVEL", "IMAGEGEN_WEBHOOK_SECRET",
+        "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE", "IMAGEGEN_WEBHOOK_ATTEMPTS",
+        "IMAGEGEN_WEBHOOK_FIRST_BACKOFF_S",
+        # the gateway's
+        "IMAGEGEN_MAX_RETRIES", "IMAGEGEN_API_KEYS", "IMAGEGEN_ADMIN_KEYS",
+        "IMAGEGEN_MAX_BODY_BYTES", "IMAGEGEN_MAX_OUTSTANDING_JOBS",
+        "IMAGEGEN_MAX_OUTSTANDING_PER_KEY", "IMAGEGEN_RESERVED_PER_KEY",
+        "IMAGEGEN_MAX_STREAMS_PER_KEY", "IMAGEGEN_IDEMPOTENCY_TTL_S",
+        "IMAGEGEN_PUBLISHED_ADDRESS", "IMAGEGEN_ALLOW_PUBLIC_OPEN_MODE",
+        # the workers'
+        "IMAGEGEN_POOL", "IMAGEGEN_PRELOAD", "IMAGEGEN_NAME", "IMAGEGEN_MEMORY_BUDGET_MB",
+        "IMAGEGEN_TORCH_THREADS", "IMAGEGEN_HEARTBEAT_S", "IMAGEGEN_HEARTBEAT_TTL_S",
+        "IMAGEGEN_PROGRESS_INTERVAL_S",
+    }
+)  # fmt: skip
+# Read on the host by docker compose and `make deploy-check`, never by the service itself.
+TOOLING_NAMES = frozenset(
+    {
+        "IMAGEGEN_REGISTRY_FILE", "IMAGEGEN_MODELS_DIR", "IMAGEGEN_PUBLISH", "IMAGEGEN_PORT",
+        "IMAGEGEN_DEPLOY_CACHE", "IMAGEGEN_TORCH_WHEELS",
+    }
+)  # fmt: skip
+TEST_PREFIX = "IMAGEGEN_TEST_"  # knobs of the test suite
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """IMAGEGEN_* variables nothing reads, each with what it may have meant: a mistyped setting
+    would otherwise be silently ignored (a hostile pass found the README's `..._PER_KEY` read
+    as a name that did nothing)."""
+    known = SETTING_NAMES | TOOLING_NAMES
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith("IMAGEGEN_") and name not in known and not name.startswith(TEST_PREFIX):
+            close = difflib.get_close_matches(name, sorted(SETTING_NAMES), n=1, cutoff=0.75)
+            unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return unknown
 
 
 class CommonSettings(BaseSettings):
@@ -53,6 +101,14 @@ class CommonSettings(BaseSettings):
     webhook_first_backoff_s: float = Field(
         5.0, gt=0, description="Wait before the second attempt; doubles after each failure."
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            raise ValueError(
+                f"unknown settings: {', '.join(unknown)}. Nothing reads them; the settings are "
+                f"{', '.join(sorted(SETTING_NAMES))} (README, Settings)"
+            )
 
     @property
     def webhooks(self) -> Webhooks:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from app.settings import GatewaySettings
-from jobs.settings import REPO_ROOT
+from jobs.settings import REPO_ROOT, SETTING_NAMES, TOOLING_NAMES
 from workers.settings import WorkerSettings
 
 DOCKERFILES = sorted((REPO_ROOT / "deploy" / "docker").glob("*.Dockerfile"))
@@ -181,7 +181,8 @@ def test_each_image_copies_every_layer_its_process_imports(
 def test_readme_settings_table_names_exactly_the_settings_that_are_read() -> None:
     """Found by a hostile pass: the table's `..._PER_KEY` read as a name that does nothing."""
     readme = (REPO_ROOT / "README.md").read_text()
-    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
     named = set(re.findall(r"`(IMAGEGEN_[A-Z0-9_]+)`", table))
     read = {
         f"IMAGEGEN_{name.upper()}"
@@ -204,3 +205,14 @@ def test_a_webhook_worker_runs_beside_the_workers_and_reserves_no_gpu(
     assert "deploy" not in webhooks
     assert webhooks["environment"]["IMAGEGEN_WEBHOOK_SECRET"] == "${IMAGEGEN_WEBHOOK_SECRET:-}"
     assert "--webhooks" in webhooks["healthcheck"]["test"]
+
+
+def test_the_names_start_up_accepts_are_exactly_the_settings_and_the_tooling() -> None:
+    read = {
+        f"IMAGEGEN_{name.upper()}"
+        for cls in (GatewaySettings, WorkerSettings)
+        for name in cls.model_fields
+    }
+    assert read == SETTING_NAMES
+    compose_variables = set(re.findall(r"\$\{(IMAGEGEN_[A-Z0-9_]+)", COMPOSE.read_text()))
+    assert compose_variables - SETTING_NAMES <= TOOLING_NAMES
