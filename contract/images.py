@@ -7,7 +7,7 @@ import binascii
 import io
 import warnings
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from contract.violations import RuleType, Violation
 
@@ -82,4 +82,29 @@ def decode_init_image(
                 f"init_image could not be decoded as {fmt}; it is truncated or corrupt",
             )
         ) from None
+    return to_rgb(image)
+
+
+# Where an init image is transparent, it is composited on white, as A1111 does by default
+# (its `img2img_background_color`); the README says so.
+BACKGROUND = (255, 255, 255)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The picture as the client sees it, in 8-bit RGB: turned upright by its EXIF orientation,
+    16-bit samples scaled (not clipped) to 8 bits, transparency composited on `BACKGROUND`.
+    A plain `convert("RGB")` turned 16-bit grayscale solid white, ignored the orientation a
+    phone camera writes and dropped alpha to whatever colour hid under it."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (PNG): scale 0..65535 to 0..255.
+        image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
     return image.convert("RGB")

@@ -46,3 +46,42 @@ def test_bad_pictures_are_refused_with_a_reason(data: str, kind: str) -> None:
 def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     # 20000x20000 declared: refused before the 400 MB of pixels are inflated.
     assert rejection(bomb_png_b64()) == "image_too_large"
+
+
+def b64(image: Image.Image, fmt: str = "PNG", **save: object) -> str:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+# Found by a hostile pass: each of these decoded to something else than the client's picture.
+
+
+def test_16_bit_grayscale_keeps_its_tones() -> None:
+    gray = Image.new("I;16", (8, 8), 30000)  # 46 % gray; a plain convert("RGB") gave white
+    assert decode_init_image(b64(gray), 10_000).getpixel((0, 0)) == (117, 117, 117)
+
+
+def test_exif_orientation_is_applied() -> None:
+    # A phone photo stored landscape with "rotate 90° clockwise to view" (orientation 6).
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 10, 20))  # the left edge is red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = decode_init_image(b64(stored, "JPEG", exif=exif, quality=95), 10_000)
+    assert upright.size == (20, 40)
+    top = upright.getpixel((10, 2))
+    assert isinstance(top, tuple)
+    assert top[0] > 200  # the red edge is now the top, as a viewer shows the photo
+    assert top[2] < 60
+
+
+def test_transparency_is_composited_on_white() -> None:
+    # Fully transparent red: the colour under the alpha must not show.
+    hidden = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    hidden.putpixel((0, 0), (0, 0, 0, 255))
+    flat = decode_init_image(b64(hidden), 10_000)
+    assert flat.getpixel((4, 4)) == (255, 255, 255)
+    assert flat.getpixel((0, 0)) == (0, 0, 0)
+    half = decode_init_image(b64(Image.new("LA", (4, 4), (0, 128))), 10_000)
+    assert half.getpixel((0, 0)) == (127, 127, 127)
