@@ -248,8 +248,13 @@ async def _job_rejected(_: Request, exc: Exception) -> JSONResponse:
     return _answer(422, [v.as_error() for v in exc.violations])
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    where = {
+        "method": request.method,
+        "route": getattr(request.scope.get("route"), "path", request.url.path),
+        "job_id": request.path_params.get("job_id"),
+    }
+    log.error("unhandled error", exc_info=exc, extra=where)
     item = {"type": "internal_error", "loc": [], "msg": "the gateway hit an internal error"}
     return _answer(500, [item])
 

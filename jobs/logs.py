@@ -14,7 +14,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 _job_id: ContextVar[str | None] = ContextVar("job_id", default=None)
-_EXTRA = ("job_id", "owner", "pool", "was", "worker")
+_EXTRA = ("job_id", "owner", "pool", "was", "worker", "method", "route")
+# uvicorn installs handlers of its own (plain text) on these before the app is built: its
+# "Exception in ASGI application" tracebacks would bypass the JSON lines.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +46,10 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
@@ -16,6 +17,8 @@ from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
 from app.keys import CallerDep
 from contract.envelope import JobEnvelope
 from contract.spec import JobSpec
+
+log = logging.getLogger("imagegen.gateway")
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=documented(401, 404, 422, 503))
 
@@ -162,5 +165,11 @@ async def stream_job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live instead of polling. Events carry ids and a `retry` hint."""
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    async for event in job_events(redis, hub, job_id, resume):
-        yield event
+    try:
+        async for event in job_events(redis, hub, job_id, resume):
+            yield event
+    except Exception:
+        # The 200 is sent: end the stream (an EventSource reconnects and resumes) and say why
+        # in a JSON line, not in the server's plain-text traceback.
+        where = {"job_id": job_id, "method": "GET", "route": "/jobs/{job_id}/events"}
+        log.exception("event stream broke off", extra=where)

@@ -76,20 +76,25 @@ def test_an_image_of_a_job_that_has_none_is_404_naming_the_index(client: TestCli
 
 
 def test_an_unexpected_exception_is_a_500_without_its_text(
-    gateway_settings: GatewaySettings,
+    gateway_settings: GatewaySettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     app: FastAPI = create_app(gateway_settings)
 
-    @app.get("/boom")
-    def boom() -> None:
+    @app.get("/boom/{job_id}")
+    def boom(job_id: str) -> None:
         raise RuntimeError("secret internals /etc/passwd")
 
     with TestClient(app, raise_server_exceptions=False) as test_client:
-        response = test_client.get("/boom")
+        response = test_client.get("/boom/42")
     assert response.status_code == 500
     [item] = body_of(response).detail
     assert item.type == "internal_error"
     assert "secret" not in response.text
+    # The log line is JSON and says where, as every other line does.
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [line] = [line for line in lines if line["msg"] == "unhandled error"]
+    assert (line["method"], line["route"], line["job_id"]) == ("GET", "/boom/{job_id}", "42")
+    assert "RuntimeError" in line["exc"]
 
 
 def test_every_mapped_error_is_a_client_error_or_unavailable() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
+from fastapi.sse import ServerSentEvent
 from fastapi.testclient import TestClient
 
 from app.events import StreamSlots, TooManyStreams
 from app.main import create_app
+from app.routes import jobs as jobs_routes
 from app.settings import GatewaySettings
 
 UNSERVED = {
@@ -86,3 +89,23 @@ def test_slots_are_per_key() -> None:
         slots.hold("alice").__enter__()
     with slots.hold("alice"):
         pass  # freed when its stream ended
+
+
+def test_a_stream_that_breaks_says_so_in_a_json_line(
+    gateway_settings: GatewaySettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def breaking(*args: object) -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(event="envelope", raw_data="{}", id="1")
+        raise RuntimeError("Redis said something odd")
+
+    monkeypatch.setattr(jobs_routes, "job_events", breaking)
+    with TestClient(create_app(gateway_settings)) as client:  # logging to the captured stderr
+        job_id = client.post("/jobs", json=UNSERVED).json()["id"]
+        stream = client.get(f"/jobs/{job_id}/events").text
+    assert [name for name, _ in events(stream)] == ["envelope"]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [line] = [line for line in lines if line["msg"] == "event stream broke off"]
+    assert (line["job_id"], line["route"]) == (job_id, "/jobs/{job_id}/events")
+    assert "RuntimeError" in line["exc"]

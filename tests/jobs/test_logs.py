@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 
-from jobs.logs import JsonFormatter, job_context
+import pytest
+import uvicorn.config
+
+from jobs.logs import JsonFormatter, configure, job_context
 
 
 def line(record: logging.LogRecord) -> dict[str, object]:
@@ -34,3 +38,18 @@ def test_the_job_id_comes_from_the_context_or_extra() -> None:
     assert line(record("about a job", job_id="job-2", pool="p"))["pool"] == "p"
     assert line(record("after"))
     assert "job_id" not in line(record("after"))
+
+
+def test_the_servers_own_tracebacks_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    # Uvicorn configures plain-text handlers on its loggers before the app (and our logging)
+    # starts; its "Exception in ASGI application" must come out as a JSON line too.
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+    configure()
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    record = json.loads(line)
+    assert record["msg"] == "Exception in ASGI application"
+    assert "RuntimeError: boom" in record["exc"]
