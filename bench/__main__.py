@@ -225,7 +225,7 @@ def main() -> int:
 
     if shutil.which("wrk") is None:
         # The rest needs nothing but this repository; P2 needs a load generator.
-        print("P2 skipped: it needs wrk (apt-get install -y wrk, as .ci/run does)", file=sys.stderr)
+        print("P2 skipped: it needs wrk (apt-get install -y wrk)", file=sys.stderr)
         rows.append(("P2 POST /jobs / raw Queue.enqueue", "skipped: no wrk", "-", ">= 0.5"))
     else:
         p2 = admission.measure()
