@@ -74,10 +74,10 @@ class JobEvents:
         self._task = asyncio.create_task(self._listen(), name="job-events")
 
     async def stop(self) -> None:
+        """Cancel the listener; bounded, so that a Redis that hangs cannot hang shut-down."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
 
     @contextlib.contextmanager
     def follow(self, job_id: str) -> Iterator[asyncio.Event]:

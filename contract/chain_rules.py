@@ -18,6 +18,7 @@ from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.registry import ModelEntry, ModelRegistry
+from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
 from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
 from contract.violations import JobRejected, Violation
@@ -83,6 +84,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         width, height = size
     for i, (stage, entry) in enumerate(zip(spec.stages, entries, strict=True)):
         _check_stage_conditioning(i, stage, entry, violations)
+        stages[i] = check_sampler(i, stages[i], entry, violations)
     init_image = None
     if spec.init_image is not None:
         try:

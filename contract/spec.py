@@ -103,6 +103,16 @@ class Stage(_Strict):
     upscaler: Upscaler | None = Field(
         None, description="hires: lanczos/bicubic/nearest for pixel, latent-* for latent handoffs."
     )
+    sampler: Annotated[str | None, Field(max_length=40)] = Field(
+        None,
+        description="A1111's sampler name (`Euler a`, `DPM++ 2M`, …; GET /models lists each "
+        "model's). Default: the scheduler the model ships with.",
+    )
+    scheduler: Annotated[str | None, Field(max_length=40)] = Field(
+        None,
+        description="The sigma schedule, as A1111's `scheduler`: `automatic` (default), "
+        "`karras`, `exponential` where the sampler takes them.",
+    )
 
 
 class JobSpec(_Strict):

@@ -27,6 +27,8 @@ RuleType = Literal[
     "timeout_over_limit",
     "too_few_steps",
     "unknown_model",
+    "unknown_sampler",
+    "unknown_schedule",
     "unsupported_image",
     "upscaler_handoff_mismatch",
     "webhook_url_refused",

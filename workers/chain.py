@@ -7,21 +7,24 @@ next model's img2img encodes with its own VAE.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
 from PIL import Image
 
+from contract.architectures import ArchitectureName
 from contract.envelope import FailureType, StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
+from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
-from workers.png import sampler_name
 from workers.runtime import LoadedModel
 
 _RESAMPLE = {
@@ -90,14 +93,14 @@ def run_chain(
         started = time.perf_counter()
         model = models(stage.model)
         received, space, shape = _describe(carry, i)
-        carry, step_seconds = _run_stage(spec, i, stage, following, model, carry, monitor)
+        carry, step_seconds, sampler = _run_stage(spec, i, stage, following, model, carry, monitor)
         width, height = stage_size(spec, i)
         traces.append(
             StageTrace(
                 stage=i,
                 model=stage.model,
                 worker=worker,
-                sampler=sampler_name(type(model.text.scheduler).__name__),
+                sampler=sampler,
                 input=received,
                 input_latent_space=space,
                 input_shape=shape,
@@ -128,8 +131,8 @@ def _run_stage(
     model: LoadedModel,
     carry: Carry | None,
     monitor: StepMonitor,
-) -> tuple[Carry, float | None]:
-    """Run one stage; return what it hands on and its mean denoising step time."""
+) -> tuple[Carry, float | None, str]:
+    """Run one stage; return what it hands on, its mean denoising step time and its sampler."""
     arch = model.entry.arch
     width, height = stage_size(spec, i)
     n = spec.num_images
@@ -171,14 +174,36 @@ def _run_stage(
     stop: list[str] = []
     stamps: list[float] = []
     kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps)
-    output = pipe(**kwargs).images
+    with _sampler(pipe, stage, arch.name) as sampler:
+        output = pipe(**kwargs).images
     if stop:
         raise Stopped(stop[0])
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
         latents = _unpack(pipe, output, width, height)
-        return Latents(latents, model.entry.latent_space, ends_at), step
-    return Pictures(list(output)), step
+        return Latents(latents, model.entry.latent_space, ends_at), step, sampler
+    return Pictures(list(output)), step, sampler
+
+
+@contextlib.contextmanager
+def _sampler(
+    pipe: DiffusionPipeline, stage: Stage, architecture: ArchitectureName
+) -> Iterator[str]:
+    """The stage's sampler on `pipe` for one call (a checked name, `contract.samplers`), built
+    from the model's own scheduler config so that its training settings carry over; the model's
+    own scheduler is back afterwards. Yields the sampler's name."""
+    own = pipe.scheduler
+    if stage.sampler is None:
+        yield sampler_name(type(own).__name__)
+        return
+    chosen = samplers_for(architecture)[stage.sampler]
+    scheduler_class = getattr(diffusers, chosen.scheduler_class)
+    options = chosen.scheduler_options(stage.scheduler or AUTOMATIC)
+    pipe.scheduler = scheduler_class.from_config(own.config, **options)
+    try:
+        yield chosen.name
+    finally:
+        pipe.scheduler = own
 
 
 def _image_input(

@@ -13,25 +13,12 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
 from contract.spec import JobSpec, Mode
 
-# diffusers scheduler class -> the sampler name A1111-style tools show
-_SAMPLERS = {
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "FlowMatchEulerDiscreteScheduler": "Euler",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DDIMScheduler": "DDIM",
-    "PNDMScheduler": "PLMS",
-    "LMSDiscreteScheduler": "LMS",
-    "UniPCMultistepScheduler": "UniPC",
-}
+__all__ = ["encode_png", "parameters_text", "sampler_name"]
 
 SPEC_CHUNK = "imagegen-spec"
-
-
-def sampler_name(scheduler_class: str) -> str:
-    return _SAMPLERS.get(scheduler_class, scheduler_class)
 
 
 # Our upscaler names -> the names A1111 writes (its "Latent" upscaler is bilinear).
@@ -61,6 +48,7 @@ def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
     fields: list[tuple[str, object]] = [
         ("Steps", base.steps),
         ("Sampler", sampler),
+        ("Schedule type", _schedule(spec.stages[0].scheduler)),
         ("CFG scale", base.guidance_scale),
         ("Seed", spec.seed + index),
         ("Size", f"{spec.width}x{spec.height}"),
@@ -76,6 +64,8 @@ def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
             fields.append(("Hires resize", f"{hires.width}x{hires.height}"))
         else:
             fields.append(("Hires upscale", hires.scale))
+        if hires.sampler is not None and hires.sampler != sampler:
+            fields.append(("Hires sampler", hires.sampler))
         fields += [
             ("Hires steps", hires.steps),
             ("Hires upscaler", _A1111_UPSCALERS[hires.upscaler.value] if hires.upscaler else None),
@@ -104,3 +94,8 @@ def encode_png(
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info, compress_level=6)
     return out.getvalue()
+
+
+def _schedule(schedule: str | None) -> str | None:
+    """A1111 writes the schedule only when it is not the sampler's own."""
+    return None if schedule in (None, AUTOMATIC) else SCHEDULE_LABELS[schedule]

@@ -9,6 +9,7 @@ from app.keys import CallerDep
 from contract.architectures import ArchitectureName
 from contract.envelope import Answer
 from contract.latent_spaces import LatentSpaceName
+from contract.samplers import samplers_for, schedules_for
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
@@ -23,6 +24,11 @@ class LatentSpaceInfo(Answer):
     packed_2x2: bool
 
 
+class SamplerInfo(Answer):
+    name: str = Field(description="As a stage's `sampler` (A1111's name).")
+    schedules: list[str] = Field(description="The `scheduler` values it takes.")
+
+
 class ModelInfo(Answer):
     name: str
     architecture: ArchitectureName
@@ -32,6 +38,9 @@ class ModelInfo(Answer):
     negative_prompt: bool
     guidance_range: tuple[float, float]
     default_steps: int
+    samplers: list[SamplerInfo] = Field(
+        description="What a stage's `sampler` may name (default: the model's own scheduler)."
+    )
     pool: str
     workers_serving: list[str] = Field(description="Live workers of this model's pool.")
     loaded_on: list[str] = Field(description="Live workers holding it in memory now.")
@@ -56,6 +65,10 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
                 negative_prompt=arch.negative_prompt,
                 guidance_range=arch.guidance_range,
                 default_steps=arch.default_steps,
+                samplers=[
+                    SamplerInfo(name=s.name, schedules=schedules_for(s))
+                    for s in samplers_for(arch.name).values()
+                ],
                 pool=entry.pool,
                 workers_serving=[w.name for w in workers if name in w.models],
                 loaded_on=[w.name for w in workers if name in w.loaded],

@@ -108,3 +108,29 @@ def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: Mod
         run(spec, cache, cancel_at_3)
     assert stopped.value.reason == "canceled"
     assert seen == [1, 2, 3]
+
+
+def test_a_stage_runs_with_the_sampler_it_names_and_the_model_keeps_its_own(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    def pixels(stage: dict[str, Any]) -> tuple[bytes, str]:
+        images, traces = run(
+            normalized(registry, [{"model": "demo-sd15", "steps": 4, **stage}]), cache
+        )
+        return images[0].tobytes(), traces[0].sampler
+
+    own, own_name = pixels({})
+    karras, karras_name = pixels({"sampler": "dpm++ 2m", "scheduler": "Karras"})
+    ancestral, ancestral_name = pixels({"sampler": "Euler a"})
+    assert (own_name, karras_name, ancestral_name) == ("Euler", "DPM++ 2M", "Euler a")
+    assert len({own, karras, ancestral}) == 3  # each sampler draws its own picture
+    assert pixels({}) == (own, "Euler")  # the model's own scheduler is back, to the byte
+    assert pixels({"sampler": "Euler a"})[0] == ancestral  # seeded: the same again
+
+
+def test_flux_stages_take_the_flow_matching_euler(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(registry, [{"model": "demo-flux", "steps": 2, "sampler": "euler"}])
+    _, [trace] = run(spec, cache)
+    assert trace.sampler == "Euler"

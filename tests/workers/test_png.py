@@ -47,6 +47,21 @@ def test_parameters_read_as_a1111_writes_them() -> None:
     )
 
 
+def test_a_chosen_schedule_and_hires_sampler_are_written_as_a1111_writes_them() -> None:
+    base, hires = HIRES.stages
+    spec = HIRES.model_copy(
+        update={
+            "stages": [
+                base.model_copy(update={"sampler": "DPM++ 2M", "scheduler": "karras"}),
+                hires.model_copy(update={"sampler": "Euler"}),
+            ]
+        }
+    )
+    settings = parameters_text(spec, 0, "DPM++ 2M").split("\n")[2]
+    assert settings.startswith("Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale")
+    assert "Hires sampler: Euler, Hires steps: 8" in settings
+
+
 def test_the_png_carries_both_chunks_and_the_same_pixels() -> None:
     picture = Image.new("RGB", (8, 8), (10, 20, 30))
     data = encode_png(picture, "p\nSteps: 1", HIRES.model_dump_json())
