@@ -8,6 +8,8 @@ here first; the route still checks the key (and the owner) as before.
 
 from __future__ import annotations
 
+import base64
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import answer_for
@@ -30,8 +32,14 @@ class AuthenticateFirst:
 
 
 def _bearer(scope: Scope) -> str | None:
+    """The key a request names: a bearer token, or HTTP Basic's password (A1111 clients)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    return base64.b64decode(token.strip()).decode().partition(":")[2]
+                except (ValueError, UnicodeDecodeError):
+                    return None
             return token.strip() if scheme.lower() == "bearer" else None
     return None

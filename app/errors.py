@@ -52,13 +52,26 @@ GatewayErrorType = Literal[
     "http_error",
     "internal_error",
 ]
-ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType]
+# Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
+FailedJobType = Literal[
+    "invalid_job",
+    "latent_space_mismatch",
+    "model_unavailable",
+    "out_of_memory",
+    "generation_failed",
+    "timeout",
+    "worker_lost",
+    "worker_error",
+    "record_unreadable",
+    "queue_entry_lost",
+]
+ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType, FailedJobType]
 
 
 class ErrorItem(BaseModel):
     type: ErrorType = Field(
         description="Machine name, e.g. latent_space_mismatch (a job rule), missing (pydantic's "
-        "validation), job_not_found."
+        "validation), job_not_found; on the A1111 face's 502, why the job failed."
     )
     loc: list[str | int] = Field(description="Where in the request: body, path, header.")
     msg: str = Field(description="What is wrong and how to fix it.")
@@ -138,6 +151,7 @@ _DESCRIPTIONS = {
     "says how to fix it (`msg`).",
     429: "Too many unfinished jobs (`queue_full`) or open event streams (`too_many_streams`) "
     "for this key; retry after `Retry-After` seconds.",
+    502: "The job failed (A1111 face, which waits for it): `type` is the job's `error.type`.",
     503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "
     "retry after `Retry-After` seconds.",
 }
@@ -208,7 +222,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 413:
         loc, msg = ["body"], body_limit.message(request.app.state.settings.max_body_bytes)
     item = {"type": kind, "loc": loc, "msg": msg}
-    return _answer(exc.status_code, [item], headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_methods_of(request))
+    return _answer(exc.status_code, [item], headers=headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's,
+    where two routes share a path: GET and POST /sdapi/v1/options)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 _MAX_ECHO = 200  # characters of a rejected input echoed back (a 10 MB prompt is not)

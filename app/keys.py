@@ -1,4 +1,5 @@
-"""API keys: stored as SHA-256 digests; a request names its key as `Authorization: Bearer <key>`.
+"""API keys: stored as SHA-256 digests; a request names its key as `Authorization: Bearer <key>`
+(or, on the A1111 face, as the password of HTTP Basic, which A1111 clients send).
 
 python -m app.keys new alice     # prints a new key (give it to alice) and the digest to store
 """
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 
 def digest(key: str) -> str:
@@ -68,6 +74,27 @@ async def _caller(  # async: trivial work, so FastAPI runs it inline, not in a t
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
+
+_basic = HTTPBasic(
+    auto_error=False,
+    description="A1111 clients' `--api-auth user:key`: any user name, an API key as password.",
+)
+
+
+async def _a1111_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Security(_basic)],
+) -> Caller:
+    ring: KeyRing = request.app.state.keys
+    key = credentials.credentials if credentials else basic.password if basic else None
+    caller = ring.caller(key)
+    if caller is None:
+        raise NotAuthenticated()
+    return caller
+
+
+A1111CallerDep = Annotated[Caller, Depends(_a1111_caller)]
 
 
 def main(argv: list[str]) -> int:

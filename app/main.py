@@ -14,6 +14,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors
+from app.a1111 import routes as a1111
 from app.admission import JobService
 from app.auth_first import AuthenticateFirst
 from app.body_limit import BodySizeLimit
@@ -73,6 +74,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"name": "jobs", "description": "Submit, poll and fetch image jobs."},
             {"name": "models", "description": "What this deployment serves."},
             {"name": "health", "description": "Liveness."},
+            {
+                "name": "a1111",
+                "description": "AUTOMATIC1111's web API (`/sdapi/v1`, as Forge keeps it) on the "
+                'same queue: existing A1111 clients work unchanged. README, "A1111 API".',
+            },
         ],
     )
     app.state.settings = settings
@@ -112,6 +118,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(a1111.router)
     return app
 
 

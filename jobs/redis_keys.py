@@ -14,6 +14,8 @@ imagegen:shared-slots[:<owner>]   those admitted beyond their key's reserved slo
 imagegen:idempotency:<owner>:<h>  an Idempotency-Key's claim (`idempotency`)
 imagegen:worker:<name>            a live worker's presence (`presence`)
 imagegen:metrics:*                counters and histograms (`metrics`)
+imagegen:a1111:checkpoint:<owner> the checkpoint POST /sdapi/v1/options chose for a key
+imagegen:a1111:current:<owner>    the job a key's A1111 request waits for (progress, interrupt)
 imagegen:janitor                  the sweep lock (`janitor`)
 imagegen:janitor:cursor           where the next sweep's check of unfinished jobs starts
 rq:*                              RQ's own keys; our queues are named imagegen.<pool>
@@ -35,6 +37,14 @@ def image_key(job_id: str, index: int) -> str:
 def events_channel(job_id: str) -> str:
     """Pub/sub channel told of every status change and progress write (SSE listens to it)."""
     return f"{PREFIX}:job:{job_id}:events"
+
+
+def a1111_checkpoint_key(owner: str) -> str:
+    return f"{PREFIX}:a1111:checkpoint:{owner}"
+
+
+def a1111_current_key(owner: str) -> str:
+    return f"{PREFIX}:a1111:current:{owner}"
 
 
 # Every job's events channel, for one pattern subscription per gateway process (`app.events`).

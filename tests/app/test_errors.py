@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi import FastAPI
@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from app import errors
-from app.errors import ERRORS, ErrorBody
+from app.errors import ERRORS, ErrorBody, FailedJobType
 from app.main import create_app
 from app.settings import GatewaySettings
+from contract.envelope import FailureType
 from jobs.queues import pool_queue
 
 SPEC = {
@@ -176,3 +177,7 @@ def test_a_lone_surrogate_anywhere_is_a_422_never_a_500(client: TestClient, fiel
     assert response.status_code == 422, response.text
     body_of(response)  # a well-formed error body
     assert "\\ud800" in response.text
+
+
+def test_the_failed_job_types_a_502_may_carry_are_the_failure_types() -> None:
+    assert set(get_args(FailedJobType)) == {t.value for t in FailureType}

@@ -1,0 +1,261 @@
+"""An A1111 request as a job spec, and the job's rules spoken back in A1111's vocabulary.
+
+txt2img is a base stage, then a `refine` stage if `refiner_checkpoint` is set, then a `hires`
+stage if `enable_hr`. A1111's latent upscalers (`Latent`, `Latent (bicubic)`, …, and its default
+when `hr_upscaler` is absent) are latent handoffs; `Lanczos`, `Nearest` and `None` decode the
+picture and hand it over as pixels. So `hr_checkpoint_name` of another latent space with a latent
+upscaler is the article's mistake, refused by the same rule as `POST /jobs`, here with
+`loc: ["body", "hr_upscaler"]` and a message that says to pick a pixel upscaler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from app.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
+from contract.registry import ModelRegistry
+from contract.spec import JobSpec
+from contract.violations import JobRejected, Violation
+
+# A1111's names -> ours. Its default latent upscale mode is "Latent" (bilinear).
+LATENT_UPSCALERS = {
+    "Latent": "latent-bilinear",
+    "Latent (antialiased)": "latent-bilinear",
+    "Latent (bicubic)": "latent-bicubic",
+    "Latent (bicubic antialiased)": "latent-bicubic",
+    "Latent (nearest)": "latent-nearest",
+    "Latent (nearest-exact)": "latent-nearest",
+}
+# "None" is A1111's plain resize, which is Lanczos.
+PIXEL_UPSCALERS = {"None": "lanczos", "Lanczos": "lanczos", "Nearest": "nearest"}
+SAME_CHECKPOINT = ("", "Use same checkpoint", "None")
+SAME_SAMPLER = ("", "Use same sampler")
+MAX_IMAGES = 4
+
+# Where a job-spec field of each stage role is in an A1111 request.
+_STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
+    "base": {
+        "model": ("override_settings", "sd_model_checkpoint"),
+        "sampler": ("sampler_name",),
+        "scheduler": ("scheduler",),
+        "steps": ("steps",),
+        "guidance_scale": ("cfg_scale",),
+        "prompt": ("prompt",),
+        "negative_prompt": ("negative_prompt",),
+    },
+    "refine": {
+        "model": ("refiner_checkpoint",),
+        "mode": ("refiner_checkpoint",),
+        "handoff": ("refiner_checkpoint",),
+        "switch_at": ("refiner_switch_at",),
+    },
+    "hires": {
+        "model": ("hr_checkpoint_name",),
+        "handoff": ("hr_upscaler",),
+        "upscaler": ("hr_upscaler",),
+        "sampler": ("hr_sampler_name",),
+        "scheduler": ("hr_scheduler",),
+        "steps": ("hr_second_pass_steps",),
+        "denoise": ("denoising_strength",),
+        "scale": ("hr_scale",),
+        "width": ("hr_resize_x",),
+        "height": ("hr_resize_y",),
+        "prompt": ("hr_prompt",),
+        "negative_prompt": ("hr_negative_prompt",),
+        "guidance_scale": ("hr_cfg",),
+    },
+}
+_TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
+    "width": ("width",),
+    "height": ("height",),
+    "num_images": ("batch_size",),
+    "seed": ("seed",),
+    "init_image": ("init_images", 0),
+    "strength": ("denoising_strength",),
+    "prompt": ("prompt",),
+    "negative_prompt": ("negative_prompt",),
+}
+
+
+def resolve_checkpoint(name: str, registry: ModelRegistry) -> str | None:
+    """The registered model a client means: its name, an A1111 title (`name [hash]`) or a file
+    name (`name.safetensors`)."""
+    candidates = [name, name.rsplit(" [", 1)[0], name.rsplit("/", 1)[-1]]
+    for candidate in list(candidates):
+        for suffix in (".safetensors", ".ckpt", ".sft", ".pt"):
+            candidates.append(candidate.removesuffix(suffix))
+    return next((c for c in candidates if registry.get(c) is not None), None)
+
+
+def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegistry) -> JobSpec:
+    stages: list[dict[str, Any]] = [_base_stage(request, checkpoint)]
+    roles = ["base"]
+    if request.refiner_checkpoint not in (None, *SAME_CHECKPOINT):
+        assert request.refiner_checkpoint is not None
+        refiner = _checkpoint(request.refiner_checkpoint, registry, ("refiner_checkpoint",))
+        refine: dict[str, Any] = {"model": refiner, "mode": "refine", "handoff": "latent"}
+        if request.refiner_switch_at is not None:
+            refine["switch_at"] = request.refiner_switch_at
+        stages.append(refine)
+        roles.append("refine")
+    if request.enable_hr:
+        stages.append(_hires_stage(request, checkpoint, registry))
+        roles.append("hires")
+    return _spec(request, stages, roles, {})
+
+
+def img2img_spec(request: Img2ImgRequest, checkpoint: str, registry: ModelRegistry) -> JobSpec:
+    if len(request.init_images) != 1:
+        _refuse(("init_images",), "send exactly one picture in init_images")
+    if request.mask is not None:
+        _refuse(("mask",), "inpainting is not supported here; send no mask")
+    if request.resize_mode != 0:
+        _refuse(("resize_mode",), "only resize_mode 0 (just resize) is supported")
+    top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}
+    return _spec(request, [_base_stage(request, checkpoint)], ["base"], top)
+
+
+def _base_stage(request: Txt2ImgRequest | Img2ImgRequest, checkpoint: str) -> dict[str, Any]:
+    stage: dict[str, Any] = {
+        "model": checkpoint,
+        "steps": request.steps,
+        "guidance_scale": request.cfg_scale,
+    }
+    sampler = request.sampler_name or request.sampler_index
+    if sampler:
+        stage["sampler"] = sampler
+        stage["scheduler"] = request.scheduler or "automatic"
+    return stage
+
+
+def _hires_stage(request: Txt2ImgRequest, base: str, registry: ModelRegistry) -> dict[str, Any]:
+    model = base
+    if request.hr_checkpoint_name not in (None, *SAME_CHECKPOINT):
+        assert request.hr_checkpoint_name is not None
+        model = _checkpoint(request.hr_checkpoint_name, registry, ("hr_checkpoint_name",))
+    name = request.hr_upscaler or "Latent"
+    stage: dict[str, Any] = {"model": model, "mode": "hires", "denoise": 0.7}
+    if name in LATENT_UPSCALERS:
+        stage.update(handoff="latent", upscaler=LATENT_UPSCALERS[name])
+    elif name in PIXEL_UPSCALERS:
+        stage.update(handoff="pixel", upscaler=PIXEL_UPSCALERS[name])
+    else:
+        known = ", ".join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])
+        _refuse(("hr_upscaler",), f"hr_upscaler {name!r} is not available here; use one of {known}")
+    if request.denoising_strength is not None:
+        stage["denoise"] = request.denoising_strength
+    width, height = _hires_size(request)
+    if width:
+        stage.update(width=width, height=height)
+    else:
+        stage["scale"] = request.hr_scale
+    stage["steps"] = request.hr_second_pass_steps or request.steps
+    sampler = request.hr_sampler_name
+    if sampler not in (None, *SAME_SAMPLER):
+        stage["sampler"] = sampler
+        stage["scheduler"] = request.hr_scheduler or "automatic"
+    if request.hr_prompt and request.hr_prompt != request.prompt:
+        stage["prompt"] = request.hr_prompt
+    if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:
+        stage["negative_prompt"] = request.hr_negative_prompt
+    if request.hr_cfg is not None:
+        stage["guidance_scale"] = request.hr_cfg
+    return stage
+
+
+def _hires_size(request: Txt2ImgRequest) -> tuple[int, int]:
+    """A1111's hr_resize_x/y: either alone keeps the aspect ratio (to a multiple of 8)."""
+    x, y = request.hr_resize_x, request.hr_resize_y
+    if not x and not y:
+        return 0, 0
+    if not y:
+        y = round(x * request.height / request.width / 8) * 8
+    if not x:
+        x = round(y * request.width / request.height / 8) * 8
+    return x, y
+
+
+def _spec(
+    request: Txt2ImgRequest | Img2ImgRequest,
+    stages: list[dict[str, Any]],
+    roles: list[str],
+    top: dict[str, Any],
+) -> JobSpec:
+    images = request.batch_size * request.n_iter
+    if images > MAX_IMAGES:
+        _refuse(("batch_size",), f"batch_size × n_iter is {images}; at most {MAX_IMAGES} a request")
+    body: dict[str, Any] = {
+        "prompt": request.prompt or " ",  # A1111 takes an empty prompt; our spec wants one
+        "width": request.width,
+        "height": request.height,
+        "num_images": images,
+        "stages": stages,
+        **top,
+    }
+    if request.negative_prompt:
+        body["negative_prompt"] = request.negative_prompt
+    if request.seed >= 0:
+        body["seed"] = request.seed
+    try:
+        return JobSpec.model_validate(body)
+    except ValidationError as invalid:
+        errors = []
+        for error in invalid.errors():
+            loc = a1111_loc(tuple(error["loc"]), roles)
+            errors.append({**error, "loc": ("body", *loc)})
+        raise RequestValidationError(errors) from None
+
+
+def a1111_loc(loc: tuple[Any, ...], roles: list[str]) -> tuple[str | int, ...]:
+    """Where a job-spec location is in the A1111 request."""
+    if len(loc) >= 3 and loc[0] == "stages" and isinstance(loc[1], int) and loc[1] < len(roles):
+        return _STAGE_FIELDS[roles[loc[1]]].get(str(loc[2]), ())
+    if loc and str(loc[0]) in _TOP_FIELDS:
+        return _TOP_FIELDS[str(loc[0])]
+    return ()
+
+
+def in_a1111_terms(rejected: JobRejected, spec: JobSpec) -> JobRejected:
+    """The job's violations, pointing at A1111's fields; a latent hires upscaler across latent
+    spaces says to pick a pixel upscaler."""
+    roles = ["base"] + [str(s.mode.value) if s.mode else "base" for s in spec.stages[1:]]
+    violations = []
+    for v in rejected.violations:
+        loc = a1111_loc(v.loc, roles)
+        msg = v.msg
+        if v.type == "latent_space_mismatch" and loc == ("hr_upscaler",):
+            msg = (
+                f"{msg.split('. Latents', 1)[0]}. A1111's latent upscalers keep the latents, "
+                "which only the VAE that made them can read: pick a pixel upscaler for "
+                "hr_upscaler (Lanczos, Nearest or None); the picture is then decoded, resized "
+                "and encoded by the hires checkpoint."
+            )
+        violations.append(Violation(v.type, loc, msg, v.ctx))
+    return JobRejected(violations)
+
+
+def _checkpoint(name: str, registry: ModelRegistry, loc: tuple[str, ...]) -> str:
+    found = resolve_checkpoint(name, registry)
+    if found is None:
+        known = ", ".join(registry.names())
+        raise JobRejected(
+            [
+                Violation(
+                    "unknown_model",
+                    loc,
+                    f"checkpoint {name!r} is not registered; GET /sdapi/v1/sd-models lists "
+                    f"them: {known}",
+                    {"model": name},
+                )
+            ]
+        )
+    return found
+
+
+def _refuse(loc: tuple[str, ...], msg: str) -> None:
+    raise RequestValidationError(
+        [{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": None}]
+    )

@@ -1,0 +1,176 @@
+"""AUTOMATIC1111's `/sdapi/v1` request and response shapes (its `modules/api/models.py`), as its
+clients send and read them.
+
+Requests accept every field A1111 declares; fields that cannot apply here (scripts, face
+restoration, saving to the server's disk, inpainting masks) are accepted and ignored where A1111
+clients send them by default, and refused with a 422 naming the field where a client asks for
+something this service would silently not do (README, "A1111 API"). Unknown extra fields are
+ignored, as A1111 itself does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = Field(-1, description="-1: random.")
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = Field(None, description="GET /sdapi/v1/samplers lists them.")
+    sampler_index: str | None = Field(None, description="Deprecated: used without sampler_name.")
+    scheduler: str | None = Field(None, description="automatic, karras or exponential.")
+    batch_size: int = Field(1, ge=1)
+    n_iter: int = Field(1, ge=1)
+    steps: int = Field(50, ge=1)
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = Field(
+        None, description="Only sd_model_checkpoint is read: the checkpoint of this request."
+    )
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    script_name: str | None = None
+    script_args: list[Any] = []
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = {}
+    infotext: str | None = None
+    force_task_id: str | None = None
+
+
+class Txt2ImgRequest(_Request):
+    """StableDiffusionTxt2ImgProcessingAPI."""
+
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = Field(
+        None, description="Latent, Latent (bicubic), … keep latents; Lanczos, Nearest, None decode."
+    )
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # Forge's additions.
+    hr_additional_modules: list[str] | None = Field(None, description="Forge's; ignored.")
+    hr_cfg: float | None = Field(None, description="Forge's: the hires pass's CFG scale.")
+    hr_distilled_cfg: float | None = Field(None, description="Forge's; ignored.")
+    distilled_cfg_scale: float | None = Field(None, description="Forge's; ignored.")
+
+
+class Img2ImgRequest(_Request):
+    """StableDiffusionImg2ImgProcessingAPI."""
+
+    init_images: list[str] = Field(default_factory=list, description="Base64 PNG/JPEG; one.")
+    resize_mode: int = Field(0, description="0 (just resize) only.")
+    image_cfg_scale: float | None = None
+    mask: str | None = Field(None, description="Inpainting is not supported: leave it null.")
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+class ImageResponse(BaseModel):
+    """TextToImageResponse / ImageToImageResponse."""
+
+    images: list[str] = Field(description="Base64 PNGs, each with its `parameters` text.")
+    parameters: dict[str, Any] = Field(description="The request, as A1111 echoes it.")
+    info: str = Field(description="JSON: seeds, sizes, `infotexts` (each PNG's parameters)…")
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(BaseModel):
+    progress: float = Field(description="Of the caller's current job, 0 to 1.")
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None = Field(description="Never sent here: null.")
+    textinfo: str | None
+
+
+class SDModelItem(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str
+    config: str | None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None
+    default_rho: float
+    need_inner_model: bool
+
+
+class UpscalerItem(BaseModel):
+    name: str
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float | None
+
+
+class LatentUpscalerModeItem(BaseModel):
+    name: str
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str]
+    img2img: list[str]

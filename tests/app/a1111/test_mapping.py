@@ -1,0 +1,144 @@
+"""A1111 requests as job specs: stages, sizes, samplers, upscalers, and refusals in A1111's
+field names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.exceptions import RequestValidationError
+
+from app.a1111.mapping import (
+    img2img_spec,
+    in_a1111_terms,
+    resolve_checkpoint,
+    txt2img_spec,
+)
+from app.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
+from contract.chain_rules import JobLimits, check_job
+from contract.registry import ModelRegistry
+from contract.spec import JobSpec
+from contract.violations import JobRejected
+
+
+@pytest.fixture
+def registry(registry_file: Path) -> ModelRegistry:
+    return ModelRegistry.load(registry_file)
+
+
+def spec_of(registry: ModelRegistry, **request: Any) -> JobSpec:
+    return txt2img_spec(
+        Txt2ImgRequest(**{"width": 64, "height": 64, **request}), "demo-sd15", registry
+    )
+
+
+def test_checkpoints_are_found_by_name_title_or_file_name(registry: ModelRegistry) -> None:
+    for name in (
+        "demo-sdxl",
+        "demo-sdxl [31e35c80fc]",
+        "demo-sdxl.safetensors",
+        "x/demo-sdxl.ckpt",
+    ):
+        assert resolve_checkpoint(name, registry) == "demo-sdxl"
+    assert resolve_checkpoint("v1-5-pruned", registry) is None
+
+
+def test_a_plain_request_is_one_stage_with_a1111s_defaults(registry: ModelRegistry) -> None:
+    spec = spec_of(registry, prompt="p", seed=-1, batch_size=2, n_iter=2, sampler_name="Euler a")
+    [stage] = spec.stages
+    assert (spec.seed, spec.num_images) == (None, 4)  # -1: random
+    assert (stage.steps, stage.guidance_scale, stage.sampler, stage.scheduler) == (
+        50, 7.0, "Euler a", "automatic",
+    )  # fmt: skip
+
+
+def test_hires_and_refiner_become_stages_in_a1111s_order(registry: ModelRegistry) -> None:
+    spec = txt2img_spec(
+        Txt2ImgRequest(
+            prompt="p", width=64, height=64, steps=10, enable_hr=True, hr_upscaler="Lanczos",
+            hr_resize_x=96, refiner_checkpoint="demo-sdxl-refiner", refiner_switch_at=0.6,
+            hr_prompt="sharper",
+        ),
+        "demo-sdxl",
+        registry,
+    )  # fmt: skip
+    _, refine, hires = spec.stages
+    assert (refine.mode, refine.handoff, refine.switch_at) == ("refine", "latent", 0.6)
+    assert (hires.model, hires.handoff, hires.upscaler) == ("demo-sdxl", "pixel", "lanczos")
+    assert (hires.width, hires.height, hires.steps, hires.prompt) == (96, 96, 10, "sharper")
+
+
+def test_a1111s_latent_upscalers_are_latent_handoffs(registry: ModelRegistry) -> None:
+    [_, hires] = spec_of(registry, prompt="p", enable_hr=True).stages  # default: "Latent"
+    assert (hires.handoff, hires.upscaler) == ("latent", "latent-bilinear")
+    [_, hires] = spec_of(
+        registry, prompt="p", enable_hr=True, hr_upscaler="Latent (bicubic)"
+    ).stages
+    assert hires.upscaler == "latent-bicubic"
+
+
+def test_a_latent_upscaler_to_another_latent_space_is_refused_at_hr_upscaler(
+    registry: ModelRegistry,
+) -> None:
+    spec = spec_of(registry, prompt="p", enable_hr=True, hr_checkpoint_name="demo-flux")
+    with pytest.raises(JobRejected) as rejected:
+        check_job(spec, registry, JobLimits())
+    [violation] = in_a1111_terms(rejected.value, spec).violations
+    assert (violation.type, violation.loc) == ("latent_space_mismatch", ("hr_upscaler",))
+    assert "pick a pixel upscaler for hr_upscaler (Lanczos, Nearest or None)" in violation.msg
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "loc"),
+    [
+        ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, ["body", "hr_upscaler"]),
+        ({"batch_size": 4, "n_iter": 2}, ["body", "batch_size"]),
+        ({"enable_hr": True, "hr_checkpoint_name": "nope"}, None),
+        ({"width": 70000}, ["body", "width"]),
+    ],
+)
+def test_bad_requests_name_a1111s_field(
+    registry: ModelRegistry, request_fields: dict[str, Any], loc: list[Any] | None
+) -> None:
+    with pytest.raises((RequestValidationError, JobRejected)) as refused:
+        spec_of(registry, prompt="p", **request_fields)
+    if isinstance(refused.value, JobRejected):
+        [violation] = refused.value.violations
+        assert violation.loc == ("hr_checkpoint_name",)
+        assert "sd-models" in violation.msg
+    else:
+        [error] = refused.value.errors()
+        assert list(error["loc"]) == loc
+
+
+def test_img2img_takes_one_picture_and_its_strength(registry: ModelRegistry) -> None:
+    request = Img2ImgRequest(
+        prompt="p", width=64, height=64, init_images=["aGk="], denoising_strength=0.3
+    )
+    spec = img2img_spec(request, "demo-sd15", registry)
+    assert (spec.init_image, spec.strength) == ("aGk=", 0.3)
+    with pytest.raises(RequestValidationError):
+        img2img_spec(request.model_copy(update={"mask": "aGk="}), "demo-sd15", registry)
+
+
+def test_every_field_a1111_clients_send_by_default_is_accepted() -> None:
+    # webuiapi's txt2img payload with its defaults, as it sends it.
+    defaults = yaml.safe_load(DEFAULT_PAYLOAD)
+    Txt2ImgRequest.model_validate(defaults)
+
+
+DEFAULT_PAYLOAD = """
+{enable_hr: false, hr_scale: 2, hr_upscaler: Latent, hr_second_pass_steps: 0, hr_resize_x: 0,
+ hr_resize_y: 0, hr_checkpoint_name: null, hr_sampler_name: null, hr_scheduler: null,
+ hr_prompt: '', hr_negative_prompt: '', denoising_strength: 0.7, firstphase_width: 0,
+ firstphase_height: 0, prompt: '', styles: [], seed: -1, subseed: -1, subseed_strength: 0.0,
+ seed_resize_from_h: 0, seed_resize_from_w: 0, batch_size: 1, n_iter: 1, steps: 20,
+ cfg_scale: 7.0, width: 512, height: 512, restore_faces: false, tiling: false,
+ do_not_save_samples: false, do_not_save_grid: false, negative_prompt: '', eta: 1.0,
+ s_churn: 0, s_tmax: 0, s_tmin: 0, s_noise: 1, override_settings: {},
+ override_settings_restore_afterwards: true, sampler_name: Euler a, scheduler: automatic,
+ sampler_index: Euler a, script_name: null, script_args: [], send_images: true,
+ save_images: false, alwayson_scripts: {}}
+"""

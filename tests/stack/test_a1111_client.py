@@ -1,0 +1,140 @@
+"""The A1111 face driven by `webuiapi`, an A1111 API client from PyPI (not code written here),
+against the running stack: txt2img, hires fix through another checkpoint (SD1.5 -> Flux, pixel),
+refiner, img2img, a latent upscaler refused across latent spaces, progress while running, and
+interrupt."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+from webuiapi import WebUIApi, WebUIApiResult
+
+from tests.conftest import Stack
+
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
+
+SD15 = {"sd_model_checkpoint": "demo-sd15"}
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[WebUIApi]:
+    # The client's defaults, but a sampler every demo model has and few steps (CPU).
+    client = WebUIApi(host="127.0.0.1", port=stack.port, sampler="Euler", steps=2)
+    yield client
+    client.session.close()
+
+
+def parameters(result: WebUIApiResult, index: int = 0) -> str:
+    """The `parameters` text of a returned PNG, which must be what `info` says it is."""
+    text = str(result.images[index].info["parameters"])
+    assert text == result.info["infotexts"][index]
+    return text
+
+
+def test_txt2img_answers_pngs_carrying_a1111s_parameters(api: WebUIApi, stack: Stack) -> None:
+    result = api.txt2img(
+        prompt="a lighthouse", negative_prompt="fog", seed=5, width=64, height=64,
+        batch_size=2, override_settings=SD15,
+    )  # fmt: skip
+    assert [image.size for image in result.images] == [(64, 64), (64, 64)]
+    assert parameters(result, 1) == (
+        "a lighthouse\nNegative prompt: fog\n"
+        "Steps: 2, Sampler: Euler, CFG scale: 7.0, Seed: 6, Size: 64x64, Model: demo-sd15"
+    )
+    assert result.info["all_seeds"] == [5, 6]
+    # The same job, through the same queue, owned by the caller: it is in /jobs too.
+    with stack.client() as client:
+        job = client.get(f"/jobs/{result.info['imagegen_job_id']}").json()
+    assert job["status"] == "succeeded"
+
+
+def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:
+    result = api.txt2img(
+        prompt="a castle", seed=1, width=64, height=64, override_settings=SD15,
+        enable_hr=True, hr_checkpoint_name="demo-flux", hr_upscaler="Lanczos", hr_scale=2,
+        hr_second_pass_steps=2, hr_sampler_name="Euler", denoising_strength=0.5,
+    )  # fmt: skip
+    [image] = result.images
+    assert image.size == (128, 128)
+    assert parameters(result).endswith(
+        "Denoising strength: 0.5, Hires upscale: 2.0, Hires steps: 2, Hires upscaler: Lanczos, "
+        "Hires checkpoint: demo-flux"
+    )
+
+
+def test_a_latent_upscaler_across_latent_spaces_is_refused_in_a1111_terms(api: WebUIApi) -> None:
+    with pytest.raises(RuntimeError) as refused:
+        api.txt2img(
+            prompt="a castle", width=64, height=64, override_settings=SD15, enable_hr=True,
+            hr_checkpoint_name="demo-flux", hr_upscaler="Latent",
+        )  # fmt: skip
+    status, body = refused.value.args
+    assert status == 422
+    [item] = json.loads(body)["detail"]
+    assert item["type"] == "latent_space_mismatch"
+    assert item["loc"] == ["body", "hr_upscaler"]
+    assert "pick a pixel upscaler" in item["msg"]
+
+
+def test_the_sdxl_refiner_takes_over_at_the_switch(api: WebUIApi) -> None:
+    # webuiapi's txt2img has no refiner arguments; its custom_post sends A1111's fields as given.
+    payload = {
+        "prompt": "a harbour", "seed": 2, "width": 64, "height": 64, "steps": 4,
+        "sampler_name": "Euler", "override_settings": {"sd_model_checkpoint": "demo-sdxl"},
+        "refiner_checkpoint": "demo-sdxl-refiner", "refiner_switch_at": 0.5,
+    }  # fmt: skip
+    result = api.custom_post("txt2img", payload, baseurl=True)
+    assert parameters(result).endswith("Refiner: demo-sdxl-refiner, Refiner switch at: 0.5")
+
+
+def test_img2img_renoises_the_picture_it_is_given(api: WebUIApi) -> None:
+    picture = Image.new("RGB", (64, 64), (200, 30, 30))
+    result = api.img2img(
+        images=[picture], prompt="a red wall", seed=3, width=64, height=64, steps=4,
+        denoising_strength=0.5, override_settings=SD15,
+    )  # fmt: skip
+    assert result.images[0].size == (64, 64)
+    assert "Denoising strength: 0.5" in parameters(result)
+    assert result.parameters["init_images"] is None  # as A1111 echoes a request
+
+
+def test_options_choose_the_checkpoint_and_the_lists_name_what_exists(api: WebUIApi) -> None:
+    api.set_options({"sd_model_checkpoint": "demo-sdxl [0123abcd]"})  # an A1111 title
+    assert api.get_options()["sd_model_checkpoint"] == "demo-sdxl"
+    assert "demo-flux" in api.util_get_model_names()
+    assert {"Euler", "Euler a", "DPM++ 2M"} <= set(api.util_get_sampler_names())
+    assert "Latent (bicubic)" in [m["name"] for m in api.get_latent_upscale_modes()]
+    api.set_options({"sd_model_checkpoint": "demo-sd15"})
+
+
+def test_progress_while_running_and_interrupt(api: WebUIApi) -> None:
+    done: dict[str, Any] = {}
+
+    def generate() -> None:
+        done["result"] = api.txt2img(
+            prompt="slow", width=256, height=256, steps=150, override_settings=SD15
+        )
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    watcher = WebUIApi(host="127.0.0.1", port=api.baseurl.split(":")[2].split("/")[0])
+    deadline = time.monotonic() + 60
+    progress = watcher.get_progress()
+    while progress["state"]["sampling_step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        progress = watcher.get_progress()
+    assert progress["state"]["sampling_steps"] == 150
+    assert 0 < progress["progress"] < 1
+    assert progress["eta_relative"] > 0
+    watcher.interrupt()
+    worker.join(60)
+    result = done["result"]
+    assert result.images == []
+    assert result.info["interrupted"] is True
+    assert watcher.get_progress()["state"]["job_count"] == 0  # nothing current any more
