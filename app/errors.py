@@ -64,6 +64,7 @@ FailedJobType = Literal[
     "worker_error",
     "record_unreadable",
     "queue_entry_lost",
+    "non_finite_output",
 ]
 ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType, FailedJobType]
 

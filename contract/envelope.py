@@ -46,6 +46,7 @@ class FailureType(StrEnum):
     WORKER_ERROR = "worker_error"  # the worker failed outside generation
     RECORD_UNREADABLE = "record_unreadable"  # the stored job no longer parses
     QUEUE_ENTRY_LOST = "queue_entry_lost"  # its RQ job was deleted from under the service
+    NON_FINITE_OUTPUT = "non_finite_output"  # NaN/Inf latents or pixels, never a picture
 
 
 class Answer(BaseModel):
@@ -94,6 +95,11 @@ class StageTrace(Answer):
     height: int
     seconds: float
     step_seconds: float | None = Field(None, description="Mean time of one denoising step.")
+    decoded_again_in_fp32: bool = Field(
+        False,
+        description="The VAE's decode at the model's dtype gave NaN/Inf pixels, and decoding "
+        "again in fp32 gave a finite picture (A1111's answer to the fp16 SDXL VAE).",
+    )
 
 
 WebhookState = Literal["pending", "delivered", "failed"]

@@ -8,6 +8,7 @@ next model's img2img encodes with its own VAE.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
 from workers.runtime import LoadedModel
+
+log = logging.getLogger("imagegen.worker")
 
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -65,6 +68,7 @@ class Latents:
 @dataclass
 class Pictures:
     images: list[Image.Image]
+    decoded_again_in_fp32: bool = False
 
 
 Carry = Latents | Pictures
@@ -108,6 +112,7 @@ def run_chain(
                 height=height,
                 seconds=round(time.perf_counter() - started, 4),
                 step_seconds=None if step_seconds is None else round(step_seconds, 5),
+                decoded_again_in_fp32=isinstance(carry, Pictures) and carry.decoded_again_in_fp32,
             )
         )
     # A segment ends where the pool changes, which only a pixel handoff may do.
@@ -146,7 +151,8 @@ def _run_stage(
         "num_inference_steps": stage.steps,
         "guidance_scale": stage.guidance_scale,
         "generator": [torch.Generator("cpu").manual_seed(_seed(spec, k)) for k in range(n)],
-        "output_type": "latent" if want_latents else "pil",
+        # Pictures as float tensors, where NaN survives, not as PIL, where it turns black.
+        "output_type": "latent" if want_latents else "pt",
     }
     if arch.negative_prompt:
         negative = (
@@ -173,16 +179,89 @@ def _run_stage(
 
     stop: list[str] = []
     stamps: list[float] = []
-    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps)
+    last: list[torch.Tensor] = []  # the latents after the last step, for a decode in fp32
+    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps, last)
     with _sampler(pipe, stage, arch.name) as sampler:
         output = pipe(**kwargs).images
     if stop:
         raise Stopped(stop[0])
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
+        if not torch.isfinite(output).all():
+            raise _non_finite(i, model, "latents")
         latents = _unpack(pipe, output, width, height)
         return Latents(latents, model.entry.latent_space, ends_at), step, sampler
-    return Pictures(list(output)), step, sampler
+    latents_at_end = last[-1] if last else None
+    pictures, again = _finite_pictures(pipe, output, latents_at_end, i, model, (width, height))
+    return Pictures(pictures, again), step, sampler
+
+
+def _finite_pictures(
+    pipe: DiffusionPipeline,
+    images: torch.Tensor,
+    latents: torch.Tensor | None,
+    i: int,
+    model: LoadedModel,
+    size: tuple[int, int],
+) -> tuple[list[Image.Image], bool]:
+    """The stage's pictures, never from NaN/Inf: a non-finite decode is done again in fp32 (an
+    fp16 VAE overflows where fp32 does not); if the latents themselves are not finite, or fp32
+    does not help either, the stage fails `non_finite_output`. Returns whether it decoded
+    again."""
+    if torch.isfinite(images).all():
+        return _pil(pipe, images), False
+    if latents is None or not torch.isfinite(latents).all():
+        raise _non_finite(i, model, "latents")
+    log.warning("stage %d: %s decoded NaN/Inf pixels; decoding again in fp32", i, model.entry.name)
+    images = _decode_in_fp32(pipe, latents, size)
+    if not torch.isfinite(images).all():
+        raise _non_finite(i, model, "pixels, also when decoded again in fp32,")
+    return _pil(pipe, images), True
+
+
+def _non_finite(i: int, model: LoadedModel, what: str) -> StageError:
+    return StageError(
+        FailureType.NON_FINITE_OUTPUT,
+        f"stage {i}: {model.entry.name!r} produced NaN or infinite {what} — no picture to give; "
+        "its weights may be broken or overflow at this dtype (try dtype fp32 or bf16 in the "
+        "registry)",
+    )
+
+
+def _pil(pipe: DiffusionPipeline, images: torch.Tensor) -> list[Image.Image]:
+    # What diffusers' own output_type="pil" does with the same tensor.
+    processor = pipe.image_processor
+    return list(processor.numpy_to_pil(processor.pt_to_numpy(images)))
+
+
+def _decode_in_fp32(
+    pipe: DiffusionPipeline, latents: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Decode the last step's latents as the pipeline does, with the VAE in fp32 for once."""
+    vae = pipe.vae
+    config = vae.config
+    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
+        width, height = size
+        latents = FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    latents = latents.float()
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, len(mean), 1, 1)
+        mean_t, std_t = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+        latents = latents * std_t / config.scaling_factor + mean_t
+    else:
+        latents = latents / config.scaling_factor
+    if getattr(config, "shift_factor", None) is not None:
+        latents = latents + config.shift_factor
+    dtype = vae.dtype
+    vae.to(torch.float32)
+    try:
+        with torch.no_grad():
+            image = vae.decode(latents.to(vae.device), return_dict=False)[0]
+    finally:
+        vae.to(dtype)
+    decoded: torch.Tensor = pipe.image_processor.postprocess(image, output_type="pt")
+    return decoded
 
 
 @contextlib.contextmanager
@@ -260,12 +339,18 @@ def _unpack(
 
 
 def _step_callback(
-    stage: int, monitor: StepMonitor, stop: list[str], stamps: list[float]
+    stage: int,
+    monitor: StepMonitor,
+    stop: list[str],
+    stamps: list[float],
+    last: list[torch.Tensor],
 ) -> Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]:
     def on_step_end(
         pipe: DiffusionPipeline, step: int, _t: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
         stamps.append(time.perf_counter())
+        if "latents" in tensors:
+            last[:] = [tensors["latents"]]
         reason = monitor(stage, step + 1, pipe.num_timesteps)
         if reason is not None:
             # diffusers stops its loop at the next step; the caller discards the output.
