@@ -1,7 +1,7 @@
 """Which live workers hold which models: each worker republishes this every few seconds.
 
-Each is JSON {pool, models, loaded, resident_mib, loads} under `presence_key(name)`, expiring after
-the worker's heartbeat TTL: a dead worker disappears by itself.
+Each is JSON {pool, models, loaded, resident_mib, loads, unavailable} under `presence_key(name)`,
+expiring after the worker's heartbeat TTL: a dead worker disappears by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class WorkerPresence(BaseModel):
     loaded: list[str]  # what it holds in memory now
     resident_mib: float
     loads: int  # times it read weights from disk since it started
+    unavailable: dict[str, str] = {}  # model -> why it could not be loaded here
 
 
 def publish(redis: Redis, presence: WorkerPresence, ttl_s: int) -> None:

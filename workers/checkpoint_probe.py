@@ -1,16 +1,20 @@
-"""Telling a single-file checkpoint's architecture from its header, before loading any weight.
+"""Telling what a single-file checkpoint is from its header, before loading any weight.
 
-`safe_open(...).keys()` reads only the safetensors header (well under a millisecond on a 2 GB
-file), and a few keys identify each architecture (the keys diffusers' single-file loader uses).
-A registry entry whose declared architecture contradicts its file fails with a clear reason at
-load time, instead of producing garbage or a shape error mid-job.
+A safetensors file starts with an 8-byte length and a JSON header naming every tensor, its dtype,
+shape and byte range: reading it costs well under a millisecond on a 2 GB file, whatever the
+file's extension (BFL ships Flux as `.sft`). A few keys identify each architecture (the keys
+diffusers' single-file loader uses), so a registry entry whose declared architecture contradicts
+its file fails with a clear reason at load time, and `diagnose` says in a user's words what a
+file that cannot load is instead: a LoRA, an inpainting UNet, a scaled-fp8 file, a truncated
+download, or not safetensors at all.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
-
-from safetensors import safe_open
+from typing import Any
 
 # architecture -> keys, any of which marks a checkpoint of it (original and diffusers layouts)
 _MARKERS: dict[str, tuple[str, ...]] = {
@@ -25,13 +29,95 @@ _MARKERS: dict[str, tuple[str, ...]] = {
 }
 
 
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+_HEADER_LIMIT = 100 * 2**20  # the safetensors format's own bound on the header
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The safetensors header (tensor name -> dtype, shape, data_offsets), or None if the file
+    is not a safetensors file."""
+    found = _header(path)
+    return found[1] if found else None
+
+
+def _declared_header_length(path: Path) -> int | None:
+    try:
+        with path.open("rb") as handle:
+            length: int = struct.unpack("<Q", handle.read(8))[0]
+    except (OSError, struct.error):
+        return None
+    return length if 2 <= length <= _HEADER_LIMIT else None
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """The header's length in bytes and the header."""
+    try:
+        with path.open("rb") as handle:
+            length = struct.unpack("<Q", handle.read(8))[0]
+            if not 2 <= length <= _HEADER_LIMIT:
+                return None
+            header = json.loads(handle.read(length))
+    except (OSError, struct.error, ValueError):
+        return None
+    return (length, header) if isinstance(header, dict) else None
+
+
 def probe_architecture(path: Path) -> str | None:
     """The architecture the file's keys show, or None if they match none we know."""
-    if path.suffix != ".safetensors":
+    header = read_header(path)
+    if header is None:
         return None
-    with safe_open(str(path), "pt") as handle:
-        keys = set(handle.keys())
     for architecture, markers in _MARKERS.items():
-        if any(marker in keys for marker in markers):
+        if any(marker in header for marker in markers):
             return architecture
+    return None
+
+
+_LORA_MARKS = ("lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te")
+_INPAINT_CONV_IN = (
+    "model.diffusion_model.input_blocks.0.0.weight",
+    "conv_in.weight",
+)
+
+
+def diagnose(path: Path) -> str | None:
+    """Why a checkpoint file cannot be loaded, in a user's words; None if nothing is visibly
+    wrong with it (the loader's own error then says more)."""
+    if not path.is_file():
+        return f"{path} does not exist (or is not a file)"
+    size = path.stat().st_size
+    declared = _declared_header_length(path)
+    if declared is not None and size < 8 + declared:
+        return (
+            f"{path.name} is truncated: it has {size} bytes, not even its {declared}-byte "
+            "header; download it again"
+        )
+    found = _header(path)
+    if found is None:
+        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+            return f"{path.name} is not a safetensors file (its header does not parse)"
+        return None
+    length, header = found
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    needed = 8 + length + max(ends, default=0)
+    if size < needed:
+        return (
+            f"{path.name} is truncated: it has {size} bytes, its header describes {needed}; "
+            "download it again"
+        )
+    keys = [k for k in header if k != "__metadata__"]
+    if any(mark in key for key in keys for mark in _LORA_MARKS):
+        return f"{path.name} is a LoRA, not a checkpoint: it adapts a model, it cannot be one"
+    if "scaled_fp8" in header or any(key.endswith(".scale_weight") for key in keys):
+        return (
+            f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported: its weights "
+            "need their scales; use a bf16 or plain fp8 file without scales"
+        )
+    for key in _INPAINT_CONV_IN:
+        shape = header.get(key, {}).get("shape")
+        if shape is not None and len(shape) == 4 and shape[1] == 9:
+            return (
+                f"{path.name} is an inpainting UNet (9 input channels); inpainting models are "
+                "not supported here"
+            )
     return None

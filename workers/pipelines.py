@@ -7,8 +7,11 @@ memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import (
@@ -26,7 +29,7 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
-from workers.checkpoint_probe import probe_architecture
+from workers.checkpoint_probe import probe_architecture, read_header
 
 log = logging.getLogger("imagegen.worker")
 
@@ -110,6 +113,20 @@ class ArchitectureMismatch(ValueError):
     pass
 
 
+def _as_safetensors(path: Path) -> Path:
+    """The file under a `.safetensors` name if it is one: diffusers picks its reader by the
+    extension, and read BFL's `.sft` or a `.SAFETENSORS` as a pickle, which fails."""
+    if path.suffix == ".safetensors" or read_header(path) is None:
+        return path
+    links = Path(tempfile.gettempdir()) / "imagegen-single-files"
+    links.mkdir(exist_ok=True)
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    link = links / f"{name}-{path.stem}.safetensors"
+    if not link.exists():
+        link.symlink_to(path.resolve())
+    return link
+
+
 def _load_single_file(
     entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], common: dict
 ) -> DiffusionPipeline:
@@ -119,7 +136,7 @@ def _load_single_file(
             f"{source.single_file.name} is a {found} checkpoint, but the registry says "
             f"{entry.architecture}; fix the entry's architecture"
         )
-    path, config = str(source.single_file), str(source.config)
+    path, config = str(_as_safetensors(source.single_file)), str(source.config)
     try:
         # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).
         return cls.from_single_file(path, config=config, local_files_only=True, **common)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DiffusionPipeline
-from safetensors import SafetensorError
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
+from workers.checkpoint_probe import diagnose
 from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
 from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
@@ -77,6 +77,7 @@ class ModelCache:
         self.pinned: frozenset[str] = frozenset()  # models the running job needs
         self._resident = 0  # recounted on every load and eviction, read by the heartbeat
         self.loads = 0  # weights read from disk (a benchmark figure: 0 reloads when warm)
+        self.unavailable: dict[str, str] = {}  # model -> why its last load failed
         self.evictions = 0
 
     def loaded(self) -> list[str]:
@@ -107,12 +108,14 @@ class ModelCache:
             if self.budget_bytes is not None:
                 self._make_room(self._estimate(entry, dtype, set(shared)), keep={name})
             pipe = load_text_pipeline(entry, device, dtype, shared=shared)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        except torch.OutOfMemoryError:
+            raise  # not the model's fault: the job fails out_of_memory
+        except Exception as exc:  # any loader error: the model is unavailable, the worker lives
             log.exception("loading %s failed", name)
-            raise ModelUnavailable(
-                f"model {name!r} could not be loaded on this worker ({type(exc).__name__}: "
-                f"{first_line(exc)}); check its files and registry entry"
-            ) from exc
+            reason = _why_unloadable(entry, exc)
+            self.unavailable[name] = reason
+            raise ModelUnavailable(f"model {name!r} could not be loaded: {reason}") from exc
+        self.unavailable.pop(name, None)
         seconds = time.perf_counter() - started
         self.loads += 1
         model = LoadedModel(
@@ -188,6 +191,21 @@ class ModelCache:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
+    """The cause in a user's words: what the file is instead, where its header says so."""
+    source = entry.source
+    if isinstance(source, SingleFileSource):
+        found = diagnose(source.single_file)
+        if found is not None:
+            return found
+        where = str(source.single_file)
+    elif isinstance(source, FolderSource):
+        where = str(source.folder)
+    else:
+        where = source.hub
+    return f"{type(exc).__name__}: {first_line(exc)} (from {where}); check its files and entry"
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -20,7 +20,7 @@ from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
 from workers.heartbeat_worker import HeartbeatWorker, unique_name
 from workers.job_runner import JobRunner, through_outage
-from workers.runtime import ModelCache
+from workers.runtime import ModelCache, ModelUnavailable
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner
 
@@ -62,6 +62,7 @@ class GenerationWorker(HeartbeatWorker):
             loaded=self.cache.loaded(),
             resident_mib=round(self.cache.resident_bytes() / 2**20, 1),
             loads=self.cache.loads,
+            unavailable=dict(self.cache.unavailable),
         )
 
 
@@ -76,7 +77,11 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
     if settings.preload:
         for model in serves:
             if registry.models[model].preload:
-                cache.get(model)
+                try:
+                    cache.get(model)
+                except ModelUnavailable as exc:
+                    # That model is unavailable (GET /models says why); the rest are served.
+                    log.error("preloading failed: %s", exc)
     ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
     return JobRunner(ends, cache, registry, settings.limits, name, settings.progress_interval_s)
 

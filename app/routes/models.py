@@ -44,6 +44,9 @@ class ModelInfo(Answer):
     pool: str
     workers_serving: list[str] = Field(description="Live workers of this model's pool.")
     loaded_on: list[str] = Field(description="Live workers holding it in memory now.")
+    unavailable_on: dict[str, str] = Field(
+        description="Live workers that could not load it, and why (its file, in words)."
+    )
 
 
 @router.get("/models", operation_id="list_models")
@@ -72,6 +75,9 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
                 pool=entry.pool,
                 workers_serving=[w.name for w in workers if name in w.models],
                 loaded_on=[w.name for w in workers if name in w.loaded],
+                unavailable_on={
+                    w.name: w.unavailable[name] for w in workers if name in w.unavailable
+                },
             )
         )
     return out

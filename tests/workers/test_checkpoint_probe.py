@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from workers.checkpoint_probe import probe_architecture
+from workers.checkpoint_probe import diagnose, probe_architecture
 
 
 def checkpoint(tmp_path: Path, *keys: str, name: str = "model.safetensors") -> Path:
@@ -37,3 +37,51 @@ def test_unknown_keys_and_other_formats_are_not_guessed(tmp_path: Path) -> None:
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"not read")
     assert probe_architecture(pickle) is None
+
+
+def test_the_header_is_read_whatever_the_extension(tmp_path: Path) -> None:
+    # BFL ships Flux as .sft; downloads get renamed .SAFETENSORS.
+    for name in ("flux1-dev.sft", "FLUX.SAFETENSORS"):
+        path = checkpoint(tmp_path, "double_blocks.0.img_attn.norm.key_norm.scale", name=name)
+        assert probe_architecture(path) == "flux"
+
+
+# What users registered as models and saw fail with errors naming neither file nor cause.
+@pytest.mark.parametrize(
+    ("tensors", "says"),
+    [
+        (
+            {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 8)},
+            "is a LoRA, not a checkpoint",
+        ),
+        ({"transformer.to_q.lora_A.weight": (4, 8)}, "is a LoRA, not a checkpoint"),
+        (
+            {"scaled_fp8": (0,), "double_blocks.0.img_attn.qkv.scale_weight": (1,)},
+            "scaled-fp8 file, which is not supported",
+        ),
+        (
+            {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)},
+            "is an inpainting UNet (9 input channels)",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(
+    tmp_path: Path, tensors: dict[str, tuple[int, ...]], says: str
+) -> None:
+    path = tmp_path / "model.safetensors"
+    save_file({key: torch.zeros(shape) for key, shape in tensors.items()}, path)
+    reason = diagnose(path)
+    assert reason is not None
+    assert says in reason
+
+
+def test_truncated_and_foreign_files_are_named_so(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.out.2.weight": torch.zeros(64, 64)}, path)
+    assert diagnose(path) is None  # nothing visibly wrong
+    path.write_bytes(path.read_bytes()[:-100])  # an interrupted download
+    assert "is truncated: it has" in (diagnose(path) or "")
+    pickle = tmp_path / "model.sft"
+    pickle.write_bytes(b"PK\x03\x04 a zip, as torch.save writes")
+    assert "is not a safetensors file" in (diagnose(pickle) or "")
+    assert "does not exist" in (diagnose(tmp_path / "missing.safetensors") or "")

@@ -68,3 +68,39 @@ def test_hub_source_without_network_fails_clearly(monkeypatch: pytest.MonkeyPatc
     )
     with pytest.raises(ModelUnavailable, match="hub-sd"):
         ModelCache(registry).get("hub-sd")
+
+
+@pytest.mark.parametrize("name", ["flux1-schnell.sft", "MY-FLUX.SAFETENSORS"])
+def test_safetensors_under_another_extension_load(
+    tmp_path: Path, demo_models: Path, name: str
+) -> None:
+    # diffusers picks its reader by the extension and read these as pickles, which failed.
+    weights = load_file(
+        demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
+    )
+    single = tmp_path / name
+    save_file(weights, single)
+    source = {"single_file": str(single), "config": str(demo_models / "demo-flux")}
+    registry = registry_of({"bfl": {"architecture": "flux", "source": source}})
+    loaded = ModelCache(registry).get("bfl").text.transformer.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())
+
+
+def test_a_lora_registered_as_a_model_is_unavailable_for_a_reason_a_user_understands(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    # It failed with SingleFileComponentError or IndexError, which the loader did not catch.
+    lora = tmp_path / "detail-tweaker.safetensors"
+    save_file(
+        {
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32),
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 4),
+        },
+        lora,
+    )
+    source = {"single_file": str(lora), "config": str(demo_models / "demo-sd15")}
+    cache = ModelCache(registry_of({"tweaker": {"architecture": "sd15", "source": source}}))
+    with pytest.raises(ModelUnavailable) as unavailable:
+        cache.get("tweaker")
+    assert "detail-tweaker.safetensors is a LoRA, not a checkpoint" in str(unavailable.value)
+    assert cache.unavailable["tweaker"].startswith("detail-tweaker.safetensors is a LoRA")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq.job import Job
@@ -102,3 +103,26 @@ def test_presence_names_the_pool_and_what_is_loaded(
     assert presence.loaded == ["demo-sd15"]
     assert presence.resident_mib > 0
     assert live_workers(worker.connection) == []  # published by the heartbeat thread only
+
+
+def test_a_model_that_fails_to_preload_leaves_the_rest_served(
+    redis: Redis, demo_models: Path, tmp_path: Path
+) -> None:
+    # It made the worker exit at start, taking every model of its pool down.
+    truncated = tmp_path / "truncated.safetensors"
+    good = demo_models / "demo-sd15" / "unet" / "diffusion_pytorch_model.safetensors"
+    truncated.write_bytes(good.read_bytes()[:4096])
+    models = {
+        "demo-sd15": {"architecture": "sd15", "source": {"folder": str(demo_models / "demo-sd15")}},
+        "half-download": {
+            "architecture": "sd15",
+            "source": {"single_file": str(truncated), "config": str(demo_models / "demo-sd15")},
+        },
+    }
+    registry_path = tmp_path / "registry.yaml"
+    registry_path.write_text(
+        yaml.safe_dump({"models": {n: {**m, "preload": True} for n, m in models.items()}})
+    )
+    runner = build_runner(WorkerSettings(registry=registry_path), redis, unique_name("test"))
+    assert runner.cache.loaded() == ["demo-sd15"]
+    assert "truncated.safetensors is truncated" in runner.cache.unavailable["half-download"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from redis import Redis
+
+from jobs.presence import WorkerPresence, publish
 
 
 def test_models_lists_architecture_and_latent_space(client: TestClient) -> None:
@@ -19,3 +22,22 @@ def test_models_lists_architecture_and_latent_space(client: TestClient) -> None:
         "packed_2x2": True,
     }
     assert models["demo-flux"]["size_multiple"] == 16
+
+
+def test_a_model_a_worker_could_not_load_says_why(client: TestClient, redis: Redis) -> None:
+    presence = WorkerPresence(
+        name="gpu-host.1.abc",
+        pool="default",
+        models=["demo-sd15", "demo-sdxl"],
+        loaded=["demo-sd15"],
+        resident_mib=1.0,
+        loads=1,
+        unavailable={"demo-sdxl": "sdxl.safetensors is a LoRA, not a checkpoint"},
+    )
+    publish(redis, presence, ttl_s=30)
+    models = {m["name"]: m for m in client.get("/models").json()}
+    assert models["demo-sdxl"]["unavailable_on"] == {
+        "gpu-host.1.abc": "sdxl.safetensors is a LoRA, not a checkpoint"
+    }
+    assert models["demo-sd15"]["unavailable_on"] == {}
+    assert models["demo-sd15"]["loaded_on"] == ["gpu-host.1.abc"]
