@@ -13,7 +13,7 @@ from typing import Literal
 from contract.latent_spaces import LATENT_SPACES, LatentSpace
 
 # The architectures' names, as clients see them (an enum in the OpenAPI document).
-ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux"]
+ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux", "sd35"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             "flux", LATENT_SPACES["flux"], size_multiple=16, text_to_image=True,
             mid_schedule_handoff=False, negative_prompt=False, guidance_range=(0.0, 10.0),
             default_guidance=3.5, default_steps=28,
+        ),
+        # SD3.5 Medium/Large: MMDiT on 2x2 patches (sizes multiples of 16), flow matching.
+        Architecture(
+            "sd35", LATENT_SPACES["sd3"], size_multiple=16, text_to_image=True,
+            mid_schedule_handoff=False, negative_prompt=True, guidance_range=(0.0, 30.0),
+            default_guidance=4.5, default_steps=28,
         ),
     )
 }

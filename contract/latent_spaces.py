@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-LatentSpaceName = Literal["sd1", "sdxl", "flux"]
+LatentSpaceName = Literal["sd1", "sdxl", "flux", "sd3"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ LATENT_SPACES: dict[str, LatentSpace] = {
             scaling_factor=0.3611,
             shift_factor=0.1159,
             packed_2x2=True,
+        ),
+        # SD3/3.5's VAE: 16 channels like Flux's, but other weights, scaling and shift; its
+        # transformer patches latents itself, so they stay spatial between stages.
+        LatentSpace(
+            "sd3", channels=16, vae_downscale=8, scaling_factor=1.5305, shift_factor=0.0609
         ),
     )
 }

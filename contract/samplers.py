@@ -2,8 +2,8 @@
 each one is.
 
 A stage picks a `sampler` (default: the scheduler the model ships with) and a `scheduler`, the
-sigma schedule A1111 calls "Schedule type" (`automatic` keeps the sampler's own). Flux is a
-flow-matching model: only its flow-matching Euler applies. The gateway checks the names at
+sigma schedule A1111 calls "Schedule type" (`automatic` keeps the sampler's own). Flux and SD3.5
+are flow-matching models: only their flow-matching Euler applies. The gateway checks the names at
 admission and the worker builds the scheduler from the model's own scheduler config, so the
 training settings (betas, timestep spacing, Flux's shift) carry over.
 """
@@ -59,8 +59,11 @@ _FLOW = {"Euler": Sampler("Euler", "FlowMatchEulerDiscreteScheduler")}
 # fmt: on
 
 
+_FLOW_MATCHING: frozenset[ArchitectureName] = frozenset({"flux", "sd35"})
+
+
 def samplers_for(architecture: ArchitectureName) -> dict[str, Sampler]:
-    return _FLOW if architecture == "flux" else _DENOISING
+    return _FLOW if architecture in _FLOW_MATCHING else _DENOISING
 
 
 def schedules_for(sampler: Sampler) -> list[str]:

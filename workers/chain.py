@@ -17,7 +17,12 @@ from typing import Any
 import diffusers
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
+from diffusers import (
+    DiffusionPipeline,
+    FluxImg2ImgPipeline,
+    FluxPipeline,
+    StableDiffusion3Img2ImgPipeline,
+)
 from PIL import Image
 
 from contract.architectures import ArchitectureName
@@ -173,8 +178,8 @@ def _run_stage(
         if "negative_prompt" in kwargs:
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * n
         kwargs.update(_image_input(i, stage, model, carry, width, height, spec))
-        if isinstance(pipe, FluxImg2ImgPipeline):
-            # Without an explicit size Flux img2img resizes its input to 1024x1024.
+        if isinstance(pipe, (FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline)):
+            # Without an explicit size these resize their input to their default sample size.
             kwargs.update(height=height, width=width)
 
     stop: list[str] = []

@@ -26,6 +26,10 @@ _MARKERS: dict[str, tuple[str, ...]] = {
         "single_transformer_blocks.0.attn.norm_k.weight",
     ),
     "sd15": ("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
+    "sd35": (
+        "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight",
+        "joint_blocks.0.context_block.attn.qkv.weight",
+    ),
 }
 
 

@@ -3,8 +3,8 @@
 No machine this project runs on can reach a model hub, so tests and `make run` use these: real
 diffusers folders (loadable with `DiffusionPipeline.from_pretrained`) whose latent channels, VAE
 downscale and scaling/shift factors, text encoders and schedulers are those of SD1.5, SDXL, the
-SDXL refiner and Flux, with layers shrunk until a 64-256 px image takes well under a second on a
-CPU. Their pictures are noise; their tensor plumbing is real.
+SDXL refiner, Flux and SD3.5, with layers shrunk until a 64-256 px image takes well under a
+second on a CPU. Their pictures are noise; their tensor plumbing is real.
 
     python -m workers.demo_models build <dir>
 
@@ -29,6 +29,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
@@ -45,7 +47,7 @@ from transformers import (
 )
 
 ASSETS = Path(__file__).parent / "demo_assets"
-DEMO_MODELS = ("demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-flux")
+DEMO_MODELS = ("demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-flux", "demo-sd35")
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
 BUILD_VERSION = "1"
@@ -249,11 +251,61 @@ def build_flux(out: Path) -> None:
     pipe.save_pretrained(out)
 
 
+def build_sd35(out: Path) -> None:
+    """SD3.5 Medium's structure: MMDiT-X (a dual-attention first block, RMS qk-norm), three text
+    encoders (CLIP-L, CLIP-G, T5), and its own 16-channel VAE (scaling 1.5305, shift 0.0609) —
+    the same channel count as Flux's, another latent space."""
+    torch.manual_seed(35)
+    clip_tokenizer = _clip_tokenizer()
+    t5_tokenizer = _t5_tokenizer()
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=64,  # the joint attention width; CLIP's 32 + 32 are padded up to it
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=t5_tokenizer.pad_token_id,
+            eos_token_id=t5_tokenizer.eos_token_id,
+            decoder_start_token_id=t5_tokenizer.pad_token_id,
+        )
+    )
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        out_channels=16,
+        pos_embed_max_size=96,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=_vae(16, 1.5305, 0.0609),
+        text_encoder=CLIPTextModelWithProjection(_clip_config(clip_tokenizer, 32)),
+        tokenizer=clip_tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(clip_tokenizer, 32)),
+        tokenizer_2=clip_tokenizer,
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(out)
+
+
 BUILDERS = {
     "demo-sd15": build_sd15,
     "demo-sdxl": build_sdxl,
     "demo-sdxl-refiner": build_sdxl_refiner,
     "demo-flux": build_flux,
+    "demo-sd35": build_sd35,
 }
 
 

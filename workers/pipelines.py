@@ -20,6 +20,9 @@ from diffusers import (
     FluxPipeline,
     FluxTransformer2DModel,
     ModelMixin,
+    SD3Transformer2DModel,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
@@ -52,6 +55,8 @@ PIPELINES: dict[str, PipelineClasses] = {
                                     StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel, "unet"),
     "flux": PipelineClasses(FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel,
                             "transformer"),
+    "sd35": PipelineClasses(StableDiffusion3Pipeline, StableDiffusion3Img2ImgPipeline,
+                            SD3Transformer2DModel, "transformer"),
 }
 # fmt: on
 

@@ -46,7 +46,7 @@ def rejected(spec: dict[str, Any]) -> list[Violation]:
     return refusal.value.violations
 
 
-# Latent handoffs that must be accepted, by hand (all others between these four are refused).
+# Latent handoffs that must be accepted, by hand (all others between these five are refused).
 LATENT_COMPATIBLE = {
     ("sd15", "sd15"),
     ("sdxl", "sdxl"),
@@ -54,6 +54,7 @@ LATENT_COMPATIBLE = {
     ("sdxl-refiner", "sdxl"),
     ("sdxl-refiner", "sdxl-refiner"),
     ("flux", "flux"),
+    ("sd35", "sd35"),
 }
 MID_SCHEDULE = {"sdxl", "sdxl-refiner"}
 
@@ -196,3 +197,19 @@ def test_a_stage_that_would_run_no_denoising_step_is_refused(
     # One more step and it is admitted.
     spec["stages"][where]["steps"] = least
     check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
+
+
+def test_sd35_and_flux_share_a_channel_count_but_not_a_latent_space() -> None:
+    # 16 channels each, so shapes would even match: the rule is the VAE, not the tensor shape.
+    assert (
+        ARCHITECTURES["sd35"].latent_space.channels == ARCHITECTURES["flux"].latent_space.channels
+    )
+    for source, target in (("sd35", "flux"), ("flux", "sd35")):
+        [violation] = rejected(two_stage_spec(source, target, "latent", "hires"))
+        assert violation.type == "latent_space_mismatch"
+        assert "latent space sd3 (16 channels)" in violation.msg
+        check_job(
+            JobSpec.model_validate(two_stage_spec(source, target, "pixel", "hires")),
+            REGISTRY,
+            LIMITS,
+        )

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from contract.registry import ModelRegistry
+from workers.demo_models import DEMO_MODELS
 
 
 @pytest.fixture(scope="session")
 def registry(demo_models: Path) -> ModelRegistry:
-    names = ("demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-flux")
+    names = DEMO_MODELS
     return ModelRegistry.model_validate(
         {
             "models": {

@@ -49,6 +49,21 @@ def test_sd15_to_flux_hires_hands_over_pixels(registry: ModelRegistry, cache: Mo
     assert [(t.input, t.width) for t in traces] == [("text", 64), ("pixels", 128)]
 
 
+@pytest.mark.parametrize(
+    ("first", "second"), [("demo-sd35", "demo-flux"), ("demo-flux", "demo-sd35")]
+)
+def test_sd35_and_flux_hand_pictures_to_each_other(
+    registry: ModelRegistry, cache: ModelCache, first: str, second: str
+) -> None:
+    spec = normalized(
+        registry,
+        [{"model": first, "steps": 2}, {"model": second, "mode": "hires", "steps": 2}],
+    )
+    images, traces = run(spec, cache)
+    assert [im.size for im in images] == [(128, 128)]
+    assert [t.input for t in traces] == ["text", "pixels"]
+
+
 def test_sdxl_refiner_continues_the_base_latents(
     registry: ModelRegistry, cache: ModelCache
 ) -> None:
@@ -77,12 +92,14 @@ def test_flux_latent_hires_unpacks_and_interpolates(
     assert traces[1].input_shape == [1, 16, 8, 8]  # unpacked: channels x latent height x width
 
 
+@pytest.mark.parametrize("source", ["demo-sd15", "demo-sd35"])
 def test_the_worker_refuses_latents_of_another_space_whatever_the_gateway_said(
-    registry: ModelRegistry, cache: ModelCache
+    registry: ModelRegistry, cache: ModelCache, source: str
 ) -> None:
+    # SD3.5's latents have Flux's 16 channels: the worker must still refuse them.
     valid = normalized(
         registry,
-        [{"model": "demo-sd15", "steps": 2}, {"model": "demo-flux", "mode": "hires", "steps": 2}],
+        [{"model": source, "steps": 2}, {"model": "demo-flux", "mode": "hires", "steps": 2}],
     )
     # The same job with its handoff switched to latent, as if it reached Redis by another path.
     smuggled = valid.model_copy(

@@ -26,6 +26,8 @@ def checkpoint(tmp_path: Path, *keys: str, name: str = "model.safetensors") -> P
         ("double_blocks.0.img_attn.norm.key_norm.scale", "flux"),
         ("model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale", "flux"),
         ("single_transformer_blocks.0.attn.norm_k.weight", "flux"),
+        ("model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight", "sd35"),
+        ("joint_blocks.0.context_block.attn.qkv.weight", "sd35"),
     ],
 )
 def test_marker_keys_name_the_architecture(tmp_path: Path, key: str, architecture: str) -> None:
