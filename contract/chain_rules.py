@@ -190,8 +190,8 @@ def _check_first_stage(
     )
     return stage.model_copy(
         update={
-            "steps": stage.steps or arch.default_steps,
-            "guidance_scale": _default(stage.guidance_scale, arch.default_guidance),
+            "steps": stage.steps or entry.default_steps,
+            "guidance_scale": _default(stage.guidance_scale, entry.default_guidance),
         }
     )
 
@@ -206,10 +206,9 @@ def _check_later_stage(
     limits: JobLimits,
     violations: list[Violation],
 ) -> tuple[Stage, tuple[int, int]]:
-    arch = target.arch
     update: dict[str, object] = {
-        "steps": stage.steps or arch.default_steps,
-        "guidance_scale": _default(stage.guidance_scale, arch.default_guidance),
+        "steps": stage.steps or target.default_steps,
+        "guidance_scale": _default(stage.guidance_scale, target.default_guidance),
     }
     if stage.mode is None:
         violations.append(

@@ -15,6 +15,7 @@ A YAML file maps a model name to its architecture and source:
         source: {single_file: /models/sdxl.safetensors, config: /models/sdxl-config}
       flux-dev:
         architecture: flux
+        variant: dev                               # or schnell: checked against the weights
         source: {hub: black-forest-labs/FLUX.1-dev}  # only where the hub is reachable
 
 Relative paths are relative to the registry file. The latent space is never written down: it
@@ -59,6 +60,9 @@ class HubSource(_Strict):
 ModelSource = FolderSource | SingleFileSource | HubSource
 
 
+SCHNELL_STEPS = 4
+
+
 class ModelEntry(_Strict):
     name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
     architecture: str
@@ -73,6 +77,24 @@ class ModelEntry(_Strict):
     vae_tiling: bool = False
     # Keep weights in CPU memory and move each module to the GPU while it runs.
     cpu_offload: bool = False
+    # Flux only: dev is guidance-distilled (it embeds the guidance scale; 28 steps), schnell is
+    # timestep-distilled (no guidance; 1-4 steps). The worker checks the weights agree.
+    variant: Literal["dev", "schnell"] | None = None
+
+    @model_validator(mode="after")
+    def _variant_of_flux_only(self) -> ModelEntry:
+        if self.variant is not None and self.architecture != "flux":
+            raise ValueError(f"variant is for flux models; {self.name!r} is {self.architecture}")
+        return self
+
+    @property
+    def default_steps(self) -> int:
+        return SCHNELL_STEPS if self.variant == "schnell" else self.arch.default_steps
+
+    @property
+    def default_guidance(self) -> float:
+        # Schnell has no guidance embedding: the scale is ignored, 0 says so in the spec.
+        return 0.0 if self.variant == "schnell" else self.arch.default_guidance
 
     @field_validator("architecture")
     @classmethod

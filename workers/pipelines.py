@@ -8,6 +8,7 @@ memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def load_text_pipeline(
         pipe = cls.from_pretrained(source.hub, revision=source.revision, **common)
     else:  # pragma: no cover - the registry admits no other source
         raise TypeError(f"unknown source {source!r}")
+    _check_flux_variant(entry, pipe)
     pipe.set_progress_bar_config(disable=True)
     if entry.vae_tiling:
         pipe.vae.enable_tiling()
@@ -116,6 +118,41 @@ def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diffus
 
 class ArchitectureMismatch(ValueError):
     pass
+
+
+def _check_flux_variant(entry: ModelEntry, pipe: DiffusionPipeline) -> None:
+    """The registry's `variant` against the weights: dev embeds the guidance scale."""
+    if entry.architecture != "flux" or entry.variant is None:
+        return
+    loaded = "dev" if pipe.transformer.config.guidance_embeds else "schnell"
+    if loaded != entry.variant:
+        raise ArchitectureMismatch(
+            f"the registry says Flux {entry.variant}, but the weights are Flux {loaded} "
+            f"({'with' if loaded == 'dev' else 'without'} guidance embeddings); fix the "
+            "entry's variant"
+        )
+
+
+def _check_flux_file_against_config(path: Path, config: Path) -> None:
+    """A Flux file and its config folder must be the same variant: dev weights with a schnell
+    config lose their guidance weights silently; schnell weights with a dev config fail with a
+    meta-tensor error that names neither."""
+    header = read_header(path) or {}
+    in_file = (
+        "dev"
+        if any("guidance_in." in k or "guidance_embedder" in k for k in header)
+        else ("schnell")
+    )
+    settings = config / "transformer" / "config.json"
+    if not settings.is_file():
+        return
+    in_config = "dev" if json.loads(settings.read_text()).get("guidance_embeds") else "schnell"
+    if in_file != in_config:
+        raise ArchitectureMismatch(
+            f"{path.name} is a Flux {in_file} checkpoint "
+            f"({'with' if in_file == 'dev' else 'without'} guidance embeddings), but its config "
+            f"folder {config} is for Flux {in_config}; point config at a {in_file} folder"
+        )
 
 
 def _as_safetensors(path: Path) -> Path:
@@ -141,6 +178,8 @@ def _load_single_file(
             f"{source.single_file.name} is a {found} checkpoint, but the registry says "
             f"{entry.architecture}; fix the entry's architecture"
         )
+    if entry.architecture == "flux":
+        _check_flux_file_against_config(source.single_file, source.config)
     path, config = str(_as_safetensors(source.single_file)), str(source.config)
     try:
         # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from pydantic import Field
 
@@ -38,6 +40,9 @@ class ModelInfo(Answer):
     negative_prompt: bool
     guidance_range: tuple[float, float]
     default_steps: int
+    variant: Literal["dev", "schnell"] | None = Field(
+        description="Flux: dev (guidance-distilled) or schnell (1-4 steps, no guidance)."
+    )
     samplers: list[SamplerInfo] = Field(
         description="What a stage's `sampler` may name (default: the model's own scheduler)."
     )
@@ -67,7 +72,8 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
                 text_to_image=arch.text_to_image,
                 negative_prompt=arch.negative_prompt,
                 guidance_range=arch.guidance_range,
-                default_steps=arch.default_steps,
+                default_steps=entry.default_steps,
+                variant=entry.variant,
                 samplers=[
                     SamplerInfo(name=s.name, schedules=schedules_for(s))
                     for s in samplers_for(arch.name).values()

@@ -213,3 +213,28 @@ def test_sd35_and_flux_share_a_channel_count_but_not_a_latent_space() -> None:
             REGISTRY,
             LIMITS,
         )
+
+
+def test_flux_schnell_defaults_to_four_steps_and_no_guidance() -> None:
+    registry = ModelRegistry.model_validate(
+        {
+            "models": {
+                "schnell": {
+                    "architecture": "flux",
+                    "variant": "schnell",
+                    "source": {"folder": "/m"},
+                }
+            }
+        }
+    )
+    body = {"prompt": "p", "width": 64, "height": 64, "stages": [{"model": "schnell"}]}
+    [stage] = check_job(JobSpec.model_validate(body), registry, LIMITS).spec.stages
+    assert (stage.steps, stage.guidance_scale) == (4, 0.0)
+    with pytest.raises(ValueError, match="variant is for flux models"):
+        ModelRegistry.model_validate(
+            {
+                "models": {
+                    "x": {"architecture": "sd15", "variant": "dev", "source": {"folder": "/m"}}
+                }
+            }
+        )
