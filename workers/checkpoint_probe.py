@@ -125,3 +125,21 @@ def diagnose(path: Path) -> str | None:
                 "not supported here"
             )
     return None
+
+
+_BUNDLED = {
+    "vae": ("first_stage_model.", "vae."),
+    "text_encoders": ("cond_stage_model.", "conditioner.", "text_encoders.", "text_encoder"),
+}
+
+
+def bundled_components(path: Path) -> set[str]:
+    """Which of a pipeline's component folders a single file holds besides its denoiser
+    (`vae`, `text_encoder*`); the others come from the config folder."""
+    keys = read_header(path) or {}
+    found = set()
+    if any(key.startswith(_BUNDLED["vae"]) for key in keys):
+        found.add("vae")
+    if any(key.startswith(_BUNDLED["text_encoders"]) for key in keys):
+        found |= {"text_encoder", "text_encoder_2", "text_encoder_3"}
+    return found

@@ -33,7 +33,7 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
-from workers.checkpoint_probe import probe_architecture, read_header
+from workers.checkpoint_probe import diagnose, probe_architecture, read_header
 
 log = logging.getLogger("imagegen.worker")
 
@@ -178,6 +178,10 @@ def _load_single_file(
             f"{source.single_file.name} is a {found} checkpoint, but the registry says "
             f"{entry.architecture}; fix the entry's architecture"
         )
+    # Refused before loading: a scaled-fp8 file, for one, loads "fine" and draws NaN.
+    unloadable = diagnose(source.single_file)
+    if unloadable is not None:
+        raise ArchitectureMismatch(unloadable)
     if entry.architecture == "flux":
         _check_flux_file_against_config(source.single_file, source.config)
     path, config = str(_as_safetensors(source.single_file)), str(source.config)

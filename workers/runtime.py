@@ -18,8 +18,14 @@ import torch
 from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
-from workers.checkpoint_probe import diagnose
-from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
+from workers.checkpoint_probe import bundled_components, diagnose
+from workers.pipelines import (
+    PIPELINES,
+    image_pipeline_of,
+    load_text_pipeline,
+    resolve_device,
+    resolve_dtype,
+)
 from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
 log = logging.getLogger("imagegen.worker")
@@ -163,7 +169,17 @@ class ModelCache:
             folders = [p for p in source.folder.iterdir() if p.is_dir() and p.name not in skip]
             return estimated_bytes([f for d in folders for f in weight_files(d)], dtype)
         if isinstance(source, SingleFileSource):
-            return estimated_bytes([source.single_file], dtype)
+            # The file, and what the config folder adds: every component it does not bundle
+            # (about 10 GB of text encoders and VAE for a denoiser-only Flux file).
+            denoiser = PIPELINES[entry.architecture].denoiser_folder
+            taken = {denoiser, *bundled_components(source.single_file), *skip}
+            added = (
+                [p for p in source.config.iterdir() if p.is_dir() and p.name not in taken]
+                if source.config.is_dir()
+                else []
+            )
+            files = [source.single_file, *(f for d in added for f in weight_files(d))]
+            return estimated_bytes(files, dtype)
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
     def _make_room(self, incoming: int, keep: set[str]) -> None:

@@ -13,7 +13,10 @@ from safetensors import safe_open
 
 # Components whose modules may be shared between pipelines when their weights are identical.
 SHAREABLE = ("vae", "text_encoder", "text_encoder_2")
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+# Floating tensors are held at the model's dtype (fp8 ones too: loading casts them); others at
+# their own size.
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+_OTHER_SIZES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1}
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -32,7 +35,8 @@ def estimated_bytes(files: list[Path], dtype: torch.dtype) -> int:
                 for dim in tensor.get_shape():
                     numel *= dim
                 dtype_name = tensor.get_dtype()
-                total += numel * (size if dtype_name in _FLOAT_DTYPES else 4)
+                own = _OTHER_SIZES.get(dtype_name, 1)
+                total += numel * (size if dtype_name in _FLOAT_DTYPES else own)
     return total
 
 

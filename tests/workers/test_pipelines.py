@@ -149,3 +149,21 @@ def test_flux_dev_and_schnell_are_told_apart_and_a_mismatch_names_both(
     )
     pipe = ModelCache(right).get("f").text
     assert not pipe.transformer.config.guidance_embeds
+
+
+def test_a_scaled_fp8_flux_file_is_refused_before_it_can_draw_nan(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    # ComfyUI's scaled fp8: the loader took it, ignored the scales, and the job "succeeded"
+    # with an all-black PNG. Made from the demo transformer with ComfyUI's marker keys.
+    weights = load_file(
+        demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
+    )
+    weights["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    weights["x_embedder.scale_weight"] = torch.ones(1)
+    single = tmp_path / "flux1-dev-fp8-scaled.safetensors"
+    save_file(weights, single)
+    source = {"single_file": str(single), "config": str(demo_models / "demo-flux")}
+    cache = ModelCache(registry_of({"fp8": {"architecture": "flux", "source": source}}))
+    with pytest.raises(ModelUnavailable, match="scaled-fp8 file, which is not supported"):
+        cache.get("fp8")

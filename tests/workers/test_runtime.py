@@ -8,6 +8,7 @@ import torch
 
 from contract.registry import ModelRegistry
 from workers.runtime import ModelCache
+from workers.weights import estimated_bytes
 
 
 def test_txt2img_and_img2img_share_every_module(registry: ModelRegistry) -> None:
@@ -86,3 +87,25 @@ def test_registry_precision_and_vae_tiling_are_applied(demo_models: Path) -> Non
     assert model.text.unet.dtype == torch.bfloat16
     assert model.text.vae.use_tiling
     assert model.device == "cpu"
+
+
+def test_a_single_files_estimate_counts_what_its_config_folder_adds(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    # A denoiser-only Flux file: the VAE and both text encoders come from the config folder
+    # (about 10 GB for real Flux), which the estimate ignored.
+    weights = demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
+    single = tmp_path / "flux-transformer.safetensors"
+    single.write_bytes(weights.read_bytes())
+    models = {
+        "folder": {"architecture": "flux", "source": {"folder": str(demo_models / "demo-flux")}},
+        "file": {
+            "architecture": "flux",
+            "source": {"single_file": str(single), "config": str(demo_models / "demo-flux")},
+        },
+    }
+    cache = ModelCache(ModelRegistry.model_validate({"models": models}))
+    folder = cache._estimate(cache.registry.models["folder"], torch.float32, set())
+    file = cache._estimate(cache.registry.models["file"], torch.float32, set())
+    assert file == folder
+    assert file > estimated_bytes([single], torch.float32) * 1.5

@@ -16,8 +16,15 @@ def test_float_tensors_count_at_the_held_dtype(tmp_path: Path) -> None:
         {"f": torch.zeros(10, 10, dtype=torch.float32), "i": torch.zeros(5, dtype=torch.int64)},
         path,
     )
-    assert estimated_bytes([path], torch.float16) == 100 * 2 + 5 * 4
-    assert estimated_bytes([path], torch.float32) == 100 * 4 + 5 * 4
+    assert estimated_bytes([path], torch.float16) == 100 * 2 + 5 * 8  # int64 at its own 8
+    assert estimated_bytes([path], torch.float32) == 100 * 4 + 5 * 8
+
+
+def test_fp8_tensors_count_at_the_dtype_they_are_loaded_as(tmp_path: Path) -> None:
+    # They were counted at 4 bytes; loading casts them to the model's dtype.
+    path = tmp_path / "fp8.safetensors"
+    save_file({"w": torch.zeros(100, dtype=torch.float8_e4m3fn)}, path)
+    assert estimated_bytes([path], torch.bfloat16) == 100 * 2
 
 
 def test_identical_weights_share_a_fingerprint(tmp_path: Path) -> None:
