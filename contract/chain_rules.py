@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
+from contract.loras import check_loras
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
@@ -85,6 +86,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     for i, (stage, entry) in enumerate(zip(spec.stages, entries, strict=True)):
         _check_stage_conditioning(i, stage, entry, violations)
         stages[i] = check_sampler(i, stages[i], entry, violations)
+        check_loras(i, stage, entry, registry, violations)
     init_image = None
     if spec.init_image is not None:
         try:

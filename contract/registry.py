@@ -18,6 +18,13 @@ A YAML file maps a model name to its architecture and source:
         variant: dev                               # or schnell: checked against the weights
         source: {hub: black-forest-labs/FLUX.1-dev}  # only where the hub is reachable
 
+LoRAs are listed beside the models, each with the architecture it was trained for:
+
+    loras:
+      detail-tweaker:
+        architecture: sd15
+        file: /models/loras/detail-tweaker.safetensors
+
 Relative paths are relative to the registry file. The latent space is never written down: it
 follows from the architecture.
 """
@@ -112,20 +119,39 @@ class ModelEntry(_Strict):
         return self.arch.latent_space
 
 
+class LoraEntry(_Strict):
+    """A LoRA file, trained for one architecture: it may only adapt models of that one."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    architecture: str
+    file: Path
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
+        return value
+
+
 class ModelRegistry(_Strict):
     models: dict[str, ModelEntry]
+    loras: dict[str, LoraEntry] = {}
 
     @model_validator(mode="before")
     @classmethod
     def _names_from_keys(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("models"), dict):
-            data = {
-                **data,
-                "models": {
-                    name: {"name": name, **entry} if isinstance(entry, dict) else entry
-                    for name, entry in data["models"].items()
-                },
-            }
+        if not isinstance(data, dict):
+            return data
+        for section in ("models", "loras"):
+            if isinstance(data.get(section), dict):
+                data = {
+                    **data,
+                    section: {
+                        name: {"name": name, **entry} if isinstance(entry, dict) else entry
+                        for name, entry in data[section].items()
+                    },
+                }
         return data
 
     def get(self, name: str) -> ModelEntry | None:
@@ -161,4 +187,8 @@ class ModelRegistry(_Strict):
                     single_file=resolve(source.single_file), config=resolve(source.config)
                 )
             resolved[name] = entry.model_copy(update={"source": source})
-        return ModelRegistry(models=resolved)
+        loras = {
+            name: lora.model_copy(update={"file": resolve(lora.file)})
+            for name, lora in self.loras.items()
+        }
+        return ModelRegistry(models=resolved, loras=loras)

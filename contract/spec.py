@@ -73,6 +73,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LoraUse(_Strict):
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, description="GET /loras lists them.")]
+    weight: Annotated[float, Field(ge=-4, le=4, allow_inf_nan=False)] = 1.0
+
+
 class Stage(_Strict):
     model: Annotated[
         str,
@@ -102,6 +107,9 @@ class Stage(_Strict):
     )
     upscaler: Upscaler | None = Field(
         None, description="hires: lanczos/bicubic/nearest for pixel, latent-* for latent handoffs."
+    )
+    loras: Annotated[list[LoraUse] | None, Field(max_length=8)] = Field(
+        None, description="LoRAs for this stage's model; each must be of its architecture."
     )
     sampler: Annotated[str | None, Field(max_length=40)] = Field(
         None,

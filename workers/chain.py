@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from PIL import Image
 from contract.architectures import ArchitectureName
 from contract.envelope import FailureType, StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
+from contract.registry import LoraEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
@@ -91,9 +92,11 @@ def run_chain(
     models: ModelLookup,
     monitor: StepMonitor,
     worker: str,
+    loras: Mapping[str, LoraEntry] | None = None,
 ) -> tuple[list[Image.Image], list[StageTrace]]:
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
-    previous segment handed over) or from text; return the pictures and a trace per stage."""
+    previous segment handed over) or from text; return the pictures and a trace per stage.
+    `loras` are the registry's, for stages that name some."""
     carry: Carry | None = Pictures(pictures) if pictures is not None else None
     traces = []
     for i in stages:
@@ -102,7 +105,10 @@ def run_chain(
         started = time.perf_counter()
         model = models(stage.model)
         received, space, shape = _describe(carry, i)
-        carry, step_seconds, sampler = _run_stage(spec, i, stage, following, model, carry, monitor)
+        with _adapters(model, stage, loras or {}):
+            carry, step_seconds, sampler = _run_stage(
+                spec, i, stage, following, model, carry, monitor
+            )
         width, height = stage_size(spec, i)
         traces.append(
             StageTrace(
@@ -267,6 +273,43 @@ def _decode_in_fp32(
         vae.to(dtype)
     decoded: torch.Tensor = pipe.image_processor.postprocess(image, output_type="pt")
     return decoded
+
+
+@contextlib.contextmanager
+def _adapters(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
+    """The stage's LoRAs active on the model for this stage only. Each file is loaded once per
+    model (PEFT adapters on its shared modules, kept for later jobs) and activated with its
+    weight; afterwards the adapters are disabled, so the next job sees the base weights exactly.
+    The architecture rule is checked again here, whatever the gateway said."""
+    uses = stage.loras or []
+    if not uses:
+        yield
+        return
+    pipe = model.text
+    for use in uses:
+        lora = loras.get(use.name)
+        if lora is None or lora.architecture != model.entry.architecture:
+            what = "is not registered here" if lora is None else f"is {lora.architecture}"
+            raise StageError(
+                FailureType.INVALID_JOB,
+                f"LoRA {use.name!r} {what}; {model.entry.name!r} is {model.entry.architecture}",
+            )
+        if use.name not in model.adapters:
+            try:
+                pipe.load_lora_weights(str(lora.file), adapter_name=use.name)
+            except Exception as exc:  # a bad file fails this job, not the worker
+                raise StageError(
+                    FailureType.MODEL_UNAVAILABLE,
+                    f"LoRA {use.name!r} ({lora.file.name}) could not be loaded into "
+                    f"{model.entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}",
+                ) from exc
+            model.adapters.add(use.name)
+    pipe.enable_lora()
+    pipe.set_adapters([u.name for u in uses], [u.weight for u in uses])
+    try:
+        yield
+    finally:
+        pipe.disable_lora()
 
 
 @contextlib.contextmanager

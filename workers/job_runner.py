@@ -39,6 +39,7 @@ from jobs.store import now
 from workers.chain import StageError, Stopped, run_chain
 from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
+from workers.weights import file_hash
 
 log = logging.getLogger("imagegen.worker")
 
@@ -175,8 +176,9 @@ class JobRunner:
         self.cache.pinned = frozenset(spec.stages[i].model for i in stages)
         try:
             images, traces = run_chain(
-                spec, stages, pictures, self.cache.get, monitor, self.worker_name
-            )
+                spec, stages, pictures, self.cache.get, monitor, self.worker_name,
+                self.registry.loras,
+            )  # fmt: skip
         finally:
             self.cache.pinned = frozenset()
         with self.store.redis.pipeline(transaction=False) as pipe:
@@ -194,8 +196,9 @@ class JobRunner:
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
             exclude_none=True
         )
+        hashes = self._lora_hashes(spec)
         pngs = [
-            encode_png(image, parameters_text(spec, k, sampler), public_spec)
+            encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
             for k, image in enumerate(images)
         ]
         assert spec.seed is not None
@@ -245,6 +248,12 @@ class JobRunner:
                 )
             pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
         return pictures
+
+    def _lora_hashes(self, spec: JobSpec) -> dict[str, str]:
+        """A1111's `Lora hashes`: the first 12 hex digits of each used file's SHA-256."""
+        names = {u.name for stage in spec.stages for u in stage.loras or ()}
+        files = {n: self.registry.loras[n].file for n in names if n in self.registry.loras}
+        return {name: file_hash(path) for name, path in files.items()}
 
     def _trace_so_far(self, job_id: str) -> list[dict[str, object]]:
         raw = self.store.field(job_id, "trace")

@@ -40,9 +40,12 @@ def _quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
+def parameters_text(
+    spec: JobSpec, index: int, sampler: str, lora_hashes: dict[str, str] | None = None
+) -> str:
     """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
-    A1111's `create_infotext` writes it."""
+    A1111's `create_infotext` writes it. The first stage's LoRAs appear as A1111 prompts carry
+    them (`<lora:name:weight>`), with `Lora hashes`."""
     base = spec.stages[0]
     assert spec.seed is not None
     fields: list[tuple[str, object]] = [
@@ -76,7 +79,10 @@ def parameters_text(spec: JobSpec, index: int, sampler: str) -> str:
     refine = next((s for s in spec.stages[1:] if s.mode is Mode.REFINE), None)
     if refine is not None:
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
-    lines = [spec.prompt]
+    if lora_hashes:
+        fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in lora_hashes.items())))
+    tags = "".join(f" <lora:{u.name}:{u.weight:g}>" for u in base.loras or ())
+    lines = [spec.prompt + tags]
     if spec.negative_prompt:
         lines.append(f"Negative prompt: {spec.negative_prompt}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None))

@@ -45,6 +45,7 @@ class LoadedModel:
     load_seconds: float
     fingerprints: dict[str, str] = field(default_factory=dict)
     shared: list[str] = field(default_factory=list)  # components taken from other models
+    adapters: set[str] = field(default_factory=set)  # LoRAs loaded into its modules
     last_used: float = field(default_factory=time.monotonic)
     _image: DiffusionPipeline | None = None
 

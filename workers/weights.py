@@ -56,3 +56,18 @@ def _digest(files: tuple[tuple[str, int, int], ...]) -> str:
             while chunk := handle.read(1 << 22):
                 sha.update(chunk)
     return sha.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    """The first 12 hex digits of a file's SHA-256 (A1111's short hash), cached per version."""
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)[:12]
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, _size: int, _mtime: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+    return sha.hexdigest()

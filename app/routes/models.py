@@ -87,3 +87,20 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
             )
         )
     return out
+
+
+class LoraInfo(Answer):
+    name: str = Field(description="As a stage's `loras[].name`.")
+    architecture: ArchitectureName = Field(
+        description="The only architecture whose stages may use it."
+    )
+    file: str = Field(description="Its file name.")
+
+
+@router.get("/loras", operation_id="list_loras")
+def list_loras(registry: RegistryDep, _: CallerDep) -> list[LoraInfo]:
+    """Registered LoRAs and the architecture each was trained for."""
+    return [
+        LoraInfo(name=name, architecture=lora.architecture, file=lora.file.name)
+        for name, lora in sorted(registry.loras.items())
+    ]

@@ -12,8 +12,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from contract.chain_rules import JobLimits, check_job
-from contract.registry import ModelRegistry
-from contract.spec import Handoff, JobSpec, Upscaler
+from contract.registry import LoraEntry, ModelRegistry
+from contract.spec import Handoff, JobSpec, LoraUse, Upscaler
+from tests.lora_files import make_sd15_lora
 from workers.chain import StageError, Stopped, run_chain
 from workers.runtime import ModelCache
 
@@ -208,3 +209,36 @@ def test_nan_latents_fail_the_stage_instead_of_a_black_picture(
 def test_a_healthy_model_is_not_decoded_twice(registry: ModelRegistry, cache: ModelCache) -> None:
     _, [trace] = run(normalized(registry, [{"model": "demo-sd15", "steps": 2}]), cache)
     assert not trace.decoded_again_in_fp32
+
+
+def test_a_lora_changes_the_picture_weight_0_does_not_and_nothing_leaks(
+    registry: ModelRegistry, demo_models: Path, tmp_path: Path
+) -> None:
+    lora = make_sd15_lora(demo_models, tmp_path / "detail.safetensors")
+    loras = {"detail": LoraEntry(name="detail", architecture="sd15", file=lora)}
+    with_lora = registry.model_copy(update={"loras": loras})
+    cache = ModelCache(registry)
+
+    def pixels(uses: list[dict[str, Any]]) -> bytes:
+        spec = normalized(with_lora, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
+        images, _ = run_chain(spec, range(1), None, cache.get, never_stop, "w", loras)
+        return images[0].tobytes()
+
+    before = pixels([])
+    assert pixels([{"name": "detail", "weight": 1.0}]) != before
+    assert pixels([{"name": "detail", "weight": 0.0}]) == before  # weight 0 is no LoRA
+    assert pixels([]) == before  # the next job sees the base weights, to the byte
+
+
+def test_the_worker_refuses_a_lora_of_another_architecture_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache, tmp_path: Path
+) -> None:
+    loras = {"sd15-only": LoraEntry(name="sd15-only", architecture="sd15", file=tmp_path / "x")}
+    spec = normalized(registry, [{"model": "demo-sdxl", "steps": 2}])
+    smuggled = spec.model_copy(
+        update={
+            "stages": [spec.stages[0].model_copy(update={"loras": [LoraUse(name="sd15-only")]})]
+        }
+    )
+    with pytest.raises(StageError, match="LoRA 'sd15-only' is sd15; 'demo-sdxl' is sdxl"):
+        run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)

@@ -41,3 +41,9 @@ def test_a_model_a_worker_could_not_load_says_why(client: TestClient, redis: Red
     }
     assert models["demo-sd15"]["unavailable_on"] == {}
     assert models["demo-sd15"]["loaded_on"] == ["gpu-host.1.abc"]
+
+
+def test_loras_are_listed_with_their_architecture(client: TestClient) -> None:
+    assert client.get("/loras").json() == [
+        {"name": "detail-sd15", "architecture": "sd15", "file": "detail-sd15.safetensors"}
+    ]
