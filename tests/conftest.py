@@ -29,9 +29,8 @@ from devstack.processes import (
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 from jobs.webhooks import WEBHOOK_QUEUE
-from tests.lora_files import make_sd15_lora
 from tests.receiver import WEBHOOK_SECRET
-from workers.demo_models import DEMO_MODELS, ensure_built
+from workers.demo_models import DEMO_MODELS, build_sd15_lora, ensure_built
 
 MODELS_DIR = REPO_ROOT / ".models"
 
@@ -64,7 +63,7 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         "source": {"folder": str(demo_models / "demo-sd15")},
         "pool": "unserved",
     }
-    lora = make_sd15_lora(demo_models, root / "loras" / "detail-sd15.safetensors")
+    lora = build_sd15_lora(demo_models, root / "loras" / "detail-sd15.safetensors")
     loras = {"detail-sd15": {"architecture": "sd15", "file": str(lora)}}
     path = root / "registry.yaml"
     path.write_text(yaml.safe_dump({"models": models, "loras": loras}))

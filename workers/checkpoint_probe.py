@@ -77,7 +77,10 @@ def probe_architecture(path: Path) -> str | None:
     return None
 
 
-_LORA_MARKS = ("lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te")
+# kohya (lora_up/lora_down, lora_unet_, lora_te), PEFT (lora_A/lora_B), diffusers (lora.up/down)
+_LORA_MARKS = (
+    "lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te", ".lora.up.", ".lora.down.",
+)  # fmt: skip
 _INPAINT_CONV_IN = (
     "model.diffusion_model.input_blocks.0.0.weight",
     "conv_in.weight",

@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
 from contract.spec import Handoff, JobSpec, LoraUse, Upscaler
-from tests.lora_files import make_sd15_lora
 from workers.chain import StageError, Stopped, run_chain
+from workers.demo_models import build_sd15_lora
 from workers.runtime import ModelCache
 
 
@@ -214,7 +214,7 @@ def test_a_healthy_model_is_not_decoded_twice(registry: ModelRegistry, cache: Mo
 def test_a_lora_changes_the_picture_weight_0_does_not_and_nothing_leaks(
     registry: ModelRegistry, demo_models: Path, tmp_path: Path
 ) -> None:
-    lora = make_sd15_lora(demo_models, tmp_path / "detail.safetensors")
+    lora = build_sd15_lora(demo_models, tmp_path / "detail.safetensors")
     loras = {"detail": LoraEntry(name="detail", architecture="sd15", file=lora)}
     with_lora = registry.model_copy(update={"loras": loras})
     cache = ModelCache(registry)
