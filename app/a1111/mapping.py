@@ -10,6 +10,7 @@ upscaler is the article's mistake, refused by the same rule as `POST /jobs`, her
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "guidance_scale": ("cfg_scale",),
         "prompt": ("prompt",),
         "negative_prompt": ("negative_prompt",),
+        "loras": ("prompt",),  # from its <lora:name:weight> tags
     },
     "refine": {
         "model": ("refiner_checkpoint",),
@@ -66,6 +68,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "prompt": ("hr_prompt",),
         "negative_prompt": ("hr_negative_prompt",),
         "guidance_scale": ("hr_cfg",),
+        "loras": ("prompt",),
     },
 }
 _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
@@ -90,6 +93,20 @@ def resolve_checkpoint(name: str, registry: ModelRegistry) -> str | None:
     return next((c for c in candidates if registry.get(c) is not None), None)
 
 
+# A1111's LoRA syntax in prompts: <lora:name> or <lora:name:weight>.
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::\s*([-+]?[0-9]*\.?[0-9]+))?\s*>")
+
+
+def lora_tags(prompt: str) -> tuple[str, list[dict[str, Any]]]:
+    """The prompt without its `<lora:…>` tags, and the LoRAs they name (existing A1111 prompts
+    keep working; the tags come back in the PNG's parameters)."""
+    uses = [
+        {"name": m.group(1).strip(), "weight": float(m.group(2) or 1.0)}
+        for m in _LORA_TAG.finditer(prompt)
+    ]
+    return " ".join(_LORA_TAG.sub(" ", prompt).split()), uses
+
+
 def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegistry) -> JobSpec:
     stages: list[dict[str, Any]] = [_base_stage(request, checkpoint)]
     roles = ["base"]
@@ -102,7 +119,10 @@ def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegist
         stages.append(refine)
         roles.append("refine")
     if request.enable_hr:
-        stages.append(_hires_stage(request, checkpoint, registry))
+        hires = _hires_stage(request, checkpoint, registry)
+        if hires["model"] == checkpoint and "loras" in stages[0]:
+            hires["loras"] = stages[0]["loras"]  # A1111 applies them to the hires pass too
+        stages.append(hires)
         roles.append("hires")
     return _spec(request, stages, roles, {})
 
@@ -128,6 +148,9 @@ def _base_stage(request: Txt2ImgRequest | Img2ImgRequest, checkpoint: str) -> di
     if sampler:
         stage["sampler"] = sampler
         stage["scheduler"] = request.scheduler or "automatic"
+    _, loras = lora_tags(request.prompt)
+    if loras:
+        stage["loras"] = loras
     return stage
 
 
@@ -188,7 +211,8 @@ def _spec(
     if images > MAX_IMAGES:
         _refuse(("batch_size",), f"batch_size × n_iter is {images}; at most {MAX_IMAGES} a request")
     body: dict[str, Any] = {
-        "prompt": request.prompt or " ",  # A1111 takes an empty prompt; our spec wants one
+        # A1111 takes an empty prompt; our spec wants one.
+        "prompt": lora_tags(request.prompt)[0] or " ",
         "width": request.width,
         "height": request.height,
         "num_images": images,

@@ -138,3 +138,12 @@ def test_progress_while_running_and_interrupt(api: WebUIApi) -> None:
     assert result.images == []
     assert result.info["interrupted"] is True
     assert watcher.get_progress()["state"]["job_count"] == 0  # nothing current any more
+
+
+def test_a1111_lora_tags_in_the_prompt_apply_the_lora(api: WebUIApi) -> None:
+    result = api.txt2img(
+        prompt="a lighthouse <lora:detail-sd15:0.5>", seed=7, width=64, height=64,
+        override_settings=SD15,
+    )  # fmt: skip
+    assert parameters(result).startswith("a lighthouse <lora:detail-sd15:0.5>\n")
+    assert "Lora hashes:" in parameters(result)

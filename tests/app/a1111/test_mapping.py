@@ -142,3 +142,30 @@ DEFAULT_PAYLOAD = """
  sampler_index: Euler a, script_name: null, script_args: [], send_images: true,
  save_images: false, alwayson_scripts: {}}
 """
+
+
+def test_lora_tags_in_a1111_prompts_become_the_stages_loras(registry: ModelRegistry) -> None:
+    spec = spec_of(
+        registry,
+        prompt="a cat <lora:detail-sd15:0.6> on a mat <lora:detail-sd15>",
+        enable_hr=True,
+        hr_upscaler="Lanczos",
+    )
+    assert spec.prompt == "a cat on a mat"
+    base, hires = spec.stages
+    assert [(u.name, u.weight) for u in base.loras or ()] == [
+        ("detail-sd15", 0.6),
+        ("detail-sd15", 1.0),
+    ]
+    assert hires.loras == base.loras  # the same checkpoint: A1111 applies them to both passes
+
+
+def test_a_lora_tag_of_another_architecture_is_refused_at_the_prompt(
+    registry: ModelRegistry,
+) -> None:
+    request = Txt2ImgRequest(prompt="x <lora:detail-sd15:1>", width=64, height=64)
+    spec = txt2img_spec(request, "demo-sdxl", registry)
+    with pytest.raises(JobRejected) as rejected:
+        check_job(spec, registry, JobLimits())
+    [violation] = in_a1111_terms(rejected.value, spec).violations
+    assert (violation.type, violation.loc) == ("lora_architecture_mismatch", ("prompt",))
