@@ -70,6 +70,12 @@ ModelSource = FolderSource | SingleFileSource | HubSource
 SCHNELL_STEPS = 4
 
 
+def known_architecture(value: str) -> str:
+    if value not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
+    return value
+
+
 class ModelEntry(_Strict):
     name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
     architecture: str
@@ -103,12 +109,7 @@ class ModelEntry(_Strict):
         # Schnell has no guidance embedding: the scale is ignored, 0 says so in the spec.
         return 0.0 if self.variant == "schnell" else self.arch.default_guidance
 
-    @field_validator("architecture")
-    @classmethod
-    def _known_architecture(cls, value: str) -> str:
-        if value not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
-        return value
+    _known_architecture = field_validator("architecture")(known_architecture)
 
     @property
     def arch(self) -> Architecture:
@@ -126,12 +127,7 @@ class LoraEntry(_Strict):
     architecture: str
     file: Path
 
-    @field_validator("architecture")
-    @classmethod
-    def _known_architecture(cls, value: str) -> str:
-        if value not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
-        return value
+    _known_architecture = field_validator("architecture")(known_architecture)
 
 
 class ModelRegistry(_Strict):

@@ -65,6 +65,22 @@ def _t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
+def _t5_encoder(tokenizer: T5Tokenizer, d_model: int) -> T5EncoderModel:
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=d_model,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def _clip_config(tokenizer: CLIPTokenizer, hidden: int, projection: int = 0) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -204,19 +220,7 @@ def build_flux(out: Path) -> None:
     torch.manual_seed(16)
     clip_tokenizer = _clip_tokenizer()
     t5_tokenizer = _t5_tokenizer()
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            pad_token_id=t5_tokenizer.pad_token_id,
-            eos_token_id=t5_tokenizer.eos_token_id,
-            decoder_start_token_id=t5_tokenizer.pad_token_id,
-        )
-    )
+    t5 = _t5_encoder(t5_tokenizer, d_model=32)
     # in_channels 64 = 16 latent channels packed 2x2; rope axes sum to attention_head_dim.
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -258,19 +262,8 @@ def build_sd35(out: Path) -> None:
     torch.manual_seed(35)
     clip_tokenizer = _clip_tokenizer()
     t5_tokenizer = _t5_tokenizer()
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=64,  # the joint attention width; CLIP's 32 + 32 are padded up to it
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            pad_token_id=t5_tokenizer.pad_token_id,
-            eos_token_id=t5_tokenizer.eos_token_id,
-            decoder_start_token_id=t5_tokenizer.pad_token_id,
-        )
-    )
+    # d_model is the joint attention width; CLIP's 32 + 32 are padded up to it.
+    t5 = _t5_encoder(t5_tokenizer, d_model=64)
     transformer = SD3Transformer2DModel(
         sample_size=32,
         patch_size=2,
