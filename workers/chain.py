@@ -32,9 +32,12 @@ from contract.registry import LoraEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
+from workers.finite import finite_pictures, non_finite
 from workers.runtime import LoadedModel
+from workers.stage_errors import StageError, Stopped
 
 log = logging.getLogger("imagegen.worker")
+__all__ = ["StageError", "Stopped", "run_chain"]
 
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -46,22 +49,6 @@ _LATENT_MODES = {
     "latent-bicubic": "bicubic",
     "latent-nearest": "nearest",
 }
-
-
-class StageError(Exception):
-    """A stage cannot run as asked; `type` is the machine name clients see."""
-
-    def __init__(self, type_: FailureType, message: str) -> None:
-        super().__init__(message)
-        self.type = type_
-
-
-class Stopped(Exception):
-    """The step monitor asked the pipeline to stop (canceled, or out of time)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -199,80 +186,12 @@ def _run_stage(
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
         if not torch.isfinite(output).all():
-            raise _non_finite(i, model, "latents")
+            raise non_finite(i, model, "latents")
         latents = _unpack(pipe, output, width, height)
         return Latents(latents, model.entry.latent_space, ends_at), step, sampler
     latents_at_end = last[-1] if last else None
-    pictures, again = _finite_pictures(pipe, output, latents_at_end, i, model, (width, height))
+    pictures, again = finite_pictures(pipe, output, latents_at_end, i, model, (width, height))
     return Pictures(pictures, again), step, sampler
-
-
-def _finite_pictures(
-    pipe: DiffusionPipeline,
-    images: torch.Tensor,
-    latents: torch.Tensor | None,
-    i: int,
-    model: LoadedModel,
-    size: tuple[int, int],
-) -> tuple[list[Image.Image], bool]:
-    """The stage's pictures, never from NaN/Inf: a non-finite decode is done again in fp32 (an
-    fp16 VAE overflows where fp32 does not); if the latents themselves are not finite, or fp32
-    does not help either, the stage fails `non_finite_output`. Returns whether it decoded
-    again."""
-    if torch.isfinite(images).all():
-        return _pil(pipe, images), False
-    if latents is None or not torch.isfinite(latents).all():
-        raise _non_finite(i, model, "latents")
-    log.warning("stage %d: %s decoded NaN/Inf pixels; decoding again in fp32", i, model.entry.name)
-    images = _decode_in_fp32(pipe, latents, size)
-    if not torch.isfinite(images).all():
-        raise _non_finite(i, model, "pixels, also when decoded again in fp32,")
-    return _pil(pipe, images), True
-
-
-def _non_finite(i: int, model: LoadedModel, what: str) -> StageError:
-    return StageError(
-        FailureType.NON_FINITE_OUTPUT,
-        f"stage {i}: {model.entry.name!r} produced NaN or infinite {what} — no picture to give; "
-        "its weights may be broken or overflow at this dtype (try dtype fp32 or bf16 in the "
-        "registry)",
-    )
-
-
-def _pil(pipe: DiffusionPipeline, images: torch.Tensor) -> list[Image.Image]:
-    # What diffusers' own output_type="pil" does with the same tensor.
-    processor = pipe.image_processor
-    return list(processor.numpy_to_pil(processor.pt_to_numpy(images)))
-
-
-def _decode_in_fp32(
-    pipe: DiffusionPipeline, latents: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
-    """Decode the last step's latents as the pipeline does, with the VAE in fp32 for once."""
-    vae = pipe.vae
-    config = vae.config
-    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
-        width, height = size
-        latents = FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-    latents = latents.float()
-    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-    if mean is not None and std is not None:
-        shape = (1, len(mean), 1, 1)
-        mean_t, std_t = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
-        latents = latents * std_t / config.scaling_factor + mean_t
-    else:
-        latents = latents / config.scaling_factor
-    if getattr(config, "shift_factor", None) is not None:
-        latents = latents + config.shift_factor
-    dtype = vae.dtype
-    vae.to(torch.float32)
-    try:
-        with torch.no_grad():
-            image = vae.decode(latents.to(vae.device), return_dict=False)[0]
-    finally:
-        vae.to(dtype)
-    decoded: torch.Tensor = pipe.image_processor.postprocess(image, output_type="pt")
-    return decoded
 
 
 @contextlib.contextmanager
