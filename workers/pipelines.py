@@ -34,6 +34,7 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from workers.checkpoint_probe import diagnose, probe_architecture, read_header
+from workers.flux_files import load_flux_file
 
 log = logging.getLogger("imagegen.worker")
 
@@ -184,12 +185,15 @@ def _load_single_file(
         raise ArchitectureMismatch(unloadable)
     if entry.architecture == "flux":
         _check_flux_file_against_config(source.single_file, source.config)
+        # diffusers' reader for these takes only the released width and breaks on all-in-one
+        # files; ours reads any layout model sites ship (see flux_files).
+        return load_flux_file(source.single_file, source.config, cls, common["torch_dtype"])
     path, config = str(_as_safetensors(source.single_file)), str(source.config)
     try:
         # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).
         return cls.from_single_file(path, config=config, local_files_only=True, **common)
     except SingleFileComponentError:
-        # Denoiser only (as Flux files usually are): the rest comes from the config folder.
+        # Denoiser only: the rest comes from the config folder.
         classes = PIPELINES[entry.architecture]
         denoiser = classes.denoiser.from_single_file(
             path,

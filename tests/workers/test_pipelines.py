@@ -11,6 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ModelRegistry
+from tests.checkpoint_layouts import diffusers_to_bfl
+from workers.flux_files import TRANSFORMER_PREFIX
 from workers.runtime import ModelCache, ModelUnavailable
 
 
@@ -156,11 +158,12 @@ def test_a_scaled_fp8_flux_file_is_refused_before_it_can_draw_nan(
 ) -> None:
     # ComfyUI's scaled fp8: the loader took it, ignored the scales, and the job "succeeded"
     # with an all-black PNG. Made from the demo transformer with ComfyUI's marker keys.
-    weights = load_file(
-        demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
+    bfl = diffusers_to_bfl(
+        load_file(demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors")
     )
+    weights = {TRANSFORMER_PREFIX + k: v for k, v in bfl.items()}
     weights["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
-    weights["x_embedder.scale_weight"] = torch.ones(1)
+    weights[TRANSFORMER_PREFIX + "img_in.scale_weight"] = torch.ones(1)
     single = tmp_path / "flux1-dev-fp8-scaled.safetensors"
     save_file(weights, single)
     source = {"single_file": str(single), "config": str(demo_models / "demo-flux")}
