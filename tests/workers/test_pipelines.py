@@ -6,12 +6,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ModelRegistry
-from tests.checkpoint_layouts import diffusers_to_bfl
+from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth, diffusers_to_bfl
+from workers.checkpoint_probe import probe_architecture
 from workers.flux_files import TRANSFORMER_PREFIX
 from workers.runtime import ModelCache, ModelUnavailable
 
@@ -170,3 +174,62 @@ def test_a_scaled_fp8_flux_file_is_refused_before_it_can_draw_nan(
     cache = ModelCache(registry_of({"fp8": {"architecture": "flux", "source": source}}))
     with pytest.raises(ModelUnavailable, match="scaled-fp8 file, which is not supported"):
         cache.get("fp8")
+
+
+def draw(pipe: DiffusionPipeline, refiner: bool) -> np.ndarray:
+    generator = torch.Generator().manual_seed(11)
+    size = (
+        {"image": Image.new("RGB", (64, 64), "teal"), "strength": 0.5}
+        if refiner
+        else {"height": 64, "width": 64}
+    )
+    out = pipe("a harbour", num_inference_steps=4, generator=generator, **size)
+    return np.asarray(out.images[0]).astype(int)
+
+
+@pytest.mark.parametrize("architecture", ["sd15", "sdxl", "sdxl-refiner"])
+def test_a1111_checkpoints_are_recognized_and_draw_what_the_folder_draws(
+    tmp_path: Path, demo_models: Path, architecture: str
+) -> None:
+    folder = at_real_depth(demo_models / f"demo-{architecture}", tmp_path / "deep", architecture)
+    single = tmp_path / f"{architecture}-a1111.safetensors"
+    save_file(a1111_checkpoint(folder, architecture), single)
+    assert probe_architecture(single) == architecture
+    # The file's weights are the only ones: its config folder holds configs and tokenizers.
+    config = tmp_path / "config"
+    shutil.copytree(folder, config, ignore=shutil.ignore_patterns("*.safetensors"))
+    sources = {
+        "folder": {"folder": str(folder)},
+        "file": {"single_file": str(single), "config": str(config)},
+    }
+    entries = {name: {"architecture": architecture, "source": s} for name, s in sources.items()}
+    cache = ModelCache(registry_of(entries))
+    from_file, from_folder = cache.get("file").text, cache.get("folder").text
+    for name, module in from_folder.components.items():
+        if isinstance(module, torch.nn.Module):
+            theirs, ours = module.state_dict(), getattr(from_file, name).state_dict()
+            assert theirs.keys() == ours.keys(), name
+            assert all(torch.equal(theirs[k], ours[k]) for k in theirs), name
+    # The same weights draw the same picture, give or take one level where a tensor read from
+    # the folder sits unaligned in its file and the CPU kernels sum in another order.
+    refiner = architecture == "sdxl-refiner"
+    assert np.abs(draw(from_file, refiner) - draw(from_folder, refiner)).max() <= 1
+
+
+def test_an_a1111_inpainting_checkpoint_is_unavailable_for_a_reason_a_user_understands(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    folder = at_real_depth(demo_models / "demo-sd15", tmp_path / "deep", "sd15")
+    weights = a1111_checkpoint(folder, "sd15")
+    conv_in = weights["model.diffusion_model.input_blocks.0.0.weight"]
+    # An inpainting UNet also takes the mask and the masked picture's latents: 4 + 1 + 4.
+    weights["model.diffusion_model.input_blocks.0.0.weight"] = conv_in.repeat(1, 3, 1, 1)[
+        :, :9
+    ].contiguous()
+    single = tmp_path / "sd15-inpainting.safetensors"
+    save_file(weights, single)
+    source = {"single_file": str(single), "config": str(folder)}
+    cache = ModelCache(registry_of({"inpaint": {"architecture": "sd15", "source": source}}))
+    with pytest.raises(ModelUnavailable, match=r"is an inpainting UNet \(9 input channels\)"):
+        cache.get("inpaint")
+    assert "inpaint" in cache.unavailable
