@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -c $(LOCK) -e ".[worker,dev]"
+	$(PY) -m pip install -q -c $(LOCK) --no-deps spandrel  # see pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed

@@ -20,8 +20,9 @@ from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
-from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage, Upscaler
+from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
+from contract.upscalers import check_upscaler
 from contract.violations import JobRejected, Violation
 
 DEFAULT_SWITCH_AT = 0.8
@@ -78,6 +79,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             entries[i - 1],
             entries[i],
             (width, height),
+            registry,
             limits,
             violations,
         )
@@ -205,6 +207,7 @@ def _check_later_stage(
     source: ModelEntry,
     target: ModelEntry,
     size: tuple[int, int],
+    registry: ModelRegistry,
     limits: JobLimits,
     violations: list[Violation],
 ) -> tuple[Stage, tuple[int, int]]:
@@ -232,23 +235,7 @@ def _check_later_stage(
         check_size(new_size, target, limits.max_pixels, ("width",), ("height",), violations)
     else:
         _refuse_fields(i, stage, _REFINE_FIELDS, "refine", violations)
-        upscaler = stage.upscaler or (
-            Upscaler.LATENT_BILINEAR if handoff is Handoff.LATENT else Upscaler.LANCZOS
-        )
-        if upscaler.works_on_latents != (handoff is Handoff.LATENT):
-            wanted = (
-                "latent-bilinear, latent-bicubic or latent-nearest"
-                if handoff is Handoff.LATENT
-                else "lanczos, bicubic or nearest"
-            )
-            violations.append(
-                Violation(
-                    "upscaler_handoff_mismatch",
-                    ("stages", i, "upscaler"),
-                    f"upscaler {upscaler.value!r} does not fit handoff {handoff.value!r}; "
-                    f"use {wanted}",
-                )
-            )
+        upscaler = check_upscaler(i, stage, handoff, registry, violations)
         new_size = hires_size(i, stage, size, violations)
         check_size(new_size, target, limits.max_pixels, *hires_size_locs(i, stage), violations)
         update.update(

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.latent_spaces import LatentSpaceName
-from contract.spec import JobSpec, WebhookEvent
+from contract.spec import JobSpec, LoraUse, WebhookEvent
 
 
 class JobStatus(StrEnum):
@@ -99,6 +99,10 @@ class StageTrace(Answer):
         False,
         description="The VAE's decode at the model's dtype gave NaN/Inf pixels, and decoding "
         "again in fp32 gave a finite picture (A1111's answer to the fp16 SDXL VAE).",
+    )
+    loras: list[LoraUse] = Field([], description="The LoRAs active during this stage.")
+    upscaler: str | None = Field(
+        None, description="hires: the resampler or upscaler model that made its input."
     )
 
 

@@ -25,6 +25,13 @@ LoRAs are listed beside the models, each with the architecture it was trained fo
         architecture: sd15
         file: /models/loras/detail-tweaker.safetensors
 
+Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
+worker reads their architecture and scale from the weights:
+
+    upscalers:
+      4x-ultrasharp:
+        file: /models/upscalers/4x-UltraSharp.safetensors
+
 Relative paths are relative to the registry file. The latent space is never written down: it
 follows from the architecture.
 """
@@ -130,16 +137,35 @@ class LoraEntry(_Strict):
     _known_architecture = field_validator("architecture")(known_architecture)
 
 
+class UpscalerEntry(_Strict):
+    """An upscaler model file (ESRGAN, Real-ESRGAN, SwinIR, … : whatever spandrel recognizes;
+    the worker reads its architecture and scale from the weights)."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    file: Path
+    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_resampler(cls, name: str) -> str:
+        from contract.spec import Upscaler  # the spec imports this module's name pattern
+
+        if name in set(Upscaler):
+            raise ValueError(f"{name!r} is a built-in upscaler's name; name the file otherwise")
+        return name
+
+
 class ModelRegistry(_Strict):
     models: dict[str, ModelEntry]
     loras: dict[str, LoraEntry] = {}
+    upscalers: dict[str, UpscalerEntry] = {}
 
     @model_validator(mode="before")
     @classmethod
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", "loras"):
+        for section in ("models", "loras", "upscalers"):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -187,4 +213,8 @@ class ModelRegistry(_Strict):
             name: lora.model_copy(update={"file": resolve(lora.file)})
             for name, lora in self.loras.items()
         }
-        return ModelRegistry(models=resolved, loras=loras)
+        upscalers = {
+            name: upscaler.model_copy(update={"file": resolve(upscaler.file)})
+            for name, upscaler in self.upscalers.items()
+        }
+        return ModelRegistry(models=resolved, loras=loras, upscalers=upscalers)

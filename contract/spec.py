@@ -53,6 +53,9 @@ class Upscaler(StrEnum):
         return self.value.startswith("latent-")
 
 
+UpscalerModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+
+
 def _printable(text: str) -> str:
     """Refuse control characters (other than tab and newlines): they only confuse tokenizers
     and logs."""
@@ -105,8 +108,12 @@ class Stage(_Strict):
     denoise: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         None, description="hires: how much of the schedule is re-run (default 0.5)."
     )
-    upscaler: Upscaler | None = Field(
-        None, description="hires: lanczos/bicubic/nearest for pixel, latent-* for latent handoffs."
+    upscaler: Annotated[Upscaler | UpscalerModelName | None, Field(union_mode="left_to_right")] = (
+        Field(
+            None,
+            description="hires: lanczos/bicubic/nearest or a registered upscaler model (GET "
+            "/upscalers) for pixel handoffs; latent-* for latent handoffs.",
+        )
     )
     loras: Annotated[list[LoraUse] | None, Field(max_length=8)] = Field(
         None, description="LoRAs for this stage's model; each must be of its architecture."

@@ -30,6 +30,7 @@ RuleType = Literal[
     "unknown_lora",
     "unknown_model",
     "unknown_sampler",
+    "unknown_upscaler",
     "unknown_schedule",
     "unsupported_image",
     "upscaler_handoff_mismatch",

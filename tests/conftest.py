@@ -66,7 +66,11 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
     lora = build_sd15_lora(demo_models, root / "loras" / "detail-sd15.safetensors")
     loras = {"detail-sd15": {"architecture": "sd15", "file": str(lora)}}
     path = root / "registry.yaml"
-    path.write_text(yaml.safe_dump({"models": models, "loras": loras}))
+    upscalers = {
+        f.stem: {"file": str(f)}
+        for f in sorted((demo_models / "demo-upscalers").glob("*.safetensors"))
+    }
+    path.write_text(yaml.safe_dump({"models": models, "loras": loras, "upscalers": upscalers}))
     return path
 
 

@@ -59,6 +59,7 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
 # Modules without a test file of their own, and why.
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
+    "workers/demo_upscalers.py": "its files are what tests/workers/test_upscalers.py loads",
     "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",

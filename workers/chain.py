@@ -35,6 +35,7 @@ from contract.stage_sizes import stage_size
 from workers.finite import finite_pictures, non_finite
 from workers.runtime import LoadedModel
 from workers.stage_errors import StageError, Stopped
+from workers.upscalers import LoadedUpscaler, upscale
 
 log = logging.getLogger("imagegen.worker")
 __all__ = ["StageError", "Stopped", "run_chain"]
@@ -70,6 +71,7 @@ Carry = Latents | Pictures
 # (stage index, steps done, steps in this stage) -> a reason to stop, or None
 StepMonitor = Callable[[int, int, int], str | None]
 ModelLookup = Callable[[str], LoadedModel]
+UpscalerLookup = Callable[[str], LoadedUpscaler]
 
 
 def run_chain(
@@ -80,10 +82,12 @@ def run_chain(
     monitor: StepMonitor,
     worker: str,
     loras: Mapping[str, LoraEntry] | None = None,
+    upscalers: UpscalerLookup | None = None,
 ) -> tuple[list[Image.Image], list[StageTrace]]:
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
     previous segment handed over) or from text; return the pictures and a trace per stage.
-    `loras` are the registry's, for stages that name some."""
+    `loras` are the registry's, for stages that name some; `upscalers` loads upscaler models
+    for hires stages that name one."""
     carry: Carry | None = Pictures(pictures) if pictures is not None else None
     traces = []
     for i in stages:
@@ -94,7 +98,7 @@ def run_chain(
         received, space, shape = _describe(carry, i)
         with _adapters(model, stage, loras or {}):
             carry, step_seconds, sampler = _run_stage(
-                spec, i, stage, following, model, carry, monitor
+                spec, i, stage, following, model, carry, monitor, upscalers
             )
         width, height = stage_size(spec, i)
         traces.append(
@@ -111,6 +115,8 @@ def run_chain(
                 seconds=round(time.perf_counter() - started, 4),
                 step_seconds=None if step_seconds is None else round(step_seconds, 5),
                 decoded_again_in_fp32=isinstance(carry, Pictures) and carry.decoded_again_in_fp32,
+                loras=stage.loras or [],
+                upscaler=None if stage.upscaler is None else str(stage.upscaler),
             )
         )
     # A segment ends where the pool changes, which only a pixel handoff may do.
@@ -134,6 +140,7 @@ def _run_stage(
     model: LoadedModel,
     carry: Carry | None,
     monitor: StepMonitor,
+    upscalers: UpscalerLookup | None,
 ) -> tuple[Carry, float | None, str]:
     """Run one stage; return what it hands on, its mean denoising step time and its sampler."""
     arch = model.entry.arch
@@ -170,7 +177,7 @@ def _run_stage(
         kwargs["prompt"] = [prompt] * n
         if "negative_prompt" in kwargs:
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * n
-        kwargs.update(_image_input(i, stage, model, carry, width, height, spec))
+        kwargs.update(_image_input(i, stage, model, carry, (width, height), spec, upscalers))
         if isinstance(pipe, (FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline)):
             # Without an explicit size these resize their input to their default sample size.
             kwargs.update(height=height, width=width)
@@ -257,10 +264,11 @@ def _image_input(
     stage: Stage,
     model: LoadedModel,
     carry: Carry,
-    width: int,
-    height: int,
+    size: tuple[int, int],
     spec: JobSpec,
+    upscalers: UpscalerLookup | None,
 ) -> dict[str, Any]:
+    width, height = size
     if isinstance(carry, Latents):
         _require_same_latent_space(i, carry.space, model)
         if stage.mode is Mode.REFINE:
@@ -271,19 +279,30 @@ def _image_input(
                     "its end; refine needs a stage that stopped at switch_at",
                 )
             return {"image": carry.tensor, "denoising_start": carry.ends_at}
+        if str(stage.upscaler) not in _LATENT_MODES:
+            raise StageError(
+                FailureType.INVALID_JOB,
+                f"stage {i} was handed latents, and upscaler {stage.upscaler!r} works on "
+                "pictures; use handoff: pixel with it",
+            )
         mode = _LATENT_MODES[str(stage.upscaler)]
         factor = model.entry.latent_space.vae_downscale
         resized = F.interpolate(carry.tensor, size=(height // factor, width // factor), mode=mode)
         return {"image": resized, "strength": stage.denoise}
     # Pixels: the init image (first stage) or the previous stage's decoded pictures.
     if i == 0:
-        resample, strength = Image.Resampling.LANCZOS, spec.strength
+        return {"image": [im.resize(size, Image.Resampling.LANCZOS) for im in carry.images],
+                "strength": spec.strength}  # fmt: skip
+    if stage.mode is Mode.REFINE:
+        raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")
+    name = str(stage.upscaler)
+    if name in _RESAMPLE:
+        images = [im.resize(size, _RESAMPLE[name]) for im in carry.images]
+    elif upscalers is None:
+        raise StageError(FailureType.INVALID_JOB, f"upscaler {name!r} is not served here")
     else:
-        if stage.mode is Mode.REFINE:
-            raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")
-        resample, strength = _RESAMPLE[str(stage.upscaler)], stage.denoise
-    images = [img.resize((width, height), resample) for img in carry.images]
-    return {"image": images, "strength": strength}
+        images = upscale(carry.images, size, upscalers(name))
+    return {"image": images, "strength": stage.denoise}
 
 
 def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -> None:

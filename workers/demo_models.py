@@ -46,8 +46,12 @@ from transformers import (
     T5Tokenizer,
 )
 
+from workers.demo_upscalers import build_upscalers
+
 ASSETS = Path(__file__).parent / "demo_assets"
 DEMO_MODELS = ("demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-flux", "demo-sd35")
+# Not models: files other registry sections point at (workers/demo_upscalers.py).
+DEMO_EXTRAS = ("demo-upscalers",)
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
 BUILD_VERSION = "1"
@@ -318,6 +322,7 @@ BUILDERS = {
     "demo-sdxl-refiner": build_sdxl_refiner,
     "demo-flux": build_flux,
     "demo-sd35": build_sd35,
+    "demo-upscalers": build_upscalers,
 }
 
 
@@ -326,7 +331,7 @@ def _is_current(folder: Path) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("version") == BUILD_VERSION
 
 
-def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS) -> list[Path]:
+def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS + DEMO_EXTRAS) -> list[Path]:
     """Build each demo model under `root` unless an up-to-date copy is already there.
 
     Builders take turns (a lock file in `root`): test processes started together, or `make run`
@@ -371,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the tiny demo models into a folder")
     build.add_argument("dir", type=Path)
-    build.add_argument("--only", nargs="*", choices=DEMO_MODELS, default=list(DEMO_MODELS))
+    every = DEMO_MODELS + DEMO_EXTRAS
+    build.add_argument("--only", nargs="*", choices=every, default=list(every))
     args = parser.parse_args(argv)
     for folder in ensure_built(args.dir, tuple(args.only)):
         print(f"built {folder}")

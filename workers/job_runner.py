@@ -172,12 +172,13 @@ class JobRunner:
         began = started_at.timestamp() if started_at else time.time()
         monitor = _Monitor(self, job_id, planned_steps(spec), began + spec.timeout_s)
         stages = range(segment.start, segment.end)
-        # The memory budget never evicts a model this segment still needs.
-        self.cache.pinned = frozenset(spec.stages[i].model for i in stages)
+        # The memory budget never evicts a model or upscaler this segment still needs.
+        needed = [(spec.stages[i].model, spec.stages[i].upscaler) for i in stages]
+        self.cache.pinned = frozenset(n for pair in needed for n in pair if n is not None)
         try:
             images, traces = run_chain(
                 spec, stages, pictures, self.cache.get, monitor, self.worker_name,
-                self.registry.loras,
+                self.registry.loras, self.cache.upscaler,
             )  # fmt: skip
         finally:
             self.cache.pinned = frozenset()

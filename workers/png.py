@@ -71,7 +71,7 @@ def parameters_text(
             fields.append(("Hires sampler", hires.sampler))
         fields += [
             ("Hires steps", hires.steps),
-            ("Hires upscaler", _A1111_UPSCALERS[hires.upscaler.value] if hires.upscaler else None),
+            ("Hires upscaler", _upscaler_name(hires.upscaler)),
         ]
         if hires.model != base.model:
             fields.append(("Hires checkpoint", hires.model))
@@ -100,6 +100,12 @@ def encode_png(
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info, compress_level=6)
     return out.getvalue()
+
+
+def _upscaler_name(upscaler: str | None) -> str | None:
+    """A built-in resampler under A1111's name; an upscaler model under its registry name, as
+    A1111 writes a model's name."""
+    return None if upscaler is None else _A1111_UPSCALERS.get(upscaler, upscaler)
 
 
 def _schedule(schedule: str | None) -> str | None:

@@ -13,12 +13,13 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
-from workers.checkpoint_probe import bundled_components, diagnose
+from workers.checkpoint_probe import SAFETENSORS_SUFFIXES, bundled_components, diagnose
 from workers.pipelines import (
     PIPELINES,
     image_pipeline_of,
@@ -26,6 +27,7 @@ from workers.pipelines import (
     resolve_device,
     resolve_dtype,
 )
+from workers.upscalers import LoadedUpscaler, load_upscaler
 from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
 log = logging.getLogger("imagegen.worker")
@@ -86,6 +88,7 @@ class ModelCache:
         self.loads = 0  # weights read from disk (a benchmark figure: 0 reloads when warm)
         self.unavailable: dict[str, str] = {}  # model -> why its last load failed
         self.evictions = 0
+        self._upscalers: dict[str, LoadedUpscaler] = {}
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -94,7 +97,39 @@ class ModelCache:
         return self._resident
 
     def _recount(self) -> None:
-        self._resident = resident_bytes(m.text for m in self._loaded.values())
+        self._resident = resident_bytes(m.text for m in self._loaded.values()) + sum(
+            u.param_bytes for u in self._upscalers.values()
+        )
+
+    def upscaler(self, name: str) -> LoadedUpscaler:
+        """A registered upscaler model, loaded once and kept under the same memory budget."""
+        loaded = self._upscalers.get(name)
+        if loaded is None:
+            entry = self.registry.upscalers.get(name)
+            if entry is None:
+                raise ModelUnavailable(f"upscaler {name!r} is not in this worker's registry")
+            try:
+                if self.budget_bytes is not None:
+                    self._make_room(_file_bytes(entry.file), keep={name})
+                loaded = load_upscaler(entry, resolve_device(entry.device))
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
+                log.exception("loading upscaler %s failed", name)
+                found = diagnose(entry.file)
+                reason = found or f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
+                raise ModelUnavailable(f"upscaler {name!r} could not be loaded: {reason}") from exc
+            self._upscalers[name] = loaded
+            self._recount()
+            log.info(
+                "loaded upscaler %s (%s, %dx, %.1f MiB)",
+                name,
+                loaded.architecture,
+                loaded.scale,
+                loaded.param_bytes / 2**20,
+            )
+        loaded.last_used = time.monotonic()
+        return loaded
 
     def get(self, name: str) -> LoadedModel:
         model = self._loaded.get(name)
@@ -184,20 +219,29 @@ class ModelCache:
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
     def _make_room(self, incoming: int, keep: set[str]) -> None:
+        """Evict the least recently used models and upscalers (never those the running job
+        needs) until `incoming` bytes fit in the budget."""
         if self.budget_bytes is None:
             return
         while self.resident_bytes() + incoming > self.budget_bytes:
-            evictable = [
-                m for n, m in self._loaded.items() if n not in self.pinned and n not in keep
-            ]
+            spared = self.pinned | keep
+            evictable = [(m.last_used, n, "model") for n, m in self._loaded.items()]
+            evictable += [(u.last_used, n, "upscaler") for n, u in self._upscalers.items()]
+            evictable = [e for e in evictable if e[1] not in spared]
             if not evictable:
                 log.warning(
                     "memory budget %.1f MiB exceeded by models the running job needs",
                     self.budget_bytes / 2**20,
                 )
                 return
-            victim = min(evictable, key=lambda m: m.last_used)
-            self.evict(victim.entry.name)
+            _, victim, kind = min(evictable)
+            if kind == "model":
+                self.evict(victim)
+            else:
+                del self._upscalers[victim]
+                self._recount()
+                log.info("evicting upscaler %s (least recently used)", victim)
+                self.evictions += 1
 
     def evict(self, name: str) -> None:
         model = self._loaded.pop(name)
@@ -223,6 +267,14 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     else:
         where = source.hub
     return f"{type(exc).__name__}: {first_line(exc)} (from {where}); check its files and entry"
+
+
+def _file_bytes(path: Path) -> int:
+    """An upscaler's size once loaded: its tensors in fp32 (spandrel loads them so), or the file's
+    size for a pickle, whose header says nothing."""
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES and path.is_file():
+        return estimated_bytes([path], torch.float32)
+    return path.stat().st_size if path.is_file() else 0
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

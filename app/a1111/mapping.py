@@ -2,8 +2,9 @@
 
 txt2img is a base stage, then a `refine` stage if `refiner_checkpoint` is set, then a `hires`
 stage if `enable_hr`. A1111's latent upscalers (`Latent`, `Latent (bicubic)`, …, and its default
-when `hr_upscaler` is absent) are latent handoffs; `Lanczos`, `Nearest` and `None` decode the
-picture and hand it over as pixels. So `hr_checkpoint_name` of another latent space with a latent
+when `hr_upscaler` is absent) are latent handoffs; `Lanczos`, `Nearest`, `None` and the registered
+upscaler models (ESRGAN and kin, by their registry names) decode the picture and hand it over as
+pixels. So `hr_checkpoint_name` of another latent space with a latent
 upscaler is the article's mistake, refused by the same rule as `POST /jobs`, here with
 `loc: ["body", "hr_upscaler"]` and a message that says to pick a pixel upscaler.
 """
@@ -165,8 +166,10 @@ def _hires_stage(request: Txt2ImgRequest, base: str, registry: ModelRegistry) ->
         stage.update(handoff="latent", upscaler=LATENT_UPSCALERS[name])
     elif name in PIXEL_UPSCALERS:
         stage.update(handoff="pixel", upscaler=PIXEL_UPSCALERS[name])
+    elif name in registry.upscalers:  # an upscaler model works on the decoded picture
+        stage.update(handoff="pixel", upscaler=name)
     else:
-        known = ", ".join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])
+        known = ", ".join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS, *sorted(registry.upscalers)])
         _refuse(("hr_upscaler",), f"hr_upscaler {name!r} is not available here; use one of {known}")
     if request.denoising_strength is not None:
         stage["denoise"] = request.denoising_strength

@@ -365,12 +365,20 @@ async def schedulers(_: A1111CallerDep) -> list[SchedulerItem]:
 
 
 @router.get("/upscalers", operation_id="a1111_upscalers")
-async def upscalers(_: A1111CallerDep) -> list[UpscalerItem]:
-    """Pixel upscalers for `hr_upscaler`."""
-    return [
+async def upscalers(_: A1111CallerDep, registry: RegistryDep) -> list[UpscalerItem]:
+    """Pixel upscalers for `hr_upscaler`: the plain resizes, then the registered upscaler
+    models (named as the registry names them)."""
+    resizes = [
         UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=None)
         for n in PIXEL_UPSCALERS
     ]
+    models = [
+        UpscalerItem(
+            name=name, model_name=name, model_path=entry.file.name, model_url=None, scale=None
+        )
+        for name, entry in sorted(registry.upscalers.items())
+    ]
+    return resizes + models
 
 
 @router.get("/latent-upscale-modes", operation_id="a1111_latent_upscale_modes")

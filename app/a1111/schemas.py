@@ -72,7 +72,9 @@ class Txt2ImgRequest(_Request):
     firstphase_height: int = 0
     hr_scale: float = 2.0
     hr_upscaler: str | None = Field(
-        None, description="Latent, Latent (bicubic), … keep latents; Lanczos, Nearest, None decode."
+        None,
+        description="Latent, Latent (bicubic), … keep latents; Lanczos, Nearest, None and the "
+        "upscaler models of /sdapi/v1/upscalers decode.",
     )
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0

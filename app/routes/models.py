@@ -12,6 +12,7 @@ from contract.architectures import ArchitectureName
 from contract.envelope import Answer
 from contract.latent_spaces import LatentSpaceName
 from contract.samplers import samplers_for, schedules_for
+from contract.spec import Upscaler
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
@@ -104,3 +105,32 @@ def list_loras(registry: RegistryDep, _: CallerDep) -> list[LoraInfo]:
         LoraInfo(name=name, architecture=lora.architecture, file=lora.file.name)
         for name, lora in sorted(registry.loras.items())
     ]
+
+
+class UpscalerInfo(Answer):
+    name: str = Field(description="As a hires stage's `upscaler`.")
+    handoff: Literal["pixel", "latent"] = Field(description="The handoff it works with.")
+    kind: Literal["resampler", "model"] = Field(
+        description="A built-in resampler, or an upscaler model (ESRGAN, SwinIR, …) whose "
+        "picture is then resized to the stage's exact size."
+    )
+    file: str | None = Field(description="An upscaler model's file name.")
+
+
+@router.get("/upscalers", operation_id="list_upscalers")
+def list_upscalers(registry: RegistryDep, _: CallerDep) -> list[UpscalerInfo]:
+    """Upscalers for hires stages: the built-in resamplers and the registered upscaler models."""
+    built_in = [
+        UpscalerInfo(
+            name=u.value,
+            handoff="latent" if u.works_on_latents else "pixel",
+            kind="resampler",
+            file=None,
+        )
+        for u in Upscaler
+    ]
+    models = [
+        UpscalerInfo(name=name, handoff="pixel", kind="model", file=upscaler.file.name)
+        for name, upscaler in sorted(registry.upscalers.items())
+    ]
+    return built_in + models

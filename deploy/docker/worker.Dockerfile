@@ -25,7 +25,9 @@ COPY jobs ./jobs
 COPY app ./app
 COPY workers ./workers
 # A home and a writable Hugging Face cache (a volume in docker-compose.yml) for the non-root user.
+# spandrel without torchvision: PyPI's is a CUDA build that breaks transformers beside CPU torch.
 RUN pip install --no-cache-dir -c constraints.txt ".[worker]" \
+    && pip install --no-cache-dir -c constraints.txt --no-deps spandrel \
     && useradd --system --uid 10001 --create-home --home-dir /home/imagegen imagegen \
     && mkdir -p /var/cache/imagegen/huggingface \
     && chown -R imagegen /var/cache/imagegen

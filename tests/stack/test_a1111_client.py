@@ -68,6 +68,18 @@ def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:
     )
 
 
+def test_an_upscaler_model_listed_by_a1111s_route_serves_hr_upscaler(api: WebUIApi) -> None:
+    listed = {u["name"]: u for u in api.get_upscalers()}
+    assert listed["esrgan-4x"]["model_path"] == "esrgan-4x.safetensors"
+    result = api.txt2img(
+        prompt="a castle", seed=1, width=64, height=64, override_settings=SD15,
+        enable_hr=True, hr_checkpoint_name="demo-flux", hr_upscaler="esrgan-4x", hr_scale=2,
+        hr_second_pass_steps=2, denoising_strength=0.5,
+    )  # fmt: skip
+    assert result.images[0].size == (128, 128)
+    assert "Hires upscaler: esrgan-4x" in parameters(result)
+
+
 def test_a_latent_upscaler_across_latent_spaces_is_refused_in_a1111_terms(api: WebUIApi) -> None:
     with pytest.raises(RuntimeError) as refused:
         api.txt2img(

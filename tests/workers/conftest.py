@@ -22,6 +22,10 @@ def registry(demo_models: Path) -> ModelRegistry:
                     "device": "cpu",
                 }
                 for n in names
-            }
+            },
+            "upscalers": {
+                f.name.removesuffix(".safetensors"): {"file": str(f), "device": "cpu"}
+                for f in sorted((demo_models / "demo-upscalers").glob("*.safetensors"))
+            },
         }
     )

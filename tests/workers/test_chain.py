@@ -191,3 +191,39 @@ def test_the_worker_refuses_a_lora_of_another_architecture_whatever_the_gateway_
     )
     with pytest.raises(StageError, match="LoRA 'sd15-only' is sd15; 'demo-sdxl' is sdxl"):
         run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)
+
+
+def test_sd15_to_flux_hires_through_an_upscaler_model(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    stages = [
+        {"model": "demo-sd15", "steps": 2},
+        {"model": "demo-flux", "mode": "hires", "steps": 2, "scale": 1.5, "upscaler": "esrgan-4x"},
+    ]
+    spec = normalized(registry, stages)
+    images, traces = run_chain(
+        spec, range(2), None, cache.get, never_stop, "w", None, cache.upscaler
+    )
+    # ESRGAN makes 256x256 of the 64x64 picture; the stage asked for 1.5x: 96x96, exactly.
+    assert [im.size for im in images] == [(96, 96)]
+    assert [t.upscaler for t in traces] == [None, "esrgan-4x"]
+    # Another upscaler hands Flux another picture.
+    lanczos = normalized(registry, [stages[0], {**stages[1], "upscaler": "lanczos"}])
+    other, _ = run_chain(lanczos, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    assert other[0].tobytes() != images[0].tobytes()
+
+
+def test_the_worker_refuses_an_upscaler_model_on_latents_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(
+        registry,
+        [
+            {"model": "demo-sdxl", "steps": 2},
+            {"model": "demo-sdxl", "mode": "hires", "handoff": "latent", "steps": 2},
+        ],
+    )
+    hires = spec.stages[1].model_copy(update={"upscaler": "esrgan-4x"})
+    smuggled = spec.model_copy(update={"stages": [spec.stages[0], hires]})
+    with pytest.raises(StageError, match="upscaler 'esrgan-4x' works on pictures"):
+        run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)

@@ -169,3 +169,20 @@ def test_a_lora_tag_of_another_architecture_is_refused_at_the_prompt(
         check_job(spec, registry, JobLimits())
     [violation] = in_a1111_terms(rejected.value, spec).violations
     assert (violation.type, violation.loc) == ("lora_architecture_mismatch", ("prompt",))
+
+
+def test_a_registered_upscaler_model_is_a_pixel_hires_upscaler(registry: ModelRegistry) -> None:
+    spec = spec_of(
+        registry,
+        prompt="p",
+        enable_hr=True,
+        hr_checkpoint_name="demo-flux",
+        hr_upscaler="esrgan-4x",
+    )
+    hires = spec.stages[-1]
+    assert (hires.handoff, hires.upscaler) == ("pixel", "esrgan-4x")
+    with pytest.raises(RequestValidationError) as refused:
+        spec_of(registry, prompt="p", enable_hr=True, hr_upscaler="4x-missing")
+    [error] = refused.value.errors()
+    assert error["loc"] == ("body", "hr_upscaler")
+    assert "esrgan-4x" in error["msg"]

@@ -42,7 +42,7 @@ def test_the_lists_a1111_clients_read(client: TestClient) -> None:
         "automatic", "karras", "exponential",
     ]  # fmt: skip
     assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == [
-        "None", "Lanczos", "Nearest",
+        "None", "Lanczos", "Nearest", "compact-2x", "esrgan-4x", "swinir-2x",
     ]  # fmt: skip
     assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
     idle = client.get("/sdapi/v1/progress").json()

@@ -47,3 +47,21 @@ def test_loras_are_listed_with_their_architecture(client: TestClient) -> None:
     assert client.get("/loras").json() == [
         {"name": "detail-sd15", "architecture": "sd15", "file": "detail-sd15.safetensors"}
     ]
+
+
+def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestClient) -> None:
+    listed = {u["name"]: u for u in client.get("/upscalers").json()}
+    assert listed["lanczos"] == {
+        "name": "lanczos",
+        "handoff": "pixel",
+        "kind": "resampler",
+        "file": None,
+    }
+    assert listed["latent-bicubic"]["handoff"] == "latent"
+    assert listed["esrgan-4x"] == {
+        "name": "esrgan-4x",
+        "handoff": "pixel",
+        "kind": "model",
+        "file": "esrgan-4x.safetensors",
+    }
+    assert {"compact-2x", "swinir-2x"} <= set(listed)

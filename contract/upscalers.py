@@ -1,0 +1,59 @@
+"""Which upscaler a hires stage may use: built-in resamplers, or upscaler models on pictures.
+
+An upscaler model (ESRGAN and its kin) takes a picture and returns a larger one; it has nothing to
+say about latents, so it only fits a pixel handoff, like `lanczos`. The `latent-*` resamplers
+interpolate latents and only fit a latent handoff.
+"""
+
+from __future__ import annotations
+
+from contract.registry import ModelRegistry
+from contract.spec import Handoff, Stage, Upscaler
+from contract.violations import Violation
+
+_PIXEL = "lanczos, bicubic, nearest"
+_LATENT = "latent-bilinear, latent-bicubic or latent-nearest"
+
+
+def check_upscaler(
+    i: int, stage: Stage, handoff: Handoff, registry: ModelRegistry, violations: list[Violation]
+) -> Upscaler | str:
+    """The stage's upscaler, defaulted by its handoff; a violation where it does not exist or
+    does not fit the handoff."""
+    latent = handoff is Handoff.LATENT
+    chosen = stage.upscaler or (Upscaler.LATENT_BILINEAR if latent else Upscaler.LANCZOS)
+    loc = ("stages", i, "upscaler")
+    if isinstance(chosen, Upscaler):
+        if chosen.works_on_latents != latent:
+            wanted = _LATENT if latent else f"{_PIXEL} or an upscaler model (GET /upscalers)"
+            violations.append(
+                Violation(
+                    "upscaler_handoff_mismatch",
+                    loc,
+                    f"upscaler {chosen.value!r} does not fit handoff {handoff.value!r}; "
+                    f"use {wanted}",
+                )
+            )
+        return chosen
+    if chosen not in registry.upscalers:
+        models = ", ".join(sorted(registry.upscalers)) or "none registered"
+        violations.append(
+            Violation(
+                "unknown_upscaler",
+                loc,
+                f"upscaler {chosen!r} is neither a built-in one ({_PIXEL}, {_LATENT}) nor a "
+                f"registered upscaler model ({models}; GET /upscalers)",
+                {"upscaler": chosen},
+            )
+        )
+    elif latent:
+        violations.append(
+            Violation(
+                "upscaler_handoff_mismatch",
+                loc,
+                f"upscaler {chosen!r} is a model that upscales pictures, but this stage's "
+                "handoff is 'latent', which passes latents and no picture; use handoff: pixel "
+                f"with it, or {_LATENT} for a latent handoff",
+            )
+        )
+    return chosen
