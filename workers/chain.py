@@ -204,9 +204,10 @@ def _run_stage(
 @contextlib.contextmanager
 def _adapters(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
     """The stage's LoRAs active on the model for this stage only. Each file is loaded once per
-    model (PEFT adapters on its shared modules, kept for later jobs) and activated with its
-    weight; afterwards the adapters are disabled, so the next job sees the base weights exactly.
-    The architecture rule is checked again here, whatever the gateway said."""
+    model (PEFT adapters on its shared modules, kept for later jobs while the memory budget
+    allows, least recently used deleted first) and activated with its weight; afterwards the
+    adapters are disabled, so the next job sees the base weights exactly. The architecture rule
+    is checked again here, whatever the gateway said."""
     uses = stage.loras or []
     if not uses:
         yield
@@ -220,16 +221,14 @@ def _adapters(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) 
                 FailureType.INVALID_JOB,
                 f"LoRA {use.name!r} {what}; {model.entry.name!r} is {model.entry.architecture}",
             )
-        if use.name not in model.adapters:
-            try:
-                pipe.load_lora_weights(str(lora.file), adapter_name=use.name)
-            except Exception as exc:  # a bad file fails this job, not the worker
-                raise StageError(
-                    FailureType.MODEL_UNAVAILABLE,
-                    f"LoRA {use.name!r} ({lora.file.name}) could not be loaded into "
-                    f"{model.entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}",
-                ) from exc
-            model.adapters.add(use.name)
+        try:
+            model.use_adapter(use.name, lora.file, keep={u.name for u in uses})
+        except Exception as exc:  # a bad file fails this job, not the worker
+            raise StageError(
+                FailureType.MODEL_UNAVAILABLE,
+                f"LoRA {use.name!r} ({lora.file.name}) could not be loaded into "
+                f"{model.entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}",
+            ) from exc
     pipe.enable_lora()
     pipe.set_adapters([u.name for u in uses], [u.weight for u in uses])
     try:

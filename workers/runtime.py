@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +47,26 @@ class LoadedModel:
     load_seconds: float
     fingerprints: dict[str, str] = field(default_factory=dict)
     shared: list[str] = field(default_factory=list)  # components taken from other models
-    adapters: set[str] = field(default_factory=set)  # LoRAs loaded into its modules
+    # LoRAs loaded into its modules (PEFT adapters), each with when a stage last used it
+    adapters: dict[str, float] = field(default_factory=dict)
+    # Called after an adapter grew the model: the cache recounts and makes room (ModelCache).
+    on_adapter_loaded: Callable[[LoadedModel, set[str]], None] | None = None
     last_used: float = field(default_factory=time.monotonic)
     _image: DiffusionPipeline | None = None
+
+    def use_adapter(self, name: str, file: Path, keep: set[str]) -> None:
+        """Load the LoRA `name` into the model's modules unless it is there; `keep` are the
+        adapters the running stage needs, which the memory budget never deletes."""
+        if name not in self.adapters:
+            self.text.load_lora_weights(str(file), adapter_name=name)
+            self.adapters[name] = time.monotonic()
+            if self.on_adapter_loaded is not None:
+                self.on_adapter_loaded(self, keep)
+        self.adapters[name] = time.monotonic()
+
+    def delete_adapter(self, name: str) -> None:
+        self.text.delete_adapters(name)
+        del self.adapters[name]
 
     @property
     def image(self) -> DiffusionPipeline:
@@ -163,6 +180,7 @@ class ModelCache:
         model = LoadedModel(
             entry, device, dtype, pipe, resident_bytes([pipe]), seconds, prints, sorted(shared)
         )
+        model.on_adapter_loaded = self._adapter_loaded
         self._loaded[name] = model
         self._recount()
         log.info(
@@ -218,30 +236,53 @@ class ModelCache:
             return estimated_bytes(files, dtype)
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
-    def _make_room(self, incoming: int, keep: set[str]) -> None:
-        """Evict the least recently used models and upscalers (never those the running job
-        needs) until `incoming` bytes fit in the budget."""
+    def _adapter_loaded(self, model: LoadedModel, keep: set[str]) -> None:
+        """A LoRA grew `model` (its bytes are counted now); if that broke the budget, the least
+        recently used of everything else goes, the running stage's adapters never."""
+        self._recount()
+        spared = frozenset((model.entry.name, name) for name in keep)
+        self._make_room(0, keep={model.entry.name}, adapters_kept=spared)
+
+    def _make_room(
+        self, incoming: int, keep: set[str], adapters_kept: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
+        """Evict the least recently used models, upscalers and LoRA adapters (never those the
+        running job needs) until `incoming` bytes fit in the budget."""
         if self.budget_bytes is None:
             return
         while self.resident_bytes() + incoming > self.budget_bytes:
             spared = self.pinned | keep
-            evictable = [(m.last_used, n, "model") for n, m in self._loaded.items()]
-            evictable += [(u.last_used, n, "upscaler") for n, u in self._upscalers.items()]
-            evictable = [e for e in evictable if e[1] not in spared]
+            evictable: list[tuple[float, str, str, str]] = [
+                (m.last_used, "model", n, "") for n, m in self._loaded.items() if n not in spared
+            ]
+            evictable += [
+                (u.last_used, "upscaler", n, "")
+                for n, u in self._upscalers.items()
+                if n not in spared
+            ]
+            evictable += [
+                (used, "adapter", n, adapter)
+                for n, m in self._loaded.items()
+                for adapter, used in m.adapters.items()
+                if (n, adapter) not in adapters_kept
+            ]
             if not evictable:
                 log.warning(
-                    "memory budget %.1f MiB exceeded by models the running job needs",
+                    "memory budget %.1f MiB exceeded by what the running job needs",
                     self.budget_bytes / 2**20,
                 )
                 return
-            _, victim, kind = min(evictable)
+            _, kind, victim, adapter = min(evictable)
             if kind == "model":
                 self.evict(victim)
-            else:
+                continue
+            if kind == "upscaler":
                 del self._upscalers[victim]
-                self._recount()
-                log.info("evicting upscaler %s (least recently used)", victim)
-                self.evictions += 1
+            else:
+                self._loaded[victim].delete_adapter(adapter)
+            self._recount()
+            log.info("evicting %s %s (least recently used)", kind, adapter or victim)
+            self.evictions += 1
 
     def evict(self, name: str) -> None:
         model = self._loaded.pop(name)

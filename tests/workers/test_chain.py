@@ -227,3 +227,36 @@ def test_the_worker_refuses_an_upscaler_model_on_latents_whatever_the_gateway_sa
     smuggled = spec.model_copy(update={"stages": [spec.stages[0], hires]})
     with pytest.raises(StageError, match="upscaler 'esrgan-4x' works on pictures"):
         run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+
+
+def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
+    registry: ModelRegistry, demo_models: Path, tmp_path: Path
+) -> None:
+    files = {
+        n: build_sd15_lora(demo_models, tmp_path / f"{n}.safetensors", seed=s)
+        for n, s in (("a", 1), ("b", 2))
+    }
+    loras = {n: LoraEntry(name=n, architecture="sd15", file=f) for n, f in files.items()}
+    with_loras = registry.model_copy(update={"loras": loras})
+
+    def pixels(cache: ModelCache, *names: str) -> bytes:
+        uses = [{"name": n} for n in names]
+        spec = normalized(with_loras, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
+        images, _ = run_chain(spec, range(1), None, cache.get, never_stop, "w", loras)
+        return images[0].tobytes()
+
+    cache = ModelCache(registry)
+    base = cache.get("demo-sd15").param_bytes
+    pixels(cache, "a")
+    adapter = cache.resident_bytes() - base
+    assert adapter > 0  # the adapter's weights are counted
+    cache.budget_bytes = base + adapter + adapter // 2  # the model and one adapter
+    with_b = pixels(cache, "b")
+    model = cache.get("demo-sd15")
+    assert set(model.adapters) == {"b"}  # "a" was least recently used
+    assert cache.resident_bytes() == base + adapter
+    # What remains draws as it would have had "a" never been loaded.
+    assert with_b == pixels(ModelCache(registry), "b")
+    # A stage that needs both gets both, over the budget rather than without one.
+    pixels(cache, "a", "b")
+    assert set(model.adapters) == {"a", "b"}
