@@ -19,7 +19,8 @@ from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from jobs.settings import REPO_ROOT
 from workers.chain import run_chain
-from workers.demo_models import build_sd15_lora, ensure_built
+from workers.demo_loras import build_sd15_lora
+from workers.demo_models import ensure_built
 from workers.runtime import ModelCache
 
 RUNS = 10

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
 from jobs.settings import REPO_ROOT
-from workers.demo_models import build_sd15_lora, ensure_built
+from workers.demo_loras import build_sd15_lora
+from workers.demo_models import ensure_built
 from workers.runtime import ModelCache
 from workers.upscalers import _spandrel
 

@@ -18,12 +18,17 @@ A YAML file maps a model name to its architecture and source:
         variant: dev                               # or schnell: checked against the weights
         source: {hub: black-forest-labs/FLUX.1-dev}  # only where the hub is reachable
 
-LoRAs are listed beside the models, each with the architecture it was trained for:
+LoRAs are listed beside the models; the architecture each was trained for is read from its
+file's header (`contract.lora_files`), or written where the keys do not show it (or the file is
+not readable where the registry is loaded). Every LoRA in a folder can be listed at once:
 
     loras:
       detail-tweaker:
-        architecture: sd15
         file: /models/loras/detail-tweaker.safetensors
+      odd-one:
+        architecture: sdxl
+        file: /models/loras/odd-one.safetensors
+    lora_folders: [/models/loras]               # named by file name, as A1111 names them
 
 Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
 worker reads their architecture and scale from the weights:
@@ -40,13 +45,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.architectures import ARCHITECTURES, Architecture
 from contract.latent_spaces import LatentSpace
+from contract.lora_files import discover_loras, probe_lora
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -133,6 +139,9 @@ class LoraEntry(_Strict):
     name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
     architecture: str
     file: Path
+    # "header": read from the file's keys (and equal to the registry's, where it names one);
+    # "registry": as written there (the file was not readable where the registry was loaded).
+    architecture_from: Literal["header", "registry"] = "registry"
 
     _known_architecture = field_validator("architecture")(known_architecture)
 
@@ -191,13 +200,14 @@ class ModelRegistry(_Strict):
     @classmethod
     def load(cls, path: Path) -> ModelRegistry:
         raw = yaml.safe_load(path.read_text()) or {}
+        if isinstance(raw, dict):
+            raw = _with_lora_files(raw, path.parent)
         registry = cls.model_validate(raw)
         return registry._resolve_paths(path.parent)
 
     def _resolve_paths(self, base: Path) -> ModelRegistry:
         def resolve(p: Path) -> Path:
-            p = Path(os.path.expandvars(str(p))).expanduser()
-            return p if p.is_absolute() else (base / p).resolve()
+            return _resolve(p, base)
 
         resolved = {}
         for name, entry in self.models.items():
@@ -218,3 +228,37 @@ class ModelRegistry(_Strict):
             for name, upscaler in self.upscalers.items()
         }
         return ModelRegistry(models=resolved, loras=loras, upscalers=upscalers)
+
+
+def _resolve(path: Path | str, base: Path) -> Path:
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _with_lora_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The raw registry with every LoRA's architecture read from its file where readable (and
+    checked against the one written, if any), and the files of `lora_folders` added."""
+    loras: dict[str, Any] = {}
+    for folder in raw.get("lora_folders") or []:
+        loras.update(discover_loras(_resolve(folder, base)))
+    for name, entry in (raw.get("loras") or {}).items():
+        if not isinstance(entry, dict) or "file" not in entry:
+            loras[name] = entry  # validation says what is wrong with it
+            continue
+        file = _resolve(entry["file"], base)
+        declared = entry.get("architecture")
+        probed = probe_lora(file) if file.is_file() else None
+        if probed is None and declared is None:
+            why = "does not show it in its keys" if file.is_file() else "cannot be read here"
+            raise ValueError(f"LoRA {name!r}: {file} {why}; write its architecture in the registry")
+        if probed is not None and declared is not None and probed != declared:
+            raise ValueError(
+                f"LoRA {name!r}: the registry says {declared}, but {file.name}'s keys are "
+                f"those of a {probed} LoRA; fix the entry's architecture"
+            )
+        loras[name] = {
+            **entry,
+            "architecture": probed or declared,
+            "architecture_from": "header" if probed else "registry",
+        }
+    return {k: v for k, v in raw.items() if k != "lora_folders"} | {"loras": loras}

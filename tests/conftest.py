@@ -30,7 +30,8 @@ from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 from jobs.webhooks import WEBHOOK_QUEUE
 from tests.receiver import WEBHOOK_SECRET
-from workers.demo_models import DEMO_MODELS, build_sd15_lora, ensure_built
+from workers.demo_loras import build_sd15_lora
+from workers.demo_models import DEMO_MODELS, ensure_built
 
 MODELS_DIR = REPO_ROOT / ".models"
 

@@ -11,10 +11,14 @@ download, or not safetensors at all.
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
-from typing import Any
+
+from contract.safetensors_header import (
+    SAFETENSORS_SUFFIXES,
+    declared_header_length,
+    header_with_length,
+    read_header,
+)
 
 # architecture -> keys, any of which marks a checkpoint of it (original and diffusers layouts)
 _MARKERS: dict[str, tuple[str, ...]] = {
@@ -31,39 +35,6 @@ _MARKERS: dict[str, tuple[str, ...]] = {
         "joint_blocks.0.context_block.attn.qkv.weight",
     ),
 }
-
-
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-_HEADER_LIMIT = 100 * 2**20  # the safetensors format's own bound on the header
-
-
-def read_header(path: Path) -> dict[str, Any] | None:
-    """The safetensors header (tensor name -> dtype, shape, data_offsets), or None if the file
-    is not a safetensors file."""
-    found = _header(path)
-    return found[1] if found else None
-
-
-def _declared_header_length(path: Path) -> int | None:
-    try:
-        with path.open("rb") as handle:
-            length: int = struct.unpack("<Q", handle.read(8))[0]
-    except (OSError, struct.error):
-        return None
-    return length if 2 <= length <= _HEADER_LIMIT else None
-
-
-def _header(path: Path) -> tuple[int, dict[str, Any]] | None:
-    """The header's length in bytes and the header."""
-    try:
-        with path.open("rb") as handle:
-            length = struct.unpack("<Q", handle.read(8))[0]
-            if not 2 <= length <= _HEADER_LIMIT:
-                return None
-            header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError):
-        return None
-    return (length, header) if isinstance(header, dict) else None
 
 
 def probe_architecture(path: Path) -> str | None:
@@ -93,13 +64,13 @@ def diagnose(path: Path) -> str | None:
     if not path.is_file():
         return f"{path} does not exist (or is not a file)"
     size = path.stat().st_size
-    declared = _declared_header_length(path)
+    declared = declared_header_length(path)
     if declared is not None and size < 8 + declared:
         return (
             f"{path.name} is truncated: it has {size} bytes, not even its {declared}-byte "
             "header; download it again"
         )
-    found = _header(path)
+    found = header_with_length(path)
     if found is None:
         if path.suffix.lower() in SAFETENSORS_SUFFIXES:
             return f"{path.name} is not a safetensors file (its header does not parse)"

@@ -297,25 +297,6 @@ def build_sd35(out: Path) -> None:
     pipe.save_pretrained(out)
 
 
-def build_sd15_lora(demo_models: Path, out: Path, seed: int = 0) -> Path:
-    """A tiny LoRA for demo-sd15 written to `out`, made as trainers make them: PEFT adapters on
-    the demo UNet's attention projections (random weights, so it changes the picture), saved in
-    diffusers' LoRA layout."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_pretrained(demo_models / "demo-sd15" / "unet")
-    targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        out.parent, unet_lora_layers=layers, weight_name=out.name
-    )
-    return out
-
-
 BUILDERS = {
     "demo-sd15": build_sd15,
     "demo-sdxl": build_sdxl,

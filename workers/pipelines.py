@@ -33,7 +33,8 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
-from workers.checkpoint_probe import diagnose, probe_architecture, read_header
+from contract.safetensors_header import read_header
+from workers.checkpoint_probe import diagnose, probe_architecture
 from workers.flux_files import load_flux_file
 
 log = logging.getLogger("imagegen.worker")

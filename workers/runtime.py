@@ -19,7 +19,8 @@ import torch
 from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
-from workers.checkpoint_probe import SAFETENSORS_SUFFIXES, bundled_components, diagnose
+from contract.safetensors_header import SAFETENSORS_SUFFIXES
+from workers.checkpoint_probe import bundled_components, diagnose
 from workers.pipelines import (
     PIPELINES,
     image_pipeline_of,

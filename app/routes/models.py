@@ -96,13 +96,22 @@ class LoraInfo(Answer):
         description="The only architecture whose stages may use it."
     )
     file: str = Field(description="Its file name.")
+    architecture_from: Literal["header", "registry"] = Field(
+        description="`header`: read from the file's keys (and equal to the registry's, where it "
+        "names one); `registry`: as the registry writes it."
+    )
 
 
 @router.get("/loras", operation_id="list_loras")
 def list_loras(registry: RegistryDep, _: CallerDep) -> list[LoraInfo]:
     """Registered LoRAs and the architecture each was trained for."""
     return [
-        LoraInfo(name=name, architecture=lora.architecture, file=lora.file.name)
+        LoraInfo(
+            name=name,
+            architecture=lora.architecture,
+            file=lora.file.name,
+            architecture_from=lora.architecture_from,
+        )
         for name, lora in sorted(registry.loras.items())
     ]
 

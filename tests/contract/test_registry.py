@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
 
@@ -27,3 +29,53 @@ def test_registry_rejects_unknown_architectures(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="unknown architecture 'sd9'"):
         ModelRegistry.load(tmp_path / "reg.yaml")
+
+
+def write_lora(path: Path, width: int) -> Path:
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: torch.zeros(4, width)}, path)
+    return path
+
+
+def test_a_loras_architecture_is_read_from_its_file_and_checked_against_the_entry(
+    tmp_path: Path,
+) -> None:
+    write_lora(tmp_path / "loras" / "xl-detail.safetensors", 2048)
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(
+        "models: {}\nloras:\n  xl-detail: {file: loras/xl-detail.safetensors}\n"
+        "  remote: {architecture: flux, file: /not/mounted/here.safetensors}\n"
+    )
+    loras = ModelRegistry.load(registry_file).loras
+    assert (loras["xl-detail"].architecture, loras["xl-detail"].architecture_from) == (
+        "sdxl",
+        "header",
+    )
+    # Not readable where the registry is loaded (a gateway without the files): as written.
+    assert (loras["remote"].architecture, loras["remote"].architecture_from) == ("flux", "registry")
+    registry_file.write_text(
+        "models: {}\nloras:\n  xl-detail: {architecture: sd15, file: loras/xl-detail.safetensors}\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"the registry says sd15, but xl-detail\.safetensors's keys"
+    ):
+        ModelRegistry.load(registry_file)
+    write_lora(tmp_path / "loras" / "tiny.safetensors", 32)
+    registry_file.write_text("models: {}\nloras:\n  tiny: {file: loras/tiny.safetensors}\n")
+    with pytest.raises(ValueError, match="does not show it in its keys; write its architecture"):
+        ModelRegistry.load(registry_file)
+
+
+def test_lora_folders_add_every_file_an_entry_does_not_name(tmp_path: Path) -> None:
+    write_lora(tmp_path / "loras" / "add-detail.safetensors", 768)
+    write_lora(tmp_path / "loras" / "pinned.safetensors", 32)
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(
+        "models: {}\nlora_folders: [loras]\n"
+        "loras:\n  pinned: {architecture: sd15, file: loras/pinned.safetensors}\n"
+    )
+    loras = ModelRegistry.load(registry_file).loras
+    assert sorted(loras) == ["add-detail", "pinned"]
+    assert loras["add-detail"].architecture == "sd15"
+    assert loras["add-detail"].file == tmp_path / "loras" / "add-detail.safetensors"

@@ -12,7 +12,7 @@ from contract.chain_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
 from contract.spec import Handoff, JobSpec, LoraUse, Upscaler
 from workers.chain import StageError, Stopped, run_chain
-from workers.demo_models import build_sd15_lora
+from workers.demo_loras import build_flux_lora, build_sd15_lora
 from workers.runtime import ModelCache
 
 
@@ -260,3 +260,37 @@ def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
     # A stage that needs both gets both, over the budget rather than without one.
     pixels(cache, "a", "b")
     assert set(model.adapters) == {"a", "b"}
+
+
+def test_an_sd15_lora_on_the_base_and_a_flux_lora_on_its_flux_hires_stage(
+    registry: ModelRegistry, demo_models: Path, tmp_path: Path
+) -> None:
+    loras = {
+        "sd-detail": LoraEntry(
+            name="sd-detail",
+            architecture="sd15",
+            file=build_sd15_lora(demo_models, tmp_path / "sd.safetensors"),
+        ),
+        "flux-style": LoraEntry(
+            name="flux-style",
+            architecture="flux",
+            file=build_flux_lora(demo_models, tmp_path / "flux.safetensors"),
+        ),
+    }
+    with_loras = registry.model_copy(update={"loras": loras})
+    cache = ModelCache(registry)
+
+    def job(flux_loras: list[dict[str, Any]]) -> tuple[bytes, list[Any]]:
+        stages = [
+            {"model": "demo-sd15", "steps": 2, "loras": [{"name": "sd-detail"}]},
+            {"model": "demo-flux", "mode": "hires", "steps": 2, "loras": flux_loras},
+        ]
+        spec = normalized(with_loras, stages)
+        images, traces = run_chain(spec, range(2), None, cache.get, never_stop, "w", loras)
+        return images[0].tobytes(), traces
+
+    styled, traces = job([{"name": "flux-style", "weight": 0.9}])
+    assert [[u.name for u in t.loras] for t in traces] == [["sd-detail"], ["flux-style"]]
+    plain, _ = job([])
+    assert styled != plain  # the Flux LoRA acts on the Flux stage
+    assert job([{"name": "flux-style", "weight": 0.9}])[0] == styled
