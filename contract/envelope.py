@@ -104,6 +104,11 @@ class StageTrace(Answer):
     upscaler: str | None = Field(
         None, description="hires: the resampler or upscaler model that made its input."
     )
+    batch_size: int = Field(
+        1,
+        description="Pictures made in the same pipeline call, this job's and other jobs' "
+        "batched with it (IMAGEGEN_BATCH_WINDOW_MS).",
+    )
 
 
 WebhookState = Literal["pending", "delivered", "failed"]

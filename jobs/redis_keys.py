@@ -64,6 +64,11 @@ def handoff_key(job_id: str, segment: int, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:handoff:{segment}:{index}"
 
 
+def claim_key(job_id: str, segment: int) -> str:
+    """Which worker runs a job's segment now (jobs.claims)."""
+    return f"{PREFIX}:job:{job_id}:claim:{segment}"
+
+
 def cancel_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:cancel"
 

@@ -35,7 +35,8 @@ SETTING_NAMES = frozenset(
         # the workers'
         "IMAGEGEN_POOL", "IMAGEGEN_PRELOAD", "IMAGEGEN_NAME", "IMAGEGEN_MEMORY_BUDGET_MB",
         "IMAGEGEN_TORCH_THREADS", "IMAGEGEN_HEARTBEAT_S", "IMAGEGEN_HEARTBEAT_TTL_S",
-        "IMAGEGEN_PROGRESS_INTERVAL_S",
+        "IMAGEGEN_PROGRESS_INTERVAL_S", "IMAGEGEN_BATCH_WINDOW_MS", "IMAGEGEN_MAX_BATCH_IMAGES",
+        "IMAGEGEN_MAX_BATCH_MEGAPIXELS",
     }
 )  # fmt: skip
 # Read on the host by docker compose and `make deploy-check`, never by the service itself.

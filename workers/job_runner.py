@@ -24,18 +24,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from contract.chain_rules import JobLimits, check_job
-from contract.envelope import FailureType, JobStatus, Progress, image_url
+from contract.envelope import FailureType, JobStatus, Progress, StageTrace, image_url
 from contract.job_cost import planned_steps
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
 from contract.spec import JobSpec
 from contract.violations import JobRejected
 from jobs import metrics
+from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
-from jobs.queues import QueuePolicy, enqueue_segment
-from jobs.redis_keys import handoff_key, init_image_key, job_key
+from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
+from jobs.redis_keys import handoff_key, init_image_key, job_key, rq_job_id
 from jobs.store import now
+from workers.batching import Batching, BatchKey, Member, batch_key, run_text_batch
 from workers.chain import StageError, Stopped, run_chain
 from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
@@ -43,6 +45,11 @@ from workers.weights import file_hash
 
 log = logging.getLogger("imagegen.worker")
 
+_TIMED_OUT = (
+    "the job ran longer than its {} s limit and was stopped; ask for fewer steps or a smaller "
+    "size, or a larger timeout_s"
+)
+_OUT_OF_MEMORY = "the worker ran out of GPU memory; ask for a smaller size or fewer images"
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
 # Redis away (a restart), or at its memory limit (noeviction refuses writes until finished jobs
@@ -67,6 +74,8 @@ class JobRunner:
         limits: JobLimits,
         worker_name: str = "worker",
         progress_interval_s: float = 0.25,
+        batching: Batching | None = None,
+        claim_ttl_s: float = 8.0,
     ) -> None:
         self.lifecycle = lifecycle
         self.store = lifecycle.store
@@ -75,6 +84,8 @@ class JobRunner:
         self.limits = limits
         self.worker_name = worker_name
         self.progress_interval_s = progress_interval_s
+        self.batching = batching
+        self.claims = Claims(self.store.redis, worker_name, claim_ttl_s)
 
     def run(self, job_id: str, segment: int = 0) -> FailureType | None:
         """Run one segment; return the failure it ended the job with, if it did."""
@@ -88,7 +99,14 @@ class JobRunner:
             )
 
         with job_context(job_id):
-            return _SEGMENT_RERUNS.call_with_retry(lambda: self._run(job_id, segment), lost_redis)
+            # A worker that batched this segment with its own runs it now, or has: wait.
+            through_outage(lambda: self.claims.wait_and_take(job_id, segment))
+            try:
+                return _SEGMENT_RERUNS.call_with_retry(
+                    lambda: self._run(job_id, segment), lost_redis
+                )
+            finally:
+                through_outage(lambda: self.claims.release(job_id, segment))
 
     def _run(self, job_id: str, segment: int) -> FailureType | None:
         envelope = self.store.load(job_id)
@@ -118,10 +136,7 @@ class JobRunner:
                 self._finish(job_id, JobStatus.CANCELED)
                 return None
             return self._fail(
-                job_id,
-                FailureType.TIMEOUT,
-                f"the job ran longer than its {envelope.spec.timeout_s} s limit and was "
-                "stopped; ask for fewer steps or a smaller size, or a larger timeout_s",
+                job_id, FailureType.TIMEOUT, _TIMED_OUT.format(envelope.spec.timeout_s)
             )
         except JobRejected as rejected:
             return self._fail(job_id, FailureType.INVALID_JOB, str(rejected))
@@ -131,11 +146,7 @@ class JobRunner:
             return self._fail(job_id, exc.type, str(exc))
         except torch.OutOfMemoryError:
             log.exception("out of memory")
-            return self._fail(
-                job_id,
-                FailureType.OUT_OF_MEMORY,
-                "the worker ran out of GPU memory; ask for a smaller size or fewer images",
-            )
+            return self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
         except _REDIS_ERRORS:
             raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
@@ -171,6 +182,12 @@ class JobRunner:
         assert spec.timeout_s is not None
         began = started_at.timestamp() if started_at else time.time()
         monitor = _Monitor(self, job_id, planned_steps(spec), began + spec.timeout_s)
+        key = batch_key(spec, segments) if index == 0 and self.batching else None
+        if key is not None:
+            companions = self._companions(job_id, key, spec.num_images)
+            if companions:
+                self._run_batch(Member(job_id, spec, monitor), companions, key, segments)
+                return
         stages = range(segment.start, segment.end)
         # The memory budget never evicts a model or upscaler this segment still needs.
         needed = [(spec.stages[i].model, spec.stages[i].upscaler) for i in stages]
@@ -182,6 +199,18 @@ class JobRunner:
             )  # fmt: skip
         finally:
             self.cache.pinned = frozenset()
+        self._complete(job_id, index, spec, segments, images, traces)
+
+    def _complete(
+        self,
+        job_id: str,
+        index: int,
+        spec: JobSpec,
+        segments: list[Segment],
+        images: list[Image.Image],
+        traces: list[StageTrace],
+    ) -> None:
+        """Hand the segment's pictures to the next segment, or store them and finish."""
         with self.store.redis.pipeline(transaction=False) as pipe:
             for t in traces:
                 if t.step_seconds is not None:
@@ -215,6 +244,113 @@ class JobRunner:
             for k, im in enumerate(images)
         ]
         self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
+
+    def _companions(self, leader: str, key: BatchKey, images: int) -> list[Member]:
+        """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
+        there, or arrive within the gather window, up to the batch's size."""
+        assert self.batching is not None
+        cap = self.batching.capacity(key)
+        members: list[Member] = []
+        passed: set[str] = {leader}
+        queue = pool_queue(self.store.redis, self.batching.pool)
+        deadline = time.monotonic() + self.batching.window_s
+        while images < cap:
+            for rq_id in queue.get_job_ids(0, 64):
+                if rq_id in passed or images >= cap:
+                    continue
+                passed.add(rq_id)  # one look per gather, whatever it finds
+                member = self._claim(rq_id, key, cap - images)
+                if member is not None:
+                    members.append(member)
+                    images += member.spec.num_images
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        return members
+
+    def _claim(self, job_id: str, key: BatchKey, room: int) -> Member | None:
+        """The queued job as a batch member if it fits; it is then `running` on this worker,
+        claimed (its RQ job stays queued: if this worker dies, that job runs it again)."""
+        if rq_job_id(job_id, 0) != job_id:
+            return None  # a later segment
+        envelope = self.store.load(job_id)
+        if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
+            return None
+        try:
+            spec = check_job(envelope.spec, self.registry, self.limits).spec
+        except JobRejected:
+            return None  # its own run fails it, with the reason
+        fits = batch_key(spec, plan_segments(spec, self.registry)) == key
+        if not fits or spec.num_images > room or not self.claims.take(job_id, 0):
+            return None
+        ran = self.store.transition(
+            job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker=self.worker_name,
+            started_at=now(),
+        )  # fmt: skip
+        if not ran.applied:  # canceled, or taken, meanwhile
+            self.claims.release(job_id, 0)
+            return None
+        self.store.redis.hincrby(job_key(job_id), "attempts:0", 1)
+        assert spec.timeout_s is not None
+        monitor = _Monitor(self, job_id, planned_steps(spec), time.time() + spec.timeout_s)
+        return Member(job_id, spec, monitor)
+
+    def _run_batch(
+        self, leader: Member, companions: list[Member], key: BatchKey, segments: list[Segment]
+    ) -> None:
+        """The leader's and its companions' first stages in one call. The companions end here,
+        whatever happens; the leader's outcome is raised as its own run's would be."""
+        members = [leader, *companions]
+        self.cache.pinned = frozenset({key.model})
+        try:
+            run_text_batch(
+                members, self.cache.get(key.model), self.registry.loras, self.worker_name
+            )
+        except Exception as exc:
+            for member in companions:
+                with job_context(member.job_id):
+                    self._fail_for(member.job_id, exc)
+                self.claims.release(member.job_id, 0)
+            raise
+        finally:
+            self.cache.pinned = frozenset()
+        for member in companions:
+            with job_context(member.job_id):
+                self._settle(member, segments)
+            self.claims.release(member.job_id, 0)
+        if leader.stopped is not None:
+            raise Stopped(leader.stopped)
+        if leader.error is not None:
+            raise leader.error
+        assert leader.trace is not None
+        self._complete(leader.job_id, 0, leader.spec, segments, leader.pictures, [leader.trace])
+
+    def _settle(self, member: Member, segments: list[Segment]) -> None:
+        if member.stopped == "canceled":
+            self._finish(member.job_id, JobStatus.CANCELED)
+        elif member.stopped is not None:
+            self._fail(member.job_id, FailureType.TIMEOUT, _TIMED_OUT.format(member.spec.timeout_s))
+        elif member.error is not None:
+            self._fail(member.job_id, member.error.type, str(member.error))
+        else:
+            assert member.trace is not None
+            self._complete(member.job_id, 0, member.spec, segments, member.pictures, [member.trace])
+
+    def _fail_for(self, job_id: str, exc: Exception) -> None:
+        """A batch member failed by the call's exception, as its own run would file it."""
+        if isinstance(exc, ModelUnavailable):
+            self._fail(job_id, FailureType.MODEL_UNAVAILABLE, str(exc))
+        elif isinstance(exc, StageError):
+            self._fail(job_id, exc.type, str(exc))
+        elif isinstance(exc, torch.OutOfMemoryError):
+            self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
+        else:
+            self._fail(
+                job_id,
+                FailureType.GENERATION_FAILED,
+                f"generation failed in the model ({type(exc).__name__}); the worker log has "
+                f"details. {first_line(exc)}",
+            )
 
     def _hand_over(
         self,

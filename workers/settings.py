@@ -27,3 +27,14 @@ class WorkerSettings(CommonSettings):
     progress_interval_s: float = Field(
         0.25, gt=0, description="Least time between progress writes (and cancel checks) per job."
     )
+    batch_window_ms: int = Field(
+        25,
+        ge=0,
+        le=2000,
+        description="How long a text-to-image job waits for queued jobs it can run with in one "
+        "call (same model, size, steps, sampler, guidance); 0 turns batching off.",
+    )
+    max_batch_images: int = Field(8, ge=1, le=64, description="Pictures per batched call.")
+    max_batch_megapixels: float = Field(
+        8.0, gt=0, description="Pictures × megapixels per batched call (bounds activations)."
+    )

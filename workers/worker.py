@@ -18,6 +18,7 @@ from jobs.lifecycle import Lifecycle
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
+from workers.batching import Batching
 from workers.heartbeat_worker import HeartbeatWorker, unique_name
 from workers.job_runner import JobRunner, through_outage
 from workers.runtime import ModelCache, ModelUnavailable
@@ -83,7 +84,20 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
                     # That model is unavailable (GET /models says why); the rest are served.
                     log.error("preloading failed: %s", exc)
     ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
-    return JobRunner(ends, cache, registry, settings.limits, name, settings.progress_interval_s)
+    batching = (
+        Batching(
+            settings.pool,
+            settings.batch_window_ms / 1000,
+            settings.max_batch_images,
+            settings.max_batch_megapixels,
+        )
+        if settings.batch_window_ms
+        else None
+    )
+    return JobRunner(
+        ends, cache, registry, settings.limits, name, settings.progress_interval_s,
+        batching=batching, claim_ttl_s=settings.heartbeat_ttl_s,
+    )  # fmt: skip
 
 
 def main() -> None:
