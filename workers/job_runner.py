@@ -247,7 +247,8 @@ class JobRunner:
 
     def _companions(self, leader: str, key: BatchKey, images: int) -> list[Member]:
         """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
-        there, or arrive within the gather window, up to the batch's size."""
+        there, or arrive within the gather window while other jobs are queued, up to the
+        batch's size."""
         assert self.batching is not None
         cap = self.batching.capacity(key)
         members: list[Member] = []
@@ -255,7 +256,8 @@ class JobRunner:
         queue = pool_queue(self.store.redis, self.batching.pool)
         deadline = time.monotonic() + self.batching.window_s
         while images < cap:
-            for rq_id in queue.get_job_ids(0, 64):
+            queued = queue.get_job_ids(0, 64)
+            for rq_id in queued:
                 if rq_id in passed or images >= cap:
                     continue
                 passed.add(rq_id)  # one look per gather, whatever it finds
@@ -263,7 +265,8 @@ class JobRunner:
                 if member is not None:
                     members.append(member)
                     images += member.spec.num_images
-            if time.monotonic() >= deadline:
+            # The window is spent only while the pool is busy: a lone job never waits.
+            if time.monotonic() >= deadline or not set(queued) - {leader}:
                 break
             time.sleep(0.005)
         return members

@@ -176,3 +176,40 @@ def test_redis_restart_loses_no_queued_job(fault_stack: Stack) -> None:
         envelope = client.get(f"/jobs/{ids[-1]}").json()
         png = client.get(envelope["images"][0]["url"])
         assert png.status_code == 200
+
+
+def test_kill_9_mid_batch_runs_every_member_again_and_each_ends_once(fault_stack: Stack) -> None:
+    """Both workers busy, four jobs of one shape queue up; the first worker free runs them as
+    one batch. Killed mid-batch, every member runs again elsewhere and succeeds, once."""
+    redis = fault_stack.redis
+    with fault_stack.client() as client:
+        blockers = [
+            client.post("/jobs", json=spec(900 + k, steps=41)).json()["id"] for k in range(2)
+        ]
+        members = [
+            client.post("/jobs", json=spec(910 + k, steps=60)).json()["id"] for k in range(4)
+        ]
+        deadline = time.monotonic() + 120
+        batch: list[str] = []
+        while time.monotonic() < deadline and len(batch) < 2:
+            rows = [redis.hmget(job_key(j), ["status", "worker", "progress"]) for j in members]
+            workers = [w.decode() for s, w, p in rows if s == b"running" and w and p]
+            victim = max(set(workers), key=workers.count) if workers else None
+            batch = [
+                job_id
+                for job_id, (s, w, p) in zip(members, rows, strict=True)
+                if victim and w and w.decode() == victim and s == b"running" and p
+            ]
+            time.sleep(0.05)
+        assert len(batch) >= 2, "no batch ran"
+        assert victim is not None
+        os.kill(int(victim.split(".")[-2]), signal.SIGKILL)
+        fault_stack.start_worker(wait=False)
+        final = wait_all_final(redis, blockers + members, timeout=240)
+        assert set(final.values()) == {"succeeded"}, final
+        for job_id in batch:
+            envelope = client.get(f"/jobs/{job_id}").json()
+            assert {t["worker"] for t in envelope["trace"]} != {victim}
+            # Killed once, run once more: never twice to the end.
+            assert redis.hget(job_key(job_id), "attempts:0") == b"2"
+            assert len(envelope["images"]) == 1
