@@ -106,6 +106,10 @@ class ModelEntry(_Strict):
     # Flux only: dev is guidance-distilled (it embeds the guidance scale; 28 steps), schnell is
     # timestep-distilled (no guidance; 1-4 steps). The worker checks the weights agree.
     variant: Literal["dev", "schnell"] | None = None
+    # torch.compile the denoiser when the model loads, for these (width, height) sizes (default:
+    # the architecture's native size); other sizes run eagerly (workers/compiled.py).
+    compile: bool = False
+    compile_sizes: list[tuple[int, int]] = []
 
     @model_validator(mode="after")
     def _variant_of_flux_only(self) -> ModelEntry:

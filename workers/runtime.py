@@ -21,6 +21,7 @@ from diffusers import DiffusionPipeline
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
 from workers.checkpoint_probe import bundled_components, diagnose
+from workers.compiled import CompiledDenoiser, compile_denoiser
 from workers.pipelines import (
     PIPELINES,
     image_pipeline_of,
@@ -53,6 +54,7 @@ class LoadedModel:
     # Called after an adapter grew the model: the cache recounts and makes room (ModelCache).
     on_adapter_loaded: Callable[[LoadedModel, set[str]], None] | None = None
     last_used: float = field(default_factory=time.monotonic)
+    compiled: CompiledDenoiser | None = None  # registry `compile: true`
     _image: DiffusionPipeline | None = None
 
     def use_adapter(self, name: str, file: Path, keep: set[str]) -> None:
@@ -168,6 +170,7 @@ class ModelCache:
             if self.budget_bytes is not None:
                 self._make_room(self._estimate(entry, dtype, set(shared)), keep={name})
             pipe = load_text_pipeline(entry, device, dtype, shared=shared)
+            compiled = compile_denoiser(entry, pipe) if entry.compile else None
         except torch.OutOfMemoryError:
             raise  # not the model's fault: the job fails out_of_memory
         except Exception as exc:  # any loader error: the model is unavailable, the worker lives
@@ -182,6 +185,7 @@ class ModelCache:
             entry, device, dtype, pipe, resident_bytes([pipe]), seconds, prints, sorted(shared)
         )
         model.on_adapter_loaded = self._adapter_loaded
+        model.compiled = compiled
         self._loaded[name] = model
         self._recount()
         log.info(
