@@ -26,7 +26,7 @@ import httpx
 import torch
 from redis import Redis
 
-from bench import admission
+from bench import admission, throughput
 from contract.registry import ModelRegistry
 from devstack.processes import (
     start_gateway,
@@ -158,49 +158,6 @@ P6_JOBS = 8
 P6_SPEC = {**P1_SPEC, "width": 128, "height": 128, "stages": [{"model": "demo-sd15", "steps": 20}]}
 
 
-def images_per_second(client: httpx.Client, redis: Redis) -> float:
-    """Submit P6_JOBS jobs at once (distinct seeds), wait for all: pictures per second."""
-    started = time.perf_counter()
-    ids = [
-        client.post("/jobs", json={**P6_SPEC, "seed": seed}).json()["id"] for seed in range(P6_JOBS)
-    ]
-    while True:
-        statuses = [redis.hget(job_key(i), "status") for i in ids]
-        if all(s == b"succeeded" for s in statuses):
-            return P6_JOBS / (time.perf_counter() - started)
-        if any(s in (b"failed", b"canceled") for s in statuses):
-            raise RuntimeError("a P6 job did not succeed")
-        time.sleep(0.01)
-
-
-def throughput(registry_file: Path, work: Path) -> dict[str, float]:
-    """P6 with a worker started with batching off, then on, twice in turn (a worker reads its
-    batching settings at start)."""
-    server = RedisServer(work / "redis-p6").start()
-    redis = Redis.from_url(server.url)
-    port = free_port()
-    env = {"REDIS_URL": server.url, "IMAGEGEN_REGISTRY": str(registry_file)}
-    gateway = start_gateway(env, port, work / "gateway-p6.log")
-    runs: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            for round_ in range(2):
-                for mode, window in (("off", "0"), ("on", "25")):
-                    worker_env = {**env, "IMAGEGEN_BATCH_WINDOW_MS": window}
-                    worker = start_worker(worker_env, work / f"worker-p6-{mode}-{round_}.log")
-                    try:
-                        wait_for_workers(redis, [worker])
-                        images_per_second(client, redis)  # warm-up
-                        runs[mode].append(images_per_second(client, redis))
-                    finally:
-                        stop(worker)
-    finally:
-        stop(gateway)
-        server.stop()
-    return {mode: statistics.median(values) for mode, values in runs.items()}
-
-
 def main() -> int:
     ensure_built(REPO_ROOT / ".models")
     registry_file = REPO_ROOT / "deploy" / "registry.demo.yaml"
@@ -271,11 +228,13 @@ def main() -> int:
         stop(worker)
         server.stop()
 
-    p6 = throughput(registry_file, work)
+    variants = {"off": {"IMAGEGEN_BATCH_WINDOW_MS": "0"}, "on": {"IMAGEGEN_BATCH_WINDOW_MS": "25"}}
+    p6 = throughput.service(registry_file, work, P6_SPEC, P6_JOBS, variants)
+    p6["naive"] = throughput.naive(registry, P6_SPEC, P6_JOBS)
     rows.append(
         (
             f"P6 images/s, {P6_JOBS} concurrent jobs (sd15, 128px, 20 steps): batching on / off",
-            f"{p6['on']:.2f} / {p6['off']:.2f}",
+            f"{p6['on']:.2f} / {p6['off']:.2f} (naive diffusers {p6['naive']:.2f})",
             f"{p6['on'] / p6['off']:.3f}",
             ">= 1.3",
         )

@@ -1,10 +1,14 @@
 """GPU check: a full-size random-weight model on CUDA, through the service vs a direct call.
 
-    python -m bench.gpu_check [--sdxl] [--out DIR]
+    python -m bench.gpu_check [--sdxl] [--throughput [--compile]] [--out DIR] [--dry-run]
 
 Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, calls the pipeline
 directly (loaded by the worker's own loader), then starts a private Redis, a worker on CUDA and
 the gateway, and runs the same job through HTTP. Prints and writes per-step and end-to-end times.
+
+--throughput then runs 8 concurrent jobs of each model through workers with batching off and on
+(and compiled, with --compile: compile time included in the worker's start) beside naive
+diffusers (one eager call after another), in pictures per second (bench/throughput.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 import yaml
 from redis import Redis
 
+from bench import throughput
 from bench.full_size import build_sd15, build_sdxl
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -145,6 +150,8 @@ def main() -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="CPU and the tiny demo SD1.5: checks the plumbing"
     )
+    parser.add_argument("--throughput", action="store_true", help="8 concurrent jobs, see above")
+    parser.add_argument("--compile", action="store_true", help="with --throughput: compiled too")
     parser.add_argument(
         "--quiet-worker",
         action="store_true",
@@ -230,8 +237,56 @@ def main() -> int:
         stop(worker)
         redis_server.stop()
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    if args.throughput:
+        for name, _, _, size, steps in cases:
+            results[name]["throughput"] = concurrent_jobs(
+                registry, models, name, size, steps, work, args.compile
+            )
+            print(name, "throughput", results[name]["throughput"], flush=True)
+            (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
+
+
+THROUGHPUT_JOBS = 8
+
+
+def concurrent_jobs(
+    registry: ModelRegistry,
+    models: dict[str, Any],
+    name: str,
+    size: int,
+    steps: int,
+    work: Path,
+    compiled: bool,
+) -> dict[str, float]:
+    """Pictures per second of THROUGHPUT_JOBS concurrent jobs: batching off, on, compiled."""
+    spec = {
+        "prompt": "a test",
+        "width": size,
+        "height": size,
+        "stages": [{"model": name, "steps": steps}],
+    }
+    registry_file = work / "registry.yaml"
+    variants: dict[str, dict[str, str]] = {
+        "batching_off": {"IMAGEGEN_BATCH_WINDOW_MS": "0"},
+        "batching_on": {"IMAGEGEN_BATCH_WINDOW_MS": "25"},
+    }
+    if compiled:
+        entry = {**models[name], "compile": True, "compile_sizes": [[size, size]]}
+        compiled_file = work / f"registry-{name}-compiled.yaml"
+        compiled_file.write_text(yaml.safe_dump({"models": {name: entry}}))
+        variants["batching_on_compiled"] = {
+            "IMAGEGEN_BATCH_WINDOW_MS": "25",
+            "IMAGEGEN_REGISTRY": str(compiled_file),
+            "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"),
+        }
+    found = throughput.service(
+        registry_file, work, spec, THROUGHPUT_JOBS, variants, rounds=1, start_timeout_s=900
+    )
+    found["naive_diffusers"] = throughput.naive(registry, spec, THROUGHPUT_JOBS)
+    found["batched_over_naive"] = found["batching_on"] / found["naive_diffusers"]
+    return found
 
 
 if __name__ == "__main__":
