@@ -6,9 +6,10 @@ Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, cal
 directly (loaded by the worker's own loader), then starts a private Redis, a worker on CUDA and
 the gateway, and runs the same job through HTTP. Prints and writes per-step and end-to-end times.
 
---throughput then runs 8 concurrent jobs of each model through workers with batching off and on
-(and compiled, with --compile: compile time included in the worker's start) beside naive
-diffusers (one eager call after another), in pictures per second (bench/throughput.py).
+--throughput then runs 8 concurrent jobs of each model through workers with batching off, on,
+on with the PNGs stored within each job's call (not on the finisher thread), and compiled (with
+--compile; compile time is part of the worker's start) beside naive diffusers (one eager call
+after another), in pictures per second (bench/throughput.py).
 """
 
 from __future__ import annotations
@@ -271,6 +272,11 @@ def concurrent_jobs(
     variants: dict[str, dict[str, str]] = {
         "batching_off": {"IMAGEGEN_BATCH_WINDOW_MS": "0"},
         "batching_on": {"IMAGEGEN_BATCH_WINDOW_MS": "25"},
+        # PNGs encoded and stored within each job's call (the default does it on a thread)
+        "batching_on_finish_inline": {
+            "IMAGEGEN_BATCH_WINDOW_MS": "25",
+            "IMAGEGEN_FINISH_IN_BACKGROUND": "false",
+        },
     }
     if compiled:
         entry = {**models[name], "compile": True, "compile_sizes": [[size, size]]}

@@ -13,6 +13,9 @@
 4. It waits between segments in a pool's queue that no worker takes: it is `running`, but no
    step monitor watches it. The sweep keeps its cancel (`canceled`) and its deadline (`timeout`).
 
+5. Its worker made its pictures and died before storing them (`workers.finisher` stores them
+   after the job's RQ call returned): the job is queued again.
+
 The sweep also puts webhook attempts whose backoff is over on the webhook queue.
 
 Checks 2 to 4 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
@@ -35,8 +38,16 @@ from rq.timeouts import TimerDeathPenalty
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobStatus
 from jobs.caps import prune
 from jobs.lifecycle import Lifecycle
-from jobs.queues import SERIALIZER, cancel_rq_job
-from jobs.redis_keys import JANITOR_CURSOR, JANITOR_LOCK, OUTSTANDING, QUEUE_PREFIX, job_key, text
+from jobs.queues import SERIALIZER, QueuePolicy, cancel_rq_job, enqueue_segment
+from jobs.redis_keys import (
+    JANITOR_CURSOR,
+    JANITOR_LOCK,
+    OUTSTANDING,
+    QUEUE_PREFIX,
+    claim_key,
+    job_key,
+    text,
+)
 from jobs.store import envelope_from_hash, now
 from jobs.webhooks import WEBHOOK_QUEUE, queue_due_attempts
 
@@ -98,9 +109,40 @@ def check_unfinished(lifecycle: Lifecycle, batch: int = BATCH) -> list[str]:
 def _stranded(lifecycle: Lifecycle, job_id: str, envelope: JobEnvelope, rq_job: str | None) -> bool:
     if rq_job is None:  # recorded before the field existed
         return False
-    return _rq_job_lost(lifecycle, job_id, rq_job) or _ended_while_waiting(
-        lifecycle, envelope, rq_job
+    return (
+        _rq_job_lost(lifecycle, job_id, rq_job)
+        or _ended_while_waiting(lifecycle, envelope, rq_job)
+        or _finisher_lost(lifecycle, envelope, rq_job)
     )
+
+
+def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> bool:
+    """A worker made a job's pictures and died before storing them (`workers.finisher`): its RQ
+    job is finished, so RQ will not run it again, the job is `running`, and the claim its
+    finisher held has expired. Queue the segment again. Returns False: the job goes on."""
+    redis = lifecycle.store.redis
+    job_id = str(envelope.id)
+    if envelope.status is not JobStatus.RUNNING or envelope.spec is None:
+        return False
+    status, origin = redis.hmget(Job.key_for(rq_job), ["status", "origin"])
+    if status != b"finished" or origin is None:
+        return False
+    segment = 0 if rq_job == job_id else int(rq_job.rsplit("-s", 1)[1])
+    if redis.exists(claim_key(job_id, segment)):
+        return False  # its finisher is still at it
+    store = lifecycle.store
+    if store.field(job_id, "rq_job") != rq_job or store.field(job_id, "status") != "running":
+        return False  # handed to its next segment, or finished, since the record was read
+    assert envelope.spec.timeout_s is not None
+    retries = int(store.field(job_id, "max_retries") or 0)
+    policy = QueuePolicy(envelope.spec.timeout_s, retries, store.result_ttl_s)
+    pool = text(origin).removeprefix(f"{QUEUE_PREFIX}.")
+    with redis.pipeline() as pipe:
+        pipe.multi()
+        enqueue_segment(redis, pipe, job_id, segment, pool, policy)
+        pipe.execute()
+    log.warning("job %s: its worker died before storing its pictures; queued again", job_id)
+    return False
 
 
 # RQ statuses of a job that no worker has taken.

@@ -39,6 +39,7 @@ from jobs.redis_keys import handoff_key, init_image_key, job_key, rq_job_id
 from jobs.store import now
 from workers.batching import Batching, BatchKey, Member, batch_key, run_text_batch
 from workers.chain import StageError, Stopped, run_chain
+from workers.finisher import Finisher
 from workers.png import encode_png, parameters_text
 from workers.runtime import ModelCache, ModelUnavailable, first_line
 from workers.weights import file_hash
@@ -49,6 +50,7 @@ _TIMED_OUT = (
     "the job ran longer than its {} s limit and was stopped; ask for fewer steps or a smaller "
     "size, or a larger timeout_s"
 )
+_NOT_STORED = "the pictures were made but could not be stored: "
 _OUT_OF_MEMORY = "the worker ran out of GPU memory; ask for a smaller size or fewer images"
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -76,6 +78,7 @@ class JobRunner:
         progress_interval_s: float = 0.25,
         batching: Batching | None = None,
         claim_ttl_s: float = 8.0,
+        finisher: Finisher | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.store = lifecycle.store
@@ -86,6 +89,9 @@ class JobRunner:
         self.progress_interval_s = progress_interval_s
         self.batching = batching
         self.claims = Claims(self.store.redis, worker_name, claim_ttl_s)
+        self.finisher = finisher  # None: a job's call stores its pictures itself
+        self._deferred: set[tuple[str, int]] = set()  # claims the finisher releases
+        self._finishing: set[tuple[str, int]] = set()  # segments the finisher has yet to store
 
     def run(self, job_id: str, segment: int = 0) -> FailureType | None:
         """Run one segment; return the failure it ended the job with, if it did."""
@@ -99,6 +105,10 @@ class JobRunner:
             )
 
         with job_context(job_id):
+            if self.finisher is not None and (job_id, segment) in self._finishing:
+                # Ours, made in a batch and still being stored: its claim is our own, so it
+                # would not make us wait. Once stored, the run below finds the job finished.
+                self.finisher.drain()
             # A worker that batched this segment with its own runs it now, or has: wait.
             through_outage(lambda: self.claims.wait_and_take(job_id, segment))
             try:
@@ -106,7 +116,7 @@ class JobRunner:
                     lambda: self._run(job_id, segment), lost_redis
                 )
             finally:
-                through_outage(lambda: self.claims.release(job_id, segment))
+                self._release(job_id, segment)
 
     def _run(self, job_id: str, segment: int) -> FailureType | None:
         envelope = self.store.load(job_id)
@@ -222,6 +232,29 @@ class JobRunner:
             following = segments[index + 1]
             through_outage(lambda: self._hand_over(job_id, index + 1, following, pngs, trace, spec))
             return
+        if self.finisher is None:
+            self._store_and_finish(job_id, spec, images, trace)
+            return
+        # The claim is released once the pictures are stored, not when this call returns.
+        self._deferred.add((job_id, index))
+        self._finishing.add((job_id, index))
+
+        def finish() -> None:
+            with job_context(job_id):
+                try:
+                    self._store_and_finish(job_id, spec, images, trace)
+                except Exception as exc:
+                    log.exception("storing the pictures failed")
+                    self._fail(job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc))
+                finally:
+                    through_outage(lambda: self.claims.release(job_id, index))
+                    self._finishing.discard((job_id, index))
+
+        self.finisher.submit(finish)
+
+    def _store_and_finish(
+        self, job_id: str, spec: JobSpec, images: list[Image.Image], trace: list[dict[str, Any]]
+    ) -> None:
         sampler = str(trace[0]["sampler"])
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
             exclude_none=True
@@ -244,6 +277,13 @@ class JobRunner:
             for k, im in enumerate(images)
         ]
         self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
+
+    def _release(self, job_id: str, segment: int) -> None:
+        """Release a claim, unless the finisher holds it until the job's pictures are stored."""
+        if (job_id, segment) in self._deferred:
+            self._deferred.discard((job_id, segment))
+            return
+        through_outage(lambda: self.claims.release(job_id, segment))
 
     def _companions(self, leader: str, key: BatchKey, images: int) -> list[Member]:
         """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
@@ -313,14 +353,14 @@ class JobRunner:
             for member in companions:
                 with job_context(member.job_id):
                     self._fail_for(member.job_id, exc)
-                self.claims.release(member.job_id, 0)
+                self._release(member.job_id, 0)
             raise
         finally:
             self.cache.pinned = frozenset()
         for member in companions:
             with job_context(member.job_id):
                 self._settle(member, segments)
-            self.claims.release(member.job_id, 0)
+            self._release(member.job_id, 0)
         if leader.stopped is not None:
             raise Stopped(leader.stopped)
         if leader.error is not None:

@@ -39,3 +39,8 @@ class WorkerSettings(CommonSettings):
     max_batch_megapixels: float = Field(
         8.0, gt=0, description="Pictures × megapixels per batched call (bounds activations)."
     )
+    finish_in_background: bool = Field(
+        True,
+        description="Encode and store a job's pictures on a thread while the next job "
+        "denoises (workers/finisher.py); false: within the job's own call.",
+    )

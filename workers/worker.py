@@ -19,6 +19,7 @@ from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
 from workers.batching import Batching
+from workers.finisher import Finisher
 from workers.heartbeat_worker import HeartbeatWorker, unique_name
 from workers.job_runner import JobRunner, through_outage
 from workers.runtime import ModelCache, ModelUnavailable
@@ -97,6 +98,7 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
     return JobRunner(
         ends, cache, registry, settings.limits, name, settings.progress_interval_s,
         batching=batching, claim_ttl_s=settings.heartbeat_ttl_s,
+        finisher=Finisher() if settings.finish_in_background else None,
     )  # fmt: skip
 
 
@@ -126,3 +128,5 @@ def main() -> None:
         "worker %s serving pool %s: %s", name, settings.pool, ", ".join(worker.presence().models)
     )
     worker.work(logging_level=settings.log_level)
+    if runner.finisher is not None:
+        runner.finisher.drain()  # the last jobs' pictures, stored before the process ends

@@ -12,7 +12,7 @@ from contract.envelope import JobStatus
 from jobs.janitor import check_unfinished, sweep
 from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER, QueuePolicy, enqueue_segment, pool_queue
-from jobs.redis_keys import JANITOR_LOCK, job_key, rq_job_id
+from jobs.redis_keys import JANITOR_LOCK, claim_key, job_key, rq_job_id
 from jobs.store import JobStore, now
 from tests.helpers import abandon
 from tests.jobs.conftest import POOL, QueueJob
@@ -172,3 +172,22 @@ def test_a_job_a_worker_is_running_is_left_to_its_monitor(
     store.request_cancel(job_id)
     assert check_unfinished(lifecycle) == []
     assert store.field(job_id, "status") == "running"
+
+
+def test_a_job_whose_worker_died_before_storing_its_pictures_is_queued_again(
+    lifecycle: Lifecycle, store: JobStore, queue_job: QueueJob
+) -> None:
+    lost, storing = queue_job(), queue_job()
+    queue = pool_queue(store.redis, POOL)
+    for job_id in (lost, storing):
+        # A worker ran it and its RQ call returned; the finisher thread was to store the PNGs.
+        store.transition(
+            job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker="w", started_at=now()
+        )
+        queue.remove(job_id)
+        store.redis.hset(Job.key_for(job_id), "status", "finished")
+    store.redis.set(claim_key(storing, 0), "w", px=5000)  # that finisher is alive
+    assert check_unfinished(lifecycle) == []  # neither is ended: one waits, one goes again
+    assert queue.get_job_ids() == [lost]
+    assert store.redis.hget(Job.key_for(lost), "status") == b"queued"
+    assert store.field(lost, "status") == "running"

@@ -4,6 +4,7 @@ prompt, seeds, pictures, cancel and end; on a real Redis and the tiny models, in
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
 from workers.batching import Batching, Member, batch_key, run_text_batch
+from workers.finisher import Finisher
 from workers.job_runner import JobRunner
 from workers.runtime import ModelCache
 
@@ -157,3 +159,26 @@ def test_only_a_single_text_stage_first_segment_batches(registry: ModelRegistry)
     assert key(stages=[base]) != key(stages=[base], negative_prompt="blurry")
     hires = {"model": "demo-sd15", "mode": "hires", "steps": 2}
     assert key(stages=[base, hires]) is None  # two stages in one segment
+
+
+def test_a_companion_still_being_stored_is_not_run_again_by_its_own_worker(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # Found by the burst test: the worker took a companion's queued RQ job while its finisher
+    # still stored that companion's pictures; the claim was its own, so it ran it again.
+    finisher = Finisher()
+    gate = threading.Event()
+    finisher.submit(lambda: gate.wait(10))  # the thread is busy: both jobs' finishes wait
+    batched = JobRunner(
+        Lifecycle(JobStore(redis, 60)), cache, registry, JobLimits(), "w",
+        batching=Batching("default", window_s=0.0), finisher=finisher,
+    )  # fmt: skip
+    leader, companion = submit(batched), submit(batched, seed=2)
+    batched.run(leader)
+    threading.Timer(0.3, gate.set).start()
+    batched.run(companion)  # RQ hands it the companion's queued job next
+    for job_id in (leader, companion):
+        envelope = batched.store.load(job_id)
+        assert envelope is not None
+        assert envelope.status is JobStatus.SUCCEEDED, envelope.error
+        assert redis.hget(job_key(job_id), "attempts:0") == b"1"

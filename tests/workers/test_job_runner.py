@@ -4,6 +4,7 @@ a real Redis with the tiny models."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from contract.spec import JobSpec
 from jobs.lifecycle import Lifecycle
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
+from workers.finisher import Finisher
 from workers.job_runner import JobRunner, _Monitor
 from workers.runtime import ModelCache
 
@@ -133,3 +135,27 @@ def test_a_finished_job_is_not_run_again(runner: JobRunner) -> None:
     runner.run(job_id)
     runner.run(job_id)  # RQ delivered it twice
     assert runner.store.redis.hget(job_key(job_id), "attempts:0") == b"1"
+
+
+def test_with_a_finisher_the_call_returns_before_the_pictures_are_stored(
+    redis: Redis, registry: ModelRegistry
+) -> None:
+    finisher = Finisher()
+    gate = threading.Event()
+    finisher.submit(lambda: gate.wait(10))  # hold the thread: the job's finish waits behind
+    runner = JobRunner(
+        Lifecycle(JobStore(redis, 60)), ModelCache(registry), registry, JobLimits(), "w",
+        finisher=finisher,
+    )  # fmt: skip
+    job_id = queued(runner, [{"model": "demo-sd15", "steps": 2}])
+    runner.run(job_id)
+    # The call is over; the job is still running, its claim held for the finisher.
+    assert runner.store.field(job_id, "status") == "running"
+    assert runner.claims.holder(job_id, 0) == "w"
+    gate.set()
+    finisher.drain()
+    envelope = runner.store.load(job_id)
+    assert envelope is not None
+    assert envelope.status is JobStatus.SUCCEEDED, envelope.error
+    assert runner.store.image(job_id, 0) is not None
+    assert runner.claims.holder(job_id, 0) is None
