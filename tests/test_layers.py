@@ -60,6 +60,8 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
     "workers/demo_upscalers.py": "its files are what tests/workers/test_upscalers.py loads",
+    "workers/gathering.py": "a batch leader's gathering: tests/workers/test_batching.py",
+    "workers/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
     "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",

@@ -11,20 +11,14 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from PIL import Image
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from contract.chain_rules import JobLimits, check_job
-from contract.envelope import FailureType, JobStatus, Progress, StageTrace, image_url
+from contract.envelope import FailureType, JobStatus, StageTrace, image_url
 from contract.job_cost import planned_steps
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
@@ -34,13 +28,16 @@ from jobs import metrics
 from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
-from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
-from jobs.redis_keys import handoff_key, init_image_key, job_key, rq_job_id
+from jobs.queues import QueuePolicy, enqueue_segment
+from jobs.redis_keys import handoff_key, init_image_key, job_key
 from jobs.store import now
 from workers.batching import Batching, BatchKey, Member, batch_key, run_text_batch
 from workers.chain import StageError, Stopped, run_chain
 from workers.finisher import Finisher
+from workers.gathering import Gatherer
+from workers.outage import REDIS_ERRORS, SEGMENT_RERUNS, through_outage
 from workers.png import encode_png, parameters_text
+from workers.progress import StepMonitor
 from workers.runtime import ModelCache, ModelUnavailable, first_line
 from workers.weights import file_hash
 
@@ -54,17 +51,6 @@ _NOT_STORED = "the pictures were made but could not be stored: "
 _OUT_OF_MEMORY = "the worker ran out of GPU memory; ask for a smaller size or fewer images"
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
-# Redis away (a restart), or at its memory limit (noeviction refuses writes until finished jobs
-# expire): either way the worker waits rather than lose the job.
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
-# Writes that are safe to repeat wait out a Redis restart (about three minutes of patience);
-# a segment that lost Redis mid-run is run again (generation is deterministic), three times.
-_WRITE_RETRY = Retry(
-    ExponentialBackoff(cap=5.0, base=0.1), retries=40, supported_errors=_REDIS_ERRORS
-)
-_SEGMENT_RERUNS = Retry(
-    ExponentialBackoff(cap=5.0, base=0.5), retries=3, supported_errors=_REDIS_ERRORS
-)
 
 
 class JobRunner:
@@ -90,6 +76,13 @@ class JobRunner:
         self.batching = batching
         self.claims = Claims(self.store.redis, worker_name, claim_ttl_s)
         self.finisher = finisher  # None: a job's call stores its pictures itself
+        self.gatherer = (
+            Gatherer(
+                self.store, registry, limits, self.claims, batching, worker_name, self._monitor
+            )
+            if batching is not None
+            else None
+        )
         self._deferred: set[tuple[str, int]] = set()  # claims the finisher releases
         self._finishing: set[tuple[str, int]] = set()  # segments the finisher has yet to store
 
@@ -112,7 +105,7 @@ class JobRunner:
             # A worker that batched this segment with its own runs it now, or has: wait.
             through_outage(lambda: self.claims.wait_and_take(job_id, segment))
             try:
-                return _SEGMENT_RERUNS.call_with_retry(
+                return SEGMENT_RERUNS.call_with_retry(
                     lambda: self._run(job_id, segment), lost_redis
                 )
             finally:
@@ -157,7 +150,7 @@ class JobRunner:
         except torch.OutOfMemoryError:
             log.exception("out of memory")
             return self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
             log.exception("generation failed")
@@ -191,10 +184,11 @@ class JobRunner:
 
         assert spec.timeout_s is not None
         began = started_at.timestamp() if started_at else time.time()
-        monitor = _Monitor(self, job_id, planned_steps(spec), began + spec.timeout_s)
+        monitor = self._monitor(job_id, spec, began)
         key = batch_key(spec, segments) if index == 0 and self.batching else None
         if key is not None:
-            companions = self._companions(job_id, key, spec.num_images)
+            assert self.gatherer is not None
+            companions = self.gatherer.gather(job_id, key, spec.num_images)
             if companions:
                 self._run_batch(Member(job_id, spec, monitor), companions, key, segments)
                 return
@@ -285,58 +279,15 @@ class JobRunner:
             return
         through_outage(lambda: self.claims.release(job_id, segment))
 
-    def _companions(self, leader: str, key: BatchKey, images: int) -> list[Member]:
-        """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
-        there, or arrive within the gather window while other jobs are queued, up to the
-        batch's size."""
-        assert self.batching is not None
-        cap = self.batching.capacity(key)
-        members: list[Member] = []
-        passed: set[str] = {leader}
-        queue = pool_queue(self.store.redis, self.batching.pool)
-        deadline = time.monotonic() + self.batching.window_s
-        while images < cap:
-            queued = queue.get_job_ids(0, 64)
-            for rq_id in queued:
-                if rq_id in passed or images >= cap:
-                    continue
-                passed.add(rq_id)  # one look per gather, whatever it finds
-                member = self._claim(rq_id, key, cap - images)
-                if member is not None:
-                    members.append(member)
-                    images += member.spec.num_images
-            # The window is spent only while the pool is busy: a lone job never waits.
-            if time.monotonic() >= deadline or not set(queued) - {leader}:
-                break
-            time.sleep(0.005)
-        return members
-
-    def _claim(self, job_id: str, key: BatchKey, room: int) -> Member | None:
-        """The queued job as a batch member if it fits; it is then `running` on this worker,
-        claimed (its RQ job stays queued: if this worker dies, that job runs it again)."""
-        if rq_job_id(job_id, 0) != job_id:
-            return None  # a later segment
-        envelope = self.store.load(job_id)
-        if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
-            return None
-        try:
-            spec = check_job(envelope.spec, self.registry, self.limits).spec
-        except JobRejected:
-            return None  # its own run fails it, with the reason
-        fits = batch_key(spec, plan_segments(spec, self.registry)) == key
-        if not fits or spec.num_images > room or not self.claims.take(job_id, 0):
-            return None
-        ran = self.store.transition(
-            job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker=self.worker_name,
-            started_at=now(),
-        )  # fmt: skip
-        if not ran.applied:  # canceled, or taken, meanwhile
-            self.claims.release(job_id, 0)
-            return None
-        self.store.redis.hincrby(job_key(job_id), "attempts:0", 1)
+    def _monitor(self, job_id: str, spec: JobSpec, began: float) -> StepMonitor:
         assert spec.timeout_s is not None
-        monitor = _Monitor(self, job_id, planned_steps(spec), time.time() + spec.timeout_s)
-        return Member(job_id, spec, monitor)
+        return StepMonitor(
+            self.store,
+            job_id,
+            planned_steps(spec),
+            began + spec.timeout_s,
+            self.progress_interval_s,
+        )
 
     def _run_batch(
         self, leader: Member, companions: list[Member], key: BatchKey, segments: list[Segment]
@@ -457,59 +408,3 @@ class JobRunner:
         )
         log.info("job failed (%s)", type_.value)
         return type_ if outcome.applied else None
-
-
-class _Monitor:
-    """Called at every denoising step: reports progress (throttled) and says when to stop."""
-
-    def __init__(self, runner: JobRunner, job_id: str, planned: list[float], deadline: float):
-        self.runner = runner
-        self.job_id = job_id
-        self.planned = planned
-        self.started = time.monotonic()
-        self.deadline = deadline  # wall clock: it spans segments run on different hosts
-        self.last_report = 0.0
-
-    def __call__(self, stage: int, step: int, steps: int) -> str | None:
-        if time.time() > self.deadline:
-            return "timeout"
-        clock = time.monotonic()
-        if clock - self.last_report < self.runner.progress_interval_s and step < steps:
-            return None
-        self.last_report = clock
-        try:
-            return self._report(stage, step, steps, clock)
-        except _REDIS_ERRORS:
-            # Redis is away for a moment: keep denoising; the result is stored when it is back.
-            log.warning("progress not reported: Redis unavailable")
-            return None
-
-    def _report(self, stage: int, step: int, steps: int, clock: float) -> str | None:
-        store = self.runner.store
-        if store.cancel_requested(self.job_id):
-            return "canceled"
-        done = sum(self.planned[:stage]) + self.planned[stage] * step / max(steps, 1)
-        fraction = min(done / sum(self.planned), 1.0)
-        elapsed = clock - self.started
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-        progress = Progress(
-            stage=stage + 1,
-            stages=len(self.planned),
-            step=step,
-            steps=steps,
-            fraction=round(fraction, 4),
-            eta_s=None if eta is None else round(eta, 2),
-        )
-        store.set_progress(self.job_id, progress)
-        return None
-
-
-T = TypeVar("T")
-
-
-def through_outage(write: Callable[[], T]) -> T:
-    """Run a write that is safe to repeat, waiting out a Redis restart, so that a finished job
-    is not lost."""
-    return _WRITE_RETRY.call_with_retry(
-        write, lambda error: log.warning("Redis unavailable (%s); retrying the write", error)
-    )

@@ -21,7 +21,8 @@ from jobs.store import JobStore
 from workers.batching import Batching
 from workers.finisher import Finisher
 from workers.heartbeat_worker import HeartbeatWorker, unique_name
-from workers.job_runner import JobRunner, through_outage
+from workers.job_runner import JobRunner
+from workers.outage import through_outage
 from workers.runtime import ModelCache, ModelUnavailable
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -14,54 +13,15 @@ from PIL import Image
 from redis import Redis
 
 from contract.chain_rules import JobLimits, check_job
-from contract.envelope import JobStatus, Progress
+from contract.envelope import JobStatus
 from contract.registry import FolderSource, ModelRegistry
 from contract.spec import JobSpec
 from jobs.lifecycle import Lifecycle
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
 from workers.finisher import Finisher
-from workers.job_runner import JobRunner, _Monitor
+from workers.job_runner import JobRunner
 from workers.runtime import ModelCache
-
-
-class CountingStore(JobStore):
-    writes = 0
-
-    def set_progress(self, job_id: str, progress: Progress) -> None:
-        self.writes += 1
-        super().set_progress(job_id, progress)
-
-
-def test_progress_writes_are_throttled(redis: Redis) -> None:
-    store = CountingStore(redis, 60)
-    runner = JobRunner(
-        Lifecycle(store), cache=None, registry=None, limits=None, progress_interval_s=0.1
-    )  # type: ignore[arg-type]
-    monitor = _Monitor(runner, "job", planned=[1000.0], deadline=time.time() + 60)
-    started = time.monotonic()
-    for step in range(1, 1001):  # 1000 steps as fast as Python goes
-        assert monitor(0, step, 1000) is None
-    elapsed = time.monotonic() - started
-    writes = store.writes
-    assert 1 <= writes <= elapsed / 0.1 + 2
-    assert store.redis.hget("imagegen:job:job", "progress") is not None
-    assert b'"step":1000' in store.redis.hget(
-        "imagegen:job:job", "progress"
-    )  # the last step is always written
-
-
-def test_monitor_asks_to_stop_past_the_deadline_and_on_cancel(redis: Redis) -> None:
-    store = JobStore(redis, 60)
-    runner = JobRunner(
-        Lifecycle(store), cache=None, registry=None, limits=None, progress_interval_s=0.0
-    )  # type: ignore[arg-type]
-    assert _Monitor(runner, "a", [10.0], deadline=time.time() - 1)(0, 1, 10) == "timeout"
-    monitor = _Monitor(runner, "b", [10.0], deadline=time.time() + 60)
-    assert monitor(0, 1, 10) is None
-    store.request_cancel("b")
-    assert monitor(0, 2, 10) == "canceled"
-
 
 # ---- a whole segment, in this process, on a real Redis and the tiny models ----
 

@@ -1,0 +1,95 @@
+"""Finding the queued jobs a batch leader can run with (workers.batching), and claiming them.
+
+A companion is a queued job whose first segment has the leader's batch key. Claiming it makes it
+`running` on this worker and takes its claim (jobs.claims); its RQ job stays in the queue, so if
+this worker dies, whichever worker takes that RQ job runs it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from contract.chain_rules import JobLimits, check_job
+from contract.envelope import JobStatus
+from contract.registry import ModelRegistry
+from contract.segments import plan_segments
+from contract.spec import JobSpec
+from contract.violations import JobRejected
+from jobs.claims import Claims
+from jobs.queues import pool_queue
+from jobs.redis_keys import job_key, rq_job_id
+from jobs.store import JobStore, now
+from workers.batching import Batching, BatchKey, Member, Monitor, batch_key
+
+
+class Gatherer:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: ModelRegistry,
+        limits: JobLimits,
+        claims: Claims,
+        batching: Batching,
+        worker_name: str,
+        monitor: Callable[[str, JobSpec, float], Monitor],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.limits = limits
+        self.claims = claims
+        self.batching = batching
+        self.worker_name = worker_name
+        self.monitor = monitor  # (job id, spec, started) -> its step monitor
+
+    def gather(self, leader: str, key: BatchKey, images: int) -> list[Member]:
+        """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
+        there, or arrive within the gather window while other jobs are queued, up to the
+        batch's size."""
+        cap = self.batching.capacity(key)
+        members: list[Member] = []
+        passed: set[str] = {leader}
+        queue = pool_queue(self.store.redis, self.batching.pool)
+        deadline = time.monotonic() + self.batching.window_s
+        while images < cap:
+            queued = queue.get_job_ids(0, 64)
+            for rq_id in queued:
+                if rq_id in passed or images >= cap:
+                    continue
+                passed.add(rq_id)  # one look per gather, whatever it finds
+                member = self._claim(rq_id, key, cap - images)
+                if member is not None:
+                    members.append(member)
+                    images += member.spec.num_images
+            # The window is spent only while the pool is busy: a lone job never waits.
+            if time.monotonic() >= deadline or not set(queued) - {leader}:
+                break
+            time.sleep(0.005)
+        return members
+
+    def _claim(self, job_id: str, key: BatchKey, room: int) -> Member | None:
+        """The queued job as a batch member if it fits; it is then `running` on this worker,
+        claimed (its RQ job stays queued: if this worker dies, that job runs it again)."""
+        if rq_job_id(job_id, 0) != job_id:
+            return None  # a later segment
+        envelope = self.store.load(job_id)
+        if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
+            return None
+        try:
+            spec = check_job(envelope.spec, self.registry, self.limits).spec
+        except JobRejected:
+            return None  # its own run fails it, with the reason
+        fits = batch_key(spec, plan_segments(spec, self.registry)) == key
+        if not fits or spec.num_images > room or not self.claims.take(job_id, 0):
+            return None
+        ran = self.store.transition(
+            job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker=self.worker_name,
+            started_at=now(),
+        )  # fmt: skip
+        if not ran.applied:  # canceled, or taken, meanwhile
+            self.claims.release(job_id, 0)
+            return None
+        self.store.redis.hincrby(job_key(job_id), "attempts:0", 1)
+        assert spec.timeout_s is not None
+        monitor = self.monitor(job_id, spec, time.time())
+        return Member(job_id, spec, monitor)
