@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from rq.job import Job
 
 from jobs.redis_keys import job_key
 from jobs.settings import REPO_ROOT
@@ -213,3 +214,32 @@ def test_kill_9_mid_batch_runs_every_member_again_and_each_ends_once(fault_stack
             # Killed once, run once more: never twice to the end.
             assert redis.hget(job_key(job_id), "attempts:0") == b"2"
             assert len(envelope["images"]) == 1
+
+
+def test_kill_9_while_the_finisher_stores_a_job_runs_it_again(fault_stack: Stack) -> None:
+    """The job's RQ call has returned (RQ says finished) and its PNGs are being encoded on the
+    finisher thread when the worker dies: the janitor queues the job again once its claim has
+    expired, and it succeeds, run twice, ended once."""
+    redis = fault_stack.redis
+    big = {**spec(77, steps=1), "width": 1024, "height": 1024, "num_images": 4}
+    with fault_stack.client() as client:
+        job_id = client.post("/jobs", json=big).json()["id"]
+        deadline = time.monotonic() + 120
+        victim = None
+        while time.monotonic() < deadline:
+            rq_status = redis.hget(Job.key_for(job_id), "status")
+            status, worker = redis.hmget(job_key(job_id), ["status", "worker"])
+            if rq_status == b"finished" and status == b"running" and worker:
+                victim = worker.decode()
+                os.kill(int(victim.split(".")[-2]), signal.SIGKILL)
+                break
+            assert status in (b"queued", b"running"), "it ended before the kill"
+            time.sleep(0.002)
+        assert victim is not None, "never caught between its call and its storing"
+        fault_stack.start_worker(wait=False)
+        final = wait_all_final(redis, [job_id], timeout=120)
+        assert final == {job_id: "succeeded"}
+        envelope = client.get(f"/jobs/{job_id}").json()
+        assert len(envelope["images"]) == 4
+        assert redis.hget(job_key(job_id), "attempts:0") == b"2"
+        assert {t["worker"] for t in envelope["trace"]} != {victim}
