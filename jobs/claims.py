@@ -38,6 +38,10 @@ class Claims:
         self.worker = worker
         self.ttl_ms = int(ttl_s * 1000)
         self.held: set[str] = set()
+        # Held for a job whose pictures a thread of this worker is still storing
+        # (workers.finisher): this worker waits for those like any other's, and only
+        # `settle` releases them.
+        self.lent: set[str] = set()
         self._lock = threading.Lock()
         self._refresher: threading.Thread | None = None
 
@@ -49,6 +53,9 @@ class Claims:
                 self.held.add(key)
             self._ensure_refresher()
             return True
+        with self._lock:
+            if key in self.lent:
+                return False
         return self.holder(job_id, segment) == self.worker
 
     def holder(self, job_id: str, segment: int) -> str | None:
@@ -61,10 +68,24 @@ class Claims:
             time.sleep(poll_s)
 
     def release(self, job_id: str, segment: int) -> None:
+        """Release the claim, unless it is lent (then `settle` does, once the job is stored)."""
         key = claim_key(job_id, segment)
         with self._lock:
+            if key in self.lent:
+                return
             self.held.discard(key)
         self.redis.eval(_RELEASE, 1, key, self.worker)
+
+    def lend(self, job_id: str, segment: int) -> None:
+        """Keep the claim past the job's run, for the thread that stores its pictures."""
+        with self._lock:
+            self.lent.add(claim_key(job_id, segment))
+
+    def settle(self, job_id: str, segment: int) -> None:
+        """The lent claim's job is stored: release it."""
+        with self._lock:
+            self.lent.discard(claim_key(job_id, segment))
+        self.release(job_id, segment)
 
     def _ensure_refresher(self) -> None:
         if self._refresher is None or not self._refresher.is_alive():

@@ -83,8 +83,6 @@ class JobRunner:
             if batching is not None
             else None
         )
-        self._deferred: set[tuple[str, int]] = set()  # claims the finisher releases
-        self._finishing: set[tuple[str, int]] = set()  # segments the finisher has yet to store
 
     def run(self, job_id: str, segment: int = 0) -> FailureType | None:
         """Run one segment; return the failure it ended the job with, if it did."""
@@ -98,18 +96,15 @@ class JobRunner:
             )
 
         with job_context(job_id):
-            if self.finisher is not None and (job_id, segment) in self._finishing:
-                # Ours, made in a batch and still being stored: its claim is our own, so it
-                # would not make us wait. Once stored, the run below finds the job finished.
-                self.finisher.drain()
-            # A worker that batched this segment with its own runs it now, or has: wait.
+            # A worker that batched this segment with its own runs it now, or has, or stores
+            # it (this one's finisher, too): wait.
             through_outage(lambda: self.claims.wait_and_take(job_id, segment))
             try:
                 return SEGMENT_RERUNS.call_with_retry(
                     lambda: self._run(job_id, segment), lost_redis
                 )
             finally:
-                self._release(job_id, segment)
+                through_outage(lambda: self.claims.release(job_id, segment))
 
     def _run(self, job_id: str, segment: int) -> FailureType | None:
         envelope = self.store.load(job_id)
@@ -230,8 +225,7 @@ class JobRunner:
             self._store_and_finish(job_id, spec, images, trace)
             return
         # The claim is released once the pictures are stored, not when this call returns.
-        self._deferred.add((job_id, index))
-        self._finishing.add((job_id, index))
+        self.claims.lend(job_id, index)
 
         def finish() -> None:
             with job_context(job_id):
@@ -241,8 +235,7 @@ class JobRunner:
                     log.exception("storing the pictures failed")
                     self._fail(job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc))
                 finally:
-                    through_outage(lambda: self.claims.release(job_id, index))
-                    self._finishing.discard((job_id, index))
+                    through_outage(lambda: self.claims.settle(job_id, index))
 
         self.finisher.submit(finish)
 
@@ -272,13 +265,6 @@ class JobRunner:
         ]
         self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
 
-    def _release(self, job_id: str, segment: int) -> None:
-        """Release a claim, unless the finisher holds it until the job's pictures are stored."""
-        if (job_id, segment) in self._deferred:
-            self._deferred.discard((job_id, segment))
-            return
-        through_outage(lambda: self.claims.release(job_id, segment))
-
     def _monitor(self, job_id: str, spec: JobSpec, began: float) -> StepMonitor:
         assert spec.timeout_s is not None
         return StepMonitor(
@@ -304,20 +290,23 @@ class JobRunner:
             for member in companions:
                 with job_context(member.job_id):
                     self._fail_for(member.job_id, exc)
-                self._release(member.job_id, 0)
+                self._let_go(member.job_id)
             raise
         finally:
             self.cache.pinned = frozenset()
         for member in companions:
             with job_context(member.job_id):
                 self._settle(member, segments)
-            self._release(member.job_id, 0)
+            self._let_go(member.job_id)
         if leader.stopped is not None:
             raise Stopped(leader.stopped)
         if leader.error is not None:
             raise leader.error
         assert leader.trace is not None
         self._complete(leader.job_id, 0, leader.spec, segments, leader.pictures, [leader.trace])
+
+    def _let_go(self, job_id: str) -> None:
+        through_outage(lambda: self.claims.release(job_id, 0))
 
     def _settle(self, member: Member, segments: list[Segment]) -> None:
         if member.stopped == "canceled":
