@@ -122,12 +122,15 @@ def _block(
     raise ValueError(f"unexpected key {rest!r} in a Flux block")
 
 
-def _read(path: Path, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _read(
+    path: Path, prefix: str, dtype: torch.dtype, skip: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix` (without it), read one at a time; those under `skip` unread."""
     with safe_open(str(path), "pt") as handle:
         return {
             key.removeprefix(prefix): handle.get_tensor(key).to(dtype)
             for key in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
-            if key.startswith(prefix)
+            if key.startswith(prefix) and not key.startswith(skip)
         }
 
 
@@ -155,7 +158,7 @@ def load_flux_file(
 
     prefix = TRANSFORMER_PREFIX if any(k.startswith(TRANSFORMER_PREFIX) for k in keys) else ""
     bundled = (VAE_PREFIX, CLIP_PREFIX, T5_PREFIX, "text_encoders.")
-    weights = {k: v for k, v in _read(path, prefix, dtype).items() if not k.startswith(bundled)}
+    weights = _read(path, prefix, dtype, skip=bundled)
     if is_bfl_layout(set(weights)):
         weights = bfl_to_diffusers(weights)
     with init_empty_weights():
