@@ -25,7 +25,7 @@ from contract.envelope import StageTrace
 from contract.registry import LoraEntry
 from contract.segments import Segment
 from contract.spec import JobSpec
-from workers.chain import _adapters, _sampler
+from workers.chain import negative_prompt_of, seed_of, stage_loras, stage_sampler
 from workers.finite import finite_pictures
 from workers.runtime import LoadedModel
 from workers.stage_errors import StageError
@@ -58,7 +58,7 @@ def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
     stage = spec.stages[0]
     assert stage.steps is not None, "spec not normalized"
     assert stage.guidance_scale is not None, "spec not normalized"
-    negative = stage.negative_prompt if stage.negative_prompt is not None else spec.negative_prompt
+    negative = negative_prompt_of(spec, stage)
     return BatchKey(
         stage.model,
         spec.width,
@@ -105,17 +105,15 @@ def run_text_batch(
     `stopped` reason or `error` (a non-finite picture fails that member alone)."""
     first = members[0].spec
     stage = first.stages[0]
-    prompts, negatives, generators, owners = [], [], [], []
+    prompts, negatives, generators = [], [], []
     for member in members:
         spec = member.spec
-        assert spec.seed is not None, "spec not normalized"
         s = spec.stages[0]
-        negative = s.negative_prompt if s.negative_prompt is not None else spec.negative_prompt
+        negative = negative_prompt_of(spec, s)
         for k in range(spec.num_images):
             prompts.append(s.prompt or spec.prompt)
             negatives.append(negative or "")
-            generators.append(torch.Generator("cpu").manual_seed((spec.seed + k) % 2**64))
-            owners.append(member)
+            generators.append(torch.Generator("cpu").manual_seed(seed_of(spec, k)))
     kwargs: dict[str, Any] = {
         "prompt": prompts,
         "num_inference_steps": stage.steps,
@@ -144,7 +142,10 @@ def run_text_batch(
     kwargs["callback_on_step_end"] = on_step_end
     started = time.perf_counter()
     pipe = model.text
-    with _adapters(model, stage, loras), _sampler(pipe, stage, model.entry.arch.name) as sampler:
+    with (
+        stage_loras(model, stage, loras),
+        stage_sampler(pipe, stage, model.entry.arch.name) as sampler,
+    ):
         output = pipe(**kwargs).images
     seconds = time.perf_counter() - started
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None

@@ -96,7 +96,7 @@ def run_chain(
         started = time.perf_counter()
         model = models(stage.model)
         received, space, shape = _describe(carry, i)
-        with _adapters(model, stage, loras or {}):
+        with stage_loras(model, stage, loras or {}):
             carry, step_seconds, sampler = _run_stage(
                 spec, i, stage, following, model, carry, monitor, upscalers
             )
@@ -155,14 +155,12 @@ def _run_stage(
     kwargs: dict[str, Any] = {
         "num_inference_steps": stage.steps,
         "guidance_scale": stage.guidance_scale,
-        "generator": [torch.Generator("cpu").manual_seed(_seed(spec, k)) for k in range(n)],
+        "generator": [torch.Generator("cpu").manual_seed(seed_of(spec, k)) for k in range(n)],
         # Pictures as float tensors, where NaN survives, not as PIL, where it turns black.
         "output_type": "latent" if want_latents else "pt",
     }
     if arch.negative_prompt:
-        negative = (
-            stage.negative_prompt if stage.negative_prompt is not None else spec.negative_prompt
-        )
+        negative = negative_prompt_of(spec, stage)
         if negative:
             kwargs["negative_prompt"] = negative
     if ends_at is not None:
@@ -186,7 +184,7 @@ def _run_stage(
     stamps: list[float] = []
     last: list[torch.Tensor] = []  # the latents after the last step, for a decode in fp32
     kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps, last)
-    with _sampler(pipe, stage, arch.name) as sampler:
+    with stage_sampler(pipe, stage, arch.name) as sampler:
         output = pipe(**kwargs).images
     if stop:
         raise Stopped(stop[0])
@@ -202,7 +200,7 @@ def _run_stage(
 
 
 @contextlib.contextmanager
-def _adapters(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
+def stage_loras(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
     """The stage's LoRAs active on the model for this stage only. Each file is loaded once per
     model (PEFT adapters on its shared modules, kept for later jobs while the memory budget
     allows, least recently used deleted first) and activated with its weight; afterwards the
@@ -238,7 +236,7 @@ def _adapters(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) 
 
 
 @contextlib.contextmanager
-def _sampler(
+def stage_sampler(
     pipe: DiffusionPipeline, stage: Stage, architecture: ArchitectureName
 ) -> Iterator[str]:
     """The stage's sampler on `pipe` for one call (a checked name, `contract.samplers`), built
@@ -346,6 +344,12 @@ def _step_callback(
     return on_step_end
 
 
-def _seed(spec: JobSpec, k: int) -> int:
+def seed_of(spec: JobSpec, k: int) -> int:
+    """Picture k's seed: the job's seed plus k."""
     assert spec.seed is not None, "spec not normalized"
     return (spec.seed + k) % 2**64
+
+
+def negative_prompt_of(spec: JobSpec, stage: Stage) -> str | None:
+    """The stage's own negative prompt, else the job's."""
+    return stage.negative_prompt if stage.negative_prompt is not None else spec.negative_prompt
