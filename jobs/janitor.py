@@ -131,7 +131,8 @@ def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> 
     if redis.exists(claim_key(job_id, segment)):
         return False  # its finisher is still at it
     store = lifecycle.store
-    if store.field(job_id, "rq_job") != rq_job or store.field(job_id, "status") != "running":
+    now_rq_job, now_status = redis.hmget(job_key(job_id), ["rq_job", "status"])
+    if now_rq_job != rq_job.encode() or now_status != b"running":
         return False  # handed to its next segment, or finished, since the record was read
     assert envelope.spec.timeout_s is not None
     retries = int(store.field(job_id, "max_retries") or 0)

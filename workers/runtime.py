@@ -62,7 +62,6 @@ class LoadedModel:
         adapters the running stage needs, which the memory budget never deletes."""
         if name not in self.adapters:
             self.text.load_lora_weights(str(file), adapter_name=name)
-            self.adapters[name] = time.monotonic()
             if self.on_adapter_loaded is not None:
                 self.on_adapter_loaded(self, keep)
         self.adapters[name] = time.monotonic()
