@@ -168,10 +168,16 @@ class JobService:
         outcome = self.lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.QUEUED,))
         if outcome.applied:
             self._cancel_rq_job(job_id)
-        elif outcome.previous is not None and outcome.previous.is_final:
+        elif (
+            outcome.previous is not None
+            and outcome.previous.is_final
+            # A worker that took the job meanwhile saw the flag and ended it: this cancel did.
+            and outcome.previous is not JobStatus.CANCELED
+        ):
             raise JobAlreadyFinished(job_id, outcome.previous)
         log.info("cancel requested", extra={"job_id": job_id, "was": envelope.status.value})
-        return CancelOutcome(self.visible(job_id, caller), outcome.applied)
+        ended = outcome.applied or outcome.previous is JobStatus.CANCELED
+        return CancelOutcome(self.visible(job_id, caller), ended)
 
     def _cancel_rq_job(self, job_id: str) -> None:
         rq_job = self.store.field(job_id, "rq_job")
