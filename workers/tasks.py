@@ -15,6 +15,10 @@ def install_runner(runner: JobRunner | None) -> None:
     _runner = runner
 
 
+def installed_runner() -> JobRunner | None:
+    return _runner
+
+
 def run_job(job_id: str, segment: int = 0) -> None:
     if _runner is None:
         raise RuntimeError("run_job needs the imagegen worker (python -m workers), not plain rq")

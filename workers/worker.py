@@ -25,7 +25,7 @@ from workers.job_runner import JobRunner
 from workers.outage import through_outage
 from workers.runtime import ModelCache, ModelUnavailable
 from workers.settings import WorkerSettings
-from workers.tasks import install_runner
+from workers.tasks import install_runner, installed_runner
 
 log = logging.getLogger("imagegen.worker")
 __all__ = ["GenerationWorker", "build_runner", "main", "unique_name"]
@@ -55,6 +55,9 @@ class GenerationWorker(HeartbeatWorker):
         publish(self.connection, self.presence(), ttl_s=self.settings.heartbeat_ttl_s)
 
     def stopped(self) -> None:
+        runner = installed_runner()
+        if runner is not None and runner.finisher is not None:
+            runner.finisher.drain()  # the last jobs' pictures, stored before the worker goes
         withdraw(self.connection, self.name)
 
     def presence(self) -> WorkerPresence:
@@ -129,5 +132,3 @@ def main() -> None:
         "worker %s serving pool %s: %s", name, settings.pool, ", ".join(worker.presence().models)
     )
     worker.work(logging_level=settings.log_level)
-    if runner.finisher is not None:
-        runner.finisher.drain()  # the last jobs' pictures, stored before the process ends
