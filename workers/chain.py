@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
@@ -38,7 +38,7 @@ from workers.stage_errors import StageError, Stopped
 from workers.upscalers import LoadedUpscaler, upscale
 
 log = logging.getLogger("imagegen.worker")
-__all__ = ["StageError", "Stopped", "run_chain"]
+__all__ = ["Member", "StageError", "Stopped", "run_chain", "run_group"]
 
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -74,6 +74,31 @@ ModelLookup = Callable[[str], LoadedModel]
 UpscalerLookup = Callable[[str], LoadedUpscaler]
 
 
+@dataclass
+class Member:
+    """One job in a group whose stages run as shared pipeline calls (one job alone is a group of
+    one; workers.batching gathers bigger ones). Its pictures keep their own prompt, negative
+    prompt and seeds; it leaves the group when its monitor says stop or its pictures fail."""
+
+    job_id: str
+    spec: JobSpec  # normalized; the group's members share every stage but their prompts
+    monitor: StepMonitor
+    carry: Carry | None = None  # what its last stage handed on (None: text to image)
+    traces: list[StageTrace] = field(default_factory=list)
+    stopped: str | None = None  # "canceled" or "timeout", once its monitor said so
+    error: StageError | None = None  # its own pictures failed (non-finite)
+
+    @property
+    def running(self) -> bool:
+        return self.stopped is None and self.error is None
+
+    @property
+    def pictures(self) -> list[Image.Image]:
+        # A segment ends where the pool changes, which only a pixel handoff may do.
+        assert isinstance(self.carry, Pictures), "a segment must end in pictures"
+        return self.carry.images
+
+
 def run_chain(
     spec: JobSpec,
     stages: range,
@@ -87,41 +112,65 @@ def run_chain(
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
     previous segment handed over) or from text; return the pictures and a trace per stage.
     `loras` are the registry's, for stages that name some; `upscalers` loads upscaler models
-    for hires stages that name one."""
-    carry: Carry | None = Pictures(pictures) if pictures is not None else None
-    traces = []
+    for hires stages that name one. Raises Stopped or StageError as the job ends otherwise."""
+    member = Member("", spec, monitor, Pictures(pictures) if pictures is not None else None)
+    run_group([member], stages, models, worker, loras, upscalers)
+    if member.stopped is not None:
+        raise Stopped(member.stopped)
+    if member.error is not None:
+        raise member.error
+    return member.pictures, member.traces
+
+
+def run_group(
+    members: list[Member],
+    stages: range,
+    models: ModelLookup,
+    worker: str,
+    loras: Mapping[str, LoraEntry] | None = None,
+    upscalers: UpscalerLookup | None = None,
+) -> None:
+    """Run `stages` for every member, one pipeline call per stage for all of them; fills each
+    member's carry and traces, or its `stopped` or `error`. An exception no member owns (a
+    model that cannot load, out of memory) is raised for the whole group."""
     for i in stages:
-        stage = spec.stages[i]
-        following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
+        group = [m for m in members if m.running]
+        if not group:
+            return
+        stage = group[0].spec.stages[i]
         started = time.perf_counter()
         model = models(stage.model)
-        received, space, shape = _describe(carry, i)
+        received = [_describe(m.carry, i) for m in group]
         with stage_loras(model, stage, loras or {}):
-            carry, step_seconds, sampler = _run_stage(
-                spec, i, stage, following, model, carry, monitor, upscalers
+            step_seconds, sampler = _run_stage(i, group, model, upscalers)
+        width, height = stage_size(group[0].spec, i)
+        seconds = round(time.perf_counter() - started, 4)
+        made_together = sum(m.spec.num_images for m in group)
+        for member, (source, space, shape) in zip(group, received, strict=True):
+            if not member.running:
+                continue
+            member.traces.append(
+                StageTrace(
+                    stage=i,
+                    model=stage.model,
+                    worker=worker,
+                    sampler=sampler,
+                    input=source,
+                    input_latent_space=space,
+                    input_shape=shape,
+                    width=width,
+                    height=height,
+                    seconds=seconds,
+                    step_seconds=None if step_seconds is None else round(step_seconds, 5),
+                    decoded_again_in_fp32=isinstance(member.carry, Pictures)
+                    and member.carry.decoded_again_in_fp32,
+                    loras=stage.loras or [],
+                    upscaler=None if stage.upscaler is None else str(stage.upscaler),
+                    batch_size=made_together,
+                )
             )
-        width, height = stage_size(spec, i)
-        traces.append(
-            StageTrace(
-                stage=i,
-                model=stage.model,
-                worker=worker,
-                sampler=sampler,
-                input=received,
-                input_latent_space=space,
-                input_shape=shape,
-                width=width,
-                height=height,
-                seconds=round(time.perf_counter() - started, 4),
-                step_seconds=None if step_seconds is None else round(step_seconds, 5),
-                decoded_again_in_fp32=isinstance(carry, Pictures) and carry.decoded_again_in_fp32,
-                loras=stage.loras or [],
-                upscaler=None if stage.upscaler is None else str(stage.upscaler),
-            )
-        )
-    # A segment ends where the pool changes, which only a pixel handoff may do.
-    assert isinstance(carry, Pictures), "a segment must end in pictures"
-    return carry.images, traces
+    if len(members) > 1:
+        log.info("ran %d jobs' stages %s together", len(members), list(stages))
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -133,70 +182,101 @@ def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[in
 
 
 def _run_stage(
-    spec: JobSpec,
-    i: int,
-    stage: Stage,
-    following: Stage | None,
-    model: LoadedModel,
-    carry: Carry | None,
-    monitor: StepMonitor,
-    upscalers: UpscalerLookup | None,
-) -> tuple[Carry, float | None, str]:
-    """Run one stage; return what it hands on, its mean denoising step time and its sampler."""
+    i: int, group: list[Member], model: LoadedModel, upscalers: UpscalerLookup | None
+) -> tuple[float | None, str]:
+    """Run stage i for the group in one call: each member's carry becomes what the stage hands
+    on, or the member stops or fails. Returns the mean denoising step time and the sampler."""
+    spec = group[0].spec  # the stage's settings; prompts and seeds are each member's
+    stage = spec.stages[i]
+    following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
     arch = model.entry.arch
     width, height = stage_size(spec, i)
-    n = spec.num_images
     want_latents = following is not None and following.handoff is Handoff.LATENT
     ends_at = (
         following.switch_at if following is not None and following.mode is Mode.REFINE else None
     )
 
-    prompt = stage.prompt or spec.prompt
+    # One row per picture: its member's prompt and negative prompt, its own seed's noise.
+    prompts, negatives, generators = [], [], []
+    for member in group:
+        s = member.spec.stages[i]
+        for k in range(member.spec.num_images):
+            prompts.append(s.prompt or member.spec.prompt)
+            negatives.append(negative_prompt_of(member.spec, s) or "")
+            generators.append(torch.Generator("cpu").manual_seed(seed_of(member.spec, k)))
     kwargs: dict[str, Any] = {
+        "prompt": prompts,
         "num_inference_steps": stage.steps,
         "guidance_scale": stage.guidance_scale,
-        "generator": [torch.Generator("cpu").manual_seed(seed_of(spec, k)) for k in range(n)],
+        "generator": generators,
         # Pictures as float tensors, where NaN survives, not as PIL, where it turns black.
         "output_type": "latent" if want_latents else "pt",
     }
-    if arch.negative_prompt:
-        negative = negative_prompt_of(spec, stage)
-        if negative:
-            kwargs["negative_prompt"] = negative
+    # SDXL reads "no negative prompt" as zeros: pass one only where the stage has one (members
+    # share that: workers.batching keys on it).
+    if arch.negative_prompt and any(negatives):
+        kwargs["negative_prompt"] = negatives
     if ends_at is not None:
         kwargs["denoising_end"] = ends_at
 
-    if carry is None:
+    carries = [m.carry for m in group]
+    if carries[0] is None:
         pipe = model.text
-        kwargs.update(prompt=prompt, num_images_per_prompt=n, height=height, width=width)
+        kwargs.update(height=height, width=width)
+        if len(group) == 1:
+            # One job's prompt encoded once and repeated, as diffusers does for one prompt.
+            n = spec.num_images
+            kwargs.update(prompt=prompts[0], num_images_per_prompt=n)
+            if "negative_prompt" in kwargs:
+                kwargs["negative_prompt"] = negatives[0]
     else:
         pipe = model.image
-        # One picture per image in the batch, so prompts are per image too.
-        kwargs["prompt"] = [prompt] * n
-        if "negative_prompt" in kwargs:
-            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * n
+        carry = _together(carries)
         kwargs.update(_image_input(i, stage, model, carry, (width, height), spec, upscalers))
         if isinstance(pipe, (FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline)):
             # Without an explicit size these resize their input to their default sample size.
             kwargs.update(height=height, width=width)
 
-    stop: list[str] = []
     stamps: list[float] = []
     last: list[torch.Tensor] = []  # the latents after the last step, for a decode in fp32
-    kwargs["callback_on_step_end"] = _step_callback(i, monitor, stop, stamps, last)
+    kwargs["callback_on_step_end"] = _step_callback(i, group, stamps, last)
     with stage_sampler(pipe, stage, arch.name) as sampler:
         output = pipe(**kwargs).images
-    if stop:
-        raise Stopped(stop[0])
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
-        if not torch.isfinite(output).all():
-            raise non_finite(i, model, "latents")
-        latents = _unpack(pipe, output, width, height)
-        return Latents(latents, model.entry.latent_space, ends_at), step, sampler
-    latents_at_end = last[-1] if last else None
-    pictures, again = finite_pictures(pipe, output, latents_at_end, i, model, (width, height))
-    return Pictures(pictures, again), step, sampler
+        output = _unpack(pipe, output, width, height)
+    at_end = last[-1] if last else None  # packed for Flux: finite_pictures unpacks them
+    start = 0
+    for member in group:
+        rows = slice(start, start + member.spec.num_images)
+        start = rows.stop
+        if member.stopped is not None:
+            continue  # its pictures are dropped
+        try:
+            if want_latents:
+                if not torch.isfinite(output[rows]).all():
+                    raise non_finite(i, model, "latents")
+                member.carry = Latents(output[rows], model.entry.latent_space, ends_at)
+            else:
+                pictures, again = finite_pictures(
+                    pipe, output[rows], None if at_end is None else at_end[rows], i, model,
+                    (width, height),
+                )  # fmt: skip
+                member.carry = Pictures(pictures, again)
+        except StageError as error:
+            member.error = error  # fails this member alone
+    return step, sampler
+
+
+def _together(carries: list[Carry | None]) -> Carry:
+    """The group's carries as one input: latents stacked, pictures listed, in member order."""
+    if all(isinstance(c, Latents) for c in carries):
+        latents = [c for c in carries if isinstance(c, Latents)]
+        first = latents[0]
+        return Latents(torch.cat([c.tensor for c in latents]), first.space, first.ends_at)
+    pictures = [c for c in carries if isinstance(c, Pictures)]
+    assert len(pictures) == len(carries), "a group's members hand on alike"
+    return Pictures([image for c in pictures for image in c.images])
 
 
 @contextlib.contextmanager
@@ -322,11 +402,7 @@ def _unpack(
 
 
 def _step_callback(
-    stage: int,
-    monitor: StepMonitor,
-    stop: list[str],
-    stamps: list[float],
-    last: list[torch.Tensor],
+    stage: int, group: list[Member], stamps: list[float], last: list[torch.Tensor]
 ) -> Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]:
     def on_step_end(
         pipe: DiffusionPipeline, step: int, _t: Any, tensors: dict[str, Any]
@@ -334,11 +410,12 @@ def _step_callback(
         stamps.append(time.perf_counter())
         if "latents" in tensors:
             last[:] = [tensors["latents"]]
-        reason = monitor(stage, step + 1, pipe.num_timesteps)
-        if reason is not None:
+        for member in group:
+            if member.stopped is None:
+                member.stopped = member.monitor(stage, step + 1, pipe.num_timesteps)
+        if all(m.stopped is not None for m in group):
             # diffusers stops its loop at the next step; the caller discards the output.
             pipe._interrupt = True
-            stop.append(reason)
         return tensors
 
     return on_step_end

@@ -1,8 +1,8 @@
 """Finding the queued jobs a batch leader can run with (workers.batching), and claiming them.
 
-A companion is a queued job whose first segment has the leader's batch key. Claiming it makes it
-`running` on this worker and takes its claim (jobs.claims); its RQ job stays in the queue, so if
-this worker dies, whichever worker takes that RQ job runs it again.
+A companion is a queued job whose first segment has the leader's batch key (workers.batching).
+Claiming it makes it `running` on this worker and takes its claim (jobs.claims); its RQ job stays
+in the queue, so if this worker dies, whichever worker takes that RQ job runs it again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from jobs.claims import Claims
 from jobs.queues import pool_queue
 from jobs.redis_keys import job_key, rq_job_id
 from jobs.store import JobStore, now
-from workers.batching import Batching, BatchKey, Member, Monitor, batch_key
+from workers.batching import Batching, BatchKey, batch_key
+from workers.chain import Member, StepMonitor
 
 
 class Gatherer:
@@ -32,7 +33,7 @@ class Gatherer:
         claims: Claims,
         batching: Batching,
         worker_name: str,
-        monitor: Callable[[str, JobSpec, float], Monitor],
+        monitor: Callable[[str, JobSpec, float], StepMonitor],
     ) -> None:
         self.store = store
         self.registry = registry

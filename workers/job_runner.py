@@ -31,8 +31,8 @@ from jobs.logs import job_context
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.redis_keys import handoff_key, init_image_key, job_key
 from jobs.store import now
-from workers.batching import Batching, BatchKey, Member, batch_key, run_text_batch
-from workers.chain import StageError, Stopped, run_chain
+from workers.batching import Batching, batch_key
+from workers.chain import Member, Pictures, StageError, Stopped, run_group
 from workers.finisher import Finisher
 from workers.gathering import Gatherer
 from workers.outage import REDIS_ERRORS, SEGMENT_RERUNS, through_outage
@@ -171,7 +171,6 @@ class JobRunner:
         checked = check_job(spec, self.registry, self.limits)
         spec = checked.spec
         segments = plan_segments(spec, self.registry)
-        segment = segments[index]
         if index == 0:
             pictures = [checked.init_image] * spec.num_images if checked.init_image else None
         else:
@@ -180,25 +179,13 @@ class JobRunner:
         assert spec.timeout_s is not None
         began = started_at.timestamp() if started_at else time.time()
         monitor = self._monitor(job_id, spec, began)
-        key = batch_key(spec, segments) if index == 0 and self.batching else None
+        leader = Member(job_id, spec, monitor, None if pictures is None else Pictures(pictures))
+        companions: list[Member] = []
+        key = batch_key(spec, segments) if index == 0 and self.gatherer else None
         if key is not None:
             assert self.gatherer is not None
             companions = self.gatherer.gather(job_id, key, spec.num_images)
-            if companions:
-                self._run_batch(Member(job_id, spec, monitor), companions, key, segments)
-                return
-        stages = range(segment.start, segment.end)
-        # The memory budget never evicts a model or upscaler this segment still needs.
-        needed = [(spec.stages[i].model, spec.stages[i].upscaler) for i in stages]
-        self.cache.pinned = frozenset(n for pair in needed for n in pair if n is not None)
-        try:
-            images, traces = run_chain(
-                spec, stages, pictures, self.cache.get, monitor, self.worker_name,
-                self.registry.loras, self.cache.upscaler,
-            )  # fmt: skip
-        finally:
-            self.cache.pinned = frozenset()
-        self._complete(job_id, index, spec, segments, images, traces)
+        self._run_group(leader, companions, index, segments)
 
     def _complete(
         self,
@@ -275,17 +262,23 @@ class JobRunner:
             self.progress_interval_s,
         )
 
-    def _run_batch(
-        self, leader: Member, companions: list[Member], key: BatchKey, segments: list[Segment]
+    def _run_group(
+        self, leader: Member, companions: list[Member], index: int, segments: list[Segment]
     ) -> None:
-        """The leader's and its companions' first stages in one call. The companions end here,
-        whatever happens; the leader's outcome is raised as its own run's would be."""
+        """Segment `index` of the leader's job, with its companions' first segments in the same
+        calls (workers.batching). The companions end here, whatever happens; the leader's
+        outcome is raised as its run alone would raise it."""
         members = [leader, *companions]
-        self.cache.pinned = frozenset({key.model})
+        segment = segments[index]
+        stages = range(segment.start, segment.end)
+        # The memory budget never evicts a model or upscaler this segment still needs.
+        needed = [(leader.spec.stages[i].model, leader.spec.stages[i].upscaler) for i in stages]
+        self.cache.pinned = frozenset(n for pair in needed for n in pair if n is not None)
         try:
-            run_text_batch(
-                members, self.cache.get(key.model), self.registry.loras, self.worker_name
-            )
+            run_group(
+                members, stages, self.cache.get, self.worker_name, self.registry.loras,
+                self.cache.upscaler,
+            )  # fmt: skip
         except Exception as exc:
             for member in companions:
                 with job_context(member.job_id):
@@ -302,8 +295,7 @@ class JobRunner:
             raise Stopped(leader.stopped)
         if leader.error is not None:
             raise leader.error
-        assert leader.trace is not None
-        self._complete(leader.job_id, 0, leader.spec, segments, leader.pictures, [leader.trace])
+        self._complete(leader.job_id, index, leader.spec, segments, leader.pictures, leader.traces)
 
     def _let_go(self, job_id: str) -> None:
         through_outage(lambda: self.claims.release(job_id, 0))
@@ -316,8 +308,7 @@ class JobRunner:
         elif member.error is not None:
             self._fail(member.job_id, member.error.type, str(member.error))
         else:
-            assert member.trace is not None
-            self._complete(member.job_id, 0, member.spec, segments, member.pictures, [member.trace])
+            self._complete(member.job_id, 0, member.spec, segments, member.pictures, member.traces)
 
     def _fail_for(self, job_id: str, exc: Exception) -> None:
         """A batch member failed by the call's exception, as its own run would file it."""

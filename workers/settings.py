@@ -31,9 +31,9 @@ class WorkerSettings(CommonSettings):
         25,
         ge=0,
         le=2000,
-        description="How long a text-to-image job waits, while other jobs are queued, for jobs "
-        "it can run with in one call (same model, size, steps, sampler, guidance); 0 turns "
-        "batching off.",
+        description="How long a job starting from text waits, while other jobs are queued, "
+        "for jobs whose first stages ask the same (model, size, steps, sampler, guidance...) to "
+        "run with it in shared calls; 0 turns batching off.",
     )
     max_batch_images: int = Field(8, ge=1, le=64, description="Pictures per batched call.")
     max_batch_megapixels: float = Field(

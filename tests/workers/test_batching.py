@@ -1,5 +1,6 @@
-"""Queued text-to-image jobs that fit together run in one pipeline call, each with its own
-prompt, seeds, pictures, cancel and end; on a real Redis and the tiny models, in this process."""
+"""Queued jobs whose first segments fit together run them as shared pipeline calls, stage by
+stage, each with its own prompt, seeds, pictures, cancel and end; on a real Redis and the tiny
+models, in this process."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
-from workers.batching import Batching, Member, batch_key, run_text_batch
+from tests.helpers import png_b64
+from workers.batching import Batching, batch_key
+from workers.chain import Member, run_group
 from workers.finisher import Finisher
 from workers.job_runner import JobRunner
 from workers.runtime import ModelCache
@@ -101,6 +104,29 @@ def test_fitting_jobs_share_one_call_and_each_ends_once_with_its_own_pictures(
     assert np.abs(pixels(batched, ids[0]) - pixels(batched, ids[2])).max() > 10
 
 
+def test_jobs_with_a_flux_hires_stage_batch_both_stages_through_the_runner(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # SD1.5's picture decoded, resized and given to Flux's img2img: the pixel handoff, batched.
+    stages = [
+        {"model": "demo-sd15", "steps": 3},
+        {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2, "steps": 2,
+         "denoise": 0.5},
+    ]  # fmt: skip
+    batched = runner(redis, registry, cache, batch=True)
+    ids = [submit(batched, **job, stages=stages) for job in JOBS]
+    batched.run(ids[0])
+    for job_id in ids:
+        envelope = batched.store.load(job_id)
+        assert envelope is not None
+        assert envelope.status is JobStatus.SUCCEEDED, envelope.error
+        assert [(t.model, t.batch_size) for t in envelope.trace] == [
+            ("demo-sd15", 4), ("demo-flux", 4)
+        ]  # fmt: skip
+        assert (envelope.images[0].width, envelope.images[0].height) == (128, 128)
+    assert np.abs(pixels(batched, ids[0]) - pixels(batched, ids[2])).max() > 10
+
+
 def test_jobs_that_do_not_fit_are_left_for_their_own_run(
     redis: Redis, registry: ModelRegistry, cache: ModelCache
 ) -> None:
@@ -119,15 +145,15 @@ def test_jobs_that_do_not_fit_are_left_for_their_own_run(
         assert envelope.status is JobStatus.QUEUED
 
 
+def normalized(registry: ModelRegistry, stages: list[dict[str, Any]], **job: Any) -> JobSpec:
+    body = {"prompt": "p", "width": 64, "height": 64, **job, "stages": stages}
+    return check_job(JobSpec.model_validate(body), registry, JobLimits()).spec
+
+
 def test_a_member_canceled_mid_call_leaves_it_and_the_others_finish(
     registry: ModelRegistry, cache: ModelCache
 ) -> None:
-    specs = [
-        check_job(JobSpec.model_validate({"width": 64, "height": 64, **job,
-                                          "stages": [{"model": "demo-sd15", "steps": 4}]}),
-                  registry, JobLimits()).spec
-        for job in JOBS
-    ]  # fmt: skip
+    specs = [normalized(registry, [{"model": "demo-sd15", "steps": 4}], **job) for job in JOBS]
     seen: list[int] = []
 
     def cancel_at_step_2(stage: int, step: int, steps: int) -> str | None:
@@ -139,26 +165,70 @@ def test_a_member_canceled_mid_call_leaves_it_and_the_others_finish(
         Member("b", specs[1], cancel_at_step_2),
         Member("c", specs[2], lambda *_: None),
     ]
-    run_text_batch(members, cache.get("demo-sd15"), {}, "w")
+    run_group(members, range(1), cache.get, "w")
     assert members[1].stopped == "canceled"
-    assert members[1].pictures == []
+    assert members[1].carry is None  # its pictures dropped
     assert seen == [1, 2]  # asked no more once it left
     assert [len(m.pictures) for m in (members[0], members[2])] == [1, 1]
-    assert members[0].trace is not None
+    assert [t.batch_size for t in members[0].traces] == [4]
 
 
-def test_only_a_single_text_stage_first_segment_batches(registry: ModelRegistry) -> None:
-    def key(**fields: Any) -> object:
-        body = {"prompt": "p", "width": 64, "height": 64, **fields}
-        spec = check_job(JobSpec.model_validate(body), registry, JobLimits()).spec
+def test_base_and_refiner_run_as_two_shared_calls_and_a_member_stopped_in_the_first_is_dropped(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # The refiner takes the base's latents: the group's latents go on stacked, row for row.
+    stages = [
+        {"model": "demo-sdxl", "steps": 4},
+        {"model": "demo-sdxl-refiner", "mode": "refine", "switch_at": 0.5},
+    ]
+    specs = [normalized(registry, stages, **job) for job in JOBS]
+    alone = [Member(f"alone-{k}", spec, lambda *_: None) for k, spec in enumerate(specs)]
+    for member in alone:
+        run_group([member], range(2), cache.get, "w")
+    steps_seen: list[tuple[int, int]] = []
+
+    def cancel_in_base(stage: int, step: int, steps: int) -> str | None:
+        steps_seen.append((stage, step))
+        return "canceled" if (stage, step) == (0, 1) else None
+
+    together = [
+        Member("a", specs[0], lambda *_: None),
+        Member("b", specs[1], lambda *_: None),
+        Member("c", specs[2], cancel_in_base),
+    ]
+    run_group(together, range(2), cache.get, "w")
+    assert together[2].stopped == "canceled"
+    assert together[2].traces == []
+    assert steps_seen == [(0, 1)]  # not in the refiner's call
+    for member in together[:2]:
+        # base: all four pictures in one call; refiner: the three that remain
+        assert [t.batch_size for t in member.traces] == [4, 3]
+        assert [t.input for t in member.traces] == ["text", "latents"]
+    assert together[0].traces[1].input_shape == [1, 4, 8, 8]
+    assert together[1].traces[1].input_shape == [2, 4, 8, 8]
+    for one, many in zip(alone[:2], together[:2], strict=True):
+        for a, b in zip(one.pictures, many.pictures, strict=True):
+            assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= 1
+
+
+def test_the_key_covers_every_stage_of_the_first_segment_but_prompts(
+    registry: ModelRegistry,
+) -> None:
+    def key(stages: list[dict[str, Any]], **job: Any) -> object:
+        spec = normalized(registry, stages, **job)
         return batch_key(spec, plan_segments(spec, registry))
 
     base = {"model": "demo-sd15", "steps": 3}
-    assert key(stages=[base]) == key(stages=[base], seed=5, prompt="other", num_images=3)
-    assert key(stages=[base]) != key(stages=[{**base, "guidance_scale": 3}])
-    assert key(stages=[base]) != key(stages=[base], negative_prompt="blurry")
-    hires = {"model": "demo-sd15", "mode": "hires", "steps": 2}
-    assert key(stages=[base, hires]) is None  # two stages in one segment
+    assert key([base]) == key([base], seed=5, prompt="other", num_images=3)
+    assert key([base]) != key([{**base, "guidance_scale": 3}])
+    assert key([base]) != key([base], negative_prompt="blurry")
+    assert key([base], negative_prompt="blurry") == key([base], negative_prompt="watermark")
+    hires = {"model": "demo-sd15", "mode": "hires", "steps": 2, "denoise": 0.5}
+    assert key([base, hires]) not in (None, key([base]))
+    assert key([base, hires]) == key([base, {**hires, "prompt": "sharper"}])
+    assert key([base, hires]) != key([base, {**hires, "denoise": 0.6}])
+    assert key([base, hires]) != key([base, {**hires, "scale": 1.5}])
+    assert key([base], init_image=png_b64(64, 64)) is None  # its own input: runs alone
 
 
 def test_a_companion_still_being_stored_is_not_run_again_by_its_own_worker(
