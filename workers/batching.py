@@ -14,13 +14,21 @@ applies one guidance scale, one strength, one step count to a whole call.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
 
 from contract.segments import Segment
 from contract.spec import JobSpec
 from contract.stage_sizes import stage_size
 from workers.chain import negative_prompt_of
+
+log = logging.getLogger("imagegen.worker")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class BatchKey:
     def largest_pixels(self) -> int:
         return max(w * h for w, h in self.sizes)
 
+    @property
+    def shape(self) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+        """What a call's memory depends on: the models and sizes, not steps or guidance."""
+        return tuple(str(json.loads(s)["model"]) for s in self.stages), self.sizes
+
 
 def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
     """What a job's first segment must share with others to run in shared calls; None if it
@@ -58,16 +71,84 @@ def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
     return BatchKey(tuple(described), tuple(stage_size(spec, i) for i in stages))
 
 
-@dataclass(frozen=True)
+class DeviceMemory(Protocol):
+    """The accelerator's allocator, as far as batch sizing needs it."""
+
+    def total(self) -> int: ...
+    def allocated(self) -> int: ...
+    def reset_peak(self) -> None: ...
+    def peak(self) -> int: ...
+
+
+class CudaMemory:
+    def total(self) -> int:
+        return int(torch.cuda.get_device_properties(0).total_memory)
+
+    def allocated(self) -> int:
+        return int(torch.cuda.memory_allocated())
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int:
+        return int(torch.cuda.max_memory_allocated())
+
+
+def device_memory() -> DeviceMemory | None:
+    """The GPU's allocator; None on a CPU worker, where batches are bounded by settings alone."""
+    return CudaMemory() if torch.cuda.is_available() else None
+
+
+# The share of the GPU a batch may plan to fill: the allocator's cache and fragmentation need
+# the rest.
+USABLE_SHARE = 0.9
+
+
+@dataclass
 class Batching:
     """How a worker batches: the pool whose queue it gathers from, how long a job waits for
-    companions, and how many pictures one call may make."""
+    companions, and how many pictures one call may make.
+
+    That number is the least of the settings' bounds (pictures, megapixels), what the GPU's free
+    memory holds at the cost per picture measured in earlier calls of the same models and sizes
+    (the memory the loaded models leave, so a worker under a smaller memory budget batches more),
+    and what an out-of-memory error taught: a call that ran out halves the bound for its shape.
+    """
 
     pool: str
     window_s: float
     max_images: int = 8
     max_megapixels: float = 8.0  # pictures × their pixels per call: a bound on activations
+    device: DeviceMemory | None = field(default_factory=device_memory)
+    # per BatchKey.shape: bytes a picture added to a call's peak; the bound an OOM left
+    per_picture: dict[object, int] = field(default_factory=dict)
+    ran_out_at: dict[object, int] = field(default_factory=dict)
 
     def capacity(self, key: BatchKey) -> int:
-        by_pixels = int(self.max_megapixels * 1e6 // key.largest_pixels)
-        return max(1, min(self.max_images, by_pixels))
+        bounds = [self.max_images, int(self.max_megapixels * 1e6 // key.largest_pixels)]
+        if key.shape in self.ran_out_at:
+            bounds.append(self.ran_out_at[key.shape])
+        cost = self.per_picture.get(key.shape)
+        if self.device is not None and cost:
+            free = int(self.device.total() * USABLE_SHARE) - self.device.allocated()
+            bounds.append(free // cost)
+        return max(1, min(bounds))
+
+    @contextlib.contextmanager
+    def measured(self, key: BatchKey, pictures: int) -> Iterator[None]:
+        """Learn what a picture of this shape costs from the call's peak allocation."""
+        if self.device is None:
+            yield
+            return
+        self.device.reset_peak()
+        before = self.device.allocated()
+        yield
+        cost = (self.device.peak() - before) // pictures  # the call's fixed cost included
+        self.per_picture[key.shape] = max(cost, self.per_picture.get(key.shape, 0))
+
+    def ran_out(self, key: BatchKey, pictures: int) -> int:
+        """A call of `pictures` ran out of memory: the bound for its shape from now on."""
+        bound = max(1, pictures // 2)
+        self.ran_out_at[key.shape] = min(bound, self.ran_out_at.get(key.shape, bound))
+        log.warning("a call of %d pictures ran out of memory; batches now %d", pictures, bound)
+        return bound

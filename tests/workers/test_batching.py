@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from redis import Redis
 
@@ -24,7 +25,7 @@ from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
 from tests.helpers import png_b64
-from workers.batching import Batching, batch_key
+from workers.batching import Batching, BatchKey, batch_key
 from workers.chain import Member, run_group
 from workers.finisher import Finisher
 from workers.job_runner import JobRunner
@@ -252,3 +253,76 @@ def test_a_companion_still_being_stored_is_not_run_again_by_its_own_worker(
         assert envelope is not None
         assert envelope.status is JobStatus.SUCCEEDED, envelope.error
         assert redis.hget(job_key(job_id), "attempts:0") == b"1"
+
+
+class FakeGpu:
+    """A GPU allocator's figures (there is no CUDA here): 10 GB, models holding 4 GB, and what
+    the last call peaked at."""
+
+    def __init__(self) -> None:
+        self.held = 4 * 10**9
+        self.call_peak = self.held
+
+    def total(self) -> int:
+        return 10 * 10**9
+
+    def allocated(self) -> int:
+        return self.held
+
+    def reset_peak(self) -> None:
+        self.call_peak = self.held
+
+    def peak(self) -> int:
+        return self.call_peak
+
+
+def sd15_key(registry: ModelRegistry, width: int = 64) -> BatchKey:
+    spec = normalized(registry, [{"model": "demo-sd15", "steps": 3}], width=width)
+    key = batch_key(spec, plan_segments(spec, registry))
+    assert key is not None
+    return key
+
+
+def test_a_batch_holds_as_many_pictures_as_the_gpu_memory_the_models_leave(
+    registry: ModelRegistry,
+) -> None:
+    gpu = FakeGpu()
+    batching = Batching("default", 0.025, max_images=64, max_megapixels=1000, device=gpu)
+    key = sd15_key(registry)
+    assert batching.capacity(key) == 64  # nothing measured yet: the settings' bounds
+    with batching.measured(key, pictures=2):
+        gpu.call_peak = gpu.held + 15 * 10**8  # the call's activations: 1.5 GB for 2 pictures
+    # 90 % of 10 GB, less the models' 4 GB, at 0.75 GB a picture
+    assert batching.capacity(key) == 6
+    gpu.held = 7 * 10**9  # a third model loaded
+    assert batching.capacity(key) == 2
+    assert batching.capacity(sd15_key(registry, width=128)) == 64  # another size: not measured
+    assert Batching("default", 0.025, max_images=8, device=gpu).capacity(key) == 8
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_parts_and_every_job_succeeds(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # A GPU with room for 4 latents (2 pictures with CFG), played by a hook on the real UNet
+    # that raises what torch raises there: CUDA cannot run here.
+    def room_for_four(_module: Any, args: tuple[Any, ...]) -> None:
+        if args[0].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    batched = runner(redis, registry, cache, batch=True)
+    assert batched.batching is not None
+    key = sd15_key(registry)
+    hook = cache.get("demo-sd15").text.unet.register_forward_pre_hook(room_for_four)
+    try:
+        ids = [submit(batched, **job) for job in JOBS]
+        batched.run(ids[0])
+    finally:
+        hook.remove()
+    sizes = []
+    for job_id in ids:
+        envelope = batched.store.load(job_id)
+        assert envelope is not None
+        assert envelope.status is JobStatus.SUCCEEDED, envelope.error
+        sizes.append(envelope.trace[0].batch_size)
+    assert sizes == [1, 2, 1]  # in parts of at most 2 pictures, a job never split
+    assert batched.batching.capacity(key) == 2  # the next gather asks for no more
