@@ -1,7 +1,9 @@
-"""Full-size SD1.5 and SDXL with random weights, from the real architectures' configs.
+"""Full-size SD1.5 and SDXL, and a wide Flux, with random weights, from the real configs.
 
 Their output is noise, but their compute and memory are the real models', which is what a GPU
-measurement needs when no checkpoint can be downloaded.
+measurement needs when no checkpoint can be downloaded. The wide Flux has the released width
+(3072, 24 heads of 128) and VAE but fewer blocks than 19+38, and a T5 of T5-XXL's width with
+two layers: its denoising step scales with the blocks; the text is encoded once per job.
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ import torch
 from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+)
 
-from workers.demo_models import _clip_tokenizer
+from workers.demo_models import _clip_tokenizer, _t5_tokenizer
 
 
-def _vae(scaling: float) -> AutoencoderKL:
+def _vae(scaling: float, channels: int = 4, shift: float | None = None) -> AutoencoderKL:
+    flux_style = shift is not None
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -29,9 +41,12 @@ def _vae(scaling: float) -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(128, 256, 512, 512),
         layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
+        latent_channels=channels,
+        sample_size=512 if not flux_style else 1024,
         scaling_factor=scaling,
+        shift_factor=shift,
+        use_quant_conv=not flux_style,
+        use_post_quant_conv=not flux_style,
     )
 
 
@@ -115,3 +130,37 @@ def build_sdxl(out: Path) -> None:
             scheduler=_scheduler(),
         )
     pipe.to(torch.float16).save_pretrained(out)
+
+
+def build_flux_wide(out: Path, double: int = 4, single: int = 8) -> None:
+    """Flux at its released width with `double` + `single` blocks (of 19 + 38), in bf16."""
+    torch.manual_seed(0)
+    t5_tokenizer = _t5_tokenizer()
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=double, num_single_layers=single,
+            attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+            pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+        )  # fmt: skip
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(t5_tokenizer), d_model=4096, d_kv=64, d_ff=10240, num_layers=2,
+                num_heads=64, feed_forward_proj="gated-gelu",
+                pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
+                decoder_start_token_id=t5_tokenizer.pad_token_id,
+            )
+        )  # fmt: skip
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+            max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096,
+        )  # fmt: skip
+        pipe = FluxPipeline(
+            scheduler=scheduler,
+            vae=_vae(0.3611, channels=16, shift=0.1159),
+            text_encoder=_clip(768, 12, 12),
+            tokenizer=_clip_tokenizer(),
+            text_encoder_2=t5,
+            tokenizer_2=t5_tokenizer,
+            transformer=transformer,
+        )
+    pipe.to(torch.bfloat16).save_pretrained(out)

@@ -1,15 +1,20 @@
 """GPU check: a full-size random-weight model on CUDA, through the service vs a direct call.
 
-    python -m bench.gpu_check [--sdxl] [--throughput [--compile]] [--out DIR] [--dry-run]
+    python -m bench.gpu_check [--sdxl] [--flux] [--throughput [--compile]] [--out DIR] [--dry-run]
 
-Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, calls the pipeline
-directly (loaded by the worker's own loader), then starts a private Redis, a worker on CUDA and
-the gateway, and runs the same job through HTTP. Prints and writes per-step and end-to-end times.
+Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, and with --flux the
+wide Flux (released width, 4+8 blocks, bf16; bench/full_size.py) at 1024², 10 steps; calls each
+pipeline directly (loaded by the worker's own loader), then starts a private Redis, a worker on
+CUDA and the gateway, and runs the same job through HTTP. Prints and writes per-step and
+end-to-end times.
 
 --throughput then runs 8 concurrent jobs of each model through workers with batching off, on,
 on with the PNGs stored within each job's call (not on the finisher thread), and compiled (with
 --compile; compile time is part of the worker's start) beside naive diffusers (one eager call
 after another), in pictures per second (bench/throughput.py).
+
+GPU time is scarce: `--sdxl --throughput --compile` and `--flux --throughput` each fit in about
+8 minutes on an H100/H200 with model building; run them as two calls, not one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import yaml
 from redis import Redis
 
 from bench import throughput
-from bench.full_size import build_sd15, build_sdxl
+from bench.full_size import build_flux_wide, build_sd15, build_sdxl
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
@@ -44,7 +49,7 @@ from devstack.processes import (
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 from workers.chain import run_chain
-from workers.pipelines import load_text_pipeline
+from workers.pipelines import load_text_pipeline, resolve_dtype
 from workers.runtime import ModelCache
 
 RUNS = 5
@@ -59,8 +64,7 @@ def direct(registry: ModelRegistry, name: str, size: int, steps: int) -> dict[st
     """Median wall time and per-step time of the pipeline called directly."""
     entry = registry.models[name]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    pipe = load_text_pipeline(entry, device, dtype, shared={})
+    pipe = load_text_pipeline(entry, device, resolve_dtype(entry.dtype, device), shared={})
     stamps: list[float] = []
 
     def on_step(_pipe: Any, _i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +151,7 @@ def service(url: str, name: str, size: int, steps: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sdxl", action="store_true")
+    parser.add_argument("--flux", action="store_true", help="the wide Flux too (see above)")
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument(
         "--dry-run", action="store_true", help="CPU and the tiny demo SD1.5: checks the plumbing"
@@ -165,6 +170,8 @@ def main() -> int:
     cases = [("sd15-full", "sd15", build_sd15, size, 30)]
     if args.sdxl:
         cases.append(("sdxl-full", "sdxl", build_sdxl, 1024, 30))
+    if args.flux:
+        cases.append(("flux-wide", "flux", build_flux_wide, size if args.dry_run else 1024, 10))
     models = {}
     for name, arch, build, _, _ in cases:
         started = time.perf_counter()
@@ -176,7 +183,7 @@ def main() -> int:
         models[name] = {
             "architecture": arch,
             "source": {"folder": str(work / name)},
-            "dtype": "auto" if args.dry_run else "fp16",
+            "dtype": "auto" if args.dry_run else ("bf16" if arch == "flux" else "fp16"),
             "device": "auto" if args.dry_run else "cuda",
             "preload": True,
         }
