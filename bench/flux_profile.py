@@ -7,16 +7,22 @@ weights and in one run: the FLOPs of one forward (torch's FlopCounterMode counts
 attention), the step time, hence the achieved TFLOP/s, for the SDXL UNet at 1024² with CFG and
 for Flux at full width (3072, 24 heads of 128) with the given number of blocks; the Flux step's
 time against the one the SDXL rate predicts (target: within 2×); the dtypes its parameters hold;
-the attention backends enabled; and the top operations by device time (torch.profiler), written
-as JSON. `--dry-run` runs the same code on the CPU with the demo models' configs.
+the attention backends enabled; and the top operations by device time (torch.profiler). Then the
+same transformer inside the worker's own pipeline (bench/full_size.py's wide Flux, loaded by
+workers/pipelines.py): its step time against the transformer's alone, the host syncs per step
+(torch's sync debug mode), the text encoding and the VAE decode. Written as JSON. `--dry-run`
+runs the same code on the CPU with the demo models' configs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,10 @@ from diffusers import FluxTransformer2DModel, UNet2DConditionModel
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.full_size import build_flux_wide
+from contract.registry import ModelRegistry
 from jobs.settings import REPO_ROOT
+from workers.pipelines import load_text_pipeline
 
 RUNS = 10
 
@@ -146,6 +155,77 @@ def wide_flux(
     return step, what, model
 
 
+def in_pipeline(
+    dry_run: bool, device: str, double: int, single: int, size: int, steps: int = 8
+) -> dict[str, Any]:
+    """The wide Flux in the worker's pipeline: where a step's time goes beyond the transformer."""
+    if dry_run:
+        folder, size = REPO_ROOT / ".models" / "demo-flux", 64
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="flux-wide-"))
+        build_flux_wide(folder, double, single)
+    entry = ModelRegistry.model_validate(
+        {"models": {"flux": {"architecture": "flux", "source": {"folder": str(folder)},
+                             "dtype": "auto" if dry_run else "bf16", "device": device}}}
+    ).models["flux"]  # fmt: skip
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    pipe = load_text_pipeline(entry, device, dtype, shared={})
+    stamps: list[float] = []
+
+    def on_step(_pipe: Any, _i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        stamps.append(time.perf_counter())
+        return tensors
+
+    def call(n: int, output: str = "latent") -> Any:
+        stamps.clear()
+        return pipe("a lighthouse at dusk", num_inference_steps=n, height=size, width=size,
+                    output_type=output, callback_on_step_end=on_step,
+                    generator=torch.Generator("cpu").manual_seed(0))  # fmt: skip
+
+    call(2)  # warm-up
+    found: dict[str, Any] = {"steps": steps, "size": size}
+    found["step_ms"] = timed_median(lambda: call(steps), lambda: _intervals(stamps)) * 1e3
+    found["call_latent_ms"] = timed(lambda: call(steps)) * 1e3
+    found["call_pt_ms"] = timed(lambda: call(steps, "pt")) * 1e3
+    found["vae_decode_and_postprocess_ms"] = found["call_pt_ms"] - found["call_latent_ms"]
+    found["encode_prompt_ms"] = timed(lambda: pipe.encode_prompt("a lighthouse", None)) * 1e3
+    found["module_dtypes"] = {
+        name: sorted({str(p.dtype) for p in module.parameters()})
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }
+    if device == "cuda":
+        # Each host sync stalls the CPU until the GPU drains: counted for 2 and 2+steps steps.
+        counts = []
+        for n in (2, 2 + steps):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    call(n)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            counts.append(sum("synchroniz" in str(w.message) for w in caught))
+        found["host_syncs_per_step"] = (counts[1] - counts[0]) / steps
+        found["host_syncs_per_call_outside_steps"] = counts[0]
+    return found  # the pipeline goes with this frame
+
+
+def _intervals(stamps: list[float]) -> float:
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps))
+
+
+def timed_median(run: Callable[[], Any], measure: Callable[[], float]) -> float:
+    """The median of what `measure` reads after each of RUNS calls of `run` (after a warm-up)."""
+    run()
+    values = []
+    for _ in range(RUNS):
+        run()
+        _sync()
+        values.append(measure())
+    return statistics.median(values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flux_profile")
     parser.add_argument("--double", type=int, default=4, help="double-stream blocks (real: 19)")
@@ -194,6 +274,13 @@ def main() -> int:
         "top_ops": top_ops(flux_step),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "flux_profile.json").write_text(json.dumps(results, indent=2))
+    del flux_step, flux
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    pipeline = in_pipeline(args.dry_run, device, args.double, args.single, args.size)
+    pipeline["step_over_transformer_alone"] = pipeline["step_ms"] / results["flux"]["step_ms"]
+    results["flux_in_pipeline"] = pipeline
     (args.out / "flux_profile.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0

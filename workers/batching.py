@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +26,7 @@ import torch
 from contract.segments import Segment
 from contract.spec import JobSpec
 from contract.stage_sizes import stage_size
-from workers.chain import negative_prompt_of
+from workers.chain import Member, negative_prompt_of
 
 log = logging.getLogger("imagegen.worker")
 
@@ -152,3 +152,38 @@ class Batching:
         self.ran_out_at[key.shape] = min(bound, self.ran_out_at.get(key.shape, bound))
         log.warning("a call of %d pictures ran out of memory; batches now %d", pictures, bound)
         return bound
+
+
+def run_within_memory(
+    run: Callable[[list[Member]], None], members: list[Member], key: BatchKey, batching: Batching
+) -> None:
+    """`run` the group, learning its cost per picture; if the call runs out of GPU memory, run
+    it again in parts of half the pictures (and remember that bound for the shape), so a batch
+    too big for the GPU costs time, not its members' jobs."""
+    pictures = sum(m.spec.num_images for m in members if m.running)
+    try:
+        with batching.measured(key, pictures):
+            run(members)
+    except torch.OutOfMemoryError:
+        if len(members) == 1:
+            raise
+        bound = batching.ran_out(key, pictures)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        # Again from the segment's first stage (a batch starts from text), whichever stage ran
+        # out: a member's pictures are made as they would be alone.
+        for member in members:
+            member.carry, member.traces, member.error = None, [], None
+        for part in _parts([m for m in members if m.stopped is None], bound):
+            run_within_memory(run, part, key, batching)
+
+
+def _parts(members: list[Member], pictures: int) -> list[list[Member]]:
+    """Members in order, in groups of at most `pictures` pictures (a member is never split)."""
+    parts: list[list[Member]] = []
+    for member in members:
+        if parts and sum(m.spec.num_images for m in parts[-1]) + member.spec.num_images <= pictures:
+            parts[-1].append(member)
+        else:
+            parts.append([member])
+    return parts

@@ -7,7 +7,6 @@ reason a user can act on (the traceback goes to the worker's log, never to the c
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import logging
@@ -32,7 +31,7 @@ from jobs.logs import job_context
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.redis_keys import handoff_key, init_image_key, job_key
 from jobs.store import now
-from workers.batching import Batching, BatchKey, batch_key
+from workers.batching import Batching, BatchKey, batch_key, run_within_memory
 from workers.chain import Member, Pictures, StageError, Stopped, run_group
 from workers.finisher import Finisher
 from workers.gathering import Gatherer
@@ -280,8 +279,18 @@ class JobRunner:
         # The memory budget never evicts a model or upscaler this segment still needs.
         needed = [(leader.spec.stages[i].model, leader.spec.stages[i].upscaler) for i in stages]
         self.cache.pinned = frozenset(n for pair in needed for n in pair if n is not None)
+
+        def run(group: list[Member]) -> None:
+            run_group(
+                group, stages, self.cache.get, self.worker_name, self.registry.loras,
+                self.cache.upscaler,
+            )  # fmt: skip
+
         try:
-            self._run_within_memory(members, stages, key)
+            if key is None or self.batching is None:
+                run(members)
+            else:
+                run_within_memory(run, members, key, self.batching)
         except Exception as exc:
             for member in companions:
                 with job_context(member.job_id):
@@ -299,36 +308,6 @@ class JobRunner:
         if leader.error is not None:
             raise leader.error
         self._complete(leader.job_id, index, leader.spec, segments, leader.pictures, leader.traces)
-
-    def _run_within_memory(
-        self, members: list[Member], stages: range, key: BatchKey | None
-    ) -> None:
-        """Run the group; if its call runs out of GPU memory, run it again in parts of half the
-        pictures (the batching remembers that bound for the shape), so a batch too big for the
-        GPU costs time, not its members' jobs."""
-        pictures = sum(m.spec.num_images for m in members if m.running)
-        if key is None or self.batching is None:
-            measured: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        else:
-            measured = self.batching.measured(key, pictures)
-        try:
-            with measured:
-                run_group(
-                    members, stages, self.cache.get, self.worker_name, self.registry.loras,
-                    self.cache.upscaler,
-                )  # fmt: skip
-        except torch.OutOfMemoryError:
-            if len(members) == 1 or key is None or self.batching is None:
-                raise
-            bound = self.batching.ran_out(key, pictures)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            # Again from the segment's first stage (a batch starts from text): a member's
-            # pictures are made as they would be alone, whichever stage ran out.
-            for member in members:
-                member.carry, member.traces, member.error = None, [], None
-            for part in _parts([m for m in members if m.stopped is None], bound):
-                self._run_within_memory(part, stages, key)
 
     def _let_go(self, job_id: str) -> None:
         through_outage(lambda: self.claims.release(job_id, 0))
@@ -421,14 +400,3 @@ class JobRunner:
         )
         log.info("job failed (%s)", type_.value)
         return type_ if outcome.applied else None
-
-
-def _parts(members: list[Member], pictures: int) -> list[list[Member]]:
-    """Members in order, in groups of at most `pictures` pictures (a member is never split)."""
-    parts: list[list[Member]] = []
-    for member in members:
-        if parts and sum(m.spec.num_images for m in parts[-1]) + member.spec.num_images <= pictures:
-            parts[-1].append(member)
-        else:
-            parts.append([member])
-    return parts

@@ -132,3 +132,38 @@ def test_a_transformer_that_does_not_fit_its_config_folder_names_the_file(
         Exception, match=r"the transformer in flux-pruned\.safetensors does not match"
     ):
         cache.get("p")
+
+
+def floating_dtypes(module: torch.nn.Module) -> dict[str, set[torch.dtype]]:
+    """Each submodule's floating parameter and buffer dtypes, where it holds any."""
+    found: dict[str, set[torch.dtype]] = {}
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point():
+            found.setdefault(name.rsplit(".", 1)[0], set()).add(tensor.dtype)
+    return found
+
+
+@pytest.mark.parametrize("layout", ["folder", "bfl.sft", "comfyui-all-in-one.safetensors"])
+def test_a_flux_model_loaded_in_bf16_holds_every_weight_in_bf16(
+    tmp_path: Path, demo_models: Path, layout: str
+) -> None:
+    # One module left in fp32 makes every step of a bf16 transformer cast to it, or run in it:
+    # the first thing to rule out for a slow Flux step (issue 15).
+    if layout == "folder":
+        source = {"folder": str(demo_models / "demo-flux")}
+    else:
+        single = tmp_path / layout
+        if layout == "bfl.sft":
+            save_file(diffusers_to_bfl(transformer_weights(demo_models)), single)
+            config = demo_models / "demo-flux"
+        else:
+            save_file(comfy_flux_all_in_one(demo_models / "demo-flux"), single)
+            config = config_without_weights(demo_models, tmp_path)
+        source = {"single_file": str(single), "config": str(config)}
+    entry = {"architecture": "flux", "source": source, "dtype": "bf16"}
+    cache = ModelCache(ModelRegistry.model_validate({"models": {"flux": entry}}))
+    pipe = cache.get("flux").text
+    for component in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        dtypes = floating_dtypes(getattr(pipe, component))
+        other = {name: d for name, d in dtypes.items() if d != {torch.bfloat16}}
+        assert not other, f"{component} holds weights that are not bf16: {other}"
