@@ -131,6 +131,9 @@ class Stack:
             # Tests run two at a time on two cores (pytest-xdist): one torch thread per worker
             # process, or they oversubscribe the cores and every job runs several times slower.
             "IMAGEGEN_TORCH_THREADS": "1",
+            # What a GPU host runs (a CPU-only worker stores inline by default): the crash
+            # tests of storing off the critical path need it.
+            "IMAGEGEN_FINISH_IN_BACKGROUND": "true",
         }
         self.workers: list[subprocess.Popen[bytes]] = []
         self.webhooks: subprocess.Popen[bytes] | None = None

@@ -39,8 +39,10 @@ class WorkerSettings(CommonSettings):
     max_batch_megapixels: float = Field(
         8.0, gt=0, description="Pictures × megapixels per batched call (bounds activations)."
     )
-    finish_in_background: bool = Field(
-        True,
+    finish_in_background: bool | None = Field(
+        None,
         description="Encode and store a job's pictures on a thread while the next job "
-        "denoises (workers/finisher.py); false: within the job's own call.",
+        "denoises (workers/finisher.py); false: within the job's own call. Unset: on when a "
+        "model of the pool runs on a GPU, off on a CPU-only worker (there the thread takes "
+        "the cores the denoising needs).",
     )

@@ -22,12 +22,12 @@ from jobs.redis_keys import init_image_key, job_key, rq_job_id
 from tests.helpers import png_b64
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner
-from workers.worker import GenerationWorker, build_runner, unique_name
+from workers.worker import GenerationWorker, build_runner, finish_in_background, unique_name
 
 
 @pytest.fixture
 def worker(redis: Redis, registry_file: Path) -> Iterator[GenerationWorker]:
-    settings = WorkerSettings(registry=registry_file, preload=False)
+    settings = WorkerSettings(registry=registry_file, preload=False, finish_in_background=True)
     name = unique_name("test")
     runner = build_runner(settings, redis, name)
     install_runner(runner)
@@ -126,3 +126,19 @@ def test_a_model_that_fails_to_preload_leaves_the_rest_served(
     runner = build_runner(WorkerSettings(registry=registry_path), redis, unique_name("test"))
     assert runner.cache.loaded() == ["demo-sd15"]
     assert "truncated.safetensors is truncated" in runner.cache.unavailable["half-download"]
+
+
+def test_pictures_are_stored_off_the_critical_path_where_a_gpu_denoises(
+    registry_file: Path, tmp_path: Path
+) -> None:
+    cpu = ModelRegistry.load(registry_file)
+    assert not finish_in_background(WorkerSettings(registry=registry_file), cpu)
+    assert finish_in_background(
+        WorkerSettings(registry=registry_file, finish_in_background=True), cpu
+    )
+    entry = cpu.models["demo-sd15"].model_dump(mode="json")
+    gpu = ModelRegistry.model_validate({"models": {"demo-sd15": {**entry, "device": "cuda"}}})
+    assert finish_in_background(WorkerSettings(registry=registry_file), gpu)
+    assert not finish_in_background(
+        WorkerSettings(registry=registry_file, finish_in_background=False), gpu
+    )
