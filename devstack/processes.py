@@ -25,15 +25,18 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _spawn(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], env: Mapping[str, str], log: Path, cwd: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=_env(env), stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(argv, cwd=cwd, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return _spawn([sys.executable, "-m", "workers"], env, log)
+def start_worker(
+    env: Mapping[str, str], log: Path, checkout: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """A generation worker running `checkout`'s code (another one: bench.lone_job's baseline)."""
+    return _spawn([sys.executable, "-m", "workers"], env, log, checkout)
 
 
 def start_webhook_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
