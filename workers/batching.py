@@ -1,15 +1,16 @@
 """Several queued jobs' first segments as shared pipeline calls.
 
 A GPU runs a batch of 8 latents in little more time than one, so jobs that want the same stages
-(model, size, steps, sampler, guidance, LoRAs, handoffs, hires settings) make more pictures per
-second together. The group runs stage by stage (workers.chain.run_group): an SDXL base+refiner
+(model, size, steps, sampler, LoRAs, handoffs, hires settings) make more pictures per second
+together. The group runs stage by stage (workers.chain.run_group): an SDXL base+refiner
 job batches its base and its refiner. Each member keeps its own prompt, negative prompt, seeds
 (one generator per picture, so its noise is what it would be alone), progress and cancel: a member
 canceled mid-batch ends `canceled` at once and its pictures are dropped while the others go on.
+Guidance scales may differ (workers.guidance); whether a stage guides at all may not.
 
 Which jobs qualify (`batch_key`): any first segment that starts from text (no init image).
-Everything a stage asks of its pipeline call but its prompts is part of the key: diffusers
-applies one guidance scale, one strength, one step count to a whole call.
+Everything a stage asks of its pipeline call but its prompts and guidance scale is part of the
+key: diffusers applies one strength, one step count, one sampler to a whole call.
 """
 
 from __future__ import annotations
@@ -65,8 +66,14 @@ def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
     described = []
     for i in stages:
         stage = spec.stages[i]
-        fields = stage.model_dump(mode="json", exclude={"prompt", "negative_prompt"})
+        fields = stage.model_dump(
+            mode="json", exclude={"prompt", "negative_prompt", "guidance_scale"}
+        )
         fields["negative"] = bool(negative_prompt_of(spec, stage))
+        # Each picture keeps its own scale (workers.guidance); whether the pipeline guides at
+        # all (a scale above 1) is one choice per call.
+        assert stage.guidance_scale is not None, "spec not normalized"
+        fields["guided"] = stage.guidance_scale > 1
         described.append(json.dumps(fields, sort_keys=True))
     return BatchKey(tuple(described), tuple(stage_size(spec, i) for i in stages))
 

@@ -33,6 +33,7 @@ from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
 from workers.finite import finite_pictures, non_finite
+from workers.guidance import per_picture_guidance
 from workers.runtime import LoadedModel
 from workers.stage_errors import StageError, Stopped
 from workers.upscalers import LoadedUpscaler, upscale
@@ -196,18 +197,19 @@ def _run_stage(
         following.switch_at if following is not None and following.mode is Mode.REFINE else None
     )
 
-    # One row per picture: its member's prompt and negative prompt, its own seed's noise.
-    prompts, negatives, generators = [], [], []
+    # One row per picture: its member's prompt, negative prompt and guidance, its seed's noise.
+    prompts, negatives, scales, generators = [], [], [], []
     for member in group:
         s = member.spec.stages[i]
+        assert s.guidance_scale is not None, "spec not normalized"
         for k in range(member.spec.num_images):
             prompts.append(s.prompt or member.spec.prompt)
             negatives.append(negative_prompt_of(member.spec, s) or "")
+            scales.append(s.guidance_scale)
             generators.append(torch.Generator("cpu").manual_seed(seed_of(member.spec, k)))
     kwargs: dict[str, Any] = {
         "prompt": prompts,
         "num_inference_steps": stage.steps,
-        "guidance_scale": stage.guidance_scale,
         "generator": generators,
         # Pictures as float tensors, where NaN survives, not as PIL, where it turns black.
         "output_type": "latent" if want_latents else "pt",
@@ -240,8 +242,11 @@ def _run_stage(
     stamps: list[float] = []
     last: list[torch.Tensor] = []  # the latents after the last step, for a decode in fp32
     kwargs["callback_on_step_end"] = _step_callback(i, group, stamps, last)
-    with stage_sampler(pipe, stage, arch.name) as sampler:
-        output = pipe(**kwargs).images
+    with (
+        stage_sampler(pipe, stage, arch.name) as sampler,
+        per_picture_guidance(pipe, scales) as guidance,
+    ):
+        output = pipe(**kwargs, guidance_scale=guidance).images
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
         output = _unpack(pipe, output, width, height)

@@ -32,7 +32,7 @@ class WorkerSettings(CommonSettings):
         ge=0,
         le=2000,
         description="How long a job starting from text waits, while other jobs are queued, "
-        "for jobs whose first stages ask the same (model, size, steps, sampler, guidance...) to "
+        "for jobs whose first stages ask the same (model, size, steps, sampler, LoRAs...) to "
         "run with it in shared calls; 0 turns batching off.",
     )
     max_batch_images: int = Field(8, ge=1, le=64, description="Pictures per batched call.")

@@ -221,7 +221,8 @@ def test_the_key_covers_every_stage_of_the_first_segment_but_prompts(
 
     base = {"model": "demo-sd15", "steps": 3}
     assert key([base]) == key([base], seed=5, prompt="other", num_images=3)
-    assert key([base]) != key([{**base, "guidance_scale": 3}])
+    assert key([base]) == key([{**base, "guidance_scale": 3}])  # each keeps its own scale
+    assert key([base]) != key([{**base, "guidance_scale": 1}])  # unguided: another call
     assert key([base]) != key([base], negative_prompt="blurry")
     assert key([base], negative_prompt="blurry") == key([base], negative_prompt="watermark")
     hires = {"model": "demo-sd15", "mode": "hires", "steps": 2, "denoise": 0.5}

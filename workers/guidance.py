@@ -1,0 +1,69 @@
+"""Each picture's own guidance scale in a pipeline call shared by jobs that asked for others.
+
+diffusers applies one guidance scale to a whole call. With classifier-free guidance (SD1.5, SDXL,
+SD3.5) it runs the denoiser on an unconditional and a conditional half and computes
+u + g·(c − u); a hook on the denoiser's output rescales each picture's conditional half,
+c' = u + (gᵢ/g)·(c − u), so that the pipeline's one g gives uᵢ + gᵢ·(cᵢ − uᵢ), the picture's own.
+Flux dev takes guidance as an input of its transformer instead: a hook on the inputs hands each
+picture its own. Pictures batched with equal scales take neither hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
+
+
+@contextlib.contextmanager
+def per_picture_guidance(pipe: DiffusionPipeline, scales: list[float]) -> Iterator[float]:
+    """While the call runs, picture k is guided by `scales[k]`; yields the one scale to pass to
+    the pipeline. With classifier-free guidance, all scales must be above 1 or none."""
+    first = scales[0]
+    if all(scale == first for scale in scales):
+        yield first
+        return
+    denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
+        handle = denoiser.register_forward_pre_hook(_flux_inputs(scales), with_kwargs=True)
+    else:
+        assert all(scale > 1 for scale in scales), "classifier-free guidance on for all or none"
+        handle = denoiser.register_forward_hook(_cfg_output(scales, first))
+    try:
+        yield first
+    finally:
+        handle.remove()
+
+
+def _cfg_output(scales: list[float], passed: float) -> Callable[..., Any]:
+    ratios = torch.tensor([scale / passed for scale in scales])
+    rows = len(scales)
+
+    def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
+        noise = output[0] if isinstance(output, tuple) else output.sample
+        if noise.shape[0] != 2 * rows:
+            raise RuntimeError(f"expected {2 * rows} rows (guided), the denoiser made {len(noise)}")
+        uncond, cond = noise[:rows], noise[rows:]
+        ratio = ratios.to(noise.device, noise.dtype).view(-1, *[1] * (noise.ndim - 1))
+        rescaled = torch.cat([uncond, uncond + ratio * (cond - uncond)])
+        if isinstance(output, tuple):
+            return (rescaled, *output[1:])
+        return type(output)(sample=rescaled)
+
+    return hook
+
+
+def _flux_inputs(scales: list[float]) -> Callable[..., Any]:
+    def hook(
+        _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        guidance = kwargs.get("guidance")
+        if guidance is None:  # schnell: no guidance input
+            return None
+        own = torch.tensor(scales, device=guidance.device, dtype=guidance.dtype)
+        return args, {**kwargs, "guidance": own}
+
+    return hook
