@@ -4,8 +4,8 @@ diffusers applies one guidance scale to a whole call. With classifier-free guida
 SD3.5) it runs the denoiser on an unconditional and a conditional half and computes
 u + g·(c − u); a hook on the denoiser's output rescales each picture's conditional half,
 c' = u + (gᵢ/g)·(c − u), so that the pipeline's one g gives uᵢ + gᵢ·(cᵢ − uᵢ), the picture's own.
-Flux dev takes guidance as an input of its transformer instead: a hook on the inputs hands each
-picture its own. Pictures batched with equal scales take neither hook.
+Flux dev, and guidance-distilled (LCM) UNets, take guidance as an input instead: a hook on the
+inputs hands each picture its own. Pictures batched with equal scales take no hook.
 """
 
 from __future__ import annotations
@@ -21,14 +21,21 @@ from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
 @contextlib.contextmanager
 def per_picture_guidance(pipe: DiffusionPipeline, scales: list[float]) -> Iterator[float]:
     """While the call runs, picture k is guided by `scales[k]`; yields the one scale to pass to
-    the pipeline. With classifier-free guidance, all scales must be above 1 or none."""
+    the pipeline. With classifier-free guidance, all scales are above 1 or none (batch key)."""
     first = scales[0]
+    denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+    embedded = getattr(denoiser.config, "time_cond_proj_dim", None)  # guidance-distilled (LCM)
     if all(scale == first for scale in scales):
         yield first
         return
-    denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
     if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
         handle = denoiser.register_forward_pre_hook(_flux_inputs(scales), with_kwargs=True)
+    elif embedded is not None:
+        hook = _embedding_inputs(pipe, scales, embedded)
+        handle = denoiser.register_forward_pre_hook(hook, with_kwargs=True)
+    elif all(scale <= 1 for scale in scales):
+        yield first  # the pipeline does not guide: the scale changes nothing
+        return
     else:
         assert all(scale > 1 for scale in scales), "classifier-free guidance on for all or none"
         handle = denoiser.register_forward_hook(_cfg_output(scales, first))
@@ -65,5 +72,19 @@ def _flux_inputs(scales: list[float]) -> Callable[..., Any]:
             return None
         own = torch.tensor(scales, device=guidance.device, dtype=guidance.dtype)
         return args, {**kwargs, "guidance": own}
+
+    return hook
+
+
+def _embedding_inputs(pipe: DiffusionPipeline, scales: list[float], dim: int) -> Callable[..., Any]:
+    # A guidance-distilled UNet takes the scale as an embedding (no second half to mix): each
+    # picture's own, made as the pipeline makes the one.
+    own = pipe.get_guidance_scale_embedding(torch.tensor(scales) - 1, embedding_dim=dim)
+
+    def hook(
+        _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        passed = kwargs["timestep_cond"]
+        return args, {**kwargs, "timestep_cond": own.to(passed.device, passed.dtype)}
 
     return hook

@@ -1,5 +1,6 @@
 """Jobs with different guidance scales share a call and each picture is guided by its own: as
-alone, for every architecture (classifier-free guidance, and Flux's guidance input)."""
+alone, for every architecture (classifier-free guidance, Flux's guidance input, a
+guidance-distilled UNet's guidance embedding)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.chain import Member, run_group
+from workers.guidance import per_picture_guidance
 from workers.runtime import ModelCache
 
 
@@ -65,3 +69,36 @@ def test_each_picture_of_a_shared_call_is_guided_by_its_own_scale(
     other = member(registry, model, scales[0], **jobs[1])
     run_group([other], stages, cache.get, "w")
     assert np.abs(levels(other.pictures[0]) - levels(together[1].pictures[0])).max() > 3
+
+
+def test_unguided_jobs_with_different_scales_share_a_call(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # At 1 or below the pipeline does not guide at all: the scale changes nothing.
+    together = [member(registry, "demo-sd15", 1.0), member(registry, "demo-sd15", 0.5, seed=4)]
+    run_group(together, range(1), cache.get, "w")
+    alone = member(registry, "demo-sd15", 0.5, seed=4)
+    run_group([alone], range(1), cache.get, "w")
+    assert np.abs(levels(alone.pictures[0]) - levels(together[1].pictures[0])).max() <= 1
+
+
+def test_a_guidance_distilled_unet_takes_each_pictures_scale_as_its_embedding(
+    cache: ModelCache,
+) -> None:
+    # An LCM-style UNet (time_cond_proj_dim): the scale is an input embedding, no CFG halves.
+    base = cache.get("demo-sd15").text
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config({**base.unet.config, "time_cond_proj_dim": 16})
+    pipe = StableDiffusionPipeline(**{**base.components, "unet": unet})
+
+    def draw(prompts: list[str], seeds: list[int], guidance: float) -> list[np.ndarray]:
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        out = pipe(prompts, num_inference_steps=3, height=64, width=64, guidance_scale=guidance,
+                   generator=generators, output_type="np").images  # fmt: skip
+        return [np.round(image * 255).astype(int) for image in out]
+
+    with per_picture_guidance(pipe, [2.0, 9.0]) as passed:
+        together = draw(["a lighthouse", "a red barn"], [1, 2], passed)
+    assert np.abs(together[1] - draw(["a red barn"], [2], 9.0)[0]).max() <= 1
+    assert np.abs(together[0] - draw(["a lighthouse"], [1], 2.0)[0]).max() <= 1
+    assert np.abs(together[1] - draw(["a red barn"], [2], 2.0)[0]).max() > 3
