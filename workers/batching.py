@@ -150,7 +150,10 @@ class Batching:
         self.device.reset_peak()
         before = self.device.allocated()
         yield
-        cost = (self.device.peak() - before) // pictures  # the call's fixed cost included
+        # What the call held only while it ran: a model or adapter it loaded stays allocated
+        # after it. Its fixed costs (text encoding, decode workspace) count as if per picture.
+        after = self.device.allocated()
+        cost = (self.device.peak() - max(before, after)) // pictures
         self.per_picture[key.shape] = max(cost, self.per_picture.get(key.shape, 0))
 
     def ran_out(self, key: BatchKey, pictures: int) -> int:
@@ -166,23 +169,31 @@ def run_within_memory(
 ) -> None:
     """`run` the group, learning its cost per picture; if the call runs out of GPU memory, run
     it again in parts of half the pictures (and remember that bound for the shape), so a batch
-    too big for the GPU costs time, not its members' jobs."""
+    too big for the GPU costs time, not its members' jobs. A part that fails fails its own
+    members (`failed_by`), not those of the parts that made their pictures."""
     pictures = sum(m.spec.num_images for m in members if m.running)
     try:
         with batching.measured(key, pictures):
             run(members)
+        return
     except torch.OutOfMemoryError:
         if len(members) == 1:
             raise
-        bound = batching.ran_out(key, pictures)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        # Again from the segment's first stage (a batch starts from text), whichever stage ran
-        # out: a member's pictures are made as they would be alone.
-        for member in members:
-            member.carry, member.traces, member.error = None, [], None
-        for part in _parts([m for m in members if m.stopped is None], bound):
+    # Out of the `except`: the failed call's frames, and the tensors they hold, are gone.
+    bound = batching.ran_out(key, pictures)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    again = [m for m in members if m.running]  # the others have ended already
+    for member in again:
+        # From the segment's first stage (a batch starts from text), whichever stage ran out:
+        # its pictures are made as they would be alone.
+        member.carry, member.traces = None, []
+    for part in _parts(again, bound):
+        try:
             run_within_memory(run, part, key, batching)
+        except Exception as exc:
+            for member in part:
+                member.failed_by = exc
 
 
 def _parts(members: list[Member], pictures: int) -> list[list[Member]]:

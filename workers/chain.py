@@ -88,10 +88,11 @@ class Member:
     traces: list[StageTrace] = field(default_factory=list)
     stopped: str | None = None  # "canceled" or "timeout", once its monitor said so
     error: StageError | None = None  # its own pictures failed (non-finite)
+    failed_by: Exception | None = None  # the exception of a call it shared with only some others
 
     @property
     def running(self) -> bool:
-        return self.stopped is None and self.error is None
+        return self.stopped is None and self.error is None and self.failed_by is None
 
     @property
     def pictures(self) -> list[Image.Image]:
@@ -130,10 +131,12 @@ def run_group(
     worker: str,
     loras: Mapping[str, LoraEntry] | None = None,
     upscalers: UpscalerLookup | None = None,
+    left: Callable[[Member], None] | None = None,
 ) -> None:
     """Run `stages` for every member, one pipeline call per stage for all of them; fills each
-    member's carry and traces, or its `stopped` or `error`. An exception no member owns (a
-    model that cannot load, out of memory) is raised for the whole group."""
+    member's carry and traces, or its `stopped` or `error`, and tells `left` of a member that
+    stopped or failed as soon as its stage's call returns. An exception no member owns (a model
+    that cannot load, out of memory) is raised for the whole group."""
     for i in stages:
         group = [m for m in members if m.running]
         if not group:
@@ -144,6 +147,9 @@ def run_group(
         received = [_describe(m.carry, i) for m in group]
         with stage_loras(model, stage, loras or {}):
             step_seconds, sampler = _run_stage(i, group, model, upscalers)
+        for member in group:
+            if not member.running and left is not None:
+                left(member)
         width, height = stage_size(group[0].spec, i)
         seconds = round(time.perf_counter() - started, 4)
         made_together = sum(m.spec.num_images for m in group)

@@ -17,7 +17,7 @@ from contract.segments import plan_segments
 from contract.spec import JobSpec
 from contract.violations import JobRejected
 from jobs.claims import Claims
-from jobs.queues import pool_queue
+from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
 from jobs.redis_keys import job_key, rq_job_id
 from jobs.store import JobStore, now
 from workers.batching import Batching, BatchKey, batch_key
@@ -43,10 +43,10 @@ class Gatherer:
         self.worker_name = worker_name
         self.monitor = monitor  # (job id, spec, started) -> its step monitor
 
-    def gather(self, leader: str, key: BatchKey, images: int) -> list[Member]:
-        """Queued jobs whose first segment fits `key`, claimed for this worker: as many as are
-        there, or arrive within the gather window while other jobs are queued, up to the
-        batch's size."""
+    def gather(self, leader: str, key: BatchKey, images: int, ends_by: float) -> list[Member]:
+        """Queued jobs whose first segment fits `key` and whose time limit ends by the leader's,
+        `ends_by` (with some slack), claimed for this worker: as many as are there, or arrive
+        within the gather window while other jobs are queued, up to the batch's size."""
         cap = self.batching.capacity(key)
         members: list[Member] = []
         passed: set[str] = {leader}
@@ -58,7 +58,7 @@ class Gatherer:
                 if rq_id in passed or images >= cap:
                     continue
                 passed.add(rq_id)  # one look per gather, whatever it finds
-                member = self._claim(rq_id, key, cap - images)
+                member = self._claim(rq_id, key, cap - images, ends_by)
                 if member is not None:
                     members.append(member)
                     images += member.spec.num_images
@@ -68,7 +68,7 @@ class Gatherer:
             time.sleep(0.005)
         return members
 
-    def _claim(self, job_id: str, key: BatchKey, room: int) -> Member | None:
+    def _claim(self, job_id: str, key: BatchKey, room: int, ends_by: float) -> Member | None:
         """The queued job as a batch member if it fits; it is then `running` on this worker,
         claimed (its RQ job stays queued: if this worker dies, that job runs it again)."""
         if rq_job_id(job_id, 0) != job_id:
@@ -81,7 +81,11 @@ class Gatherer:
         except JobRejected:
             return None  # its own run fails it, with the reason
         fits = batch_key(spec, plan_segments(spec, self.registry)) == key
-        if not fits or spec.num_images > room or not self.claims.take(job_id, 0):
+        assert spec.timeout_s is not None
+        # RQ stops the leader's call at the leader's limit plus HARD_TIMEOUT_MARGIN_S, and
+        # every member's pictures with it: a member must have been stopped by its own by then.
+        outlives = time.time() + spec.timeout_s > ends_by + HARD_TIMEOUT_MARGIN_S / 2
+        if not fits or outlives or spec.num_images > room or not self.claims.take(job_id, 0):
             return None
         ran = self.store.transition(
             job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker=self.worker_name,
@@ -91,6 +95,5 @@ class Gatherer:
             self.claims.release(job_id, 0)
             return None
         self.store.redis.hincrby(job_key(job_id), "attempts:0", 1)
-        assert spec.timeout_s is not None
         monitor = self.monitor(job_id, spec, time.time())
         return Member(job_id, spec, monitor)

@@ -54,8 +54,11 @@ def _cfg_output(scales: list[float], passed: float) -> Callable[..., Any]:
         if noise.shape[0] != 2 * rows:
             raise RuntimeError(f"expected {2 * rows} rows (guided), the denoiser made {len(noise)}")
         uncond, cond = noise[:rows], noise[rows:]
-        ratio = ratios.to(noise.device, noise.dtype).view(-1, *[1] * (noise.ndim - 1))
-        rescaled = torch.cat([uncond, uncond + ratio * (cond - uncond)])
+        # In fp32, whatever the model's dtype: a picture whose scale is the one passed keeps
+        # its conditional half exactly, the others their ratio to within fp32's rounding.
+        ratio = ratios.to(noise.device).view(-1, *[1] * (noise.ndim - 1))
+        mixed = uncond.float() + ratio * (cond.float() - uncond.float())
+        rescaled = torch.cat([uncond, mixed.to(noise.dtype)])
         if isinstance(output, tuple):
             return (rescaled, *output[1:])
         return type(output)(sample=rescaled)

@@ -184,7 +184,7 @@ class JobRunner:
         key = batch_key(spec, segments) if index == 0 and self.gatherer else None
         if key is not None:
             assert self.gatherer is not None
-            companions = self.gatherer.gather(job_id, key, spec.num_images)
+            companions = self.gatherer.gather(job_id, key, spec.num_images, monitor.deadline)
         self._run_group(leader, companions, index, segments, key)
 
     def _complete(
@@ -197,11 +197,15 @@ class JobRunner:
         traces: list[StageTrace],
     ) -> None:
         """Hand the segment's pictures to the next segment, or store them and finish."""
-        with self.store.redis.pipeline(transaction=False) as pipe:
-            for t in traces:
-                if t.step_seconds is not None:
-                    metrics.observe_step_seconds(pipe, t.model, t.step_seconds)
-            pipe.execute()
+
+        def observe() -> None:
+            with self.store.redis.pipeline(transaction=False) as pipe:
+                for t in traces:
+                    if t.step_seconds is not None:
+                        metrics.observe_step_seconds(pipe, t.model, t.step_seconds)
+                pipe.execute()
+
+        through_outage(observe)
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
             pngs = [encode_png(image) for image in images]
@@ -271,54 +275,79 @@ class JobRunner:
         key: BatchKey | None,
     ) -> None:
         """Segment `index` of the leader's job, with its companions' first segments in the same
-        calls (workers.batching). The companions end here, whatever happens; the leader's
-        outcome is raised as its run alone would raise it."""
+        calls (workers.batching). Each companion ends here, whatever happens: as soon as it
+        stops or fails, or when the calls are done; the leader's outcome is raised as its run
+        alone would raise it."""
         members = [leader, *companions]
         segment = segments[index]
         stages = range(segment.start, segment.end)
         # The memory budget never evicts a model or upscaler this segment still needs.
         needed = [(leader.spec.stages[i].model, leader.spec.stages[i].upscaler) for i in stages]
         self.cache.pinned = frozenset(n for pair in needed for n in pair if n is not None)
+        ended: set[str] = set()
+
+        def left(member: Member) -> None:
+            if member is not leader:
+                self._end_companion(member, segments, None)
+                ended.add(member.job_id)
 
         def run(group: list[Member]) -> None:
             run_group(
                 group, stages, self.cache.get, self.worker_name, self.registry.loras,
-                self.cache.upscaler,
+                self.cache.upscaler, left,
             )  # fmt: skip
 
+        failure: Exception | None = None
         try:
+            # Loaded before the calls: a model that cannot load is no batch too big, and its
+            # weights are no cost per picture.
+            for name, _ in needed:
+                self.cache.get(name)
             if key is None or self.batching is None:
                 run(members)
             else:
                 run_within_memory(run, members, key, self.batching)
-        except Exception as exc:
-            for member in companions:
-                with job_context(member.job_id):
-                    self._fail_for(member.job_id, exc)
-                self._let_go(member.job_id)
-            raise
+        except Exception as exc:  # filed for each member below, as its own run would file it
+            failure = exc
         finally:
             self.cache.pinned = frozenset()
         for member in companions:
-            with job_context(member.job_id):
-                self._settle(member, segments)
-            self._let_go(member.job_id)
+            if member.job_id not in ended:
+                self._end_companion(member, segments, failure)
         if leader.stopped is not None:
             raise Stopped(leader.stopped)
         if leader.error is not None:
             raise leader.error
+        failure = leader.failed_by or failure
+        if failure is not None:
+            raise failure
         self._complete(leader.job_id, index, leader.spec, segments, leader.pictures, leader.traces)
 
-    def _let_go(self, job_id: str) -> None:
-        through_outage(lambda: self.claims.release(job_id, 0))
+    def _end_companion(
+        self, member: Member, segments: list[Segment], failure: Exception | None
+    ) -> None:
+        """End a batch companion as its own run would have, and let its claim go."""
+        with job_context(member.job_id):
+            try:
+                self._settle(member, segments, failure)
+            except Exception as exc:  # one companion's ending must not strand the others
+                log.exception("ending a batched job failed")
+                self._fail(
+                    member.job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc)
+                )
+            finally:
+                through_outage(lambda: self.claims.release(member.job_id, 0))
 
-    def _settle(self, member: Member, segments: list[Segment]) -> None:
+    def _settle(self, member: Member, segments: list[Segment], failure: Exception | None) -> None:
+        failure = member.failed_by or failure
         if member.stopped == "canceled":
             self._finish(member.job_id, JobStatus.CANCELED)
         elif member.stopped is not None:
             self._fail(member.job_id, FailureType.TIMEOUT, _TIMED_OUT.format(member.spec.timeout_s))
         elif member.error is not None:
             self._fail(member.job_id, member.error.type, str(member.error))
+        elif failure is not None:
+            self._fail_for(member.job_id, failure)
         else:
             self._complete(member.job_id, 0, member.spec, segments, member.pictures, member.traces)
 

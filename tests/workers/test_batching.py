@@ -25,7 +25,7 @@ from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
 from tests.helpers import png_b64
-from workers.batching import Batching, BatchKey, batch_key
+from workers.batching import Batching, BatchKey, batch_key, run_within_memory
 from workers.chain import Member, run_group
 from workers.finisher import Finisher
 from workers.job_runner import JobRunner
@@ -327,3 +327,73 @@ def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_parts_and_every_job_s
         sizes.append(envelope.trace[0].batch_size)
     assert sizes == [1, 2, 1]  # in parts of at most 2 pictures, a job never split
     assert batched.batching.capacity(key) == 2  # the next gather asks for no more
+
+
+def test_after_running_out_of_memory_a_part_that_fails_fails_only_its_own_members(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    def room_for_four(_module: Any, args: tuple[Any, ...]) -> None:
+        if args[0].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (played by a hook: no CUDA here)")
+
+    def breaks(*_: Any) -> str | None:
+        raise RuntimeError("the third job's part broke")
+
+    specs = [normalized(registry, [{"model": "demo-sd15", "steps": 3}], **job) for job in JOBS]
+    members = [
+        Member("a", specs[0], lambda *_: None),
+        Member("b", specs[1], lambda *_: None),
+        Member("c", specs[2], breaks),
+    ]
+    hook = cache.get("demo-sd15").text.unet.register_forward_pre_hook(room_for_four)
+    try:
+        run_within_memory(
+            lambda group: run_group(group, range(1), cache.get, "w"),
+            members, sd15_key(registry), Batching("default", 0.0, device=None),
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert [len(m.pictures) for m in members[:2]] == [1, 2]
+    assert [m.traces[0].batch_size for m in members[:2]] == [1, 2]
+    assert isinstance(members[2].failed_by, RuntimeError)
+
+
+def test_a_companion_canceled_in_the_first_stage_ends_before_the_second_runs(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache
+) -> None:
+    stages = [
+        {"model": "demo-sd15", "steps": 3},
+        {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2, "steps": 2,
+         "denoise": 0.5},
+    ]  # fmt: skip
+    batched = runner(redis, registry, cache, batch=True)
+    ids = [submit(batched, **job, stages=stages) for job in JOBS]
+    batched.store.request_cancel(ids[1])  # seen at the companion's first step
+    seen_in_hires: list[bytes | None] = []
+
+    def note_status(*_: Any) -> None:
+        seen_in_hires.append(redis.hget(job_key(ids[1]), "status"))
+
+    hook = cache.get("demo-flux").image.transformer.register_forward_pre_hook(note_status)
+    try:
+        batched.run(ids[0])
+    finally:
+        hook.remove()
+    assert seen_in_hires
+    assert set(seen_in_hires) == {b"canceled"}
+    statuses = [batched.store.load(i).status for i in ids]  # type: ignore[union-attr]
+    assert statuses == [JobStatus.SUCCEEDED, JobStatus.CANCELED, JobStatus.SUCCEEDED]
+
+
+def test_a_job_whose_limit_outlives_the_leaders_call_is_not_gathered(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # RQ stops the leader's call 30 s after the leader's limit; a companion allowed an hour
+    # would be stopped with it.
+    batched = runner(redis, registry, cache, batch=True)
+    leader = submit(batched, timeout_s=60)
+    patient = submit(batched, seed=2, timeout_s=3600)
+    close = submit(batched, seed=3, timeout_s=70)
+    batched.run(leader)
+    assert batched.store.load(patient).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert batched.store.load(close).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
