@@ -88,8 +88,10 @@ class DeviceMemory(Protocol):
 
 
 class CudaMemory:
+    """The current CUDA device's (a worker per GPU, chosen by CUDA_VISIBLE_DEVICES)."""
+
     def total(self) -> int:
-        return int(torch.cuda.get_device_properties(0).total_memory)
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
 
     def allocated(self) -> int:
         return int(torch.cuda.memory_allocated())
