@@ -92,7 +92,15 @@ class Member:
 
     @property
     def running(self) -> bool:
-        return self.stopped is None and self.error is None and self.failed_by is None
+        return self.ended is None
+
+    @property
+    def ended(self) -> Exception | None:
+        """Why it left the group, as the exception its run alone would have raised; None while
+        it runs or once its pictures are made."""
+        if self.stopped is not None:
+            return Stopped(self.stopped)
+        return self.error or self.failed_by
 
     @property
     def pictures(self) -> list[Image.Image]:
@@ -117,10 +125,8 @@ def run_chain(
     for hires stages that name one. Raises Stopped or StageError as the job ends otherwise."""
     member = Member("", spec, monitor, Pictures(pictures) if pictures is not None else None)
     run_group([member], stages, models, worker, loras, upscalers)
-    if member.stopped is not None:
-        raise Stopped(member.stopped)
-    if member.error is not None:
-        raise member.error
+    if member.ended is not None:
+        raise member.ended
     return member.pictures, member.traces
 
 

@@ -129,32 +129,10 @@ class JobRunner:
         started_at = envelope.started_at if segment else None
         try:
             self._run_segment(job_id, segment, envelope.spec, started_at)
-        except Stopped as stop:
-            if stop.reason == "canceled":
-                self._finish(job_id, JobStatus.CANCELED)
-                return None
-            return self._fail(
-                job_id, FailureType.TIMEOUT, _TIMED_OUT.format(envelope.spec.timeout_s)
-            )
-        except JobRejected as rejected:
-            return self._fail(job_id, FailureType.INVALID_JOB, str(rejected))
-        except ModelUnavailable as exc:
-            return self._fail(job_id, FailureType.MODEL_UNAVAILABLE, str(exc))
-        except StageError as exc:
-            return self._fail(job_id, exc.type, str(exc))
-        except torch.OutOfMemoryError:
-            log.exception("out of memory")
-            return self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
         except REDIS_ERRORS:
             raise  # not the model's fault: `run` waits for Redis and runs the segment again
         except Exception as exc:  # a model that raises must not take the worker down
-            log.exception("generation failed")
-            return self._fail(
-                job_id,
-                FailureType.GENERATION_FAILED,
-                f"generation failed in the model ({type(exc).__name__}); the worker log has "
-                f"details. {first_line(exc)}",
-            )
+            return self._end_for(job_id, exc, envelope.spec)
         return None
 
     def _run_segment(
@@ -314,13 +292,9 @@ class JobRunner:
         for member in companions:
             if member.job_id not in ended:
                 self._end_companion(member, segments, failure)
-        if leader.stopped is not None:
-            raise Stopped(leader.stopped)
-        if leader.error is not None:
-            raise leader.error
-        failure = leader.failed_by or failure
-        if failure is not None:
-            raise failure
+        outcome = leader.ended or failure
+        if outcome is not None:
+            raise outcome
         self._complete(leader.job_id, index, leader.spec, segments, leader.pictures, leader.traces)
 
     def _end_companion(
@@ -339,33 +313,36 @@ class JobRunner:
                 through_outage(lambda: self.claims.release(member.job_id, 0))
 
     def _settle(self, member: Member, segments: list[Segment], failure: Exception | None) -> None:
-        failure = member.failed_by or failure
-        if member.stopped == "canceled":
-            self._finish(member.job_id, JobStatus.CANCELED)
-        elif member.stopped is not None:
-            self._fail(member.job_id, FailureType.TIMEOUT, _TIMED_OUT.format(member.spec.timeout_s))
-        elif member.error is not None:
-            self._fail(member.job_id, member.error.type, str(member.error))
-        elif failure is not None:
-            self._fail_for(member.job_id, failure)
+        outcome = member.ended or failure
+        if outcome is not None:
+            self._end_for(member.job_id, outcome, member.spec)
         else:
             self._complete(member.job_id, 0, member.spec, segments, member.pictures, member.traces)
 
-    def _fail_for(self, job_id: str, exc: Exception) -> None:
-        """A batch member failed by the call's exception, as its own run would file it."""
+    def _end_for(self, job_id: str, exc: Exception, spec: JobSpec) -> FailureType | None:
+        """End a running job as the exception its segment ended with says; return the failure
+        it was filed with, if it was."""
+        if isinstance(exc, Stopped):
+            if exc.reason == "canceled":
+                self._finish(job_id, JobStatus.CANCELED)
+                return None
+            return self._fail(job_id, FailureType.TIMEOUT, _TIMED_OUT.format(spec.timeout_s))
+        if isinstance(exc, JobRejected):
+            return self._fail(job_id, FailureType.INVALID_JOB, str(exc))
         if isinstance(exc, ModelUnavailable):
-            self._fail(job_id, FailureType.MODEL_UNAVAILABLE, str(exc))
-        elif isinstance(exc, StageError):
-            self._fail(job_id, exc.type, str(exc))
-        elif isinstance(exc, torch.OutOfMemoryError):
-            self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
-        else:
-            self._fail(
-                job_id,
-                FailureType.GENERATION_FAILED,
-                f"generation failed in the model ({type(exc).__name__}); the worker log has "
-                f"details. {first_line(exc)}",
-            )
+            return self._fail(job_id, FailureType.MODEL_UNAVAILABLE, str(exc))
+        if isinstance(exc, StageError):
+            return self._fail(job_id, exc.type, str(exc))
+        if isinstance(exc, torch.OutOfMemoryError):
+            log.error("out of memory", exc_info=exc)
+            return self._fail(job_id, FailureType.OUT_OF_MEMORY, _OUT_OF_MEMORY)
+        log.error("generation failed", exc_info=exc)
+        return self._fail(
+            job_id,
+            FailureType.GENERATION_FAILED,
+            f"generation failed in the model ({type(exc).__name__}); the worker log has "
+            f"details. {first_line(exc)}",
+        )
 
     def _hand_over(
         self,
