@@ -40,14 +40,6 @@ class BatchKey:
     sizes: tuple[tuple[int, int], ...]  # each stage's picture size
 
     @property
-    def model(self) -> str:
-        return str(json.loads(self.stages[0])["model"])
-
-    @property
-    def models(self) -> frozenset[str]:
-        return frozenset(str(json.loads(s)["model"]) for s in self.stages)
-
-    @property
     def largest_pixels(self) -> int:
         return max(w * h for w, h in self.sizes)
 
