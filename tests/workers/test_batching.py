@@ -4,9 +4,11 @@ models, in this process."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -70,6 +72,28 @@ JOBS = [
     {"prompt": "a red barn", "seed": 7, "num_images": 2},
     {"prompt": "a harbour at night", "seed": 11},
 ]
+# SD1.5's picture decoded, resized and given to Flux's img2img: the pixel handoff.
+SD15_THEN_FLUX_HIRES = [
+    {"model": "demo-sd15", "steps": 3},
+    {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2, "steps": 2,
+     "denoise": 0.5},
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def gpu_with_room_for_four_latents(cache: ModelCache) -> Iterator[None]:
+    """demo-sd15 on a GPU with room for 4 latents (2 pictures with CFG), played by a hook on the
+    real UNet that raises what torch raises there: CUDA cannot run here."""
+
+    def room_for_four(_module: Any, args: tuple[Any, ...]) -> None:
+        if args[0].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = cache.get("demo-sd15").text.unet.register_forward_pre_hook(room_for_four)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def test_fitting_jobs_share_one_call_and_each_ends_once_with_its_own_pictures(
@@ -108,14 +132,8 @@ def test_fitting_jobs_share_one_call_and_each_ends_once_with_its_own_pictures(
 def test_jobs_with_a_flux_hires_stage_batch_both_stages_through_the_runner(
     redis: Redis, registry: ModelRegistry, cache: ModelCache
 ) -> None:
-    # SD1.5's picture decoded, resized and given to Flux's img2img: the pixel handoff, batched.
-    stages = [
-        {"model": "demo-sd15", "steps": 3},
-        {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2, "steps": 2,
-         "denoise": 0.5},
-    ]  # fmt: skip
     batched = runner(redis, registry, cache, batch=True)
-    ids = [submit(batched, **job, stages=stages) for job in JOBS]
+    ids = [submit(batched, **job, stages=SD15_THEN_FLUX_HIRES) for job in JOBS]
     batched.run(ids[0])
     for job_id in ids:
         envelope = batched.store.load(job_id)
@@ -304,21 +322,12 @@ def test_a_batch_holds_as_many_pictures_as_the_gpu_memory_the_models_leave(
 def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_parts_and_every_job_succeeds(
     redis: Redis, registry: ModelRegistry, cache: ModelCache
 ) -> None:
-    # A GPU with room for 4 latents (2 pictures with CFG), played by a hook on the real UNet
-    # that raises what torch raises there: CUDA cannot run here.
-    def room_for_four(_module: Any, args: tuple[Any, ...]) -> None:
-        if args[0].shape[0] > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
     batched = runner(redis, registry, cache, batch=True)
     assert batched.batching is not None
     key = sd15_key(registry)
-    hook = cache.get("demo-sd15").text.unet.register_forward_pre_hook(room_for_four)
-    try:
+    with gpu_with_room_for_four_latents(cache):
         ids = [submit(batched, **job) for job in JOBS]
         batched.run(ids[0])
-    finally:
-        hook.remove()
     sizes = []
     for job_id in ids:
         envelope = batched.store.load(job_id)
@@ -332,10 +341,6 @@ def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_parts_and_every_job_s
 def test_after_running_out_of_memory_a_part_that_fails_fails_only_its_own_members(
     registry: ModelRegistry, cache: ModelCache
 ) -> None:
-    def room_for_four(_module: Any, args: tuple[Any, ...]) -> None:
-        if args[0].shape[0] > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory (played by a hook: no CUDA here)")
-
     def breaks(*_: Any) -> str | None:
         raise RuntimeError("the third job's part broke")
 
@@ -345,14 +350,11 @@ def test_after_running_out_of_memory_a_part_that_fails_fails_only_its_own_member
         Member("b", specs[1], lambda *_: None),
         Member("c", specs[2], breaks),
     ]
-    hook = cache.get("demo-sd15").text.unet.register_forward_pre_hook(room_for_four)
-    try:
+    with gpu_with_room_for_four_latents(cache):
         run_within_memory(
             lambda group: run_group(group, range(1), cache.get, "w"),
             members, sd15_key(registry), Batching("default", 0.0, device=None),
         )  # fmt: skip
-    finally:
-        hook.remove()
     assert [len(m.pictures) for m in members[:2]] == [1, 2]
     assert [m.traces[0].batch_size for m in members[:2]] == [1, 2]
     assert isinstance(members[2].failed_by, RuntimeError)
@@ -361,13 +363,8 @@ def test_after_running_out_of_memory_a_part_that_fails_fails_only_its_own_member
 def test_a_companion_canceled_in_the_first_stage_ends_before_the_second_runs(
     redis: Redis, registry: ModelRegistry, cache: ModelCache
 ) -> None:
-    stages = [
-        {"model": "demo-sd15", "steps": 3},
-        {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "scale": 2, "steps": 2,
-         "denoise": 0.5},
-    ]  # fmt: skip
     batched = runner(redis, registry, cache, batch=True)
-    ids = [submit(batched, **job, stages=stages) for job in JOBS]
+    ids = [submit(batched, **job, stages=SD15_THEN_FLUX_HIRES) for job in JOBS]
     batched.store.request_cancel(ids[1])  # seen at the companion's first step
     seen_in_hires: list[bytes | None] = []
 
