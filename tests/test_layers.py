@@ -63,6 +63,7 @@ UNMIRRORED = {
     "workers/gathering.py": "a batch leader's gathering: tests/workers/test_batching.py",
     "workers/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
     "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
+    "workers/stage_setup.py": "a stage's LoRAs and sampler: tests/workers/test_chain.py",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",
     "workers/__main__.py": "picks workers.worker or workers.webhook_worker by --webhooks",

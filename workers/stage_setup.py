@@ -1,0 +1,75 @@
+"""What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs
+and its sampler. The next job sees the model as registered."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import diffusers
+from diffusers import DiffusionPipeline
+
+from contract.architectures import ArchitectureName
+from contract.envelope import FailureType
+from contract.registry import LoraEntry
+from contract.samplers import AUTOMATIC, sampler_name, samplers_for
+from contract.spec import Stage
+from workers.runtime import LoadedModel
+from workers.stage_errors import StageError
+
+
+@contextlib.contextmanager
+def stage_loras(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
+    """The stage's LoRAs active on the model for this stage only. Each file is loaded once per
+    model (PEFT adapters on its shared modules, kept for later jobs while the memory budget
+    allows, least recently used deleted first) and activated with its weight; afterwards the
+    adapters are disabled, so the next job sees the base weights exactly. The architecture rule
+    is checked again here, whatever the gateway said."""
+    uses = stage.loras or []
+    if not uses:
+        yield
+        return
+    pipe = model.text
+    for use in uses:
+        lora = loras.get(use.name)
+        if lora is None or lora.architecture != model.entry.architecture:
+            what = "is not registered here" if lora is None else f"is {lora.architecture}"
+            raise StageError(
+                FailureType.INVALID_JOB,
+                f"LoRA {use.name!r} {what}; {model.entry.name!r} is {model.entry.architecture}",
+            )
+        try:
+            model.use_adapter(use.name, lora.file, keep={u.name for u in uses})
+        except Exception as exc:  # a bad file fails this job, not the worker
+            raise StageError(
+                FailureType.MODEL_UNAVAILABLE,
+                f"LoRA {use.name!r} ({lora.file.name}) could not be loaded into "
+                f"{model.entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}",
+            ) from exc
+    pipe.enable_lora()
+    pipe.set_adapters([u.name for u in uses], [u.weight for u in uses])
+    try:
+        yield
+    finally:
+        pipe.disable_lora()
+
+
+@contextlib.contextmanager
+def stage_sampler(
+    pipe: DiffusionPipeline, stage: Stage, architecture: ArchitectureName
+) -> Iterator[str]:
+    """The stage's sampler on `pipe` for one call (a checked name, `contract.samplers`), built
+    from the model's own scheduler config so that its training settings carry over; the model's
+    own scheduler is back afterwards. Yields the sampler's name."""
+    own = pipe.scheduler
+    if stage.sampler is None:
+        yield sampler_name(type(own).__name__)
+        return
+    chosen = samplers_for(architecture)[stage.sampler]
+    scheduler_class = getattr(diffusers, chosen.scheduler_class)
+    options = chosen.scheduler_options(stage.scheduler or AUTOMATIC)
+    pipe.scheduler = scheduler_class.from_config(own.config, **options)
+    try:
+        yield chosen.name
+    finally:
+        pipe.scheduler = own
