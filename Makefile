@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 install: $(VENV)/.installed
 
 models: $(VENV)/.installed
-	$(PY) -m workers.demo_models build .models
+	$(PY) -m demo.models build .models
 
 ## The service on its embedded defaults: private Redis, demo models, gateway + one worker.
 run: $(VENV)/.installed

@@ -29,6 +29,7 @@ from redis import Redis
 
 from bench import admission, throughput
 from contract.registry import ModelRegistry
+from demo.models import ensure_built
 from devstack.processes import (
     start_gateway,
     start_worker,
@@ -40,7 +41,6 @@ from devstack.redis_server import RedisServer, free_port
 from jobs.presence import live_workers
 from jobs.redis_keys import image_key, job_key
 from jobs.settings import REPO_ROOT
-from workers.demo_models import ensure_built
 from workers.pipelines import load_text_pipeline
 
 RUNS = 10

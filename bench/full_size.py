@@ -29,7 +29,7 @@ from transformers import (
     T5EncoderModel,
 )
 
-from workers.demo_models import _clip_tokenizer, _t5_tokenizer
+from demo.parts import clip_tokenizer, t5_tokenizer
 
 
 def _vae(scaling: float, channels: int = 4, shift: float | None = None) -> AutoencoderKL:
@@ -51,7 +51,7 @@ def _vae(scaling: float, channels: int = 4, shift: float | None = None) -> Autoe
 
 
 def _clip(hidden: int, layers: int, heads: int, projection: bool = False) -> torch.nn.Module:
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     config = CLIPTextConfig(
         vocab_size=49408,
         hidden_size=hidden,
@@ -93,7 +93,7 @@ def build_sd15(out: Path) -> None:
         pipe = StableDiffusionPipeline(
             vae=_vae(0.18215),
             text_encoder=_clip(768, 12, 12),
-            tokenizer=_clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
             unet=unet,
             scheduler=_scheduler(),
             safety_checker=None,
@@ -124,8 +124,8 @@ def build_sdxl(out: Path) -> None:
             vae=_vae(0.13025),
             text_encoder=_clip(768, 12, 12),
             text_encoder_2=_clip(1280, 32, 20, projection=True),
-            tokenizer=_clip_tokenizer(),
-            tokenizer_2=_clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer(),
             unet=unet,
             scheduler=_scheduler(),
         )
@@ -135,7 +135,7 @@ def build_sdxl(out: Path) -> None:
 def build_flux_wide(out: Path, double: int = 4, single: int = 8) -> None:
     """Flux at its released width with `double` + `single` blocks (of 19 + 38), in bf16."""
     torch.manual_seed(0)
-    t5_tokenizer = _t5_tokenizer()
+    t5_tok = t5_tokenizer()
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         transformer = FluxTransformer2DModel(
             patch_size=1, in_channels=64, num_layers=double, num_single_layers=single,
@@ -144,10 +144,10 @@ def build_flux_wide(out: Path, double: int = 4, single: int = 8) -> None:
         )  # fmt: skip
         t5 = T5EncoderModel(
             T5Config(
-                vocab_size=len(t5_tokenizer), d_model=4096, d_kv=64, d_ff=10240, num_layers=2,
+                vocab_size=len(t5_tok), d_model=4096, d_kv=64, d_ff=10240, num_layers=2,
                 num_heads=64, feed_forward_proj="gated-gelu",
-                pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
-                decoder_start_token_id=t5_tokenizer.pad_token_id,
+                pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id,
+                decoder_start_token_id=t5_tok.pad_token_id,
             )
         )  # fmt: skip
         scheduler = FlowMatchEulerDiscreteScheduler(
@@ -158,9 +158,9 @@ def build_flux_wide(out: Path, double: int = 4, single: int = 8) -> None:
             scheduler=scheduler,
             vae=_vae(0.3611, channels=16, shift=0.1159),
             text_encoder=_clip(768, 12, 12),
-            tokenizer=_clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
             text_encoder_2=t5,
-            tokenizer_2=t5_tokenizer,
+            tokenizer_2=t5_tok,
             transformer=transformer,
         )
     pipe.to(torch.bfloat16).save_pretrained(out)

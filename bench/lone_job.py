@@ -21,10 +21,10 @@ import httpx
 from redis import Redis
 
 from bench.__main__ import P1_SPEC, through_service
+from demo.models import ensure_built
 from devstack.processes import start_gateway, start_worker, stop, wait_for_gateway, wait_for_workers
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
-from workers.demo_models import ensure_built
 
 
 def main() -> int:

@@ -17,10 +17,10 @@ from typing import Any
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
+from demo.loras import build_sd15_lora
+from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
 from workers.chain import run_chain
-from workers.demo_loras import build_sd15_lora
-from workers.demo_models import ensure_built
 from workers.runtime import ModelCache
 
 RUNS = 10

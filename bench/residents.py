@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
+from demo.loras import build_sd15_lora
+from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
-from workers.demo_loras import build_sd15_lora
-from workers.demo_models import ensure_built
 from workers.runtime import ModelCache
 from workers.upscalers import _spandrel
 

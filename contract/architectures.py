@@ -1,8 +1,11 @@
-"""What each model architecture can do, as one table.
+"""What each model architecture is and can do, one row per architecture.
 
-Every architecture rule the gateway and the workers enforce reads this table; adding an
-architecture (say SD3, latent space `sd3`, 16 channels) is one row here and one in
-`latent_spaces.LATENT_SPACES`.
+Every architecture rule the gateway and the workers enforce asks this table: the latent space
+(which decides latent handoffs), sizes, defaults, samplers, and what its files look like (the keys
+that mark its LoRAs and its single-file checkpoints). The worker's side of an architecture (its
+diffusers pipeline classes and loading quirks) is one family module in `workers/families/`. A new
+architecture is a row here (and one in `latent_spaces` if it brings a VAE of its own), a family
+module, a demo builder and its tests.
 """
 
 from __future__ import annotations
@@ -13,7 +16,30 @@ from typing import Literal
 from contract.latent_spaces import LATENT_SPACES, LatentSpace
 
 # The architectures' names, as clients see them (an enum in the OpenAPI document).
-ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux", "sd35"]
+ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux", "sd35", "chroma"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named kind of one architecture's weights, with defaults of its own (Flux dev/schnell)."""
+
+    name: str
+    default_steps: int
+    default_guidance: float
+
+
+@dataclass(frozen=True)
+class LoraKeys:
+    """What a LoRA file trained for the architecture shows in its header (contract.lora_files)."""
+
+    # A key containing one of these names (its denoiser's block names) marks it.
+    block_names: tuple[str, ...] = ()
+    # The width a cross-attention key projects from (the text encoders' width), in the shape of
+    # an `attn2.to_k` down matrix: the UNet families differ only there.
+    cross_attention_width: int | None = None
+    # Layers of a second text encoder (`lora_te2_`, `text_encoder_2`) mark it where nothing else
+    # does.
+    second_text_encoder: bool = False
 
 
 @dataclass(frozen=True)
@@ -22,6 +48,8 @@ class Architecture:
     latent_space: LatentSpace
     # Pixel sizes must be multiples of this (VAE downscale, times 2 where latents are packed 2x2).
     size_multiple: int
+    # The size it was trained at (what `compile: true` compiles for by default).
+    native_size: tuple[int, int]
     # False for refiner-only models: they need a picture or latents to start from.
     text_to_image: bool
     # Takes denoising_end / denoising_start, i.e. can hand over mid-schedule (ensemble of experts).
@@ -30,38 +58,112 @@ class Architecture:
     guidance_range: tuple[float, float]
     default_guidance: float
     default_steps: int
+    # Flow-matching models take their flow-matching Euler only (contract.samplers).
+    flow_matching: bool
+    text_encoders: tuple[str, ...]
+    lora_keys: LoraKeys
+    # Keys any of which marks a single-file checkpoint of it (original and diffusers layouts).
+    checkpoint_keys: tuple[str, ...]
+    # Which family module of the worker serves it (workers/families/<family>.py).
+    family: str
+    variants: tuple[Variant, ...] = ()
+    # An architecture derived from another, whose files carry the other's key names plus marks of
+    # their own: probes look for its marks first, and a LoRA whose keys show only the other's
+    # names may be declared for it in the registry (Chroma is a pruned Flux).
+    derived_from: ArchitectureName | None = None
 
+    def variant(self, name: str | None) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+_FLUX_BLOCKS = ("double_blocks", "single_blocks", "single_transformer_blocks")
 
 # fmt: off
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
         Architecture(
-            "sd15", LATENT_SPACES["sd1"], size_multiple=8, text_to_image=True,
-            mid_schedule_handoff=False, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=25,
+            "sd15", LATENT_SPACES["sd1"], size_multiple=8, native_size=(512, 512),
+            text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
+            guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=25,
+            flow_matching=False, text_encoders=("CLIP-L",),
+            lora_keys=LoraKeys(cross_attention_width=768),
+            checkpoint_keys=("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
+            family="sd",
         ),
         Architecture(
-            "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, text_to_image=True,
-            mid_schedule_handoff=True, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=30,
+            "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
+            text_to_image=True, mid_schedule_handoff=True, negative_prompt=True,
+            guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=30,
+            flow_matching=False, text_encoders=("CLIP-L", "CLIP-G"),
+            lora_keys=LoraKeys(cross_attention_width=2048, second_text_encoder=True),
+            checkpoint_keys=(
+                "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
+            ),
+            family="sd",
         ),
         Architecture(
-            "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, text_to_image=False,
-            mid_schedule_handoff=True, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=7.0, default_steps=30,
+            "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
+            text_to_image=False, mid_schedule_handoff=True, negative_prompt=True,
+            guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=30,
+            flow_matching=False, text_encoders=("CLIP-G",),
+            lora_keys=LoraKeys(cross_attention_width=1280),
+            checkpoint_keys=(
+                "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias",
+            ),
+            family="sd",
         ),
         Architecture(
-            "flux", LATENT_SPACES["flux"], size_multiple=16, text_to_image=True,
-            mid_schedule_handoff=False, negative_prompt=False, guidance_range=(0.0, 10.0),
-            default_guidance=3.5, default_steps=28,
+            "flux", LATENT_SPACES["flux"], size_multiple=16, native_size=(1024, 1024),
+            text_to_image=True, mid_schedule_handoff=False, negative_prompt=False,
+            guidance_range=(0.0, 10.0), default_guidance=3.5, default_steps=28,
+            flow_matching=True, text_encoders=("CLIP-L", "T5-XXL"),
+            lora_keys=LoraKeys(block_names=_FLUX_BLOCKS),
+            checkpoint_keys=(
+                "double_blocks.0.img_attn.norm.key_norm.scale",
+                "model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale",
+                "single_transformer_blocks.0.attn.norm_k.weight",
+            ),
+            # dev is guidance-distilled (it embeds the scale); schnell timestep-distilled.
+            variants=(Variant("dev", 28, 3.5), Variant("schnell", 4, 0.0)),
+            family="flux",
         ),
         # SD3.5 Medium/Large: MMDiT on 2x2 patches (sizes multiples of 16), flow matching.
         Architecture(
-            "sd35", LATENT_SPACES["sd3"], size_multiple=16, text_to_image=True,
-            mid_schedule_handoff=False, negative_prompt=True, guidance_range=(0.0, 30.0),
-            default_guidance=4.5, default_steps=28,
+            "sd35", LATENT_SPACES["sd3"], size_multiple=16, native_size=(1024, 1024),
+            text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
+            guidance_range=(0.0, 30.0), default_guidance=4.5, default_steps=28,
+            flow_matching=True, text_encoders=("CLIP-L", "CLIP-G", "T5-XXL"),
+            lora_keys=LoraKeys(block_names=("joint_blocks",)),
+            checkpoint_keys=(
+                "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight",
+                "joint_blocks.0.context_block.attn.qkv.weight",
+            ),
+            family="sd3",
+        ),
+        # Chroma: Flux schnell pruned (its per-block modulation replaced by one small network,
+        # `distilled_guidance_layer`), T5 alone, real classifier-free guidance with a negative
+        # prompt. It keeps Flux's VAE, so Flux and Chroma hand latents to each other. Defaults
+        # are diffusers' ChromaPipeline's.
+        Architecture(
+            "chroma", LATENT_SPACES["flux"], size_multiple=16, native_size=(1024, 1024),
+            text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
+            guidance_range=(0.0, 30.0), default_guidance=5.0, default_steps=35,
+            flow_matching=True, text_encoders=("T5-XXL",),
+            lora_keys=LoraKeys(block_names=("distilled_guidance_layer",)),
+            checkpoint_keys=(
+                "distilled_guidance_layer.in_proj.weight",
+                "model.diffusion_model.distilled_guidance_layer.in_proj.weight",
+            ),
+            family="chroma", derived_from="flux",
         ),
     )
 }
 # fmt: on
+
+
+def most_specific_first() -> list[Architecture]:
+    """The rows in the order a file's keys are matched against them: an architecture derived
+    from another before the other (a Chroma file also carries Flux's key names)."""
+    rows = list(ARCHITECTURES.values())
+    return [a for a in rows if a.derived_from] + [a for a in rows if not a.derived_from]

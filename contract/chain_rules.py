@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL.Image import Image
 from pydantic import ValidationError
 
+from contract.architectures import ARCHITECTURES
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
@@ -307,9 +308,9 @@ def _check_refine(
             Violation(
                 "refine_unsupported",
                 ("stages", i, "mode"),
-                "refine hands over mid-schedule (denoising_end/denoising_start), which only the "
-                "SDXL "
-                f"family supports; {names} cannot. Use mode: hires instead.",
+                "refine hands over mid-schedule (denoising_end/denoising_start), which only "
+                f"{_mid_schedule_architectures()} support; {names} cannot. Use mode: hires "
+                "instead.",
                 {"models": [e.name for e in unsupported]},
             )
         )
@@ -362,6 +363,10 @@ def _refuse_fields(
                     f"{name} belongs to mode {mode!r}; remove it or change this stage's mode",
                 )
             )
+
+
+def _mid_schedule_architectures() -> str:
+    return ", ".join(a.name for a in ARCHITECTURES.values() if a.mid_schedule_handoff)
 
 
 def _default(value: float | None, default: float) -> float:

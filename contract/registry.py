@@ -52,9 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from contract.architectures import ARCHITECTURES, Architecture
 from contract.latent_spaces import LatentSpace
-from contract.lora_files import discover_loras, probe_lora
-
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+from contract.lora_files import discover_loras, fits_declared, probe_lora
+from contract.names import MODEL_NAME_PATTERN
+from contract.resamplers import Upscaler
 
 
 class _Strict(BaseModel):
@@ -80,9 +80,6 @@ class HubSource(_Strict):
 ModelSource = FolderSource | SingleFileSource | HubSource
 
 
-SCHNELL_STEPS = 4
-
-
 def known_architecture(value: str) -> str:
     if value not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
@@ -103,28 +100,35 @@ class ModelEntry(_Strict):
     vae_tiling: bool = False
     # Keep weights in CPU memory and move each module to the GPU while it runs.
     cpu_offload: bool = False
-    # Flux only: dev is guidance-distilled (it embeds the guidance scale; 28 steps), schnell is
-    # timestep-distilled (no guidance; 1-4 steps). The worker checks the weights agree.
-    variant: Literal["dev", "schnell"] | None = None
+    # A named kind of the architecture's weights, where it has some (Flux: dev embeds the
+    # guidance scale, 28 steps; schnell takes no guidance, 1-4 steps). The worker checks the
+    # weights agree.
+    variant: str | None = None
     # torch.compile the denoiser when the model loads, for these (width, height) sizes (default:
     # the architecture's native size); other sizes run eagerly (workers/compiled.py).
     compile: bool = False
     compile_sizes: list[tuple[int, int]] = []
 
     @model_validator(mode="after")
-    def _variant_of_flux_only(self) -> ModelEntry:
-        if self.variant is not None and self.architecture != "flux":
-            raise ValueError(f"variant is for flux models; {self.name!r} is {self.architecture}")
+    def _variant_of_its_architecture(self) -> ModelEntry:
+        arch = ARCHITECTURES[self.architecture]
+        if self.variant is not None and arch.variant(self.variant) is None:
+            known = ", ".join(v.name for v in arch.variants)
+            raise ValueError(
+                f"{self.name!r} is {self.architecture}, which has "
+                + (f"the variants {known}, not {self.variant!r}" if known else "no variants")
+            )
         return self
 
     @property
     def default_steps(self) -> int:
-        return SCHNELL_STEPS if self.variant == "schnell" else self.arch.default_steps
+        variant = self.arch.variant(self.variant)
+        return self.arch.default_steps if variant is None else variant.default_steps
 
     @property
     def default_guidance(self) -> float:
-        # Schnell has no guidance embedding: the scale is ignored, 0 says so in the spec.
-        return 0.0 if self.variant == "schnell" else self.arch.default_guidance
+        variant = self.arch.variant(self.variant)
+        return self.arch.default_guidance if variant is None else variant.default_guidance
 
     _known_architecture = field_validator("architecture")(known_architecture)
 
@@ -161,8 +165,6 @@ class UpscalerEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _not_a_resampler(cls, name: str) -> str:
-        from contract.spec import Upscaler  # the spec imports this module's name pattern
-
         if name in set(Upscaler):
             raise ValueError(f"{name!r} is a built-in upscaler's name; name the file otherwise")
         return name
@@ -255,14 +257,17 @@ def _with_lora_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if probed is None and declared is None:
             why = "does not show it in its keys" if file.is_file() else "cannot be read here"
             raise ValueError(f"LoRA {name!r}: {file} {why}; write its architecture in the registry")
-        if probed is not None and declared is not None and probed != declared:
+        if probed is not None and declared in ARCHITECTURES and not fits_declared(probed, declared):
             raise ValueError(
                 f"LoRA {name!r}: the registry says {declared}, but {file.name}'s keys are "
                 f"those of a {probed} LoRA; fix the entry's architecture"
             )
+        # A declared architecture the keys allow but do not show (fits_declared) is the
+        # registry's word.
+        from_header = probed is not None and (declared is None or probed == declared)
         loras[name] = {
             **entry,
-            "architecture": probed or declared,
-            "architecture_from": "header" if probed else "registry",
+            "architecture": probed if from_header else declared,
+            "architecture_from": "header" if from_header else "registry",
         }
     return {k: v for k, v in raw.items() if k != "lora_folders"} | {"loras": loras}

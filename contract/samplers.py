@@ -2,10 +2,10 @@
 each one is.
 
 A stage picks a `sampler` (default: the scheduler the model ships with) and a `scheduler`, the
-sigma schedule A1111 calls "Schedule type" (`automatic` keeps the sampler's own). Flux and SD3.5
-are flow-matching models: only their flow-matching Euler applies. The gateway checks the names at
-admission and the worker builds the scheduler from the model's own scheduler config, so the
-training settings (betas, timestep spacing, Flux's shift) carry over.
+sigma schedule A1111 calls "Schedule type" (`automatic` keeps the sampler's own). Flow-matching
+models (Flux, SD3.5, Chroma: their row says so) take only their flow-matching Euler. The gateway
+checks the names at admission and the worker builds the scheduler from the model's own scheduler
+config, so the training settings (betas, timestep spacing, Flux's shift) carry over.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.architectures import ArchitectureName
+from contract.architectures import ARCHITECTURES, ArchitectureName
 from contract.registry import ModelEntry
 from contract.spec import Stage
 from contract.violations import Violation
@@ -59,11 +59,8 @@ _FLOW = {"Euler": Sampler("Euler", "FlowMatchEulerDiscreteScheduler")}
 # fmt: on
 
 
-_FLOW_MATCHING: frozenset[ArchitectureName] = frozenset({"flux", "sd35"})
-
-
 def samplers_for(architecture: ArchitectureName) -> dict[str, Sampler]:
-    return _FLOW if architecture in _FLOW_MATCHING else _DENOISING
+    return _FLOW if ARCHITECTURES[architecture].flow_matching else _DENOISING
 
 
 def schedules_for(sampler: Sampler) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
-from contract.registry import MODEL_NAME_PATTERN
+from contract.names import MODEL_NAME_PATTERN
+from contract.resamplers import Upscaler
 
 MAX_SEED = 2**32 - 1
 MAX_STAGES = 4
@@ -38,19 +39,6 @@ WebhookEvent = Literal["completed", "failed", "canceled"]
 WebhookUrl = Annotated[
     AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], max_length=2048, host_required=True)
 ]
-
-
-class Upscaler(StrEnum):
-    LANCZOS = "lanczos"
-    BICUBIC = "bicubic"
-    NEAREST = "nearest"
-    LATENT_BILINEAR = "latent-bilinear"
-    LATENT_BICUBIC = "latent-bicubic"
-    LATENT_NEAREST = "latent-nearest"
-
-    @property
-    def works_on_latents(self) -> bool:
-        return self.value.startswith("latent-")
 
 
 UpscalerModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]

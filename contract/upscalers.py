@@ -8,11 +8,12 @@ interpolate latents and only fit a latent handoff.
 from __future__ import annotations
 
 from contract.registry import ModelRegistry
-from contract.spec import Handoff, Stage, Upscaler
+from contract.resamplers import LATENT_RESAMPLERS, PIXEL_RESAMPLERS, Upscaler
+from contract.spec import Handoff, Stage
 from contract.violations import Violation
 
-_PIXEL = "lanczos, bicubic, nearest"
-_LATENT = "latent-bilinear, latent-bicubic or latent-nearest"
+_PIXEL = ", ".join(PIXEL_RESAMPLERS)
+_LATENT = ", ".join(LATENT_RESAMPLERS[:-1]) + f" or {LATENT_RESAMPLERS[-1]}"
 
 
 def check_upscaler(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from demo.models import ensure_built
 from devstack.processes import (
     start_gateway,
     start_webhook_worker,
@@ -25,7 +26,6 @@ from devstack.processes import (
 )
 from devstack.redis_server import RedisServer
 from jobs.settings import REPO_ROOT
-from workers.demo_models import ensure_built
 
 
 def port_taken(port: int) -> bool:

@@ -2,7 +2,7 @@
 
 Tests load these files with the worker's real loader and compare against the demo folders, so a
 layout the worker misreads shows up as a failed load or different pixels. Each inverse here is
-itself checked against diffusers' forward converter (tests/workers/test_flux_files.py).
+itself checked against diffusers' forward converter (tests/workers/families/test_flux_files.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from workers.flux_files import (
+from workers.families.flux_files import (
     _DOUBLE_BLOCK,
     _DOUBLE_FUSED,
     _SINGLE_BLOCK,

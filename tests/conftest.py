@@ -17,6 +17,8 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
+from demo.loras import build_sd15_lora
+from demo.models import DEMO_MODELS, ensure_built
 from devstack.processes import (
     start_gateway,
     start_webhook_worker,
@@ -30,8 +32,6 @@ from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 from jobs.webhooks import WEBHOOK_QUEUE
 from tests.receiver import WEBHOOK_SECRET
-from workers.demo_loras import build_sd15_lora
-from workers.demo_models import DEMO_MODELS, ensure_built
 
 MODELS_DIR = REPO_ROOT / ".models"
 

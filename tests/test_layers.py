@@ -2,6 +2,7 @@
 
     contract  (pure)      <- jobs (Redis, RQ; no torch) <- app (HTTP)
                                                       <- workers (torch, diffusers)
+                                                         <- demo (tiny models; tests, make run)
 
 `tests/stack/test_gateway_without_workers.py` proves the same for the running gateway, dynamic
 imports and RQ's by-name callbacks included.
@@ -18,12 +19,14 @@ from jobs.settings import REPO_ROOT
 
 # layer -> top-level packages its modules may not import
 FORBIDDEN = {
-    "contract": {"jobs", "app", "workers", "devstack", "redis", "rq", "fastapi", "starlette",
-                 "httpx", "torch", "diffusers", "transformers"},
-    "jobs": {"app", "workers", "devstack", "fastapi", "starlette", "torch", "diffusers",
+    "contract": {"jobs", "app", "workers", "devstack", "demo", "redis", "rq", "fastapi",
+                 "starlette", "httpx", "torch", "diffusers", "transformers"},
+    "jobs": {"app", "workers", "devstack", "demo", "fastapi", "starlette", "torch", "diffusers",
              "transformers"},
-    "app": {"workers", "devstack", "torch", "diffusers", "transformers", "safetensors"},
-    "workers": {"app", "devstack", "fastapi", "starlette"},
+    "app": {"workers", "devstack", "demo", "torch", "diffusers", "transformers", "safetensors"},
+    # The service never runs on demo models unless a registry names them.
+    "workers": {"app", "devstack", "demo", "fastapi", "starlette"},
+    "demo": {"app", "devstack", "jobs", "fastapi", "starlette"},
 }  # fmt: skip
 
 
@@ -59,7 +62,12 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
 # Modules without a test file of their own, and why.
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
-    "workers/demo_upscalers.py": "its files are what tests/workers/test_upscalers.py loads",
+    "demo/upscalers.py": "its files are what tests/workers/test_upscalers.py loads",
+    "demo/parts.py": "the demo builders' pieces: tests/demo/test_models.py",
+    "demo/sd.py": "demo builders: tests/demo/test_models.py loads what they build",
+    "demo/flux.py": "demo builders: tests/demo/test_models.py loads what they build",
+    "demo/sd3.py": "demo builders: tests/demo/test_models.py loads what they build",
+    "demo/chroma.py": "demo builders: tests/demo/test_models.py loads what they build",
     "workers/gathering.py": "a batch leader's gathering: tests/workers/test_batching.py",
     "workers/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
     "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
@@ -81,7 +89,7 @@ def has_logic(path: Path) -> bool:
 
 def test_every_module_with_logic_has_a_test_file_of_the_same_name() -> None:
     missing = []
-    for layer in ("contract", "jobs", "app", "workers", "devstack"):
+    for layer in ("contract", "jobs", "app", "workers", "devstack", "demo"):
         for path in sorted((REPO_ROOT / layer).rglob("*.py")):
             relative = path.relative_to(REPO_ROOT)
             if path.name == "__init__.py" or not has_logic(path):

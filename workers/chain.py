@@ -15,19 +15,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    DiffusionPipeline,
-    FluxImg2ImgPipeline,
-    FluxPipeline,
-    StableDiffusion3Img2ImgPipeline,
-)
+from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
 from contract.envelope import FailureType, StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
 from contract.registry import LoraEntry
+from contract.resamplers import Upscaler
 from contract.spec import Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import stage_size
+from workers.families import pipelines_for
 from workers.finite import finite_pictures, non_finite
 from workers.guidance import per_picture_guidance
 from workers.runtime import LoadedModel
@@ -37,17 +34,6 @@ from workers.upscalers import LoadedUpscaler, upscale
 
 log = logging.getLogger("imagegen.worker")
 __all__ = ["Member", "StageError", "Stopped", "run_chain", "run_group"]
-
-_RESAMPLE = {
-    "lanczos": Image.Resampling.LANCZOS,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
-_LATENT_MODES = {
-    "latent-bilinear": "bilinear",
-    "latent-bicubic": "bicubic",
-    "latent-nearest": "nearest",
-}
 
 
 @dataclass
@@ -200,6 +186,7 @@ def _run_stage(
     stage = spec.stages[i]
     following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
     arch = model.entry.arch
+    classes = pipelines_for(arch.name)
     width, height = stage_size(spec, i)
     want_latents = following is not None and following.handoff is Handoff.LATENT
     ends_at = (
@@ -244,8 +231,8 @@ def _run_stage(
         pipe = model.image
         carry = _together(carries)
         kwargs.update(_image_input(i, stage, model, carry, (width, height), spec, upscalers))
-        if isinstance(pipe, (FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline)):
-            # Without an explicit size these resize their input to their default sample size.
+        if classes.image_takes_size:
+            # Without an explicit size it resizes its input to its default sample size.
             kwargs.update(height=height, width=width)
 
     stamps: list[float] = []
@@ -253,12 +240,12 @@ def _run_stage(
     kwargs["callback_on_step_end"] = _step_callback(i, group, stamps, last)
     with (
         stage_sampler(pipe, stage, arch.name) as sampler,
-        per_picture_guidance(pipe, scales) as guidance,
+        per_picture_guidance(pipe, classes, scales) as guidance,
     ):
         output = pipe(**kwargs, guidance_scale=guidance).images
     step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     if want_latents:
-        output = _unpack(pipe, output, width, height)
+        output = unpacked(model, output, width, height, pipe.vae_scale_factor)
     at_end = last[-1] if last else None  # packed for Flux: finite_pictures unpacks them
     start = 0
     for member in group:
@@ -313,13 +300,13 @@ def _image_input(
                     "its end; refine needs a stage that stopped at switch_at",
                 )
             return {"image": carry.tensor, "denoising_start": carry.ends_at}
-        if str(stage.upscaler) not in _LATENT_MODES:
+        if not (isinstance(stage.upscaler, Upscaler) and stage.upscaler.works_on_latents):
             raise StageError(
                 FailureType.INVALID_JOB,
                 f"stage {i} was handed latents, and upscaler {stage.upscaler!r} works on "
                 "pictures; use handoff: pixel with it",
             )
-        mode = _LATENT_MODES[str(stage.upscaler)]
+        mode = stage.upscaler.interpolation
         factor = model.entry.latent_space.vae_downscale
         resized = F.interpolate(carry.tensor, size=(height // factor, width // factor), mode=mode)
         return {"image": resized, "strength": stage.denoise}
@@ -330,8 +317,9 @@ def _image_input(
     if stage.mode is Mode.REFINE:
         raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")
     name = str(stage.upscaler)
-    if name in _RESAMPLE:
-        images = [im.resize(size, _RESAMPLE[name]) for im in carry.images]
+    if isinstance(stage.upscaler, Upscaler):
+        resample = Image.Resampling[stage.upscaler.interpolation.upper()]
+        images = [im.resize(size, resample) for im in carry.images]
     elif upscalers is None:
         raise StageError(FailureType.INVALID_JOB, f"upscaler {name!r} is not served here")
     else:
@@ -349,12 +337,13 @@ def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -
         )
 
 
-def _unpack(
-    pipe: DiffusionPipeline, latents: torch.Tensor, width: int, height: int
+def unpacked(
+    model: LoadedModel, latents: torch.Tensor, width: int, height: int, vae_scale_factor: int
 ) -> torch.Tensor:
-    # Flux returns latents packed as 2x2 patches per token; keep them spatial between stages.
-    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
-        return FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    """Latents as (batch, channels, h, w): a latent space packed 2x2 (Flux's) comes out of the
+    pipeline as 2x2 patches per token; between stages latents stay spatial."""
+    if model.entry.latent_space.packed_2x2:
+        return FluxPipeline._unpack_latents(latents, height, width, vae_scale_factor)
     return latents
 
 

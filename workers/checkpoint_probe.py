@@ -2,17 +2,18 @@
 
 A safetensors file starts with an 8-byte length and a JSON header naming every tensor, its dtype,
 shape and byte range: reading it costs well under a millisecond on a 2 GB file, whatever the
-file's extension (BFL ships Flux as `.sft`). A few keys identify each architecture (the keys
-diffusers' single-file loader uses), so a registry entry whose declared architecture contradicts
-its file fails with a clear reason at load time, and `diagnose` says in a user's words what a
-file that cannot load is instead: a LoRA, an inpainting UNet, a scaled-fp8 file, a truncated
-download, or not safetensors at all.
+file's extension (BFL ships Flux as `.sft`). A few keys identify each architecture (its row's
+`checkpoint_keys`: the keys diffusers' single-file loader uses), so a registry entry whose
+declared architecture contradicts its file fails with a clear reason at load time, and
+`diagnose` says in a user's words what a file that cannot load is instead: a LoRA, an inpainting
+UNet, a scaled-fp8 file, a truncated download, or not safetensors at all.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from contract.architectures import most_specific_first
 from contract.safetensors_header import (
     SAFETENSORS_SUFFIXES,
     declared_header_length,
@@ -20,31 +21,15 @@ from contract.safetensors_header import (
     read_header,
 )
 
-# architecture -> keys, any of which marks a checkpoint of it (original and diffusers layouts)
-_MARKERS: dict[str, tuple[str, ...]] = {
-    "sdxl": ("conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",),
-    "sdxl-refiner": ("conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias",),
-    "flux": (
-        "double_blocks.0.img_attn.norm.key_norm.scale",
-        "model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale",
-        "single_transformer_blocks.0.attn.norm_k.weight",
-    ),
-    "sd15": ("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
-    "sd35": (
-        "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight",
-        "joint_blocks.0.context_block.attn.qkv.weight",
-    ),
-}
-
 
 def probe_architecture(path: Path) -> str | None:
     """The architecture the file's keys show, or None if they match none we know."""
     header = read_header(path)
     if header is None:
         return None
-    for architecture, markers in _MARKERS.items():
-        if any(marker in header for marker in markers):
-            return architecture
+    for arch in most_specific_first():
+        if any(key in header for key in arch.checkpoint_keys):
+            return arch.name
     return None
 
 

@@ -23,16 +23,9 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from contract.registry import ModelEntry
+from workers.families import pipelines_for
 
 log = logging.getLogger("imagegen.worker")
-
-NATIVE_SIZE = {
-    "sd15": (512, 512),
-    "sdxl": (1024, 1024),
-    "sdxl-refiner": (1024, 1024),
-    "flux": (1024, 1024),
-    "sd35": (1024, 1024),
-}
 
 
 class CompiledDenoiser:
@@ -65,9 +58,8 @@ class CompiledDenoiser:
 
 def compile_denoiser(entry: ModelEntry, pipe: DiffusionPipeline) -> CompiledDenoiser:
     """Compile `pipe`'s denoiser for the entry's sizes, by running one step at each."""
-    module = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
-    compiled = CompiledDenoiser(module)
-    sizes = entry.compile_sizes or [NATIVE_SIZE[entry.architecture]]
+    compiled = CompiledDenoiser(pipelines_for(entry.architecture).denoiser_of(pipe))
+    sizes = entry.compile_sizes or [entry.arch.native_size]
     started = time.perf_counter()
     compiled.warming = True
     try:

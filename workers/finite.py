@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline
+from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
 from contract.envelope import FailureType
@@ -37,7 +37,7 @@ def finite_pictures(
     if latents is None or not torch.isfinite(latents).all():
         raise non_finite(i, model, "latents")
     log.warning("stage %d: %s decoded NaN/Inf pixels; decoding again in fp32", i, model.entry.name)
-    images = _decode_in_fp32(pipe, latents, size)
+    images = _decode_in_fp32(pipe, latents, size, model.entry.latent_space.packed_2x2)
     if not torch.isfinite(images).all():
         raise non_finite(i, model, "pixels, also when decoded again in fp32,")
     return _pil(pipe, images), True
@@ -59,12 +59,12 @@ def _pil(pipe: DiffusionPipeline, images: torch.Tensor) -> list[Image.Image]:
 
 
 def _decode_in_fp32(
-    pipe: DiffusionPipeline, latents: torch.Tensor, size: tuple[int, int]
+    pipe: DiffusionPipeline, latents: torch.Tensor, size: tuple[int, int], packed: bool
 ) -> torch.Tensor:
     """Decode the last step's latents as the pipeline does, with the VAE in fp32 for once."""
     vae = pipe.vae
     config = vae.config
-    if isinstance(pipe, (FluxPipeline, FluxImg2ImgPipeline)):
+    if packed:  # Flux's latent space: 2x2 patches per token
         width, height = size
         latents = FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
     latents = latents.float()

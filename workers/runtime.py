@@ -22,13 +22,8 @@ from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFil
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
 from workers.checkpoint_probe import bundled_components, diagnose
 from workers.compiled import CompiledDenoiser, compile_denoiser
-from workers.pipelines import (
-    PIPELINES,
-    image_pipeline_of,
-    load_text_pipeline,
-    resolve_device,
-    resolve_dtype,
-)
+from workers.families import pipelines_for
+from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
 from workers.upscalers import LoadedUpscaler, load_upscaler
 from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
@@ -229,7 +224,7 @@ class ModelCache:
         if isinstance(source, SingleFileSource):
             # The file, and what the config folder adds: every component it does not bundle
             # (about 10 GB of text encoders and VAE for a denoiser-only Flux file).
-            denoiser = PIPELINES[entry.architecture].denoiser_folder
+            denoiser = pipelines_for(entry.architecture).denoiser_folder
             taken = {denoiser, *bundled_components(source.single_file), *skip}
             added = (
                 [p for p in source.config.iterdir() if p.is_dir() and p.name not in taken]

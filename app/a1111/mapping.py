@@ -19,20 +19,25 @@ from pydantic import ValidationError
 
 from app.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
 from contract.registry import ModelRegistry
+from contract.resamplers import Upscaler
 from contract.spec import JobSpec
 from contract.violations import JobRejected, Violation
 
 # A1111's names -> ours. Its default latent upscale mode is "Latent" (bilinear).
 LATENT_UPSCALERS = {
-    "Latent": "latent-bilinear",
-    "Latent (antialiased)": "latent-bilinear",
-    "Latent (bicubic)": "latent-bicubic",
-    "Latent (bicubic antialiased)": "latent-bicubic",
-    "Latent (nearest)": "latent-nearest",
-    "Latent (nearest-exact)": "latent-nearest",
+    "Latent": Upscaler.LATENT_BILINEAR,
+    "Latent (antialiased)": Upscaler.LATENT_BILINEAR,
+    "Latent (bicubic)": Upscaler.LATENT_BICUBIC,
+    "Latent (bicubic antialiased)": Upscaler.LATENT_BICUBIC,
+    "Latent (nearest)": Upscaler.LATENT_NEAREST,
+    "Latent (nearest-exact)": Upscaler.LATENT_NEAREST,
 }
 # "None" is A1111's plain resize, which is Lanczos.
-PIXEL_UPSCALERS = {"None": "lanczos", "Lanczos": "lanczos", "Nearest": "nearest"}
+PIXEL_UPSCALERS = {
+    "None": Upscaler.LANCZOS,
+    "Lanczos": Upscaler.LANCZOS,
+    "Nearest": Upscaler.NEAREST,
+}
 SAME_CHECKPOINT = ("", "Use same checkpoint", "None")
 SAME_SAMPLER = ("", "Use same sampler")
 MAX_IMAGES = 4

@@ -333,7 +333,8 @@ async def sd_models(_: A1111CallerDep, registry: RegistryDep) -> list[SDModelIte
     items = []
     for name in registry.names():
         entry = registry.models[name]
-        if entry.arch.text_to_image or entry.arch.name == "sdxl-refiner":
+        # A refiner, too: A1111 names it as a checkpoint (refiner_checkpoint).
+        if entry.arch.text_to_image or entry.arch.mid_schedule_handoff:
             source = entry.source
             where = [getattr(source, f, None) for f in ("single_file", "folder", "hub")]
             filename = str(next((w for w in where if w), name))

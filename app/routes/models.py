@@ -11,8 +11,8 @@ from app.keys import CallerDep
 from contract.architectures import ArchitectureName
 from contract.envelope import Answer
 from contract.latent_spaces import LatentSpaceName
+from contract.resamplers import Upscaler
 from contract.samplers import samplers_for, schedules_for
-from contract.spec import Upscaler
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
@@ -41,9 +41,11 @@ class ModelInfo(Answer):
     negative_prompt: bool
     guidance_range: tuple[float, float]
     default_steps: int
-    variant: Literal["dev", "schnell"] | None = Field(
-        description="Flux: dev (guidance-distilled) or schnell (1-4 steps, no guidance)."
+    variant: str | None = Field(
+        description="The kind of its architecture's weights, where it has kinds (Flux: dev, "
+        "guidance-distilled, or schnell, 1-4 steps and no guidance)."
     )
+    text_encoders: list[str] = Field(description="Its architecture's text encoders.")
     samplers: list[SamplerInfo] = Field(
         description="What a stage's `sampler` may name (default: the model's own scheduler)."
     )
@@ -75,6 +77,7 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
                 guidance_range=arch.guidance_range,
                 default_steps=entry.default_steps,
                 variant=entry.variant,
+                text_encoders=list(arch.text_encoders),
                 samplers=[
                     SamplerInfo(name=s.name, schedules=schedules_for(s))
                     for s in samplers_for(arch.name).values()

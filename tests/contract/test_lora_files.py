@@ -53,6 +53,14 @@ DIFFUSERS_TO_K = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_
         ({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": (RANK, 3072)}, "flux"),
         # SD3.5 over MMDiT's names
         ({"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": (RANK, 1536)}, "sd35"),
+        # Chroma: Flux's block names, and the layer Chroma has in place of their modulation
+        (
+            {
+                "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": (RANK, 3072),
+                "lora_unet_distilled_guidance_layer_in_proj.lora_down.weight": (RANK, 64),
+            },
+            "chroma",
+        ),
         # the demo models' 32-wide cross-attention is no real architecture's: it cannot tell
         ({f"{DIFFUSERS_TO_K}.lora_A.weight": (RANK, 32)}, None),
     ],

@@ -67,6 +67,23 @@ def test_a_loras_architecture_is_read_from_its_file_and_checked_against_the_entr
         ModelRegistry.load(registry_file)
 
 
+def test_a_lora_that_shows_only_fluxs_names_may_be_declared_for_chroma(tmp_path: Path) -> None:
+    # Chroma keeps Flux's blocks: a Chroma LoRA that adapts attention alone reads as Flux's. The
+    # registry may say chroma (and is then the one that says it), but not sd15.
+    path = tmp_path / "attention-only.safetensors"
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 3072)},
+              path)  # fmt: skip
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(f"models: {{}}\nloras:\n  a: {{architecture: chroma, file: {path}}}\n")
+    lora = ModelRegistry.load(registry_file).loras["a"]
+    assert (lora.architecture, lora.architecture_from) == ("chroma", "registry")
+    registry_file.write_text(f"models: {{}}\nloras:\n  a: {{file: {path}}}\n")
+    assert ModelRegistry.load(registry_file).loras["a"].architecture == "flux"
+    registry_file.write_text(f"models: {{}}\nloras:\n  a: {{architecture: sd15, file: {path}}}\n")
+    with pytest.raises(ValueError, match="the registry says sd15, but attention-only"):
+        ModelRegistry.load(registry_file)
+
+
 def test_lora_folders_add_every_file_an_entry_does_not_name(tmp_path: Path) -> None:
     write_lora(tmp_path / "loras" / "add-detail.safetensors", 768)
     write_lora(tmp_path / "loras" / "pinned.safetensors", 32)

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from contract.spec import JobSpec, Upscaler
+from contract.resamplers import Upscaler
+from contract.spec import JobSpec
 
 
 def spec(**overrides: Any) -> dict[str, Any]:

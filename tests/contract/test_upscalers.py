@@ -8,7 +8,8 @@ import pytest
 
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
-from contract.spec import JobSpec, Upscaler
+from contract.resamplers import Upscaler
+from contract.spec import JobSpec
 from contract.violations import JobRejected, Violation
 
 REGISTRY = ModelRegistry.model_validate(

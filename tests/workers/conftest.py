@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from contract.registry import ModelRegistry
-from workers.demo_models import DEMO_MODELS
+from demo.models import DEMO_MODELS
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import pytest
 
 from contract.chain_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
-from contract.spec import Handoff, JobSpec, LoraUse, Upscaler
+from contract.resamplers import Upscaler
+from contract.spec import Handoff, JobSpec, LoraUse
+from demo.loras import build_flux_lora, build_sd15_lora
 from workers.chain import StageError, Stopped, run_chain
-from workers.demo_loras import build_flux_lora, build_sd15_lora
 from workers.runtime import ModelCache
 
 

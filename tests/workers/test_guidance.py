@@ -1,6 +1,6 @@
 """Jobs with different guidance scales share a call and each picture is guided by its own: as
-alone, for every architecture (classifier-free guidance, Flux's guidance input, a
-guidance-distilled UNet's guidance embedding)."""
+alone, for every architecture (classifier-free guidance in one call or, Chroma's, in two; Flux's
+guidance input; a guidance-distilled UNet's guidance embedding)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from contract.chain_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.chain import Member, run_group
+from workers.families import pipelines_for
 from workers.guidance import per_picture_guidance
 from workers.runtime import ModelCache
 
@@ -50,6 +51,7 @@ def levels(image: Image.Image) -> np.ndarray:
         ("demo-sdxl-refiner", (20.0, 1.5, 7.0)),
         ("demo-sd35", (7.0, 3.0, 12.0)),
         ("demo-flux", (3.5, 1.0, 8.0)),  # an input of the transformer, not a mix of two halves
+        ("demo-chroma", (5.0, 3.0, 12.0)),  # the two halves come from two calls
     ],
 )
 def test_each_picture_of_a_shared_call_is_guided_by_its_own_scale(
@@ -97,7 +99,7 @@ def test_a_guidance_distilled_unet_takes_each_pictures_scale_as_its_embedding(
                    generator=generators, output_type="np").images  # fmt: skip
         return [np.round(image * 255).astype(int) for image in out]
 
-    with per_picture_guidance(pipe, [2.0, 9.0]) as passed:
+    with per_picture_guidance(pipe, pipelines_for("sd15"), [2.0, 9.0]) as passed:
         together = draw(["a lighthouse", "a red barn"], [1, 2], passed)
     assert np.abs(together[1] - draw(["a red barn"], [2], 9.0)[0]).max() <= 1
     assert np.abs(together[0] - draw(["a lighthouse"], [1], 2.0)[0]).max() <= 1

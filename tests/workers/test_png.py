@@ -9,7 +9,8 @@ from PIL import Image
 from sd_parsers import ParserManager
 from sd_parsers.data import Generators, PromptInfo
 
-from contract.spec import Handoff, JobSpec, Upscaler
+from contract.resamplers import Upscaler
+from contract.spec import Handoff, JobSpec
 from workers.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
 
 HIRES = JobSpec.model_validate(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from workers.demo_models import ensure_built
+from demo.models import ensure_built
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,8 @@ from workers.demo_models import ensure_built
         ("demo-sdxl", 4, 0.13025, None),
         ("demo-sdxl-refiner", 4, 0.13025, None),
         ("demo-flux", 16, 0.3611, 0.1159),
+        ("demo-chroma", 16, 0.3611, 0.1159),
+        ("demo-sd35", 16, 1.5305, 0.0609),
     ],
 )
 def test_demo_models_keep_each_architectures_latent_space(
@@ -56,6 +58,17 @@ def test_demo_architectures_are_true_to_the_real_ones(demo_models: Path) -> None
     )
     sd15 = DiffusionPipeline.from_pretrained(demo_models / "demo-sd15")
     assert sd15.tokenizer.model_max_length == 77
+    # Chroma keeps Flux's VAE itself, and T5 alone.
+    chroma = DiffusionPipeline.from_pretrained(demo_models / "demo-chroma", local_files_only=True)
+    assert type(chroma.transformer).__name__ == "ChromaTransformer2DModel"
+    assert chroma.transformer.config.in_channels == 64
+    assert type(chroma.text_encoder).__name__ == "T5EncoderModel"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            flux.vae.state_dict().values(), chroma.vae.state_dict().values(), strict=True
+        )
+    )
 
 
 def test_demo_build_is_deterministic(tmp_path: Path, demo_models: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from contract.safetensors_header import read_header
+from demo.loras import build_flux_lora, build_sd15_lora
 from workers.checkpoint_probe import diagnose
-from workers.demo_loras import build_flux_lora, build_sd15_lora
 
 
 def test_the_demo_loras_are_loras_in_diffusers_layout(demo_models: Path, tmp_path: Path) -> None:

@@ -1,0 +1,32 @@
+"""The built-in upscalers of a hires stage: resamplers of pictures or of latents. The one list;
+the spec, the checks, the worker and the A1111 face all name these members.
+
+An upscaler model (ESRGAN and its kin, the registry's `upscalers:`) is named by its registry
+name instead; none may take a name from this list.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Upscaler(StrEnum):
+    LANCZOS = "lanczos"
+    BICUBIC = "bicubic"
+    NEAREST = "nearest"
+    LATENT_BILINEAR = "latent-bilinear"
+    LATENT_BICUBIC = "latent-bicubic"
+    LATENT_NEAREST = "latent-nearest"
+
+    @property
+    def works_on_latents(self) -> bool:
+        return self.value.startswith("latent-")
+
+    @property
+    def interpolation(self) -> str:
+        """The interpolation's own name (PIL's resampling filter, or torch's interpolate mode)."""
+        return self.value.removeprefix("latent-")
+
+
+PIXEL_RESAMPLERS = [u for u in Upscaler if not u.works_on_latents]
+LATENT_RESAMPLERS = [u for u in Upscaler if u.works_on_latents]

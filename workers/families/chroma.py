@@ -1,0 +1,35 @@
+"""Chroma: Flux schnell pruned, on Flux's latent space (latents packed 2x2, Flux's VAE), with T5
+alone and real classifier-free guidance: the pipeline calls the transformer once for the prompt
+and once for the negative prompt. Its single files (the transformer alone, in BFL's layout)
+load with diffusers' reader, the rest from the config folder.
+
+diffusers' Chroma img2img makes its image processor without the latent channel count, so it
+resized latents handed to it (a latent hires stage) as if they were a picture; Flux's own has it,
+and here Chroma's gets it too."""
+
+from __future__ import annotations
+
+from diffusers import (
+    ChromaImg2ImgPipeline,
+    ChromaPipeline,
+    ChromaTransformer2DModel,
+    DiffusionPipeline,
+)
+from diffusers.image_processor import VaeImageProcessor
+
+from workers.families import Pipelines
+
+
+def take_latents(pipe: DiffusionPipeline) -> None:
+    """Latents of Flux's space pass the image processor untouched, as in Flux's img2img."""
+    pipe.image_processor = VaeImageProcessor(
+        vae_scale_factor=pipe.vae_scale_factor * 2, vae_latent_channels=pipe.latent_channels
+    )
+
+
+PIPELINES = {
+    "chroma": Pipelines(
+        ChromaPipeline, ChromaImg2ImgPipeline, ChromaTransformer2DModel, "transformer",
+        guidance="two_calls", image_takes_size=True, mend_image=take_latents,
+    ),
+}  # fmt: skip

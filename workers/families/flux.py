@@ -1,0 +1,72 @@
+"""Flux: a guidance-distilled (dev) or timestep-distilled (schnell) transformer on latents packed
+2x2. Its single files are read by `flux_files` (diffusers' reader takes only the released width
+and breaks on all-in-one files), and the registry's variant is checked against the weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline, FluxTransformer2DModel
+
+from contract.registry import ModelEntry, SingleFileSource
+from contract.safetensors_header import read_header
+from workers.families import ArchitectureMismatch, Pipelines
+from workers.families.flux_files import load_flux_file
+
+
+def _variant_of_config(transformer_config: dict[str, object]) -> str:
+    # dev embeds the guidance scale; schnell has no guidance embedding.
+    return "dev" if transformer_config.get("guidance_embeds") else "schnell"
+
+
+def _with_or_without(variant: str) -> str:
+    return "with" if variant == "dev" else "without"
+
+
+def check_variant(entry: ModelEntry, pipe: DiffusionPipeline) -> None:
+    """The registry's `variant` against the weights."""
+    if entry.variant is None:
+        return
+    loaded = _variant_of_config(dict(pipe.transformer.config))
+    if loaded != entry.variant:
+        raise ArchitectureMismatch(
+            f"the registry says Flux {entry.variant}, but the weights are Flux {loaded} "
+            f"({_with_or_without(loaded)} guidance embeddings); fix the entry's variant"
+        )
+
+
+def _check_file_against_config(path: Path, config: Path) -> None:
+    """A Flux file and its config folder must be the same variant: dev weights with a schnell
+    config lose their guidance weights silently; schnell weights with a dev config fail with a
+    meta-tensor error that names neither."""
+    header = read_header(path) or {}
+    guided = any("guidance_in." in k or "guidance_embedder" in k for k in header)
+    in_file = "dev" if guided else "schnell"
+    settings = config / "transformer" / "config.json"
+    if not settings.is_file():
+        return
+    in_config = _variant_of_config(json.loads(settings.read_text()))
+    if in_file != in_config:
+        raise ArchitectureMismatch(
+            f"{path.name} is a Flux {in_file} checkpoint ({_with_or_without(in_file)} guidance "
+            f"embeddings), but its config folder {config} is for Flux {in_config}; point config "
+            f"at a {in_file} folder"
+        )
+
+
+def read_single_file(
+    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], dtype: torch.dtype
+) -> DiffusionPipeline:
+    _check_file_against_config(source.single_file, source.config)
+    return load_flux_file(source.single_file, source.config, cls, dtype)
+
+
+PIPELINES = {
+    "flux": Pipelines(
+        FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
+        guidance="input", image_takes_size=True, read_single_file=read_single_file,
+        check_weights=check_variant,
+    ),
+}  # fmt: skip
