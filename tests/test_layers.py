@@ -101,3 +101,48 @@ def test_every_module_with_logic_has_a_test_file_of_the_same_name() -> None:
             if not expected.exists():
                 missing.append(f"{relative} -> {expected.relative_to(REPO_ROOT)}")
     assert missing == []
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules `path` imports anywhere in it (a function-level import, too)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_import_circle_anywhere() -> None:
+    modules = {
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for layer in (*FORBIDDEN, "bench")
+        for path in (REPO_ROOT / layer).rglob("*.py")
+    }
+    graph = {
+        name: {
+            other
+            for other in project_imports(path)
+            if other in modules and other != name and not name.startswith(f"{other}.")
+        }
+        for name, path in modules.items()
+    }
+    circles: list[list[str]] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                circles.append([*trail[trail.index(other) :], other])
+            elif other not in state:
+                visit(other, [*trail, other])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []
