@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from redis import Redis
 
 from app.keys import Caller
-from contract.chain_rules import CheckedJob, JobLimits, check_job
 from contract.envelope import JobEnvelope, JobStatus
+from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
 from contract.spec import JobSpec
@@ -124,7 +124,6 @@ class JobService:
         # The envelope keeps the spec without the picture; the worker reads it from its own key.
         stored = checked.spec.model_copy(update={"init_image": None})
         first = plan_segments(stored, self.registry)[0]
-        assert stored.timeout_s is not None
         policy = QueuePolicy(stored.timeout_s, self.max_retries, self.store.result_ttl_s)
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from jobs.settings import REPO_ROOT

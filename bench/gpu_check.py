@@ -36,7 +36,7 @@ from redis import Redis
 
 from bench import throughput
 from bench.full_size import build_flux_wide, build_sd15, build_sdxl
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from devstack.processes import (

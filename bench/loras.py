@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from demo.loras import build_sd15_lora

@@ -9,8 +9,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.checked import CheckedSpec
 from contract.latent_spaces import LatentSpaceName
-from contract.spec import JobSpec, LoraUse, WebhookEvent
+from contract.spec import LoraUse, WebhookEvent
 
 
 class JobStatus(StrEnum):
@@ -136,9 +137,9 @@ class JobEnvelope(Answer):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    spec: JobSpec | None = Field(
-        description="The normalized spec: seed and defaults filled in. Null only when the stored "
-        "job could no longer be read (`error.type` is `record_unreadable`)."
+    spec: CheckedSpec | None = Field(
+        description="The checked spec: seed, defaults and every stage's size filled in. Null "
+        "only when the stored job could no longer be read (`error.type` is `record_unreadable`)."
     )
     progress: Progress | None = None
     images: list[ImageInfo] = []

@@ -6,40 +6,39 @@ from __future__ import annotations
 
 import math
 
-from contract.spec import JobSpec, Mode
-from contract.stage_sizes import stage_size
+from contract.checked import CheckedSpec, HiresStage, RefineStage
 from contract.violations import JobRejected, Violation
 
 
-def planned_steps(spec: JobSpec) -> list[float]:
-    """Denoising steps each stage of a normalized spec will run (progress, ETA and cost)."""
+def planned_steps(spec: CheckedSpec) -> list[float]:
+    """Denoising steps each stage will run (progress, ETA and cost)."""
     planned: list[float] = []
     for i, stage in enumerate(spec.stages):
-        steps = float(stage.steps or 1)
-        if stage.mode is Mode.REFINE:
-            steps *= 1 - (stage.switch_at or 0)
-        elif stage.mode is Mode.HIRES:
-            steps *= stage.denoise or 1
+        steps = float(stage.steps)
+        if isinstance(stage, RefineStage):
+            steps *= 1 - stage.switch_at
+        elif isinstance(stage, HiresStage):
+            steps *= stage.denoise
         elif spec.strength is not None:
             steps *= spec.strength
         following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
-        if following is not None and following.mode is Mode.REFINE:
-            steps *= following.switch_at or 1
+        if isinstance(following, RefineStage):
+            steps *= following.switch_at
         planned.append(max(steps, 1.0))
     return planned
 
 
-def megapixel_steps(spec: JobSpec) -> float:
+def megapixel_steps(spec: CheckedSpec) -> float:
     """The job's work: for every image, each stage's output megapixels times its steps."""
     per_image = sum(
-        stage_size(spec, i)[0] * stage_size(spec, i)[1] / 1e6 * steps
+        spec.size_of(i)[0] * spec.size_of(i)[1] / 1e6 * steps
         for i, steps in enumerate(planned_steps(spec))
     )
     return per_image * spec.num_images
 
 
-def check_cost(spec: JobSpec, max_megapixel_steps: float) -> None:
-    """Refuse (JobRejected) a normalized spec with a stage that would run no denoising step, or
+def check_cost(spec: CheckedSpec, max_megapixel_steps: float) -> None:
+    """Refuse (JobRejected) a checked spec with a stage that would run no denoising step, or
     whose work is over the deployment's budget."""
     _check_denoising_steps(spec)
     cost = megapixel_steps(spec)
@@ -59,16 +58,14 @@ def check_cost(spec: JobSpec, max_megapixel_steps: float) -> None:
         )
 
 
-def _check_denoising_steps(spec: JobSpec) -> None:
+def _check_denoising_steps(spec: CheckedSpec) -> None:
     """A stage that starts from a picture re-runs int(steps × strength) denoising steps (a
     hires stage's `denoise`, an img2img first stage's `strength`): zero fails deep in the model
     ("cannot reshape tensor of 0 elements") after the job was queued. A refiner's share is
     counted in timesteps past `switch_at`, which diffusers rounds up: always at least one."""
     violations = []
     for i, stage in enumerate(spec.stages):
-        assert stage.steps is not None  # normalized
-        if stage.mode is Mode.HIRES:
-            assert stage.denoise is not None  # normalized
+        if isinstance(stage, HiresStage):
             name, share = "denoise", stage.denoise
         elif i == 0 and spec.strength is not None:
             name, share = "strength", spec.strength

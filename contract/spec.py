@@ -2,7 +2,7 @@
 
 Field types and ranges live here; rules that need the model registry or the deployment's limits
 (which model is which architecture, latent-space compatibility, size multiples, the pixel budget)
-live in `chain_rules`, so that the worker can run the same checks on what it takes from Redis.
+live in `job_rules`, so that the worker can run the same checks on what it takes from Redis.
 """
 
 from __future__ import annotations

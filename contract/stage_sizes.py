@@ -9,21 +9,10 @@ from __future__ import annotations
 import math
 
 from contract.registry import ModelEntry
-from contract.spec import JobSpec, Mode, Stage
+from contract.spec import Stage
 from contract.violations import Violation
 
 DEFAULT_SCALE = 2.0
-
-
-def stage_size(spec: JobSpec, index: int) -> tuple[int, int]:
-    """Output size of stage `index` of a normalized spec."""
-    width, height = spec.width, spec.height
-    for stage in spec.stages[1 : index + 1]:
-        if stage.mode is Mode.HIRES:
-            assert stage.width is not None, "spec not normalized"
-            assert stage.height is not None, "spec not normalized"
-            width, height = stage.width, stage.height
-    return width, height
 
 
 def hires_size(

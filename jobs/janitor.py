@@ -134,7 +134,6 @@ def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> 
     now_rq_job, now_status = redis.hmget(job_key(job_id), ["rq_job", "status"])
     if now_rq_job != rq_job.encode() or now_status != b"running":
         return False  # handed to its next segment, or finished, since the record was read
-    assert envelope.spec.timeout_s is not None
     retries = int(store.field(job_id, "max_retries") or 0)
     policy = QueuePolicy(envelope.spec.timeout_s, retries, store.result_ttl_s)
     pool = text(origin).removeprefix(f"{QUEUE_PREFIX}.")

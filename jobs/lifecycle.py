@@ -23,8 +23,8 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from contract.checked import CheckedSpec
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobError, JobStatus
-from contract.spec import JobSpec
 from jobs import metrics
 from jobs.redis_keys import handoff_key, init_image_key
 from jobs.store import JobStore, Transition, now, unreadable
@@ -123,9 +123,9 @@ class Lifecycle:
             pipe.execute()
 
 
-def _spec(stored: str | None) -> JobSpec | None:
+def _spec(stored: str | None) -> CheckedSpec | None:
     try:
-        return None if stored is None else JobSpec.model_validate_json(stored)
+        return None if stored is None else CheckedSpec.model_validate_json(stored)
     except ValueError:
         return None  # an unreadable record owes no webhook: its URL is not known
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract.chain_rules import JobLimits
+from contract.job_rules import JobLimits
 from jobs.webhooks import Webhooks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -21,6 +21,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from contract.checked import CheckedSpec
 from contract.envelope import (
     FailureType,
     ImageInfo,
@@ -31,7 +32,6 @@ from contract.envelope import (
     StageTrace,
     WebhookDelivery,
 )
-from contract.spec import JobSpec
 from jobs.caps import free
 from jobs.redis_keys import (
     cancel_key,
@@ -62,7 +62,7 @@ class JobStore:
         self.result_ttl_s = result_ttl_s
 
     def create(
-        self, job_id: str, spec: JobSpec, pipeline: Pipeline, **fields: str | int
+        self, job_id: str, spec: CheckedSpec, pipeline: Pipeline, **fields: str | int
     ) -> datetime:
         created = now()
         mapping: dict[str, str | int] = {
@@ -192,7 +192,7 @@ def envelope_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobEnvelope:
 
     status = required("status", JobStatus, JobStatus.FAILED)
     created_at = required("created_at", datetime.fromisoformat, _UNKNOWN_TIME)
-    spec: JobSpec | None = required("spec", JobSpec.model_validate_json, None)
+    spec: CheckedSpec | None = required("spec", CheckedSpec.model_validate_json, None)
     envelope = JobEnvelope(
         id=job_id,
         status=status,

@@ -42,8 +42,8 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
-from contract.spec import JobSpec
 from jobs.queues import SERIALIZER
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
@@ -92,7 +92,7 @@ class Webhooks:
     deadline_s: float = 10.0  # for a whole attempt: connect, send, and the answer's headers
 
     def owe(
-        self, redis: Redis, pipe: Pipeline, job_id: str, status: JobStatus, spec: JobSpec | None
+        self, redis: Redis, pipe: Pipeline, job_id: str, status: JobStatus, spec: CheckedSpec | None
     ) -> None:
         """In the MULTI/EXEC that ends the job: record the notification it owes and queue its
         first attempt, if the job asked for this ending."""
@@ -245,7 +245,7 @@ def deliver(job_id: str) -> str:
     if raw[0] is None or raw[1] is None:
         return "the job's record has expired: nothing to deliver"
     record = WebhookDelivery.model_validate_json(raw[0])
-    spec = JobSpec.model_validate_json(raw[1])
+    spec = CheckedSpec.model_validate_json(raw[1])
     if record.state != "pending" or spec.webhook_url is None:
         return f"nothing to do: the notification is {record.state}"
     if webhooks.secret is None:

@@ -24,10 +24,9 @@ from typing import Protocol
 
 import torch
 
+from contract.checked import CheckedSpec
 from contract.segments import Segment
-from contract.spec import JobSpec
-from contract.stage_sizes import stage_size
-from workers.chain import Member, negative_prompt_of
+from workers.chain import Member
 
 log = logging.getLogger("imagegen.worker")
 
@@ -49,7 +48,7 @@ class BatchKey:
         return tuple(str(json.loads(s)["model"]) for s in self.stages), self.sizes
 
 
-def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
+def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
     """What a job's first segment must share with others to run in shared calls; None if it
     cannot run batched (an init image is the job's own input)."""
     if spec.strength is not None:
@@ -61,13 +60,12 @@ def batch_key(spec: JobSpec, segments: list[Segment]) -> BatchKey | None:
         fields = stage.model_dump(
             mode="json", exclude={"prompt", "negative_prompt", "guidance_scale"}
         )
-        fields["negative"] = bool(negative_prompt_of(spec, stage))
+        fields["negative"] = bool(spec.negative_prompt_of(stage))
         # Each picture keeps its own scale (workers.guidance); whether the pipeline guides at
         # all (a scale above 1) is one choice per call.
-        assert stage.guidance_scale is not None, "spec not normalized"
         fields["guided"] = stage.guidance_scale > 1
         described.append(json.dumps(fields, sort_keys=True))
-    return BatchKey(tuple(described), tuple(stage_size(spec, i) for i in stages))
+    return BatchKey(tuple(described), tuple(spec.size_of(i) for i in stages))
 
 
 class DeviceMemory(Protocol):

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
+from contract.checked import CheckedSpec, RefineStage
 from contract.envelope import FailureType, StageTrace
 from contract.latent_spaces import LatentSpace, can_hand_off_latents
 from contract.registry import LoraEntry
 from contract.resamplers import Upscaler
-from contract.spec import Handoff, JobSpec, Mode, Stage
-from contract.stage_sizes import stage_size
+from contract.spec import Handoff, Mode, Stage
 from workers.families import pipelines_for
 from workers.finite import finite_pictures, non_finite
 from workers.guidance import per_picture_guidance
@@ -65,7 +65,7 @@ class Member:
     prompt and seeds; it leaves the group when its monitor says stop or its pictures fail."""
 
     job_id: str
-    spec: JobSpec  # normalized; the group's members share every stage but their prompts
+    spec: CheckedSpec  # the group's members share every stage but their prompts
     monitor: StepMonitor
     carry: Carry | None = None  # what its last stage handed on (None: text to image)
     traces: list[StageTrace] = field(default_factory=list)
@@ -93,7 +93,7 @@ class Member:
 
 
 def run_chain(
-    spec: JobSpec,
+    spec: CheckedSpec,
     stages: range,
     pictures: list[Image.Image] | None,
     models: ModelLookup,
@@ -139,7 +139,7 @@ def run_group(
         for member in group:
             if not member.running and left is not None:
                 left(member)
-        width, height = stage_size(group[0].spec, i)
+        width, height = group[0].spec.size_of(i)
         seconds = round(time.perf_counter() - started, 4)
         made_together = sum(m.spec.num_images for m in group)
         for member, (source, space, shape) in zip(group, received, strict=True):
@@ -187,22 +187,19 @@ def _run_stage(
     following = spec.stages[i + 1] if i + 1 < len(spec.stages) else None
     arch = model.entry.arch
     classes = pipelines_for(arch.name)
-    width, height = stage_size(spec, i)
+    width, height = spec.size_of(i)
     want_latents = following is not None and following.handoff is Handoff.LATENT
-    ends_at = (
-        following.switch_at if following is not None and following.mode is Mode.REFINE else None
-    )
+    ends_at = following.switch_at if isinstance(following, RefineStage) else None
 
     # One row per picture: its member's prompt, negative prompt and guidance, its seed's noise.
     prompts, negatives, scales, generators = [], [], [], []
     for member in group:
         s = member.spec.stages[i]
-        assert s.guidance_scale is not None, "spec not normalized"
         for k in range(member.spec.num_images):
-            prompts.append(s.prompt or member.spec.prompt)
-            negatives.append(negative_prompt_of(member.spec, s) or "")
+            prompts.append(member.spec.prompt_of(s))
+            negatives.append(member.spec.negative_prompt_of(s) or "")
             scales.append(s.guidance_scale)
-            generators.append(torch.Generator("cpu").manual_seed(seed_of(member.spec, k)))
+            generators.append(torch.Generator("cpu").manual_seed(member.spec.seed_of(k)))
     kwargs: dict[str, Any] = {
         "prompt": prompts,
         "num_inference_steps": stage.steps,
@@ -286,7 +283,7 @@ def _image_input(
     model: LoadedModel,
     carry: Carry,
     size: tuple[int, int],
-    spec: JobSpec,
+    spec: CheckedSpec,
     upscalers: UpscalerLookup | None,
 ) -> dict[str, Any]:
     width, height = size
@@ -365,14 +362,3 @@ def _step_callback(
         return tensors
 
     return on_step_end
-
-
-def seed_of(spec: JobSpec, k: int) -> int:
-    """Picture k's seed: the job's seed plus k."""
-    assert spec.seed is not None, "spec not normalized"
-    return (spec.seed + k) % 2**64
-
-
-def negative_prompt_of(spec: JobSpec, stage: Stage) -> str | None:
-    """The stage's own negative prompt, else the job's."""
-    return stage.negative_prompt if stage.negative_prompt is not None else spec.negative_prompt

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from contract.chain_rules import JobLimits, check_job
+from contract.checked import CheckedSpec
 from contract.envelope import JobStatus
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
-from contract.spec import JobSpec
 from contract.violations import JobRejected
 from jobs.claims import Claims
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
@@ -33,7 +33,7 @@ class Gatherer:
         claims: Claims,
         batching: Batching,
         worker_name: str,
-        monitor: Callable[[str, JobSpec, float], StepMonitor],
+        monitor: Callable[[str, CheckedSpec, float], StepMonitor],
     ) -> None:
         self.store = store
         self.registry = registry
@@ -81,7 +81,6 @@ class Gatherer:
         except JobRejected:
             return None  # its own run fails it, with the reason
         fits = batch_key(spec, plan_segments(spec, self.registry)) == key
-        assert spec.timeout_s is not None
         # RQ stops the leader's call at the leader's limit plus HARD_TIMEOUT_MARGIN_S, and
         # every member's pictures with it: a member must have been stopped by its own by then.
         outlives = time.time() + spec.timeout_s > ends_by + HARD_TIMEOUT_MARGIN_S / 2

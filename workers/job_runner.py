@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from contract.chain_rules import JobLimits, check_job
+from contract.checked import CheckedSpec
 from contract.envelope import FailureType, JobStatus, StageTrace, image_url
 from contract.job_cost import planned_steps
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
-from contract.spec import JobSpec
 from contract.violations import JobRejected
 from jobs import metrics
 from jobs.claims import Claims
@@ -136,7 +136,7 @@ class JobRunner:
         return None
 
     def _run_segment(
-        self, job_id: str, index: int, spec: JobSpec, started_at: datetime | None
+        self, job_id: str, index: int, spec: CheckedSpec, started_at: datetime | None
     ) -> None:
         if spec.strength is not None:
             raw = self.store.redis.get(init_image_key(job_id))
@@ -154,7 +154,6 @@ class JobRunner:
         else:
             pictures = self._handed_over(job_id, index, spec.num_images)
 
-        assert spec.timeout_s is not None
         began = started_at.timestamp() if started_at else time.time()
         monitor = self._monitor(job_id, spec, began)
         leader = Member(job_id, spec, monitor, None if pictures is None else Pictures(pictures))
@@ -169,7 +168,7 @@ class JobRunner:
         self,
         job_id: str,
         index: int,
-        spec: JobSpec,
+        spec: CheckedSpec,
         segments: list[Segment],
         images: list[Image.Image],
         traces: list[StageTrace],
@@ -209,7 +208,7 @@ class JobRunner:
         self.finisher.submit(finish)
 
     def _store_and_finish(
-        self, job_id: str, spec: JobSpec, images: list[Image.Image], trace: list[dict[str, Any]]
+        self, job_id: str, spec: CheckedSpec, images: list[Image.Image], trace: list[dict[str, Any]]
     ) -> None:
         sampler = str(trace[0]["sampler"])
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
@@ -220,7 +219,6 @@ class JobRunner:
             encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
             for k, image in enumerate(images)
         ]
-        assert spec.seed is not None
         through_outage(lambda: self.store.store_images(job_id, pngs))
         infos = [
             {
@@ -228,14 +226,13 @@ class JobRunner:
                 "url": image_url(job_id, k),
                 "width": im.width,
                 "height": im.height,
-                "seed": spec.seed + k,
+                "seed": spec.seed_of(k),
             }
             for k, im in enumerate(images)
         ]
         self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
 
-    def _monitor(self, job_id: str, spec: JobSpec, began: float) -> StepMonitor:
-        assert spec.timeout_s is not None
+    def _monitor(self, job_id: str, spec: CheckedSpec, began: float) -> StepMonitor:
         return StepMonitor(
             self.store,
             job_id,
@@ -319,7 +316,7 @@ class JobRunner:
         else:
             self._complete(member.job_id, 0, member.spec, segments, member.pictures, member.traces)
 
-    def _end_for(self, job_id: str, exc: Exception, spec: JobSpec) -> FailureType | None:
+    def _end_for(self, job_id: str, exc: Exception, spec: CheckedSpec) -> FailureType | None:
         """End a running job as the exception its segment ended with says; return the failure
         it was filed with, if it was."""
         if isinstance(exc, Stopped):
@@ -351,10 +348,9 @@ class JobRunner:
         segment: Segment,
         pngs: list[bytes],
         trace: list[dict[str, object]],
-        spec: JobSpec,
+        spec: CheckedSpec,
     ) -> None:
         """Store the pictures for the next pool's worker and queue it, in one transaction."""
-        assert spec.timeout_s is not None
         retries = int(self.store.field(job_id, "max_retries") or 0)
         policy = QueuePolicy(spec.timeout_s, retries, self.store.result_ttl_s)
         redis = self.store.redis
@@ -378,7 +374,7 @@ class JobRunner:
             pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
         return pictures
 
-    def _lora_hashes(self, spec: JobSpec) -> dict[str, str]:
+    def _lora_hashes(self, spec: CheckedSpec) -> dict[str, str]:
         """A1111's `Lora hashes`: the first 12 hex digits of each used file's SHA-256."""
         names = {u.name for stage in spec.stages for u in stage.loras or ()}
         files = {n: self.registry.loras[n].file for n in names if n in self.registry.loras}

@@ -13,8 +13,8 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from contract.checked import CheckedSpec, HiresStage, RefineStage
 from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
-from contract.spec import JobSpec, Mode
 
 __all__ = ["encode_png", "parameters_text", "sampler_name"]
 
@@ -41,25 +41,24 @@ def _quote(value: object) -> str:
 
 
 def parameters_text(
-    spec: JobSpec, index: int, sampler: str, lora_hashes: dict[str, str] | None = None
+    spec: CheckedSpec, index: int, sampler: str, lora_hashes: dict[str, str] | None = None
 ) -> str:
     """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
     A1111's `create_infotext` writes it. The first stage's LoRAs appear as A1111 prompts carry
     them (`<lora:name:weight>`), with `Lora hashes`."""
     base = spec.stages[0]
-    assert spec.seed is not None
     fields: list[tuple[str, object]] = [
         ("Steps", base.steps),
         ("Sampler", sampler),
         ("Schedule type", _schedule(spec.stages[0].scheduler)),
         ("CFG scale", base.guidance_scale),
-        ("Seed", spec.seed + index),
+        ("Seed", spec.seed_of(index)),
         ("Size", f"{spec.width}x{spec.height}"),
         ("Model", base.model),
     ]
     if spec.strength is not None:
         fields.append(("Denoising strength", spec.strength))
-    hires = next((s for s in spec.stages[1:] if s.mode is Mode.HIRES), None)
+    hires = next((s for s in spec.stages if isinstance(s, HiresStage)), None)
     if hires is not None:
         if spec.strength is None:
             fields.append(("Denoising strength", hires.denoise))
@@ -76,7 +75,7 @@ def parameters_text(
         if hires.model != base.model:
             fields.append(("Hires checkpoint", hires.model))
         fields += [("Hires prompt", hires.prompt), ("Hires negative prompt", hires.negative_prompt)]
-    refine = next((s for s in spec.stages[1:] if s.mode is Mode.REFINE), None)
+    refine = next((s for s in spec.stages if isinstance(s, RefineStage)), None)
     if refine is not None:
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
     if lora_hashes:

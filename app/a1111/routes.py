@@ -129,7 +129,6 @@ async def _run(
         raise in_a1111_terms(rejected, spec) from None
     job_id = str(envelope.id)
     assert envelope.spec is not None
-    assert envelope.spec.timeout_s is not None
     wait_s = envelope.spec.timeout_s + _WAIT_MARGIN_S
     await redis.set(a1111_current_key(caller.name), job_id, ex=wait_s)
     try:
@@ -183,9 +182,8 @@ def _info(
 ) -> dict[str, Any]:
     """A1111's `info`: what ran, with each PNG's `parameters` text as `infotexts`."""
     spec = final.spec
-    assert spec is not None
-    assert spec.seed is not None
-    seeds = [spec.seed + k for k in range(spec.num_images)]
+    assert spec is not None  # a succeeded job's record was readable
+    seeds = spec.seeds
     infotexts = [str(Image.open(io.BytesIO(png)).text["parameters"]) for png in pngs]  # type: ignore[attr-defined]
     sampler = final.trace[0].sampler if final.trace else echoed.get("sampler_name")
     return {

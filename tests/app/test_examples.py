@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.examples import JOB_EXAMPLES, LATENT_MISMATCH_RESPONSE
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from contract.chain_rules import JobLimits, check_job
 from contract.job_cost import megapixel_steps, planned_steps
+from contract.job_rules import JobLimits, check_job
 from contract.spec import JobSpec
 from contract.violations import JobRejected
-from tests.contract.test_chain_rules import MODEL_OF, REGISTRY
+from tests.contract.test_job_rules import MODEL_OF, REGISTRY
 
 
 def spec(stages: list[dict[str, Any]], **top: Any) -> JobSpec:

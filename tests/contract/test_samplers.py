@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.samplers import sampler_named, samplers_for, schedule_named
 from contract.spec import JobSpec

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from contract.registry import ModelEntry
-from contract.spec import JobSpec, Stage
-from contract.stage_sizes import check_size, hires_size, stage_size
+from contract.spec import Stage
+from contract.stage_sizes import check_size, hires_size
 from contract.violations import Violation
 
 FLUX = ModelEntry.model_validate(
@@ -48,19 +48,3 @@ def test_a_size_over_the_budget_is_refused_with_an_example_that_fits() -> None:
     [violation] = violations
     assert violation.type == "pixel_budget_exceeded"
     assert "512x512" in violation.msg
-
-
-def test_stage_size_follows_hires_stages_of_a_normalized_spec() -> None:
-    spec = JobSpec.model_validate(
-        {
-            "prompt": "p",
-            "width": 256,
-            "height": 128,
-            "stages": [
-                {"model": "a"},
-                {"model": "b", "mode": "hires", "width": 512, "height": 256},
-            ],
-        }
-    )
-    assert stage_size(spec, 0) == (256, 128)
-    assert stage_size(spec, 1) == (512, 256)

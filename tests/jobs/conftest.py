@@ -8,21 +8,21 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
-from contract.spec import JobSpec
+from contract.checked import CheckedSpec
 from jobs.caps import Caps
 from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import JobStore
 
 POOL = "p"
-SPEC = JobSpec.model_validate(
+SPEC = CheckedSpec.model_validate(
     {
         "prompt": "a lighthouse",
         "seed": 1,
         "width": 64,
         "height": 64,
         "timeout_s": 60,
-        "stages": [{"model": "m", "steps": 2}],
+        "stages": [{"model": "m", "steps": 2, "guidance_scale": 7.0}],
     }
 )
 

@@ -11,8 +11,10 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from contract.checked import HiresStage
 from contract.envelope import JobStatus
-from contract.spec import Handoff, Mode, Stage
+from contract.resamplers import Upscaler
+from contract.spec import Handoff, Mode
 from jobs import lifecycle
 from jobs.lifecycle import Lifecycle, on_rq_failure
 from jobs.queues import SERIALIZER
@@ -55,7 +57,9 @@ def test_end_applies_once_and_counts_once(store: JobStore, queue_job: QueueJob) 
 def test_a_job_that_ends_leaves_no_input_pictures_behind(store: JobStore) -> None:
     """Found by a hostile pass: init images were kept with no TTL, hand-over PNGs for a day."""
     job_id = str(uuid.uuid4())
-    hires = Stage(model="m", mode=Mode.HIRES, handoff=Handoff.PIXEL)
+    hires = HiresStage(model="m", mode=Mode.HIRES, handoff=Handoff.PIXEL, steps=2,
+                       guidance_scale=3.5, width=64, height=64, denoise=0.5,
+                       upscaler=Upscaler.LANCZOS)  # fmt: skip
     spec = SPEC.model_copy(update={"stages": [SPEC.stages[0], hires], "num_images": 2})
     with store.redis.pipeline() as pipe:
         pipe.multi()

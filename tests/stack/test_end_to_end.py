@@ -146,17 +146,18 @@ def test_a_model_that_cannot_load_fails_the_job_with_a_reason(stack: Stack) -> N
 
 def test_worker_checks_the_latent_rule_again_for_jobs_that_skip_the_gateway(stack: Stack) -> None:
     """A job written straight into Redis (not through POST /jobs) with SD1.5 -> Flux latents."""
-    from contract.spec import JobSpec
+    from contract.checked import CheckedSpec
     from jobs.store import JobStore
 
-    spec = JobSpec.model_validate(
+    spec = CheckedSpec.model_validate(
         {
             "prompt": "x",
             "seed": 1,
             "width": 128,
             "height": 128,
+            "timeout_s": 60,
             "stages": [
-                {"model": "demo-sd15", "steps": 4},
+                {"model": "demo-sd15", "steps": 4, "guidance_scale": 7.0},
                 {
                     "model": "demo-flux",
                     "mode": "hires",
@@ -165,6 +166,7 @@ def test_worker_checks_the_latent_rule_again_for_jobs_that_skip_the_gateway(stac
                     "upscaler": "latent-bilinear",
                     "denoise": 0.5,
                     "steps": 4,
+                    "guidance_scale": 3.5,
                     "width": 256,
                     "height": 256,
                 },

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from redis import Redis
 
-from contract.chain_rules import JobLimits, check_job
 from contract.envelope import JobStatus
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
 from contract.spec import JobSpec

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, JobSpec, LoraUse

@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.chain import Member, run_group

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from contract.chain_rules import JobLimits, check_job
 from contract.envelope import JobStatus
+from contract.job_rules import JobLimits, check_job
 from contract.registry import FolderSource, ModelRegistry
 from contract.spec import JobSpec
 from jobs.lifecycle import Lifecycle

@@ -9,24 +9,28 @@ from PIL import Image
 from sd_parsers import ParserManager
 from sd_parsers.data import Generators, PromptInfo
 
+from contract.checked import CheckedSpec
 from contract.resamplers import Upscaler
-from contract.spec import Handoff, JobSpec
+from contract.spec import Handoff
 from workers.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
 
-HIRES = JobSpec.model_validate(
+HIRES = CheckedSpec.model_validate(
     {
         "prompt": "a castle",
         "negative_prompt": "blurry",
         "seed": 3,
         "width": 256,
         "height": 256,
+        "timeout_s": 600,
         "stages": [
             {"model": "sd", "steps": 20, "guidance_scale": 7.0},
             {
                 "model": "flux",
                 "mode": "hires",
+                "handoff": "pixel",
                 "scale": 2.0,
                 "steps": 8,
+                "guidance_scale": 3.5,
                 "denoise": 0.5,
                 "upscaler": "lanczos",
                 "width": 512,
@@ -68,7 +72,7 @@ def test_the_png_carries_both_chunks_and_the_same_pixels() -> None:
     data = encode_png(picture, "p\nSteps: 1", HIRES.model_dump_json())
     decoded = Image.open(io.BytesIO(data))
     assert decoded.text["parameters"] == "p\nSteps: 1"
-    assert JobSpec.model_validate(json.loads(decoded.text[SPEC_CHUNK])) == HIRES
+    assert CheckedSpec.model_validate(json.loads(decoded.text[SPEC_CHUNK])) == HIRES
     assert decoded.convert("RGB").getpixel((0, 0)) == (10, 20, 30)
     assert encode_png(picture) == encode_png(picture)  # deterministic bytes
 
@@ -78,7 +82,7 @@ def test_schedulers_are_named_as_sd_tools_name_them() -> None:
     assert sampler_name("SomethingNew") == "SomethingNew"
 
 
-def read_back(spec: JobSpec) -> PromptInfo:
+def read_back(spec: CheckedSpec) -> PromptInfo:
     """What a third-party A1111 metadata reader (sd-parsers) makes of our PNG."""
     png = encode_png(Image.new("RGB", (8, 8)), parameters_text(spec, 0, "Euler"))
     info = ParserManager().parse(Image.open(io.BytesIO(png)))

@@ -17,7 +17,7 @@ from app.a1111.mapping import (
     txt2img_spec,
 )
 from app.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected

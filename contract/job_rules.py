@@ -1,9 +1,10 @@
 """The rules a job must pass before it is queued, and again before a worker runs it.
 
 `check_job` reads the model registry and the architecture table, fills in defaults and the size
-of every stage, and either returns the normalized spec or raises `JobRejected` with every broken
-rule, each located in the request body. The rule at the heart of the service is
-`_check_latent_handoff`: latents pass only between models of one latent space.
+of every stage, and either returns the checked job (`contract.checked`: a spec with nothing left
+to fill in) or raises `JobRejected` with every broken rule, each located in the request body.
+Admission and the worker's re-check both call it: one wording per rule. The rule at the heart of
+the service is `_check_latent_handoff`: latents pass only between models of one latent space.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PIL.Image import Image
 from pydantic import ValidationError
 
 from contract.architectures import ARCHITECTURES
+from contract.checked import CheckedSpec
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
@@ -31,6 +33,7 @@ DEFAULT_DENOISE = 0.5
 DEFAULT_STRENGTH = 0.75
 
 _HIRES_FIELDS = ("scale", "width", "height", "denoise", "upscaler")
+_STAGE_KINDS = ("first", "refine", "hires")
 _REFINE_FIELDS = ("switch_at",)
 
 
@@ -44,7 +47,7 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class CheckedJob:
-    spec: JobSpec  # normalized: seed, defaults and every stage's size filled in
+    spec: CheckedSpec  # seed, defaults, every stage's kind and size filled in
     init_image: Image | None
 
 
@@ -117,21 +120,22 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             "timeout_s": spec.timeout_s or limits.default_timeout_s,
         }
     )
-    _check_against_schema(spec, normalized)
-    check_cost(normalized, limits.max_megapixel_steps)
-    return CheckedJob(normalized, init_image)
+    checked = _as_checked(spec, normalized)
+    check_cost(checked, limits.max_megapixel_steps)
+    return CheckedJob(checked, init_image)
 
 
-def _check_against_schema(request: JobSpec, normalized: JobSpec) -> None:
-    """The normalized spec is what the envelope serves and what Redis keeps: it must still be a
-    valid JobSpec. `model_copy` does not validate, and a computed value (a hires stage's size from
-    its scale) can leave the bounds a client could have asked for."""
+def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
+    """The normalized spec as a checked one: what the envelope serves and what Redis keeps.
+    `model_copy` does not validate, and a computed value (a hires stage's size from its scale)
+    can leave the bounds a client could have asked for."""
     try:
-        JobSpec.model_validate(normalized.model_dump())
+        return CheckedSpec.model_validate(normalized.model_dump())
     except ValidationError as invalid:
         violations = []
         for error in invalid.errors():
-            loc = tuple(error["loc"])
+            # A stage's errors name its kind (first, refine, hires) after its index.
+            loc = tuple(part for part in error["loc"] if part not in _STAGE_KINDS)
             if loc[:1] == ("stages",) and loc[-1] in ("width", "height"):
                 stage = request.stages[int(loc[1])]
                 if stage.width is None:  # computed from scale: that is what the client set

@@ -1,7 +1,7 @@
 """The chain rules, called directly: every ordered pair of architectures x handoff x mode, and
 the defaults and sizes a normalized spec gets.
 
-The expectation is derived independently of `contract.chain_rules`: from the latent-space column
+The expectation is derived independently of `contract.job_rules`: from the latent-space column
 of the architecture table and the documented rules, plus a hand-written table of the pairs the
 service exists for, so a wrong row in either place fails here. (`tests/app/routes/test_jobs.py`
 checks that a refusal reaches the client as a 422 and queues nothing.)
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from contract.architectures import ARCHITECTURES
-from contract.chain_rules import JobLimits, check_job
+from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected, Violation
