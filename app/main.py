@@ -31,14 +31,14 @@ from jobs.lifecycle import Lifecycle
 from jobs.store import JobStore
 
 DESCRIPTION = """
-Queue Stable Diffusion 1.5, SDXL (base + refiner) and Flux jobs that chain stages: a base
+Queue Stable Diffusion 1.5, SDXL (base + refiner), SD3.5 and Flux jobs that chain stages: a base
 generation, a refiner, hires fixes.
 
 **Latent or pixel handoff.** A stage may take the previous stage's *latents* only when both models
-share one latent space (one VAE): SDXL base → SDXL refiner, Flux → Flux. SD1.5 → SDXL and
-SD1.5 → Flux are refused with 422 `latent_space_mismatch` before anything is queued: use
-`handoff: "pixel"` (decode with the first model, resize, encode with the second), which is how Flux
-serves as a hires fix for an SD1.5 picture.
+share one latent space (one VAE): SDXL base → SDXL refiner, Flux → Flux, SD3.5 → SD3.5.
+SD1.5 → SDXL, SD1.5 → Flux and SD3.5 → Flux are refused with 422 `latent_space_mismatch` before
+anything is queued: use `handoff: "pixel"` (decode with the first model, resize, encode with the
+second), which is how Flux serves as a hires fix for an SD1.5 picture.
 
 `POST /jobs` answers 202 with the job envelope; poll `GET /jobs/{id}` until `status` is
 `succeeded`, `failed` or `canceled`, then fetch `images[i].url`.
@@ -77,7 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {
                 "name": "a1111",
                 "description": "AUTOMATIC1111's web API (`/sdapi/v1`, as Forge keeps it) on the "
-                'same queue: existing A1111 clients work unchanged. README, "A1111 API".',
+                "same queue: existing A1111 clients work unchanged. See docs/a1111.md.",
             },
         ],
     )

@@ -224,7 +224,7 @@ def main() -> int:
                     f"{memory['per_job'] / 1024:.0f} / {memory['png'] / 1024:.0f} / "
                     f"{memory['record'] / 1024:.1f} KiB",
                     f"{memory['per_job'] / 1024:.0f} KiB",
-                    "TTL'd (README)",
+                    "TTL'd (docs/operations.md)",
                 )
             )
     finally:

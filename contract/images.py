@@ -86,7 +86,7 @@ def decode_init_image(
 
 
 # Where an init image is transparent, it is composited on white, as A1111 does by default
-# (its `img2img_background_color`); the README says so.
+# (its `img2img_background_color`); docs/api.md says so.
 BACKGROUND = (255, 255, 255)
 
 

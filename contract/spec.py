@@ -140,7 +140,8 @@ class JobSpec(_Strict):
         None, description="Stop the job after this many seconds (capped by the deployment)."
     )
     webhook_url: WebhookUrl | None = Field(
-        None, description="POSTed the envelope when the job ends (signed; see the README)."
+        None,
+        description="POSTed the envelope when the job ends (signed; see docs/api.md, Webhooks).",
     )
     webhook_events: Annotated[list[WebhookEvent] | None, Field(min_length=1)] = Field(
         None, description="Which endings to POST; default all three."

@@ -108,7 +108,7 @@ class CommonSettings(BaseSettings):
         if unknown:
             raise ValueError(
                 f"unknown settings: {', '.join(unknown)}. Nothing reads them; the settings are "
-                f"{', '.join(sorted(SETTING_NAMES))} (README, Settings)"
+                f"{', '.join(sorted(SETTING_NAMES))} (docs/operations.md, Settings)"
             )
 
     @property

@@ -4,7 +4,7 @@ clients send and read them.
 Requests accept every field A1111 declares; fields that cannot apply here (scripts, face
 restoration, saving to the server's disk, inpainting masks) are accepted and ignored where A1111
 clients send them by default, and refused with a 422 naming the field where a client asks for
-something this service would silently not do (README, "A1111 API"). Unknown extra fields are
+something this service would silently not do (docs/a1111.md). Unknown extra fields are
 ignored, as A1111 itself does.
 """
 

@@ -1,6 +1,7 @@
 """What can be checked of the deployment without a Docker engine: the compose file against the
-Compose specification, the Dockerfiles with hadolint, and that the README's deploy section names
-commands and settings that exist."""
+Compose specification, the Dockerfiles with hadolint, and that the deploy section of
+docs/operations.md names commands and settings that exist (its settings table:
+tests/test_readme_and_docs.py)."""
 
 from __future__ import annotations
 
@@ -135,11 +136,11 @@ def test_dockerignore_keeps_local_state_out_of_images() -> None:
 
 
 def deploy_section() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    return readme.split("## Deploy on a GPU host", 1)[1].split("\n## ", 1)[0]
+    doc = (REPO_ROOT / "docs" / "operations.md").read_text()
+    return doc.split("\n## Deploy on a GPU host\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_readme_deploy_section_names_settings_that_are_read(compose: dict[str, Any]) -> None:
+def test_the_deploy_section_names_settings_that_are_read(compose: dict[str, Any]) -> None:
     section = deploy_section()
     read = {
         f"IMAGEGEN_{name.upper()}"
@@ -152,7 +153,7 @@ def test_readme_deploy_section_names_settings_that_are_read(compose: dict[str, A
         assert variable in read or f"${{{variable}" in compose_text, variable
 
 
-def test_readme_deploy_section_names_commands_that_exist() -> None:
+def test_the_deploy_section_names_commands_that_exist() -> None:
     section = deploy_section()
     makefile = (REPO_ROOT / "Makefile").read_text()
     for target in re.findall(r"`make (\w+)`", section):
@@ -176,25 +177,6 @@ def test_each_image_copies_every_layer_its_process_imports(
     lines = (REPO_ROOT / "deploy" / "docker" / dockerfile).read_text().splitlines()
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
     assert packages <= copied, f"{dockerfile} lacks {packages - copied}"
-
-
-def test_readme_settings_table_names_exactly_the_settings_that_are_read() -> None:
-    """Found by a hostile pass: the table's `..._PER_KEY` read as a name that does nothing."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
-    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
-    named = set(re.findall(r"`(IMAGEGEN_[A-Z0-9_]+)`", table))
-    read = {
-        f"IMAGEGEN_{name.upper()}"
-        for cls in (GatewaySettings, WorkerSettings)
-        for name in cls.model_fields
-        if name != "redis_url"  # read as REDIS_URL (the table's name) or IMAGEGEN_REDIS_URL
-    }
-    compose_variables = set(re.findall(r"\$\{(IMAGEGEN_[A-Z0-9_]+)", COMPOSE.read_text()))
-    unread = named - read - compose_variables
-    assert not unread, f"the README names settings nobody reads: {unread}"
-    assert "..." not in table, "write each name in full: a reader copies it"
-    assert read - named == set(), f"settings the README does not name: {read - named}"
 
 
 def test_a_webhook_worker_runs_beside_the_workers_and_reserves_no_gpu(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -243,17 +244,15 @@ def test_a_trickling_receiver_is_cut_off_at_the_deadline() -> None:
         server.close()
 
 
-def test_the_readme_receiver_accepts_a_delivery_and_rejects_its_replay(
+def test_the_documented_receiver_accepts_a_delivery_and_rejects_its_replay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    doc = (REPO_ROOT / "docs" / "api.md").read_text()
     [code] = [
-        block
-        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
-        if "def verified" in block
+        block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verified" in block
     ]
     receiver: dict[str, Any] = {}
-    exec(compile(re.sub(r"(?m)^  ", "", code), "README.md", "exec"), receiver)
+    exec(compile(textwrap.dedent(code), "docs/api.md", "exec"), receiver)
     verified = receiver["verified"]
     body = b'{"id": "x"}'
     sent = int(time.time())
