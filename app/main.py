@@ -31,11 +31,12 @@ from jobs.lifecycle import Lifecycle
 from jobs.store import JobStore
 
 DESCRIPTION = """
-Queue Stable Diffusion 1.5, SDXL (base + refiner), SD3.5 and Flux jobs that chain stages: a base
-generation, a refiner, hires fixes.
+Queue Stable Diffusion 1.5, SDXL (base + refiner), SD3.5, Flux and Chroma jobs that chain
+stages: a base generation, a refiner, hires fixes.
 
 **Latent or pixel handoff.** A stage may take the previous stage's *latents* only when both models
-share one latent space (one VAE): SDXL base → SDXL refiner, Flux → Flux, SD3.5 → SD3.5.
+share one latent space (one VAE): SDXL base → SDXL refiner, Flux → Flux, Flux ↔ Chroma (another
+transformer on Flux's VAE), SD3.5 → SD3.5.
 SD1.5 → SDXL, SD1.5 → Flux and SD3.5 → Flux are refused with 422 `latent_space_mismatch` before
 anything is queued: use `handoff: "pixel"` (decode with the first model, resize, encode with the
 second), which is how Flux serves as a hires fix for an SD1.5 picture.
