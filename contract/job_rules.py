@@ -4,7 +4,7 @@
 of every stage, and either returns the checked job (`contract.checked`: a spec with nothing left
 to fill in) or raises `JobRejected` with every broken rule, each located in the request body.
 Admission and the worker's re-check both call it: one wording per rule. The rule at the heart of
-the service is `_check_latent_handoff`: latents pass only between models of one latent space.
+the service is `latent_handoff_violation`: latents pass only between models of one latent space.
 """
 
 from __future__ import annotations
@@ -251,7 +251,9 @@ def _check_later_stage(
             scale=(stage.scale or DEFAULT_SCALE) if stage.width is None else stage.scale,
         )
     if handoff is Handoff.LATENT:
-        _check_latent_handoff(i, source, target, violations)
+        mismatch = latent_handoff_violation(i, source, target)
+        if mismatch is not None:
+            violations.append(mismatch)
         if source.latent_space == target.latent_space and source.pool != target.pool:
             violations.append(
                 Violation(
@@ -266,24 +268,22 @@ def _check_later_stage(
     return stage.model_copy(update=update), new_size
 
 
-def _check_latent_handoff(
-    i: int, source: ModelEntry, target: ModelEntry, violations: list[Violation]
-) -> None:
+def latent_handoff_violation(i: int, source: ModelEntry, target: ModelEntry) -> Violation | None:
+    """Why stage i cannot take stage i-1's latents, or None: the rule at the heart of the
+    service. The gateway and the worker both word it so."""
     src, dst = source.latent_space, target.latent_space
     if can_hand_off_latents(src, dst):
-        return
-    violations.append(
-        Violation(
-            "latent_space_mismatch",
-            ("stages", i, "handoff"),
-            f"stage {i} cannot take latents from stage {i - 1}: "
-            f"{source.name!r} ({source.architecture}) "
-            f"makes latents in latent space {src.describe()}, but {target.name!r} "
-            f"({target.architecture}) works in latent space {dst.describe()}. Latents are only "
-            f"meaningful to the VAE that made them. Use handoff: pixel (decode with "
-            f"{source.name!r}, resize, encode with {target.name!r}).",
-            {"from_latent_space": src.as_ctx(), "to_latent_space": dst.as_ctx()},
-        )
+        return None
+    return Violation(
+        "latent_space_mismatch",
+        ("stages", i, "handoff"),
+        f"stage {i} cannot take latents from stage {i - 1}: "
+        f"{source.name!r} ({source.architecture}) "
+        f"makes latents in latent space {src.describe()}, but {target.name!r} "
+        f"({target.architecture}) works in latent space {dst.describe()}. Latents are only "
+        f"meaningful to the VAE that made them. Use handoff: pixel (decode with "
+        f"{source.name!r}, resize, encode with {target.name!r}).",
+        {"from_latent_space": src.as_ctx(), "to_latent_space": dst.as_ctx()},
     )
 
 

@@ -23,38 +23,43 @@ def check_upscaler(
     does not fit the handoff."""
     latent = handoff is Handoff.LATENT
     chosen = stage.upscaler or (Upscaler.LATENT_BILINEAR if latent else Upscaler.LANCZOS)
+    violation = upscaler_violation(i, chosen, handoff, served=sorted(registry.upscalers))
+    if violation is not None:
+        violations.append(violation)
+    return chosen
+
+
+def upscaler_violation(
+    i: int, chosen: Upscaler | str, handoff: Handoff, served: list[str]
+) -> Violation | None:
+    """Why stage i's upscaler cannot be used with its handoff (`served`: the upscaler models
+    there are), or None. The gateway and the worker both word it so."""
+    latent = handoff is Handoff.LATENT
     loc = ("stages", i, "upscaler")
     if isinstance(chosen, Upscaler):
-        if chosen.works_on_latents != latent:
-            wanted = _LATENT if latent else f"{_PIXEL} or an upscaler model (GET /upscalers)"
-            violations.append(
-                Violation(
-                    "upscaler_handoff_mismatch",
-                    loc,
-                    f"upscaler {chosen.value!r} does not fit handoff {handoff.value!r}; "
-                    f"use {wanted}",
-                )
-            )
-        return chosen
-    if chosen not in registry.upscalers:
-        models = ", ".join(sorted(registry.upscalers)) or "none registered"
-        violations.append(
-            Violation(
-                "unknown_upscaler",
-                loc,
-                f"upscaler {chosen!r} is neither a built-in one ({_PIXEL}, {_LATENT}) nor a "
-                f"registered upscaler model ({models}; GET /upscalers)",
-                {"upscaler": chosen},
-            )
+        if chosen.works_on_latents == latent:
+            return None
+        wanted = _LATENT if latent else f"{_PIXEL} or an upscaler model (GET /upscalers)"
+        return Violation(
+            "upscaler_handoff_mismatch",
+            loc,
+            f"upscaler {chosen.value!r} does not fit handoff {handoff.value!r}; use {wanted}",
         )
-    elif latent:
-        violations.append(
-            Violation(
-                "upscaler_handoff_mismatch",
-                loc,
-                f"upscaler {chosen!r} is a model that upscales pictures, but this stage's "
-                "handoff is 'latent', which passes latents and no picture; use handoff: pixel "
-                f"with it, or {_LATENT} for a latent handoff",
-            )
+    if chosen not in served:
+        return Violation(
+            "unknown_upscaler",
+            loc,
+            f"upscaler {chosen!r} is neither a built-in one ({_PIXEL}, {_LATENT}) nor a "
+            f"registered upscaler model ({', '.join(served) or 'none registered'}; GET "
+            "/upscalers)",
+            {"upscaler": chosen},
         )
-    return chosen
+    if latent:
+        return Violation(
+            "upscaler_handoff_mismatch",
+            loc,
+            f"upscaler {chosen!r} is a model that upscales pictures, but this stage's handoff "
+            "is 'latent', which passes latents and no picture; use handoff: pixel with it, or "
+            f"{_LATENT} for a latent handoff",
+        )
+    return None

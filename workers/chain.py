@@ -20,10 +20,12 @@ from PIL import Image
 
 from contract.checked import CheckedSpec, RefineStage
 from contract.envelope import FailureType, StageTrace
-from contract.latent_spaces import LatentSpace, can_hand_off_latents
-from contract.registry import LoraEntry
+from contract.job_rules import latent_handoff_violation
+from contract.latent_spaces import LatentSpace
+from contract.registry import LoraEntry, ModelEntry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, Mode, Stage
+from contract.upscalers import upscaler_violation
 from workers.families import pipelines_for
 from workers.finite import finite_pictures, non_finite
 from workers.guidance import per_picture_guidance
@@ -39,8 +41,12 @@ __all__ = ["Member", "StageError", "Stopped", "run_chain", "run_group"]
 @dataclass
 class Latents:
     tensor: torch.Tensor  # (batch, channels, h, w), unpacked, scaled as the VAE encodes
-    space: LatentSpace
+    made_by: ModelEntry  # whose latent space they are in
     ends_at: float | None  # the fraction of the schedule where the making stage stopped
+
+    @property
+    def space(self) -> LatentSpace:
+        return self.made_by.latent_space
 
 
 @dataclass
@@ -134,7 +140,7 @@ def run_group(
         started = time.perf_counter()
         model = models(stage.model)
         received = [_describe(m.carry, i) for m in group]
-        with stage_loras(model, stage, loras or {}):
+        with stage_loras(model, i, stage, loras or {}):
             step_seconds, sampler = _run_stage(i, group, model, upscalers)
         for member in group:
             if not member.running and left is not None:
@@ -254,7 +260,7 @@ def _run_stage(
             if want_latents:
                 if not torch.isfinite(output[rows]).all():
                     raise non_finite(i, model, "latents")
-                member.carry = Latents(output[rows], model.entry.latent_space, ends_at)
+                member.carry = Latents(output[rows], model.entry, ends_at)
             else:
                 pictures, again = finite_pictures(
                     pipe, output[rows], None if at_end is None else at_end[rows], i, model,
@@ -271,7 +277,7 @@ def _together(carries: list[Carry | None]) -> Carry:
     if all(isinstance(c, Latents) for c in carries):
         latents = [c for c in carries if isinstance(c, Latents)]
         first = latents[0]
-        return Latents(torch.cat([c.tensor for c in latents]), first.space, first.ends_at)
+        return Latents(torch.cat([c.tensor for c in latents]), first.made_by, first.ends_at)
     pictures = [c for c in carries if isinstance(c, Pictures)]
     assert len(pictures) == len(carries), "a group's members hand on alike"
     return Pictures([image for c in pictures for image in c.images])
@@ -288,7 +294,9 @@ def _image_input(
 ) -> dict[str, Any]:
     width, height = size
     if isinstance(carry, Latents):
-        _require_same_latent_space(i, carry.space, model)
+        mismatch = latent_handoff_violation(i, carry.made_by, model.entry)
+        if mismatch is not None:
+            raise StageError.refusing(mismatch, FailureType.LATENT_SPACE_MISMATCH)
         if stage.mode is Mode.REFINE:
             if carry.ends_at is None:
                 raise StageError(
@@ -297,13 +305,11 @@ def _image_input(
                     "its end; refine needs a stage that stopped at switch_at",
                 )
             return {"image": carry.tensor, "denoising_start": carry.ends_at}
-        if not (isinstance(stage.upscaler, Upscaler) and stage.upscaler.works_on_latents):
-            raise StageError(
-                FailureType.INVALID_JOB,
-                f"stage {i} was handed latents, and upscaler {stage.upscaler!r} works on "
-                "pictures; use handoff: pixel with it",
-            )
-        mode = stage.upscaler.interpolation
+        upscaler = stage.upscaler or ""  # a checked hires stage names one
+        misfit = upscaler_violation(i, upscaler, Handoff.LATENT, served=[str(upscaler)])
+        if misfit is not None:
+            raise StageError.refusing(misfit, FailureType.INVALID_JOB)
+        mode = Upscaler(upscaler).interpolation  # a latent resampler, as the rule just said
         factor = model.entry.latent_space.vae_downscale
         resized = F.interpolate(carry.tensor, size=(height // factor, width // factor), mode=mode)
         return {"image": resized, "strength": stage.denoise}
@@ -322,16 +328,6 @@ def _image_input(
     else:
         images = upscale(carry.images, size, upscalers(name))
     return {"image": images, "strength": stage.denoise}
-
-
-def _require_same_latent_space(i: int, space: LatentSpace, model: LoadedModel) -> None:
-    target = model.entry.latent_space
-    if not can_hand_off_latents(space, target):
-        raise StageError(
-            FailureType.LATENT_SPACE_MISMATCH,
-            f"stage {i} was handed latents of latent space {space.describe()}, but "
-            f"{model.entry.name!r} works in {target.describe()}; use handoff: pixel",
-        )
 
 
 def unpacked(

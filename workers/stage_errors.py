@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contract.envelope import FailureType
+from contract.violations import Violation
 
 
 class StageError(Exception):
@@ -11,6 +12,11 @@ class StageError(Exception):
     def __init__(self, type_: FailureType, message: str) -> None:
         super().__init__(message)
         self.type = type_
+
+    @classmethod
+    def refusing(cls, violation: Violation, type_: FailureType) -> StageError:
+        """A job rule broken at run time, in the words the gateway refuses it with."""
+        return cls(type_, violation.msg)
 
 
 class Stopped(Exception):

@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline
 
 from contract.architectures import ArchitectureName
 from contract.envelope import FailureType
+from contract.loras import lora_violation
 from contract.registry import LoraEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Stage
@@ -19,25 +20,24 @@ from workers.stage_errors import StageError
 
 
 @contextlib.contextmanager
-def stage_loras(model: LoadedModel, stage: Stage, loras: Mapping[str, LoraEntry]) -> Iterator[None]:
+def stage_loras(
+    model: LoadedModel, stage_index: int, stage: Stage, loras: Mapping[str, LoraEntry]
+) -> Iterator[None]:
     """The stage's LoRAs active on the model for this stage only. Each file is loaded once per
     model (PEFT adapters on its shared modules, kept for later jobs while the memory budget
     allows, least recently used deleted first) and activated with its weight; afterwards the
     adapters are disabled, so the next job sees the base weights exactly. The architecture rule
-    is checked again here, whatever the gateway said."""
+    is checked again here, whatever the gateway said, in the gateway's words."""
     uses = stage.loras or []
     if not uses:
         yield
         return
     pipe = model.text
-    for use in uses:
-        lora = loras.get(use.name)
-        if lora is None or lora.architecture != model.entry.architecture:
-            what = "is not registered here" if lora is None else f"is {lora.architecture}"
-            raise StageError(
-                FailureType.INVALID_JOB,
-                f"LoRA {use.name!r} {what}; {model.entry.name!r} is {model.entry.architecture}",
-            )
+    for j, use in enumerate(uses):
+        misfit = lora_violation(stage_index, j, use, model.entry, loras)
+        if misfit is not None:
+            raise StageError.refusing(misfit, FailureType.INVALID_JOB)
+        lora = loras[use.name]
         try:
             model.use_adapter(use.name, lora.file, keep={u.name for u in uses})
         except Exception as exc:  # a bad file fails this job, not the worker

@@ -12,6 +12,7 @@ from contract.job_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, JobSpec, LoraUse
+from contract.violations import JobRejected, Violation
 from demo.loras import build_flux_lora, build_sd15_lora
 from workers.chain import StageError, Stopped, run_chain
 from workers.runtime import ModelCache
@@ -25,6 +26,14 @@ def cache(registry: ModelRegistry) -> ModelCache:
 def normalized(registry: ModelRegistry, stages: list[dict[str, Any]], **fields: Any) -> JobSpec:
     body = {"prompt": "a lighthouse", "seed": 3, "width": 64, "height": 64, **fields}
     return check_job(JobSpec.model_validate({**body, "stages": stages}), registry, JobLimits()).spec
+
+
+def gateway_refusal(registry: ModelRegistry, spec: JobSpec) -> Violation:
+    """The one violation admission finds in `spec`."""
+    with pytest.raises(JobRejected) as refused:
+        check_job(JobSpec.model_validate(spec.model_dump()), registry, JobLimits())
+    [violation] = refused.value.violations
+    return violation
 
 
 def never_stop(stage: int, step: int, steps: int) -> str | None:
@@ -114,6 +123,7 @@ def test_the_worker_refuses_latents_of_another_space_whatever_the_gateway_said(
     with pytest.raises(StageError) as refused:
         run(smuggled, cache)
     assert refused.value.type == "latent_space_mismatch"
+    assert str(refused.value) == gateway_refusal(registry, smuggled).msg
 
 
 def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: ModelCache) -> None:
@@ -190,8 +200,12 @@ def test_the_worker_refuses_a_lora_of_another_architecture_whatever_the_gateway_
             "stages": [spec.stages[0].model_copy(update={"loras": [LoraUse(name="sd15-only")]})]
         }
     )
-    with pytest.raises(StageError, match="LoRA 'sd15-only' is sd15; 'demo-sdxl' is sdxl"):
+    with pytest.raises(StageError) as refused:
         run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)
+    # in the words the gateway refuses the same job with
+    with_loras = registry.model_copy(update={"loras": loras})
+    assert str(refused.value) == gateway_refusal(with_loras, smuggled).msg
+    assert "was trained for sd15, but stage 0's model 'demo-sdxl' is sdxl" in str(refused.value)
 
 
 def test_sd15_to_flux_hires_through_an_upscaler_model(
@@ -226,8 +240,10 @@ def test_the_worker_refuses_an_upscaler_model_on_latents_whatever_the_gateway_sa
     )
     hires = spec.stages[1].model_copy(update={"upscaler": "esrgan-4x"})
     smuggled = spec.model_copy(update={"stages": [spec.stages[0], hires]})
-    with pytest.raises(StageError, match="upscaler 'esrgan-4x' works on pictures"):
+    with pytest.raises(StageError) as refused:
         run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    assert str(refused.value) == gateway_refusal(registry, smuggled).msg
+    assert "'esrgan-4x' is a model that upscales pictures" in str(refused.value)
 
 
 def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
