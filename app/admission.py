@@ -8,6 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from PIL import Image
 from redis import Redis
 
 from app.keys import Caller
@@ -22,7 +23,6 @@ from jobs.caps import Caps
 from jobs.idempotency import Claim, Idempotency
 from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, cancel_rq_job, enqueue_segment
-from jobs.redis_keys import init_image_key
 from jobs.store import JobStore
 from jobs.webhook_guard import refusal
 
@@ -128,13 +128,9 @@ class JobService:
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
             created = self.store.create(
-                job_id, stored, pipe, max_retries=self.max_retries, owner=owner
-            )
-            if checked.init_image is not None:
-                png = io.BytesIO()
-                checked.init_image.save(png, format="PNG")
-                # Deleted when the job ends; the TTL is a backstop.
-                pipe.set(init_image_key(job_id), png.getvalue(), ex=self.store.result_ttl_s)
+                job_id, stored, pipe, _png(checked.init_image), max_retries=self.max_retries,
+                owner=owner,
+            )  # fmt: skip
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
             if claim is not None:
                 self.idempotency.confirm(claim, pipe)
@@ -182,3 +178,11 @@ class JobService:
         rq_job = self.store.field(job_id, "rq_job")
         if rq_job is not None:
             cancel_rq_job(self.redis, rq_job)
+
+
+def _png(picture: Image.Image | None) -> bytes | None:
+    if picture is None:
+        return None
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    return png.getvalue()

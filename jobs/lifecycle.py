@@ -26,7 +26,6 @@ from rq.timeouts import JobTimeoutException
 from contract.checked import CheckedSpec
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobError, JobStatus
 from jobs import metrics
-from jobs.redis_keys import handoff_key, init_image_key
 from jobs.store import JobStore, Transition, now, unreadable
 from jobs.webhooks import Webhooks
 
@@ -109,13 +108,7 @@ class Lifecycle:
             return
         model = envelope.spec.stages[0].model if envelope.spec else "unknown"
         with self.store.redis.pipeline(transaction=False) as pipe:
-            # Its inputs are spent: the init image and the pictures handed between pools (their
-            # TTLs are only the backstop for a job that never ends this way).
-            pipe.delete(init_image_key(job_id))
-            if envelope.spec is not None:
-                for segment in range(1, len(envelope.spec.stages)):
-                    for index in range(envelope.spec.num_images):
-                        pipe.delete(handoff_key(job_id, segment, index))
+            self.store.drop_inputs(pipe, job_id, envelope.spec)  # its inputs are spent
             metrics.count_job(pipe, envelope.status.value, model)
             if envelope.finished_at is not None:
                 seconds = (envelope.finished_at - envelope.created_at).total_seconds()

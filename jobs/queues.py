@@ -27,7 +27,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.redis_keys import job_key, queue_name, rq_job_id
+from jobs.redis_keys import queue_name, rq_job_id
+from jobs.store import note_rq_job
 
 log = logging.getLogger("imagegen.jobs")
 
@@ -54,7 +55,7 @@ def enqueue_segment(
 ) -> None:
     """Add the RQ job for one segment to `pipe` (which must be in MULTI mode), and note it in
     the job's record: the janitor checks that it still exists."""
-    pipe.hset(job_key(job_id), "rq_job", rq_job_id(job_id, segment))
+    note_rq_job(pipe, job_id, rq_job_id(job_id, segment))
     pool_queue(redis, pool).enqueue(
         RUN_JOB,
         job_id,

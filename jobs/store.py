@@ -36,7 +36,9 @@ from jobs.caps import free
 from jobs.redis_keys import (
     cancel_key,
     events_channel,
+    handoff_key,
     image_key,
+    init_image_key,
     job_key,
     text,
 )
@@ -62,8 +64,15 @@ class JobStore:
         self.result_ttl_s = result_ttl_s
 
     def create(
-        self, job_id: str, spec: CheckedSpec, pipeline: Pipeline, **fields: str | int
+        self,
+        job_id: str,
+        spec: CheckedSpec,
+        pipeline: Pipeline,
+        init_image: bytes | None = None,
+        **fields: str | int,
     ) -> datetime:
+        """Write a queued job's record (and its init image, kept apart from the spec the
+        envelope serves) into `pipeline`."""
         created = now()
         mapping: dict[str, str | int] = {
             "status": JobStatus.QUEUED.value,
@@ -72,7 +81,44 @@ class JobStore:
         }
         mapping.update(fields)
         pipeline.hset(job_key(job_id), mapping=mapping)  # type: ignore[arg-type]
+        if init_image is not None:
+            # Deleted when the job ends (drop_inputs); the TTL is a backstop.
+            pipeline.set(init_image_key(job_id), init_image, ex=self.result_ttl_s)
         return created
+
+    def init_image(self, job_id: str) -> bytes | None:
+        value = self.redis.get(init_image_key(job_id))
+        return value if isinstance(value, bytes) else None
+
+    def count_attempt(self, job_id: str, segment: int) -> None:
+        """Counts runs of each segment: a retried one shows 2 (the reliability tests read it)."""
+        self.redis.hincrby(job_key(job_id), f"attempts:{segment}", 1)
+
+    def hand_over(
+        self,
+        pipeline: Pipeline,
+        job_id: str,
+        segment: int,
+        pngs: Sequence[bytes],
+        trace: list[dict[str, object]],
+    ) -> None:
+        """Into `pipeline`: the pictures segment `segment` starts from, and the trace so far."""
+        for index, png in enumerate(pngs):
+            pipeline.set(handoff_key(job_id, segment, index), png, ex=self.result_ttl_s)
+        pipeline.hset(job_key(job_id), "trace", json.dumps(trace))
+
+    def handed_over(self, job_id: str, segment: int, index: int) -> bytes | None:
+        value = self.redis.get(handoff_key(job_id, segment, index))
+        return value if isinstance(value, bytes) else None
+
+    def drop_inputs(self, pipeline: Pipeline, job_id: str, spec: CheckedSpec | None) -> None:
+        """Into `pipeline`: delete what an ended job no longer needs, its init image and the
+        pictures handed between pools (their TTLs are only the backstop)."""
+        pipeline.delete(init_image_key(job_id))
+        if spec is not None:
+            for segment in range(1, len(spec.stages)):
+                for index in range(spec.num_images):
+                    pipeline.delete(handoff_key(job_id, segment, index))
 
     def load(self, job_id: str) -> JobEnvelope | None:
         found = self.load_with_owner(job_id)
@@ -157,6 +203,16 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(cancel_key(job_id)))
+
+
+def note_rq_job(pipeline: Pipeline, job_id: str, rq_job: str) -> None:
+    """The RQ job that runs the job's current segment (the janitor checks it still exists)."""
+    pipeline.hset(job_key(job_id), "rq_job", rq_job)
+
+
+def note_webhook(redis: Redis | Pipeline, job_id: str, record: WebhookDelivery) -> None:
+    """The notification the job owes, as far as it got."""
+    redis.hset(job_key(job_id), "webhook", record.model_dump_json())
 
 
 def _encode(value: Any) -> str:

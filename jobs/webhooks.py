@@ -46,7 +46,7 @@ from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
 from jobs.queues import SERIALIZER
 from jobs.redis_keys import job_key
-from jobs.store import JobStore
+from jobs.store import JobStore, note_webhook
 from jobs.webhook_guard import Address, checked_address
 
 log = logging.getLogger("imagegen.webhooks")
@@ -110,7 +110,7 @@ class Webhooks:
             last_error=None,
             next_attempt_at=datetime.now(UTC),
         )
-        pipe.hset(job_key(job_id), "webhook", record.model_dump_json())
+        note_webhook(pipe, job_id, record)
         _enqueue(webhook_queue(redis), pipe, job_id, attempt=1, delay_s=0)
 
     def signing_key(self) -> bytes:
@@ -251,13 +251,13 @@ def deliver(job_id: str) -> str:
     if webhooks.secret is None:
         off = "webhooks are off on the webhook worker (no IMAGEGEN_WEBHOOK_SECRET)"
         failed = record.model_copy(update={"state": "failed", "last_error": off})
-        redis.hset(job_key(job_id), "webhook", failed.model_dump_json())
+        note_webhook(redis, job_id, failed)
         return off
     envelope = JobStore(redis, 0).load(job_id)
     assert envelope is not None
     record = record.model_copy(update={"attempts": record.attempts + 1, "next_attempt_at": None})
     # Counted before the POST: an attempt its worker died in still counts.
-    redis.hset(job_key(job_id), "webhook", record.model_dump_json())
+    note_webhook(redis, job_id, record)
     body = payload(envelope)
     headers = webhooks.headers(record.id, record.event, body, int(time.time()))
     attempt = webhooks.post(str(spec.webhook_url), body, headers)
@@ -274,7 +274,7 @@ def deliver(job_id: str) -> str:
             _enqueue(webhook_queue(redis), pipe, job_id, record.attempts + 1, delay)
         else:
             record = record.model_copy(update={"state": "failed"})
-        pipe.hset(job_key(job_id), "webhook", record.model_dump_json())
+        note_webhook(pipe, job_id, record)
         pipe.execute()
     outcome = f"attempt {record.attempts}: {record.state}, {attempt.status or attempt.error}"
     log.info("webhook %s for job %s: %s", record.id, job_id, outcome)
@@ -302,4 +302,4 @@ def on_delivery_lost(job: Job, connection: Redis, *exc_info: object) -> None:
         cause = getattr(exc_info[0], "__name__", "an error")
         reason = f"the webhook worker failed this attempt ({cause}) and gave up"
         failed = record.model_copy(update={"state": "failed", "last_error": reason})
-        connection.hset(job_key(job_id), "webhook", failed.model_dump_json())
+        note_webhook(connection, job_id, failed)

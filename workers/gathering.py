@@ -18,7 +18,7 @@ from contract.segments import plan_segments
 from contract.violations import JobRejected
 from jobs.claims import Claims
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
-from jobs.redis_keys import job_key, rq_job_id
+from jobs.redis_keys import rq_job_id
 from jobs.store import JobStore, now
 from workers.batching import Batching, BatchKey, batch_key
 from workers.chain import Member, StepMonitor
@@ -93,6 +93,6 @@ class Gatherer:
         if not ran.applied:  # canceled, or taken, meanwhile
             self.claims.release(job_id, 0)
             return None
-        self.store.redis.hincrby(job_key(job_id), "attempts:0", 1)
+        self.store.count_attempt(job_id, 0)
         monitor = self.monitor(job_id, spec, time.time())
         return Member(job_id, spec, monitor)

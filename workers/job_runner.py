@@ -29,7 +29,6 @@ from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
 from jobs.queues import QueuePolicy, enqueue_segment
-from jobs.redis_keys import handoff_key, init_image_key, job_key
 from jobs.store import now
 from workers.batching import Batching, BatchKey, batch_key, run_within_memory
 from workers.chain import Member, Pictures, StageError, Stopped, run_group
@@ -123,8 +122,7 @@ class JobRunner:
             fields["started_at"] = now()
         if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
             return None
-        # Counts runs of each segment: a retried one shows 2 (the reliability tests read it).
-        self.store.redis.hincrby(job_key(job_id), f"attempts:{segment}", 1)
+        self.store.count_attempt(job_id, segment)
         log.info("running segment %d", segment)
         started_at = envelope.started_at if segment else None
         try:
@@ -139,8 +137,8 @@ class JobRunner:
         self, job_id: str, index: int, spec: CheckedSpec, started_at: datetime | None
     ) -> None:
         if spec.strength is not None:
-            raw = self.store.redis.get(init_image_key(job_id))
-            if not isinstance(raw, bytes):
+            raw = self.store.init_image(job_id)
+            if raw is None:
                 raise StageError(
                     FailureType.INVALID_JOB, "the job's init_image is missing from the store"
                 )
@@ -356,9 +354,7 @@ class JobRunner:
         redis = self.store.redis
         with redis.pipeline() as pipe:
             pipe.multi()
-            for k, png in enumerate(pngs):
-                pipe.set(handoff_key(job_id, index, k), png, ex=self.store.result_ttl_s)
-            pipe.hset(job_key(job_id), "trace", json.dumps(trace))
+            self.store.hand_over(pipe, job_id, index, pngs, trace)
             enqueue_segment(redis, pipe, job_id, index, segment.pool, policy)
             pipe.execute()
         log.info("handed segment %d to pool %s", index, segment.pool)
@@ -366,8 +362,8 @@ class JobRunner:
     def _handed_over(self, job_id: str, index: int, count: int) -> list[Image.Image]:
         pictures = []
         for k in range(count):
-            raw = self.store.redis.get(handoff_key(job_id, index, k))
-            if not isinstance(raw, bytes):
+            raw = self.store.handed_over(job_id, index, k)
+            if raw is None:
                 raise StageError(
                     FailureType.INVALID_JOB, f"segment {index}'s input pictures are missing"
                 )

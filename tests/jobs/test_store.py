@@ -3,10 +3,13 @@ envelopes read back as they were written."""
 
 from __future__ import annotations
 
+import ast
+
 from redis import Redis
 
 from contract.envelope import JobStatus, Progress
 from jobs.redis_keys import cancel_key, events_channel, image_key, job_key
+from jobs.settings import REPO_ROOT
 from jobs.store import JobStore
 from tests.jobs.conftest import SPEC, QueueJob
 
@@ -91,3 +94,34 @@ def test_a_cancel_requested_before_the_job_finished_wins_over_its_success(
     done = store.load(finished)
     assert done is not None
     assert (done.status, len(done.images)) == (JobStatus.SUCCEEDED, 1)
+
+
+JOB_KEYS = {"job_key", "init_image_key", "handoff_key", "image_key", "cancel_key"}
+WRITES = {"set", "setex", "hset", "hsetnx", "hincrby", "hdel", "delete", "unlink", "expire",
+          "persist", "rpush", "lpush", "incr"}  # fmt: skip
+
+
+def test_nothing_but_the_store_writes_a_jobs_keys() -> None:
+    """The record, its init image, handoff pictures, trace, attempts, PNGs and cancel flag have
+    one writer, whatever module holds the Redis connection."""
+    writers = []
+    for layer in ("app", "jobs", "workers", "devstack"):
+        for path in sorted((REPO_ROOT / layer).rglob("*.py")):
+            if path == REPO_ROOT / "jobs" / "store.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in WRITES
+                    and node.args
+                ):
+                    continue
+                key = node.args[0]
+                if (
+                    isinstance(key, ast.Call)
+                    and isinstance(key.func, ast.Name)
+                    and key.func.id in JOB_KEYS
+                ):
+                    writers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert writers == []
