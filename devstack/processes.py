@@ -40,7 +40,7 @@ def start_worker(
 
 
 def start_webhook_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return _spawn([sys.executable, "-m", "workers", "--webhooks"], env, log)
+    return _spawn([sys.executable, "-m", "jobs.webhook_worker"], env, log)
 
 
 def wait_for_rq_worker(

@@ -4,7 +4,7 @@ The notification is owed in the same MULTI/EXEC that ends the job (`owe`, called
 `JobStore.transition`): the job's record gets a `webhook` field (`pending`) and an RQ job is put
 on the `imagegen-webhooks` queue, so "job ended" and "notification owed" cannot disagree, and a
 process that dies right after ending a job loses nothing. A webhook worker
-(`python -m workers --webhooks`) runs `deliver`: one POST per RQ job. A failure that may pass
+(`python -m jobs.webhook_worker`) runs `deliver`: one POST per RQ job. A failure that may pass
 (network, 429, 5xx) schedules the next attempt with exponential backoff, or later if the
 receiver sent `Retry-After` (the janitor's sweep queues it when it is due); after `attempts`
 tries, or a 3xx/4xx, the record says `failed`. If the webhook worker dies mid-attempt, RQ's crash

@@ -69,13 +69,12 @@ UNMIRRORED = {
     "demo/sd3.py": "demo builders: tests/demo/test_models.py loads what they build",
     "demo/chroma.py": "demo builders: tests/demo/test_models.py loads what they build",
     "workers/gathering.py": "a batch leader's gathering: tests/workers/test_batching.py",
-    "workers/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
+    "jobs/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
     "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
     "workers/stage_setup.py": "a stage's LoRAs and sampler: tests/workers/test_chain.py",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",
-    "workers/__main__.py": "picks workers.worker or workers.webhook_worker by --webhooks",
-    "workers/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "
+    "jobs/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "
     "tests/stack/test_crash_recovery.py and the webhook kill test exercise it",
 }
 

@@ -26,7 +26,7 @@ def alive(settings: WorkerSettings, redis: Redis) -> bool:
 
 
 def webhook_worker_alive(redis: Redis) -> bool:
-    # Its name is <hostname>-webhooks.<pid>.<random> (`workers.webhook_worker`), and RQ keeps a
+    # Its name is <hostname>-webhooks.<pid>.<random> (`jobs.webhook_worker`), and RQ keeps a
     # worker's key only while it sends heartbeats.
     prefix = f"{socket.gethostname()}-webhooks."
     workers = Worker.all(queue=webhook_queue(redis))

@@ -28,13 +28,13 @@ from jobs import metrics
 from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
+from jobs.outage import REDIS_ERRORS, SEGMENT_RERUNS, through_outage
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import now
 from workers.batching import Batching, BatchKey, batch_key, run_within_memory
 from workers.chain import Member, Pictures, StageError, Stopped, run_group
 from workers.finisher import Finisher
 from workers.gathering import Gatherer
-from workers.outage import REDIS_ERRORS, SEGMENT_RERUNS, through_outage
 from workers.png import encode_png, parameters_text
 from workers.progress import StepMonitor
 from workers.runtime import ModelCache, ModelUnavailable, first_line

@@ -6,8 +6,8 @@ import logging
 import time
 
 from contract.envelope import Progress
+from jobs.outage import REDIS_ERRORS
 from jobs.store import JobStore
-from workers.outage import REDIS_ERRORS
 
 log = logging.getLogger("imagegen.worker")
 

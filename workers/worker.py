@@ -14,15 +14,15 @@ from redis import Redis
 
 from contract.registry import ModelRegistry
 from jobs import lifecycle, logs
+from jobs.heartbeat_worker import HeartbeatWorker, unique_name
 from jobs.lifecycle import Lifecycle
+from jobs.outage import through_outage
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
 from workers.batching import Batching
 from workers.finisher import Finisher
-from workers.heartbeat_worker import HeartbeatWorker, unique_name
 from workers.job_runner import JobRunner
-from workers.outage import through_outage
 from workers.pipelines import resolve_device
 from workers.runtime import ModelCache, ModelUnavailable
 from workers.settings import WorkerSettings

@@ -183,7 +183,7 @@ def test_a_webhook_worker_runs_beside_the_workers_and_reserves_no_gpu(
     compose: dict[str, Any],
 ) -> None:
     webhooks = compose["services"]["webhooks"]
-    assert webhooks["command"] == ["python", "-m", "workers", "--webhooks"]
+    assert webhooks["command"] == ["python", "-m", "jobs.webhook_worker"]
     assert "deploy" not in webhooks
     assert webhooks["environment"]["IMAGEGEN_WEBHOOK_SECRET"] == "${IMAGEGEN_WEBHOOK_SECRET:-}"
     assert "--webhooks" in webhooks["healthcheck"]["test"]

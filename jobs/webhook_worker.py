@@ -1,10 +1,11 @@
 """The webhook worker: drains the `imagegen-webhooks` queue, one POST per RQ job (torch-free).
 
-    python -m workers --webhooks
+    python -m jobs.webhook_worker
 
 Run one or more anywhere that can reach Redis and the receivers; deliveries survive their
-restarts (see `jobs.webhooks`). Retries due after a backoff are put on the queue by the janitor's
-sweep, which this worker runs too.
+restarts (see `jobs.webhooks`). It lives in `jobs/`, not `workers/`: it needs neither torch nor
+the worker package, so it runs from the gateway's image as well. Retries due after a backoff are
+put on the queue by the janitor's sweep, which this worker runs too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs import lifecycle, logs, webhooks
+from jobs.heartbeat_worker import HeartbeatWorker, unique_name
 from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER
 from jobs.settings import CommonSettings
 from jobs.store import JobStore
-from workers.heartbeat_worker import HeartbeatWorker, unique_name
 
 log = logging.getLogger("imagegen.worker")
 
@@ -63,3 +64,7 @@ def _wait_for(redis: Redis) -> None:
         except RedisConnectionError:
             log.warning("waiting for Redis")
             time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
