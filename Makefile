@@ -33,7 +33,7 @@ test: $(VENV)/.installed lint typecheck
 
 ## The edit loop: every test that needs no process of its own (about half a minute).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not stack and not soak"
+	$(PY) -m pytest -n 2 -m "not stack and not soak"
 
 ## The reliability suite at full strength: ten kills, 500-job burst, a ten-minute fuzz, and a kill
 ## with the default heartbeat settings.
