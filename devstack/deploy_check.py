@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +54,45 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
 
+# What the check runs, each with the Debian packages that bring it, as .ci/run installs them.
+TOOLS = {
+    "podman": ("podman", "containernetworking-plugins",
+               "golang-github-containernetworking-plugin-dnsname"),
+    "runc": ("runc",),  # podman alone brings crun; the check's containers.conf names runc
+    "mmdebstrap": ("mmdebstrap",),  # the base image, once per machine
+}  # fmt: skip
+# What .ci/run installs beside them where missing (podman's rootless storage, networking and
+# user namespaces): named in the same command, not required.
+COMPANIONS = {"fuse-overlayfs": "fuse-overlayfs", "slirp4netns": "slirp4netns",
+              "newuidmap": "uidmap"}  # fmt: skip
+
 report: dict[str, Any] = {}
+
+
+def missing_tools() -> str | None:
+    """What this machine lacks to run the check, with the command that installs it; None where
+    nothing is missing (without podman the check would end in a FileNotFoundError)."""
+    tools = dict(TOOLS)
+    if (CACHE / "base.tar").is_file():  # made before: podman imports it, mmdebstrap is not run
+        del tools["mmdebstrap"]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    problems = []
+    if missing:
+        packages = [p for tool in missing for p in tools[tool]]
+        packages += [p for tool, p in COMPANIONS.items() if shutil.which(tool) is None]
+        verb = "is" if len(missing) == 1 else "are"
+        problems.append(
+            f"{_and(missing)} {verb} not installed (not found on PATH). On Debian or Ubuntu, as "
+            "root (.ci/run installs the same):\n"
+            "  apt-get update && apt-get install -y --no-install-recommends " + " ".join(packages)
+        )
+    if not os.access(PODMAN_COMPOSE, os.X_OK):
+        problems.append(f"{PODMAN_COMPOSE} is missing; `make install` installs podman-compose.")
+    return "make deploy-check cannot run here: " + "\n".join(problems) if problems else None
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def log(message: str) -> None:
@@ -297,6 +336,10 @@ def scenario(port: int) -> None:
 
 
 def main() -> int:
+    lacking = missing_tools()
+    if lacking:
+        print(lacking, file=sys.stderr)
+        return 1
     ENV.update(podman_env())
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

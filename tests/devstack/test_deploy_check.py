@@ -1,15 +1,19 @@
 """make deploy-check's own parts that need no container engine (CI runs the whole check after
-`make test`): the override changes only what this machine cannot do, and podman is configured
-for a machine without systemd or CAP_SYS_RESOURCE."""
+`make test`): the override changes only what this machine cannot do, podman is configured
+for a machine without systemd or CAP_SYS_RESOURCE, and a machine without podman, runc or
+mmdebstrap is told what to install."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from devstack import deploy_check
+from jobs.settings import REPO_ROOT
 
 
 class _Tagged(yaml.SafeLoader):
@@ -46,3 +50,46 @@ def test_podman_is_set_up_for_a_machine_without_systemd(
     storage = Path(env["CONTAINERS_STORAGE_CONF"]).read_text()
     # The base image and layers live in the cache: a second run on this machine reuses them.
     assert f'graphroot = "{tmp_path / "cache" / "storage"}"' in storage
+
+
+def _deploy_check(path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`make deploy-check`'s entry point, run with only `path` on PATH."""
+    env = {"PATH": str(path), "PYTHONPATH": str(REPO_ROOT), "IMAGEGEN_DEPLOY_CACHE": str(cache)}
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.deploy_check"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_machine_without_podman_is_told_what_to_install_not_shown_a_traceback(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = _deploy_check(empty, tmp_path / "cache")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output
+    assert "podman, runc and mmdebstrap are not installed" in output, output
+    assert (
+        "apt-get install -y --no-install-recommends podman containernetworking-plugins "
+        "golang-github-containernetworking-plugin-dnsname runc mmdebstrap fuse-overlayfs "
+        "slirp4netns uidmap" in output
+    ), output
+    assert not (tmp_path / "cache").exists()  # said before anything was done
+
+
+def test_only_what_is_missing_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bin"
+    path.mkdir()
+    for tool in ("podman", "runc", "fuse-overlayfs", "slirp4netns", "newuidmap"):
+        (path / tool).write_text("#!/bin/sh\nexit 1\n")
+        (path / tool).chmod(0o755)
+    done = _deploy_check(path, tmp_path / "cache")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output
+    assert "mmdebstrap is not installed" in output, output
+    assert output.rstrip().endswith("apt-get install -y --no-install-recommends mmdebstrap")
+    assert "podman" not in output
+    assert " runc" not in output
