@@ -1,6 +1,9 @@
 """Tiny LoRAs for the demo models, made as trainers make them: PEFT adapters on the denoiser's
 attention projections (random weights, so they change the picture), saved in diffusers' LoRA
-layout. Their 32-wide keys show no real architecture, so registries name it."""
+layout. Their 32-wide keys show no real architecture, so registries name it.
+
+`python -m demo.models build` makes one for demo-sd15 and one for demo-flux (the demo
+registry's `demo-sd15-lora` and `demo-flux-lora`), into its `demo-loras` folder."""
 
 from __future__ import annotations
 
@@ -13,6 +16,12 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+
+
+def build_demo_loras(demo_models: Path, out: Path) -> None:
+    """The demo registry's LoRAs, into `out`, from the demo models built under `demo_models`."""
+    build_sd15_lora(demo_models, out / "demo-sd15-lora.safetensors")
+    build_flux_lora(demo_models, out / "demo-flux-lora.safetensors")
 
 
 def build_sd15_lora(demo_models: Path, out: Path, seed: int = 0) -> Path:

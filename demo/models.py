@@ -26,11 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract.architectures import ARCHITECTURES
+from demo.loras import build_demo_loras
 from demo.upscalers import build_upscalers
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
-# Not models: files other registry sections point at (demo/upscalers.py).
-DEMO_EXTRAS = ("demo-upscalers",)
+# Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py).
+DEMO_EXTRAS = ("demo-upscalers", "demo-loras")
+# Extras made from demo models under the same root (built first): name -> (builder, models).
+FROM_MODELS = {"demo-loras": (build_demo_loras, ("demo-sd15", "demo-flux"))}
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
 BUILD_VERSION = "2"  # 2: demo-flux's VAE made apart, for demo-chroma to share
@@ -58,6 +61,8 @@ def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS + DEMO_EXTRAS)
     Builders take turns (a lock file in `root`): test processes started together, or `make run`
     beside a test run, would otherwise build into the same temporary folder at once.
     """
+    needed = [model for name in names if name in FROM_MODELS for model in FROM_MODELS[name][1]]
+    names = tuple(dict.fromkeys([*needed, *names]))
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -77,7 +82,10 @@ def _build_missing(root: Path, names: tuple[str, ...]) -> list[Path]:
         # Build beside the target and rename, so a killed build never leaves a half folder.
         tmp = root / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        build[name](tmp)
+        if name in FROM_MODELS:
+            FROM_MODELS[name][0](root, tmp)
+        else:
+            build[name](tmp)
         (tmp / MARKER).write_text(json.dumps({"version": BUILD_VERSION, "model": name}))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)

@@ -81,6 +81,19 @@ def test_demo_build_is_deterministic(tmp_path: Path, demo_models: Path) -> None:
     assert digest(tmp_path / "demo-sd15") == digest(demo_models / "demo-sd15")
 
 
+def test_the_demo_loras_are_built_after_the_models_they_adapt_the_same_way_every_time(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    built = ensure_built(tmp_path, ("demo-loras",))
+    assert [folder.name for folder in built] == ["demo-sd15", "demo-flux", "demo-loras"]
+    assert sorted(p.name for p in (tmp_path / "demo-loras").glob("*.safetensors")) == [
+        "demo-flux-lora.safetensors",
+        "demo-sd15-lora.safetensors",
+    ]
+    for lora in (tmp_path / "demo-loras").glob("*.safetensors"):
+        assert lora.read_bytes() == (demo_models / "demo-loras" / lora.name).read_bytes()
+
+
 def test_builders_started_together_take_turns(tmp_path: Path) -> None:
     # Two test processes on a fresh clone both build the missing models at start.
     results: list[object] = []

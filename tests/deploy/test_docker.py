@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from app.settings import GatewaySettings
+from contract.registry import ModelRegistry
 from jobs.settings import REPO_ROOT, SETTING_NAMES, TOOLING_NAMES
 from workers.settings import WorkerSettings
 
@@ -198,3 +199,15 @@ def test_the_names_start_up_accepts_are_exactly_the_settings_and_the_tooling() -
     assert read == SETTING_NAMES
     compose_variables = set(re.findall(r"\$\{(IMAGEGEN_[A-Z0-9_]+)", COMPOSE.read_text()))
     assert compose_variables - SETTING_NAMES <= TOOLING_NAMES
+
+
+def test_the_containers_registry_serves_the_demo_loras_make_run_serves() -> None:
+    """deploy/registry.docker.yaml reads ./.models at /models: the same LoRA files, same names."""
+
+    def loras(registry: str, models: Path) -> dict[str, tuple[str, Path]]:
+        found = ModelRegistry.load(REPO_ROOT / "deploy" / registry).loras
+        return {n: (lora.architecture, lora.file.relative_to(models)) for n, lora in found.items()}
+
+    demo = loras("registry.demo.yaml", REPO_ROOT / ".models")
+    assert set(demo) == {"demo-sd15-lora", "demo-flux-lora"}
+    assert loras("registry.docker.yaml", Path("/models")) == demo
