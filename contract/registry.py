@@ -37,6 +37,11 @@ worker reads their architecture and scale from the weights:
       4x-ultrasharp:
         file: /models/upscalers/4x-UltraSharp.safetensors
 
+The A1111 face (`/sdapi/v1`) draws with the first text-to-image model in the file's order when
+a request names no checkpoint; a top-level entry picks another:
+
+    a1111_default_checkpoint: my-sdxl
+
 Relative paths are relative to the registry file. The latent space is never written down: it
 follows from the architecture.
 """
@@ -174,6 +179,35 @@ class ModelRegistry(_Strict):
     models: dict[str, ModelEntry]
     loras: dict[str, LoraEntry] = {}
     upscalers: dict[str, UpscalerEntry] = {}
+    # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
+    # the first text-to-image model in the file's order.
+    a1111_default_checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _a1111_default_draws_from_text(self) -> ModelRegistry:
+        name = self.a1111_default_checkpoint
+        if name is None:
+            return self
+        entry = self.models.get(name)
+        if entry is None:
+            why = "is not a registered model"
+        elif not entry.arch.text_to_image:
+            why = f"is {entry.architecture}, which does not draw from text"
+        else:
+            return self
+        drawing = [n for n, e in self.models.items() if e.arch.text_to_image]
+        raise ValueError(
+            f"a1111_default_checkpoint: {name!r} {why}; name a text-to-image model of this "
+            f"registry ({', '.join(drawing) or 'it has none'})"
+        )
+
+    @property
+    def a1111_checkpoint(self) -> str | None:
+        """The checkpoint of A1111 requests that name none: `a1111_default_checkpoint`, else the
+        first text-to-image model as the file lists them (None if no model draws from text)."""
+        if self.a1111_default_checkpoint is not None:
+            return self.a1111_default_checkpoint
+        return next((n for n, e in self.models.items() if e.arch.text_to_image), None)
 
     @model_validator(mode="before")
     @classmethod
@@ -233,7 +267,12 @@ class ModelRegistry(_Strict):
             name: upscaler.model_copy(update={"file": resolve(upscaler.file)})
             for name, upscaler in self.upscalers.items()
         }
-        return ModelRegistry(models=resolved, loras=loras, upscalers=upscalers)
+        return ModelRegistry(
+            models=resolved,
+            loras=loras,
+            upscalers=upscalers,
+            a1111_default_checkpoint=self.a1111_default_checkpoint,
+        )
 
 
 def _resolve(path: Path | str, base: Path) -> Path:

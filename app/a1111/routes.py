@@ -227,19 +227,33 @@ def _info(
 async def _checkpoint(
     override: dict[str, Any] | None, caller: Caller, redis: AsyncRedisDep, registry: ModelRegistry
 ) -> str:
-    """The request's checkpoint: its override, else the key's `options` choice, else the first
-    registered model that draws from text."""
+    """The request's checkpoint: its override, else the key's `options` choice, else the
+    registry's default (`a1111_default_checkpoint`, or its first text-to-image model)."""
+    loc = ("override_settings", "sd_model_checkpoint")
     wanted = (override or {}).get("sd_model_checkpoint")
     if wanted:
         found = resolve_checkpoint(str(wanted), registry)
         if found is None:
-            _unknown_checkpoint(str(wanted), ("override_settings", "sd_model_checkpoint"), registry)
+            _unknown_checkpoint(str(wanted), loc, registry)
         assert found is not None
         return found
+    current = await _current_checkpoint(caller, redis, registry)
+    if current is None:
+        msg = "no registered model draws from text, so there is no default checkpoint; name one"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": None}]
+        )
+    return current
+
+
+async def _current_checkpoint(
+    caller: Caller, redis: AsyncRedisDep, registry: ModelRegistry
+) -> str | None:
+    """The key's `options` choice, else the registry's default checkpoint."""
     chosen = await redis.get(a1111_checkpoint_key(caller.name))
     if chosen is not None and registry.get(text(chosen)) is not None:
         return text(chosen)
-    return next(n for n in registry.names() if registry.models[n].arch.text_to_image)
+    return registry.a1111_checkpoint
 
 
 def _unknown_checkpoint(name: str, loc: tuple[str, ...], registry: ModelRegistry) -> None:
@@ -303,7 +317,7 @@ async def get_options(
     caller: A1111CallerDep, redis: AsyncRedisDep, registry: RegistryDep
 ) -> dict[str, Any]:
     """The options A1111 clients read: the key's checkpoint (others are not settings here)."""
-    checkpoint = await _checkpoint(None, caller, redis, registry)
+    checkpoint = await _current_checkpoint(caller, redis, registry)
     return {"sd_model_checkpoint": checkpoint, "samples_format": "png", "sd_checkpoint_hash": None}
 
 

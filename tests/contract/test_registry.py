@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
+from jobs.settings import REPO_ROOT
 
 
 def test_registry_paths_are_relative_to_the_file_and_latent_space_follows_architecture(
@@ -96,3 +97,44 @@ def test_lora_folders_add_every_file_an_entry_does_not_name(tmp_path: Path) -> N
     assert sorted(loras) == ["add-detail", "pinned"]
     assert loras["add-detail"].architecture == "sd15"
     assert loras["add-detail"].file == tmp_path / "loras" / "add-detail.safetensors"
+
+
+# A Flux model first by name, an SD1.5 one first in the file (a refiner draws from no text).
+FLUX_FIRST_BY_NAME = """\
+models:
+  xl-refiner: {architecture: sdxl-refiner, source: {folder: m/r}}
+  my-sd15: {architecture: sd15, source: {folder: m/sd15}}
+  a-flux: {architecture: flux, source: {folder: m/flux}}
+"""
+
+
+def test_the_a1111_default_is_the_first_text_to_image_model_in_the_files_order(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "reg.yaml").write_text(FLUX_FIRST_BY_NAME)
+    registry = ModelRegistry.load(tmp_path / "reg.yaml")
+    assert list(registry.models) == ["xl-refiner", "my-sd15", "a-flux"]  # as written
+    assert registry.a1111_checkpoint == "my-sd15"
+    (tmp_path / "reg.yaml").write_text(FLUX_FIRST_BY_NAME + "a1111_default_checkpoint: a-flux\n")
+    assert ModelRegistry.load(tmp_path / "reg.yaml").a1111_checkpoint == "a-flux"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("v1-5", "'v1-5' is not a registered model"),
+        ("xl-refiner", "'xl-refiner' is sdxl-refiner, which does not draw from text"),
+    ],
+)
+def test_an_a1111_default_that_draws_nothing_fails_the_load_naming_the_field(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    (tmp_path / "reg.yaml").write_text(FLUX_FIRST_BY_NAME + f"a1111_default_checkpoint: {name}\n")
+    with pytest.raises(ValueError, match=f"a1111_default_checkpoint: {why}") as failed:
+        ModelRegistry.load(tmp_path / "reg.yaml")
+    assert "name a text-to-image model of this registry (my-sd15, a-flux)" in str(failed.value)
+
+
+@pytest.mark.parametrize("registry", ["registry.demo.yaml", "registry.docker.yaml"])
+def test_the_demo_registries_a1111_default_is_demo_sd15(registry: str) -> None:
+    assert ModelRegistry.load(REPO_ROOT / "deploy" / registry).a1111_checkpoint == "demo-sd15"

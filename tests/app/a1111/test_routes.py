@@ -3,9 +3,18 @@ HTTP Basic keys, per-key options, the lists, refusals before anything is queued.
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from app.main import create_app
+from app.settings import GatewaySettings
 from tests.app.conftest import ALICE, BOB, queued
 
 
@@ -66,3 +75,66 @@ def test_a_refused_request_queues_nothing(client: TestClient, redis: Redis) -> N
     )
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "sampler_name"]
+
+
+@pytest.fixture(params=[None, "demo-sdxl"], ids=["file-order", "named"])
+def default_checkpoint(
+    request: pytest.FixtureRequest,
+    gateway_settings: GatewaySettings,
+    demo_models: Path,
+    tmp_path: Path,
+) -> Iterator[tuple[TestClient, str]]:
+    """A gateway on a registry whose first model by name is Flux's, and whose first in the file
+    is SD1.5's; with `a1111_default_checkpoint` naming SDXL, or without."""
+    registry = tmp_path / "registry.yaml"
+    models = "".join(
+        f"  {name}: {{architecture: {name.removeprefix('demo-')}, "
+        f"source: {{folder: {demo_models / name}}}}}\n"
+        for name in ("demo-sdxl-refiner", "demo-sd15", "demo-sdxl", "demo-flux")
+    )
+    named = f"a1111_default_checkpoint: {request.param}\n" if request.param else ""
+    registry.write_text(f"models:\n{models}{named}")
+    settings = gateway_settings.model_copy(update={"registry": registry})
+    with TestClient(create_app(settings)) as client:
+        yield client, request.param or "demo-sd15"
+
+
+def test_a_request_naming_no_checkpoint_gets_the_registrys_default_not_the_first_by_name(
+    default_checkpoint: tuple[TestClient, str], redis: Redis
+) -> None:
+    client, expected = default_checkpoint
+    assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == expected
+    body = {"prompt": "p", "width": 64, "height": 64, "steps": 2}
+    with ThreadPoolExecutor(1) as pool:  # the request holds on until its job ends
+        answer = pool.submit(client.post, "/sdapi/v1/txt2img", json=body)
+        try:
+            deadline = time.monotonic() + 30
+            while not (job := client.get("/sdapi/v1/progress").json()["state"]["job"]):
+                assert not answer.done(), answer.result().text
+                assert time.monotonic() < deadline, "the txt2img job was never queued"
+                time.sleep(0.05)
+            spec = client.get(f"/jobs/{job.removeprefix('task(').rstrip(')')}").json()["spec"]
+            assert [stage["model"] for stage in spec["stages"]] == [expected]
+        finally:
+            client.post("/sdapi/v1/interrupt")  # no worker here: end the queued job
+        response = answer.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["info"])["sd_model_name"] == expected
+
+
+def test_with_no_model_that_draws_from_text_the_checkpoint_must_be_named(
+    gateway_settings: GatewaySettings, demo_models: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry.yaml"
+    refiner = demo_models / "demo-sdxl-refiner"
+    registry.write_text(
+        f"models:\n  r: {{architecture: sdxl-refiner, source: {{folder: {refiner}}}}}\n"
+    )
+    settings = gateway_settings.model_copy(update={"registry": registry})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] is None
+        refused = client.post("/sdapi/v1/txt2img", json={"prompt": "p"})
+    assert refused.status_code == 422
+    [item] = refused.json()["detail"]
+    assert item["loc"] == ["body", "override_settings", "sd_model_checkpoint"]
+    assert "no registered model draws from text" in item["msg"]
