@@ -39,7 +39,9 @@ def lora_architecture(header: dict[str, Any]) -> str | None:
     for arch in rows:
         if any(name in k for k in flat for name in arch.lora_keys.block_names):
             return arch.name
-    widths = {a.lora_keys.cross_attention_width: a.name for a in rows}
+    widths = {
+        a.lora_keys.cross_attention_width: a.name for a in rows if a.lora_keys.cross_attention_width
+    }
     for key, low in zip(keys, flat, strict=True):
         if _CROSS_ATTENTION_KEY.search(low) and _DOWN.search(low):
             shape = header[key].get("shape") or []

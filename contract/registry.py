@@ -267,12 +267,8 @@ class ModelRegistry(_Strict):
             name: upscaler.model_copy(update={"file": resolve(upscaler.file)})
             for name, upscaler in self.upscalers.items()
         }
-        return ModelRegistry(
-            models=resolved,
-            loras=loras,
-            upscalers=upscalers,
-            a1111_default_checkpoint=self.a1111_default_checkpoint,
-        )
+        # A copy, so that every other section of the registry carries over as it is.
+        return self.model_copy(update={"models": resolved, "loras": loras, "upscalers": upscalers})
 
 
 def _resolve(path: Path | str, base: Path) -> Path:

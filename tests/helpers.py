@@ -16,6 +16,7 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 
+from contract.registry import ModelRegistry
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.redis_keys import job_key, queue_name
 
@@ -93,3 +94,8 @@ def truncated_png_b64() -> str:
     out = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(out, format="PNG")
     return base64.b64encode(out.getvalue()[:60]).decode()
+
+
+def registry_of(models: dict[str, dict[str, object]]) -> ModelRegistry:
+    """A registry of these models only."""
+    return ModelRegistry.model_validate({"models": models})

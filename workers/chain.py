@@ -306,6 +306,7 @@ def _image_input(
                 )
             return {"image": carry.tensor, "denoising_start": carry.ends_at}
         upscaler = stage.upscaler or ""  # a checked hires stage names one
+        # On latents no upscaler model fits, served here or not: the rule's handoff wording.
         misfit = upscaler_violation(i, upscaler, Handoff.LATENT, served=[str(upscaler)])
         if misfit is not None:
             raise StageError.refusing(misfit, FailureType.INVALID_JOB)

@@ -21,8 +21,6 @@ from contract.safetensors_header import read_header
 from workers.checkpoint_probe import diagnose, probe_architecture
 from workers.families import ArchitectureMismatch, pipelines_for
 
-__all__ = ["ArchitectureMismatch", "image_pipeline_of", "load_text_pipeline"]
-
 log = logging.getLogger("imagegen.worker")
 
 

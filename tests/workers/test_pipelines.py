@@ -12,15 +12,11 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from contract.registry import ModelRegistry
 from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth, diffusers_to_bfl
+from tests.helpers import registry_of
 from workers.checkpoint_probe import probe_architecture
 from workers.families.flux_files import TRANSFORMER_PREFIX
 from workers.runtime import ModelCache, ModelUnavailable
-
-
-def registry_of(models: dict[str, dict[str, object]]) -> ModelRegistry:
-    return ModelRegistry.model_validate({"models": models})
 
 
 def test_single_file_checkpoint_with_a_local_config_folder(

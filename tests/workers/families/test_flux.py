@@ -10,12 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from contract.registry import ModelRegistry
+from tests.helpers import registry_of
 from workers.runtime import ModelCache, ModelUnavailable
-
-
-def registry_of(models: dict[str, dict[str, object]]) -> ModelRegistry:
-    return ModelRegistry.model_validate({"models": models})
 
 
 def schnell_config(demo_models: Path, tmp_path: Path) -> Path:
