@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -59,11 +60,18 @@ def test_the_ldm_vae_layout_is_what_diffusers_reads(demo_models: Path) -> None:
     assert all(torch.equal(back[k], original[k]) for k in original)
 
 
-def draw(cache: ModelCache, name: str) -> bytes:
+def draw(cache: ModelCache, name: str) -> np.ndarray:
     pipe = cache.get(name).text
     generator = torch.Generator().manual_seed(7)
     out = pipe("a lighthouse", num_inference_steps=2, height=64, width=64, generator=generator)
-    return bytes(out.images[0].tobytes())
+    return np.asarray(out.images[0], dtype=np.int16)
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to rounding: BFL's fused q/k/v matmul rounds differently from diffusers' three on
+    some CPUs (one level of one channel was seen), while a wrongly converted weight redraws the
+    whole random-weight picture."""
+    return bool(np.abs(a - b).max() <= 2)
 
 
 def config_without_weights(demo_models: Path, tmp_path: Path) -> Path:
@@ -112,7 +120,7 @@ def test_flux_files_in_the_layouts_sites_ship_draw_what_the_folder_draws(
             }
         )
     )
-    assert draw(cache, "file") == draw(cache, "folder")
+    assert same_picture(draw(cache, "file"), draw(cache, "folder"))
     t5 = cache.get("file").text.text_encoder_2
     assert torch.equal(t5.encoder.embed_tokens.weight, t5.shared.weight)
 
