@@ -26,14 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract.architectures import ARCHITECTURES
-from demo.loras import build_demo_loras
-from demo.upscalers import build_upscalers
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
 # Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py).
 DEMO_EXTRAS = ("demo-upscalers", "demo-loras")
-# Extras made from demo models under the same root (built first): name -> (builder, models).
-FROM_MODELS = {"demo-loras": (build_demo_loras, ("demo-sd15", "demo-flux"))}
+# Extras made from demo models under the same root (built first): name -> (builder as
+# "module:function", models).
+FROM_MODELS = {"demo-loras": ("demo.loras:build_demo_loras", ("demo-sd15", "demo-flux"))}
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
 BUILD_VERSION = "2"  # 2: demo-flux's VAE made apart, for demo-chroma to share
@@ -41,7 +40,11 @@ MARKER = "demo_build.json"
 
 
 def builders() -> dict[str, Callable[[Path], None]]:
-    """Every demo folder's builder: each architecture's from its family's module."""
+    """Every demo folder's builder: each architecture's from its family's module. Imported only
+    when something is built: the builders import torch, which a process that finds every folder
+    current (a test run's controller, `make run`'s gateway) need not pay for."""
+    from demo.upscalers import build_upscalers
+
     found: dict[str, Callable[[Path], None]] = {"demo-upscalers": build_upscalers}
     for family in dict.fromkeys(arch.family for arch in ARCHITECTURES.values()):
         found.update(importlib.import_module(f"demo.{family}").BUILDERS)
@@ -73,17 +76,17 @@ def ensure_built(root: Path, names: tuple[str, ...] = DEMO_MODELS + DEMO_EXTRAS)
 
 
 def _build_missing(root: Path, names: tuple[str, ...]) -> list[Path]:
-    build = builders()
+    missing = [name for name in names if not _is_current(root / name)]
+    build = builders() if missing else {}
     built = []
-    for name in names:
+    for name in missing:
         folder = root / name
-        if _is_current(folder):
-            continue
         # Build beside the target and rename, so a killed build never leaves a half folder.
         tmp = root / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         if name in FROM_MODELS:
-            FROM_MODELS[name][0](root, tmp)
+            module, function = FROM_MODELS[name][0].split(":")
+            getattr(importlib.import_module(module), function)(root, tmp)
         else:
             build[name](tmp)
         (tmp / MARKER).write_text(json.dumps({"version": BUILD_VERSION, "model": name}))

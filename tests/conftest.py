@@ -5,6 +5,8 @@ Every Redis here is one the tests started themselves, so flushing it is safe.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,6 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
-from demo.loras import build_sd15_lora
 from demo.models import DEMO_MODELS, ensure_built
 from devstack.processes import (
     start_gateway,
@@ -34,6 +35,12 @@ from jobs.webhooks import WEBHOOK_QUEUE
 from tests.receiver import WEBHOOK_SECRET
 
 MODELS_DIR = REPO_ROOT / ".models"
+
+# One thread per torch op, set before any test module imports torch (this file imports none): on
+# the tiny demo models a second thread buys nothing, and with two test processes on two cores
+# each op's threads wait on the other process's (`make test-fast` took twice the CPU, 1.5x the
+# time). Worker processes the stack tests start inherit it, as their own torch_threads setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +71,11 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         "source": {"folder": str(demo_models / "demo-sd15")},
         "pool": "unserved",
     }
-    lora = build_sd15_lora(demo_models, root / "loras" / "detail-sd15.safetensors")
+    # The demo SD1.5 LoRA under another name: built with the demo models, copied, not rebuilt
+    # (that needs torch, which this process, pytest-xdist's controller among them, need not load).
+    lora = root / "loras" / "detail-sd15.safetensors"
+    lora.parent.mkdir()
+    shutil.copyfile(demo_models / "demo-loras" / "demo-sd15-lora.safetensors", lora)
     loras = {"detail-sd15": {"architecture": "sd15", "file": str(lora)}}
     path = root / "registry.yaml"
     upscalers = {

@@ -10,6 +10,8 @@ import torch
 from contract.registry import ModelRegistry
 from workers.runtime import LoadedModel, ModelCache
 
+pytestmark = pytest.mark.slow  # inductor compiles for tens of seconds: `make test` runs it
+
 
 @pytest.fixture(scope="module")
 def compiled(registry: ModelRegistry) -> LoadedModel:
