@@ -41,7 +41,7 @@ from devstack.redis_server import RedisServer, free_port
 from jobs.presence import live_workers
 from jobs.redis_keys import image_key, job_key
 from jobs.settings import REPO_ROOT
-from workers.pipelines import load_text_pipeline
+from workers.models.loading import load_text_pipeline
 
 RUNS = 10
 P1_SPEC = {
@@ -131,7 +131,7 @@ RSS_PROBE = """
 import json, sys, psutil, torch
 from pathlib import Path
 from contract.registry import ModelRegistry
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
 torch.set_num_threads(1)
 cache = ModelCache(ModelRegistry.load(Path(sys.argv[1])))
 rss = lambda: psutil.Process().memory_info().rss

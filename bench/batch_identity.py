@@ -16,8 +16,8 @@ from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from jobs.settings import REPO_ROOT
-from workers.chain import Member, run_group
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.stages.chain import Member, run_group
 
 CASES = [
     ("demo-sd15", (7.0, 7.0, 7.0, 7.0)),

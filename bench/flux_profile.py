@@ -9,7 +9,7 @@ for Flux at full width (3072, 24 heads of 128) with the given number of blocks; 
 time against the one the SDXL rate predicts (target: within 2×); the dtypes its parameters hold;
 the attention backends enabled; and the top operations by device time (torch.profiler). Then the
 same transformer inside the worker's own pipeline (bench/full_size.py's wide Flux, loaded by
-workers/pipelines.py): its step time against the transformer's alone, the host syncs per step
+workers/models/loading.py): its step time against the transformer's alone, the host syncs per step
 (torch's sync debug mode), the text encoding and the VAE decode. Written as JSON. `--dry-run`
 runs the same code on the CPU with the demo models' configs.
 """
@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.full_size import build_flux_wide
 from contract.registry import ModelRegistry
 from jobs.settings import REPO_ROOT
-from workers.pipelines import load_text_pipeline
+from workers.models.loading import load_text_pipeline
 
 RUNS = 10
 

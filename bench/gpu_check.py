@@ -48,9 +48,9 @@ from devstack.processes import (
 )
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
-from workers.chain import run_chain
-from workers.pipelines import load_text_pipeline, resolve_dtype
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.models.loading import load_text_pipeline, resolve_dtype
+from workers.stages.chain import run_chain
 
 RUNS = 5
 

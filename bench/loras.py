@@ -20,8 +20,8 @@ from contract.spec import JobSpec
 from demo.loras import build_sd15_lora
 from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
-from workers.chain import run_chain
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.stages.chain import run_chain
 
 RUNS = 10
 

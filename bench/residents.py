@@ -23,8 +23,8 @@ from contract.registry import ModelRegistry
 from demo.loras import build_sd15_lora
 from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
-from workers.runtime import ModelCache
-from workers.upscalers import _spandrel
+from workers.models.cache import ModelCache
+from workers.models.upscalers import _spandrel
 
 
 def rss() -> int:

@@ -22,7 +22,7 @@ from contract.registry import ModelRegistry
 from devstack.processes import start_gateway, start_worker, stop, wait_for_gateway, wait_for_workers
 from devstack.redis_server import RedisServer, free_port
 from jobs.redis_keys import job_key
-from workers.pipelines import load_text_pipeline, resolve_device, resolve_dtype
+from workers.models.loading import load_text_pipeline, resolve_device, resolve_dtype
 
 
 def concurrent(client: httpx.Client, redis: Redis, spec: dict[str, Any], jobs: int) -> float:

@@ -110,7 +110,7 @@ class ModelEntry(_Strict):
     # weights agree.
     variant: str | None = None
     # torch.compile the denoiser when the model loads, for these (width, height) sizes (default:
-    # the architecture's native size); other sizes run eagerly (workers/compiled.py).
+    # the architecture's native size); other sizes run eagerly (workers/models/compiled.py).
     compile: bool = False
     compile_sizes: list[tuple[int, int]] = []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from workers.upscalers import _spandrel
+from workers.models.upscalers import _spandrel
 
 # file name -> what it is
 DEMO_UPSCALERS = {

@@ -1,13 +1,13 @@
 """Who runs a job's segment: one worker at a time, for as long as it lives.
 
-A worker normally runs a segment because RQ handed it the segment's RQ job. A worker that batches
-(`workers.batching`) also runs queued segments whose RQ jobs stay in the queue: if that worker
-dies, those RQ jobs are still there, and whichever worker takes one runs the segment again. While
-it lives, the batching worker holds each segment's claim, a key with a short expiry that it
-refreshes from a thread; a worker handed an RQ job whose segment another live worker holds waits
-until the claim is released (then finds the job finished, and does nothing) or expires (its
-holder died: it runs the segment). Claims are taken with SET NX, so of two workers only one
-ever runs a segment at a time.
+A worker normally runs a segment because RQ handed it the segment's RQ job. A worker that
+batches (`workers.segments.batching`) also runs queued segments whose RQ jobs stay in the queue:
+if that worker dies, those RQ jobs are still there, and whichever worker takes one runs the
+segment again. While it lives, the batching worker holds each segment's claim, a key with a short
+expiry that it refreshes from a thread; a worker handed an RQ job whose segment another live
+worker holds waits until the claim is released (then finds the job finished, and does nothing)
+or expires (its holder died: it runs the segment). Claims are taken with SET NX, so of two
+workers only one ever runs a segment at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Claims:
         self.ttl_ms = int(ttl_s * 1000)
         self.held: set[str] = set()
         # Held for a job whose pictures a thread of this worker is still storing
-        # (workers.finisher): this worker waits for those like any other's, and only
+        # (workers.segments.finisher): this worker waits for those like any other's, and only
         # `settle` releases them.
         self.lent: set[str] = set()
         self._lock = threading.Lock()

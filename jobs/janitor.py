@@ -13,8 +13,8 @@
 4. It waits between segments in a pool's queue that no worker takes: it is `running`, but no
    step monitor watches it. The sweep keeps its cancel (`canceled`) and its deadline (`timeout`).
 
-5. Its worker made its pictures and died before storing them (`workers.finisher` stores them
-   after the job's RQ call returned): the job is queued again.
+5. Its worker made its pictures and died before storing them (`workers.segments.finisher`
+   stores them after the job's RQ call returned): the job is queued again.
 
 The sweep also puts webhook attempts whose backoff is over on the webhook queue.
 
@@ -117,8 +117,8 @@ def _stranded(lifecycle: Lifecycle, job_id: str, envelope: JobEnvelope, rq_job: 
 
 
 def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> bool:
-    """A worker made a job's pictures and died before storing them (`workers.finisher`): its RQ
-    job is finished, so RQ will not run it again, the job is `running`, and the claim its
+    """A worker made a job's pictures and died before storing them (`workers.segments.finisher`):
+    its RQ job is finished, so RQ will not run it again, the job is `running`, and the claim its
     finisher held has expired. Queue the segment again. Returns False: the job goes on."""
     redis = lifecycle.store.redis
     job_id = str(envelope.id)

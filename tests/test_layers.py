@@ -59,19 +59,40 @@ def test_the_gateway_names_no_worker_code_but_the_job_function() -> None:
                     assert "RUN_JOB" in line, f"{path}: {line.strip()}"
 
 
+# The worker's wings, each importing only those before it; the process modules (workers/*.py)
+# come after them all.
+WINGS = ("families", "models", "stages", "segments")
+
+
+def test_each_worker_wing_imports_only_the_wings_before_it() -> None:
+    offenders = []
+    for rank, wing in enumerate(WINGS):
+        later = {f"workers.{w}" for w in WINGS[rank + 1 :]}
+        process = {f"workers.{p.stem}" for p in (REPO_ROOT / "workers").glob("*.py")}
+        for path in sorted((REPO_ROOT / "workers" / wing).rglob("*.py")):
+            for name in project_imports(path):
+                if any(name == m or name.startswith(f"{m}.") for m in later | process):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
+    assert offenders == []
+    assert {p.name for p in (REPO_ROOT / "workers").iterdir() if p.is_dir()} - {"__pycache__"} == (
+        set(WINGS)
+    )
+
+
 # Modules without a test file of their own, and why.
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
-    "demo/upscalers.py": "its files are what tests/workers/test_upscalers.py loads",
+    "demo/upscalers.py": "its files are what tests/workers/models/test_upscalers.py loads",
     "demo/parts.py": "the demo builders' pieces: tests/demo/test_models.py",
     "demo/sd.py": "demo builders: tests/demo/test_models.py loads what they build",
     "demo/flux.py": "demo builders: tests/demo/test_models.py loads what they build",
     "demo/sd3.py": "demo builders: tests/demo/test_models.py loads what they build",
     "demo/chroma.py": "demo builders: tests/demo/test_models.py loads what they build",
-    "workers/gathering.py": "a batch leader's gathering: tests/workers/test_batching.py",
+    "workers/segments/gathering.py": "a batch leader's gathering: "
+    "tests/workers/segments/test_batching.py",
     "jobs/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
-    "workers/stage_errors.py": "two exception classes; tests/workers/test_chain.py raises both",
-    "workers/stage_setup.py": "a stage's LoRAs and sampler: tests/workers/test_chain.py",
+    "workers/stages/errors.py": "an exception class; tests/workers/stages/test_chain.py raises it",
+    "workers/stages/setup.py": "a stage's LoRAs and sampler: tests/workers/stages/test_chain.py",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",
     "jobs/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "

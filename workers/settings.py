@@ -42,7 +42,7 @@ class WorkerSettings(CommonSettings):
     finish_in_background: bool | None = Field(
         None,
         description="Encode and store a job's pictures on a thread while the next job "
-        "denoises (workers/finisher.py); false: within the job's own call. Unset: on when a "
-        "model of the pool runs on a GPU, off on a CPU-only worker (there the thread takes "
+        "denoises (workers/segments/finisher.py); false: within the job's own call. Unset: on "
+        "when a model of the pool runs on a GPU, off on a CPU-only worker (there the thread takes "
         "the cores the denoising needs).",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs.lifecycle import JobFailed
-from workers.job_runner import JobRunner
+from workers.segments.runner import JobRunner
 
 # The runner the worker process installs at start (`workers.worker.main`): RQ calls job
 # functions by name, so this is how a job finds the pipelines its process keeps loaded.

@@ -20,11 +20,11 @@ from jobs.outage import through_outage
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
-from workers.batching import Batching
-from workers.finisher import Finisher
-from workers.job_runner import JobRunner
-from workers.pipelines import resolve_device
-from workers.runtime import ModelCache, ModelUnavailable
+from workers.models.cache import ModelCache, ModelUnavailable
+from workers.models.loading import resolve_device
+from workers.segments.batching import Batching
+from workers.segments.finisher import Finisher
+from workers.segments.runner import JobRunner
 from workers.settings import WorkerSettings
 from workers.tasks import install_runner, installed_runner
 

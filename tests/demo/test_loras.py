@@ -15,9 +15,9 @@ from contract.spec import JobSpec
 from contract.violations import JobRejected
 from demo.loras import build_flux_lora, build_sd15_lora
 from jobs.settings import CommonSettings
-from workers.chain import run_chain
-from workers.checkpoint_probe import diagnose
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.models.checkpoint_probe import diagnose
+from workers.stages.chain import run_chain
 
 
 def test_the_demo_loras_are_loras_in_diffusers_layout(demo_models: Path, tmp_path: Path) -> None:

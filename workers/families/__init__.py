@@ -16,7 +16,7 @@ from diffusers import DiffusionPipeline, ModelMixin
 from contract.architectures import ARCHITECTURES
 from contract.registry import ModelEntry, SingleFileSource
 
-# How a pipeline call applies guidance (workers.guidance gives each picture its own scale):
+# How a pipeline call applies guidance (workers.stages.guidance gives each picture its own scale):
 # "halves": classifier-free guidance on an unconditional and a conditional half of one call;
 # "two_calls": the same, with the unconditional prediction from a second call of the denoiser;
 # "input": the scale is an input of the denoiser (guidance-distilled Flux dev).

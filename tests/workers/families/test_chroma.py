@@ -16,11 +16,11 @@ from contract.registry import ModelRegistry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, JobSpec
 from contract.violations import JobRejected
-from workers.chain import run_chain
-from workers.checkpoint_probe import probe_architecture
 from workers.families import pipelines_for
-from workers.runtime import ModelCache
-from workers.stage_errors import StageError
+from workers.models.cache import ModelCache
+from workers.models.checkpoint_probe import probe_architecture
+from workers.stages.chain import run_chain
+from workers.stages.errors import StageError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import registry_of
-from workers.runtime import ModelCache, ModelUnavailable
+from workers.models.cache import ModelCache, ModelUnavailable
 
 
 def schnell_config(demo_models: Path, tmp_path: Path) -> Path:

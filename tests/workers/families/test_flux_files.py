@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from contract.registry import ModelRegistry
 from tests.checkpoint_layouts import comfy_flux_all_in_one, diffusers_to_bfl, diffusers_vae_to_ldm
 from workers.families.flux_files import TRANSFORMER_PREFIX, bfl_to_diffusers
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
 
 
 def transformer_weights(demo_models: Path) -> dict[str, torch.Tensor]:

@@ -20,12 +20,17 @@ from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
-from workers.checkpoint_probe import bundled_components, diagnose
-from workers.compiled import CompiledDenoiser, compile_denoiser
 from workers.families import pipelines_for
-from workers.pipelines import image_pipeline_of, load_text_pipeline, resolve_device, resolve_dtype
-from workers.upscalers import LoadedUpscaler, load_upscaler
-from workers.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
+from workers.models.checkpoint_probe import bundled_components, diagnose
+from workers.models.compiled import CompiledDenoiser, compile_denoiser
+from workers.models.loading import (
+    image_pipeline_of,
+    load_text_pipeline,
+    resolve_device,
+    resolve_dtype,
+)
+from workers.models.upscalers import LoadedUpscaler, load_upscaler
+from workers.models.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
 log = logging.getLogger("imagegen.worker")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contract.registry import ModelRegistry
-from workers.runtime import LoadedModel, ModelCache
+from workers.models.cache import LoadedModel, ModelCache
 
 pytestmark = pytest.mark.slow  # inductor compiles for tens of seconds: `make test` runs it
 

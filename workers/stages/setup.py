@@ -15,8 +15,8 @@ from contract.loras import lora_violation
 from contract.registry import LoraEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Stage
-from workers.runtime import LoadedModel
-from workers.stage_errors import StageError
+from workers.models.cache import LoadedModel
+from workers.stages.errors import StageError
 
 
 @contextlib.contextmanager

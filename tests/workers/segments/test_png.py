@@ -12,7 +12,7 @@ from sd_parsers.data import Generators, PromptInfo
 from contract.checked import CheckedSpec
 from contract.resamplers import Upscaler
 from contract.spec import Handoff
-from workers.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
+from workers.segments.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
 
 HIRES = CheckedSpec.model_validate(
     {

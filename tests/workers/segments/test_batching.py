@@ -27,11 +27,11 @@ from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
 from tests.helpers import png_b64
-from workers.batching import Batching, BatchKey, batch_key, run_within_memory
-from workers.chain import Member, run_group
-from workers.finisher import Finisher
-from workers.job_runner import JobRunner
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.segments.batching import Batching, BatchKey, batch_key, run_within_memory
+from workers.segments.finisher import Finisher
+from workers.segments.runner import JobRunner
+from workers.stages.chain import Member, run_group
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from contract.registry import ModelRegistry
-from workers.runtime import ModelCache
-from workers.weights import estimated_bytes
+from workers.models.cache import ModelCache
+from workers.models.weights import estimated_bytes
 
 
 def test_txt2img_and_img2img_share_every_module(registry: ModelRegistry) -> None:

@@ -31,14 +31,14 @@ from jobs.logs import job_context
 from jobs.outage import REDIS_ERRORS, SEGMENT_RERUNS, through_outage
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import now
-from workers.batching import Batching, BatchKey, batch_key, run_within_memory
-from workers.chain import Member, Pictures, StageError, Stopped, run_group
-from workers.finisher import Finisher
-from workers.gathering import Gatherer
-from workers.png import encode_png, parameters_text
-from workers.progress import StepMonitor
-from workers.runtime import ModelCache, ModelUnavailable, first_line
-from workers.weights import file_hash
+from workers.models.cache import ModelCache, ModelUnavailable, first_line
+from workers.models.weights import file_hash
+from workers.segments.batching import Batching, BatchKey, batch_key, run_within_memory
+from workers.segments.finisher import Finisher
+from workers.segments.gathering import Gatherer
+from workers.segments.png import encode_png, parameters_text
+from workers.segments.progress import StepMonitor
+from workers.stages.chain import Member, Pictures, StageError, Stopped, run_group
 
 log = logging.getLogger("imagegen.worker")
 
@@ -248,7 +248,7 @@ class JobRunner:
         key: BatchKey | None,
     ) -> None:
         """Segment `index` of the leader's job, with its companions' first segments in the same
-        calls (workers.batching). Each companion ends here, whatever happens: as soon as it
+        calls (workers.segments.batching). Each companion ends here, whatever happens: as soon as it
         stops or fails, or when the calls are done; the leader's outcome is raised as its run
         alone would raise it."""
         members = [leader, *companions]

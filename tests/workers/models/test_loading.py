@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth, diffusers_to_bfl
 from tests.helpers import registry_of
-from workers.checkpoint_probe import probe_architecture
 from workers.families.flux_files import TRANSFORMER_PREFIX
-from workers.runtime import ModelCache, ModelUnavailable
+from workers.models.cache import ModelCache, ModelUnavailable
+from workers.models.checkpoint_probe import probe_architecture
 
 
 def test_single_file_checkpoint_with_a_local_config_folder(

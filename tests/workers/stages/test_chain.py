@@ -14,8 +14,8 @@ from contract.resamplers import Upscaler
 from contract.spec import Handoff, JobSpec, LoraUse
 from contract.violations import JobRejected, Violation
 from demo.loras import build_flux_lora, build_sd15_lora
-from workers.chain import StageError, Stopped, run_chain
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.stages.chain import StageError, Stopped, run_chain
 
 
 @pytest.fixture(scope="module")

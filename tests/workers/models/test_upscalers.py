@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
-from workers.runtime import ModelCache, ModelUnavailable
-from workers.upscalers import tiled, upscale
+from workers.models.cache import ModelCache, ModelUnavailable
+from workers.models.upscalers import tiled, upscale
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -1,4 +1,4 @@
-"""No NaN picture: real models made to fail, run through the chain (`workers.finite` checks
+"""No NaN picture: real models made to fail, run through the chain (`workers.stages.finite` checks
 what each stage produced)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ModelRegistry
-from tests.workers.test_chain import normalized, run
-from workers.runtime import ModelCache
-from workers.stage_errors import StageError
+from tests.workers.stages.test_chain import normalized, run
+from workers.models.cache import ModelCache
+from workers.stages.errors import StageError
 
 
 def poisoned_copy(

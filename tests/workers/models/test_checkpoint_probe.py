@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from workers.checkpoint_probe import diagnose, probe_architecture
+from workers.models.checkpoint_probe import diagnose, probe_architecture
 
 
 def checkpoint(tmp_path: Path, *keys: str, name: str = "model.safetensors") -> Path:

@@ -2,11 +2,11 @@
 
 A GPU runs a batch of 8 latents in little more time than one, so jobs that want the same stages
 (model, size, steps, sampler, LoRAs, handoffs, hires settings) make more pictures per second
-together. The group runs stage by stage (workers.chain.run_group): an SDXL base+refiner
+together. The group runs stage by stage (workers.stages.chain.run_group): an SDXL base+refiner
 job batches its base and its refiner. Each member keeps its own prompt, negative prompt, seeds
 (one generator per picture, so its noise is what it would be alone), progress and cancel: a member
 canceled mid-batch ends `canceled` at once and its pictures are dropped while the others go on.
-Guidance scales may differ (workers.guidance); whether a stage guides at all may not.
+Guidance scales may differ (workers.stages.guidance); whether a stage guides at all may not.
 
 Which jobs qualify (`batch_key`): any first segment that starts from text (no init image).
 Everything a stage asks of its pipeline call but its prompts and guidance scale is part of the
@@ -26,7 +26,7 @@ import torch
 
 from contract.checked import CheckedSpec
 from contract.segments import Segment
-from workers.chain import Member
+from workers.stages.chain import Member
 
 log = logging.getLogger("imagegen.worker")
 
@@ -61,7 +61,7 @@ def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
             mode="json", exclude={"prompt", "negative_prompt", "guidance_scale"}
         )
         fields["negative"] = bool(spec.negative_prompt_of(stage))
-        # Each picture keeps its own scale (workers.guidance); whether the pipeline guides at
+        # Each picture keeps its own scale (workers.stages.guidance); whether the pipeline guides at
         # all (a scale above 1) is one choice per call.
         fields["guided"] = stage.guidance_scale > 1
         described.append(json.dumps(fields, sort_keys=True))

@@ -1,8 +1,10 @@
-"""Finding the queued jobs a batch leader can run with (workers.batching), and claiming them.
+"""Finding the queued jobs a batch leader can run with (workers.segments.batching), and claiming
+them.
 
-A companion is a queued job whose first segment has the leader's batch key (workers.batching).
-Claiming it makes it `running` on this worker and takes its claim (jobs.claims); its RQ job stays
-in the queue, so if this worker dies, whichever worker takes that RQ job runs it again.
+A companion is a queued job whose first segment has the leader's batch key
+(workers.segments.batching). Claiming it makes it `running` on this worker and takes its claim
+(jobs.claims); its RQ job stays in the queue, so if this worker dies, whichever worker takes that
+RQ job runs it again.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from jobs.claims import Claims
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
 from jobs.redis_keys import rq_job_id
 from jobs.store import JobStore, now
-from workers.batching import Batching, BatchKey, batch_key
-from workers.chain import Member, StepMonitor
+from workers.segments.batching import Batching, BatchKey, batch_key
+from workers.stages.chain import Member, StepMonitor
 
 
 class Gatherer:

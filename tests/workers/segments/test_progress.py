@@ -9,7 +9,7 @@ from redis import Redis
 
 from contract.envelope import Progress
 from jobs.store import JobStore
-from workers.progress import StepMonitor
+from workers.segments.progress import StepMonitor
 
 
 class CountingStore(JobStore):

@@ -14,8 +14,8 @@ from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
 from contract.envelope import FailureType
-from workers.runtime import LoadedModel
-from workers.stage_errors import StageError
+from workers.models.cache import LoadedModel
+from workers.stages.errors import StageError
 
 log = logging.getLogger("imagegen.worker")
 

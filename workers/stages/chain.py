@@ -27,12 +27,12 @@ from contract.resamplers import Upscaler
 from contract.spec import Handoff, Mode, Stage
 from contract.upscalers import upscaler_violation
 from workers.families import pipelines_for
-from workers.finite import finite_pictures, non_finite
-from workers.guidance import per_picture_guidance
-from workers.runtime import LoadedModel
-from workers.stage_errors import StageError, Stopped
-from workers.stage_setup import stage_loras, stage_sampler
-from workers.upscalers import LoadedUpscaler, upscale
+from workers.models.cache import LoadedModel
+from workers.models.upscalers import LoadedUpscaler, upscale
+from workers.stages.errors import StageError, Stopped
+from workers.stages.finite import finite_pictures, non_finite
+from workers.stages.guidance import per_picture_guidance
+from workers.stages.setup import stage_loras, stage_sampler
 
 log = logging.getLogger("imagegen.worker")
 __all__ = ["Member", "StageError", "Stopped", "run_chain", "run_group"]
@@ -67,8 +67,9 @@ UpscalerLookup = Callable[[str], LoadedUpscaler]
 @dataclass
 class Member:
     """One job in a group whose stages run as shared pipeline calls (one job alone is a group of
-    one; workers.batching gathers bigger ones). Its pictures keep their own prompt, negative
-    prompt and seeds; it leaves the group when its monitor says stop or its pictures fail."""
+    one; workers.segments.batching gathers bigger ones). Its pictures keep their own prompt,
+    negative prompt and seeds; it leaves the group when its monitor says stop or its pictures
+    fail."""
 
     job_id: str
     spec: CheckedSpec  # the group's members share every stage but their prompts
@@ -214,7 +215,7 @@ def _run_stage(
         "output_type": "latent" if want_latents else "pt",
     }
     # SDXL reads "no negative prompt" as zeros: pass one only where the stage has one (members
-    # share that: workers.batching keys on it).
+    # share that: workers.segments.batching keys on it).
     if arch.negative_prompt and any(negatives):
         kwargs["negative_prompt"] = negatives
     if ends_at is not None:

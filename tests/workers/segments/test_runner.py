@@ -19,9 +19,9 @@ from contract.spec import JobSpec
 from jobs.lifecycle import Lifecycle
 from jobs.redis_keys import job_key
 from jobs.store import JobStore
-from workers.finisher import Finisher
-from workers.job_runner import JobRunner
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.segments.finisher import Finisher
+from workers.segments.runner import JobRunner
 
 # ---- a whole segment, in this process, on a real Redis and the tiny models ----
 

@@ -15,10 +15,10 @@ from PIL import Image
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
-from workers.chain import Member, run_group
 from workers.families import pipelines_for
-from workers.guidance import per_picture_guidance
-from workers.runtime import ModelCache
+from workers.models.cache import ModelCache
+from workers.stages.chain import Member, run_group
+from workers.stages.guidance import per_picture_guidance
 
 
 @pytest.fixture(scope="module")

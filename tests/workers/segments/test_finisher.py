@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from workers.finisher import Finisher
+from workers.segments.finisher import Finisher
 
 
 def test_finishes_in_order_and_drain_waits_for_all() -> None:

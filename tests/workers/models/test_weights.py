@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from workers.weights import estimated_bytes, fingerprint
+from workers.models.weights import estimated_bytes, fingerprint
 
 
 def test_float_tensors_count_at_the_held_dtype(tmp_path: Path) -> None:

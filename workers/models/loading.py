@@ -18,8 +18,8 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
-from workers.checkpoint_probe import diagnose, probe_architecture
 from workers.families import ArchitectureMismatch, pipelines_for
+from workers.models.checkpoint_probe import diagnose, probe_architecture
 
 log = logging.getLogger("imagegen.worker")
 
