@@ -51,6 +51,7 @@ from jobs.settings import REPO_ROOT
 from workers.models.cache import ModelCache
 from workers.models.loading import load_text_pipeline, resolve_dtype
 from workers.stages.chain import run_chain
+from workers.stages.outcomes import Made
 
 RUNS = 5
 
@@ -116,8 +117,9 @@ def _chain_in_process(registry: ModelRegistry, name: str, size: int, steps: int)
         checked = check_job(spec.model_copy(update={"seed": seed}), registry, JobLimits(2**24))
         _sync()
         started = time.perf_counter()
-        run_chain(checked.spec, range(1), None, cache.get, lambda *_: None, "bench")
+        made = run_chain(checked.spec, range(1), None, cache.get, lambda *_: None, "bench")
         _sync()
+        assert isinstance(made, Made), made  # a run that failed measures nothing
         times.append(time.perf_counter() - started)
     return statistics.median(times[2:])
 

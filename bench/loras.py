@@ -22,6 +22,7 @@ from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
 from workers.models.cache import ModelCache
 from workers.stages.chain import run_chain
+from workers.stages.outcomes import Made
 
 RUNS = 10
 
@@ -47,7 +48,8 @@ def main() -> int:
             JobSpec.model_validate({**body, "stages": stages}), registry, JobLimits()
         ).spec
         started = time.perf_counter()
-        run_chain(spec, range(1), None, cache.get, lambda *_: None, "bench", registry.loras)
+        made = run_chain(spec, range(1), None, cache.get, lambda *_: None, "bench", registry.loras)
+        assert isinstance(made, Made), made  # a run that failed measures nothing
         return time.perf_counter() - started
 
     job([])  # warm

@@ -18,6 +18,7 @@ from jobs.settings import CommonSettings
 from workers.models.cache import ModelCache
 from workers.models.checkpoint_probe import diagnose
 from workers.stages.chain import run_chain
+from workers.stages.outcomes import Made
 
 
 def test_the_demo_loras_are_loras_in_diffusers_layout(demo_models: Path, tmp_path: Path) -> None:
@@ -81,7 +82,9 @@ def test_a_job_runs_with_each_demo_lora_and_each_changes_its_stage(
             {"model": "demo-flux", "mode": "hires", "steps": 2, "loras": flux_loras},
         )
         loras = demo_registry.loras
-        images, traces = run_chain(job, range(2), None, cache.get, never_stop, "w", loras)
+        made = run_chain(job, range(2), None, cache.get, never_stop, "w", loras)
+        assert isinstance(made, Made), made
+        images, traces = made.pictures, made.traces
         used = [[u.name for u in t.loras] for t in traces]
         assert used == [[u["name"] for u in sd15_loras], [u["name"] for u in flux_loras]]
         return images[0].tobytes()

@@ -15,18 +15,19 @@ key: diffusers applies one strength, one step count, one sampler to a whole call
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from contract.checked import CheckedSpec
+from contract.envelope import FailureType
 from contract.segments import Segment
 from workers.stages.chain import Member
+from workers.stages.outcomes import Failed
 
 log = logging.getLogger("imagegen.worker")
 
@@ -133,15 +134,18 @@ class Batching:
             bounds.append(free // cost)
         return max(1, min(bounds))
 
-    @contextlib.contextmanager
-    def measured(self, key: BatchKey, pictures: int) -> Iterator[None]:
-        """Learn what a picture of this shape costs from the call's peak allocation."""
+    def measuring(self) -> int | None:
+        """Before a call: the allocator's peak reset, and what it holds (None without a GPU)."""
         if self.device is None:
-            yield
-            return
+            return None
         self.device.reset_peak()
-        before = self.device.allocated()
-        yield
+        return self.device.allocated()
+
+    def learn(self, key: BatchKey, pictures: int, before: int | None) -> None:
+        """After a call that did not run out of memory: what a picture of this shape costs, from
+        the call's peak allocation (`before`: what `measuring` said)."""
+        if self.device is None or before is None:
+            return
         # What the call held only while it ran: a model or adapter it loaded stays allocated
         # after it. Its fixed costs (text encoding, decode workspace) count as if per picture.
         after = self.device.allocated()
@@ -162,30 +166,31 @@ def run_within_memory(
     """`run` the group, learning its cost per picture; if the call runs out of GPU memory, run
     it again in parts of half the pictures (and remember that bound for the shape), so a batch
     too big for the GPU costs time, not its members' jobs. A part that fails fails its own
-    members (`failed_by`), not those of the parts that made their pictures."""
+    members, not those of the parts that made their pictures; a job alone that runs out of
+    memory ends so."""
     pictures = sum(m.spec.num_images for m in members if m.running)
-    try:
-        with batching.measured(key, pictures):
-            run(members)
+    before = batching.measuring()
+    run(members)
+    # The members still running when the call ran out (the others had ended already).
+    ran_out = [m for m in members if _ran_out_of_memory(m)]
+    if not ran_out:
+        batching.learn(key, pictures, before)
         return
-    except torch.OutOfMemoryError:
-        if len(members) == 1:
-            raise
-    # Out of the `except`: the failed call's frames, and the tensors they hold, are gone.
+    if len(members) == 1:
+        return
     bound = batching.ran_out(key, pictures)
     if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    again = [m for m in members if m.running]  # the others have ended already
-    for member in again:
+        torch.cuda.empty_cache()  # the failed call's tensors went with its frames
+    for member in ran_out:
         # From the segment's first stage (a batch starts from text), whichever stage ran out:
         # its pictures are made as they would be alone.
-        member.carry, member.traces = None, []
-    for part in _parts(again, bound):
-        try:
-            run_within_memory(run, part, key, batching)
-        except Exception as exc:
-            for member in part:
-                member.failed_by = exc
+        member.again()
+    for part in _parts(ran_out, bound):
+        run_within_memory(run, part, key, batching)
+
+
+def _ran_out_of_memory(member: Member) -> bool:
+    return isinstance(member.outcome, Failed) and member.outcome.type is FailureType.OUT_OF_MEMORY
 
 
 def _parts(members: list[Member], pictures: int) -> list[list[Member]]:

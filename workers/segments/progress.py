@@ -8,6 +8,7 @@ import time
 from contract.envelope import Progress
 from jobs.outage import REDIS_ERRORS
 from jobs.store import JobStore
+from workers.stages.outcomes import StopReason
 
 log = logging.getLogger("imagegen.worker")
 
@@ -31,7 +32,7 @@ class StepMonitor:
         self.deadline = deadline  # wall clock: it spans segments run on different hosts
         self.last_report = 0.0
 
-    def __call__(self, stage: int, step: int, steps: int) -> str | None:
+    def __call__(self, stage: int, step: int, steps: int) -> StopReason | None:
         if time.time() > self.deadline:
             return "timeout"
         clock = time.monotonic()
@@ -45,7 +46,7 @@ class StepMonitor:
             log.warning("progress not reported: Redis unavailable")
             return None
 
-    def _report(self, stage: int, step: int, steps: int, clock: float) -> str | None:
+    def _report(self, stage: int, step: int, steps: int, clock: float) -> StopReason | None:
         store = self.store
         if store.cancel_requested(self.job_id):
             return "canceled"

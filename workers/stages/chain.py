@@ -26,16 +26,18 @@ from contract.registry import LoraEntry, ModelEntry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, Mode, Stage
 from contract.upscalers import upscaler_violation
+from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
 from workers.models.upscalers import LoadedUpscaler, upscale
-from workers.stages.errors import StageError, Stopped
+from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
+from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import stage_loras, stage_sampler
 
 log = logging.getLogger("imagegen.worker")
-__all__ = ["Member", "StageError", "Stopped", "run_chain", "run_group"]
+__all__ = ["Member", "run_chain", "run_group"]
 
 
 @dataclass
@@ -59,7 +61,7 @@ Carry = Latents | Pictures
 
 
 # (stage index, steps done, steps in this stage) -> a reason to stop, or None
-StepMonitor = Callable[[int, int, int], str | None]
+StepMonitor = Callable[[int, int, int], StopReason | None]
 ModelLookup = Callable[[str], LoadedModel]
 UpscalerLookup = Callable[[str], LoadedUpscaler]
 
@@ -69,28 +71,23 @@ class Member:
     """One job in a group whose stages run as shared pipeline calls (one job alone is a group of
     one; workers.segments.batching gathers bigger ones). Its pictures keep their own prompt,
     negative prompt and seeds; it leaves the group when its monitor says stop or its pictures
-    fail."""
+    fail, and ends with an outcome whatever happens (workers.stages.outcomes)."""
 
     job_id: str
     spec: CheckedSpec  # the group's members share every stage but their prompts
     monitor: StepMonitor
     carry: Carry | None = None  # what its last stage handed on (None: text to image)
     traces: list[StageTrace] = field(default_factory=list)
-    stopped: str | None = None  # "canceled" or "timeout", once its monitor said so
-    error: StageError | None = None  # its own pictures failed (non-finite)
-    failed_by: Exception | None = None  # the exception of a call it shared with only some others
+    outcome: Outcome | None = None  # None while it runs
 
     @property
     def running(self) -> bool:
-        return self.ended is None
+        return self.outcome is None
 
-    @property
-    def ended(self) -> Exception | None:
-        """Why it left the group, as the exception its run alone would have raised; None while
-        it runs or once its pictures are made."""
-        if self.stopped is not None:
-            return Stopped(self.stopped)
-        return self.error or self.failed_by
+    def again(self) -> None:
+        """Back to the start of the segment, to run it again (a batch split after running out of
+        memory): no outcome, nothing carried, nothing traced."""
+        self.outcome, self.carry, self.traces = None, None, []
 
     @property
     def pictures(self) -> list[Image.Image]:
@@ -108,16 +105,15 @@ def run_chain(
     worker: str,
     loras: Mapping[str, LoraEntry] | None = None,
     upscalers: UpscalerLookup | None = None,
-) -> tuple[list[Image.Image], list[StageTrace]]:
+) -> Outcome:
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
-    previous segment handed over) or from text; return the pictures and a trace per stage.
+    previous segment handed over) or from text, for one job alone; return how they ended.
     `loras` are the registry's, for stages that name some; `upscalers` loads upscaler models
-    for hires stages that name one. Raises Stopped or StageError as the job ends otherwise."""
+    for hires stages that name one."""
     member = Member("", spec, monitor, Pictures(pictures) if pictures is not None else None)
     run_group([member], stages, models, worker, loras, upscalers)
-    if member.ended is not None:
-        raise member.ended
-    return member.pictures, member.traces
+    assert member.outcome is not None  # run_group ends every member
+    return member.outcome
 
 
 def run_group(
@@ -129,10 +125,37 @@ def run_group(
     upscalers: UpscalerLookup | None = None,
     left: Callable[[Member], None] | None = None,
 ) -> None:
-    """Run `stages` for every member, one pipeline call per stage for all of them; fills each
-    member's carry and traces, or its `stopped` or `error`, and tells `left` of a member that
-    stopped or failed as soon as its stage's call returns. An exception no member owns (a model
-    that cannot load, out of memory) is raised for the whole group."""
+    """Run `stages` for every member, one pipeline call per stage for all of them, and end each
+    with an outcome: `Made` (its pictures and traces), `Stopped` or `Failed`. `left` hears of a
+    member that stopped or failed as soon as its stage's call returns. What no one member owns
+    (a model that cannot load, a call out of memory) fails every member still running; losing
+    Redis is raised, for the segment to run again once it is back."""
+    try:
+        _run_stages(members, stages, models, worker, loras or {}, upscalers, left)
+    except REDIS_ERRORS:
+        raise
+    except Exception as exc:  # a model that raises must not take the worker down
+        failure = Failed.of(exc)
+        for member in members:
+            if member.running:
+                member.outcome = failure
+        return
+    for member in members:
+        if member.running:
+            member.outcome = Made(member.pictures, member.traces)
+    if len(members) > 1:
+        log.info("ran %d jobs' stages %s together", len(members), list(stages))
+
+
+def _run_stages(
+    members: list[Member],
+    stages: range,
+    models: ModelLookup,
+    worker: str,
+    loras: Mapping[str, LoraEntry],
+    upscalers: UpscalerLookup | None,
+    left: Callable[[Member], None] | None,
+) -> None:
     for i in stages:
         group = [m for m in members if m.running]
         if not group:
@@ -141,7 +164,7 @@ def run_group(
         started = time.perf_counter()
         model = models(stage.model)
         received = [_describe(m.carry, i) for m in group]
-        with stage_loras(model, i, stage, loras or {}):
+        with stage_loras(model, i, stage, loras):
             step_seconds, sampler = _run_stage(i, group, model, upscalers)
         for member in group:
             if not member.running and left is not None:
@@ -172,8 +195,6 @@ def run_group(
                     batch_size=made_together,
                 )
             )
-    if len(members) > 1:
-        log.info("ran %d jobs' stages %s together", len(members), list(stages))
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -255,8 +276,8 @@ def _run_stage(
     for member in group:
         rows = slice(start, start + member.spec.num_images)
         start = rows.stop
-        if member.stopped is not None:
-            continue  # its pictures are dropped
+        if not member.running:
+            continue  # stopped in this call: its pictures are dropped
         try:
             if want_latents:
                 if not torch.isfinite(output[rows]).all():
@@ -269,7 +290,7 @@ def _run_stage(
                 )  # fmt: skip
                 member.carry = Pictures(pictures, again)
         except StageError as error:
-            member.error = error  # fails this member alone
+            member.outcome = Failed.of(error)  # fails this member alone
     return step, sampler
 
 
@@ -352,9 +373,11 @@ def _step_callback(
         if "latents" in tensors:
             last[:] = [tensors["latents"]]
         for member in group:
-            if member.stopped is None:
-                member.stopped = member.monitor(stage, step + 1, pipe.num_timesteps)
-        if all(m.stopped is not None for m in group):
+            if member.running:
+                reason = member.monitor(stage, step + 1, pipe.num_timesteps)
+                if reason is not None:
+                    member.outcome = Stopped(reason)
+        if not any(m.running for m in group):
             # diffusers stops its loop at the next step; the caller discards the output.
             pipe._interrupt = True
         return tensors

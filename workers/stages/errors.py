@@ -1,4 +1,5 @@
-"""How a stage ends other than with pictures: it cannot run as asked, or it was told to stop."""
+"""A stage that cannot run as asked: raised in the stage's code, filed as a `Failed` outcome
+(workers.stages.outcomes) where the chain catches it."""
 
 from __future__ import annotations
 
@@ -17,11 +18,3 @@ class StageError(Exception):
     def refusing(cls, violation: Violation, type_: FailureType) -> StageError:
         """A job rule broken at run time, in the words the gateway refuses it with."""
         return cls(type_, violation.msg)
-
-
-class Stopped(Exception):
-    """The step monitor asked the pipeline to stop (canceled, or out of time)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason

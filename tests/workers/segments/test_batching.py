@@ -32,6 +32,7 @@ from workers.segments.batching import Batching, BatchKey, batch_key, run_within_
 from workers.segments.finisher import Finisher
 from workers.segments.runner import JobRunner
 from workers.stages.chain import Member, run_group
+from workers.stages.outcomes import Failed, Stopped
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_a_member_canceled_mid_call_leaves_it_and_the_others_finish(
         Member("c", specs[2], lambda *_: None),
     ]
     run_group(members, range(1), cache.get, "w")
-    assert members[1].stopped == "canceled"
+    assert members[1].outcome == Stopped("canceled")
     assert members[1].carry is None  # its pictures dropped
     assert seen == [1, 2]  # asked no more once it left
     assert [len(m.pictures) for m in (members[0], members[2])] == [1, 1]
@@ -216,7 +217,7 @@ def test_base_and_refiner_run_as_two_shared_calls_and_a_member_stopped_in_the_fi
         Member("c", specs[2], cancel_in_base),
     ]
     run_group(together, range(2), cache.get, "w")
-    assert together[2].stopped == "canceled"
+    assert together[2].outcome == Stopped("canceled")
     assert together[2].traces == []
     assert steps_seen == [(0, 1)]  # not in the refiner's call
     for member in together[:2]:
@@ -309,8 +310,9 @@ def test_a_batch_holds_as_many_pictures_as_the_gpu_memory_the_models_leave(
     batching = Batching("default", 0.025, max_images=64, max_megapixels=1000, device=gpu)
     key = sd15_key(registry)
     assert batching.capacity(key) == 64  # nothing measured yet: the settings' bounds
-    with batching.measured(key, pictures=2):
-        gpu.call_peak = gpu.held + 15 * 10**8  # the call's activations: 1.5 GB for 2 pictures
+    before = batching.measuring()
+    gpu.call_peak = gpu.held + 15 * 10**8  # the call's activations: 1.5 GB for 2 pictures
+    batching.learn(key, 2, before)
     # 90 % of 10 GB, less the models' 4 GB, at 0.75 GB a picture
     assert batching.capacity(key) == 6
     gpu.held = 7 * 10**9  # a third model loaded
@@ -357,7 +359,11 @@ def test_after_running_out_of_memory_a_part_that_fails_fails_only_its_own_member
         )  # fmt: skip
     assert [len(m.pictures) for m in members[:2]] == [1, 2]
     assert [m.traces[0].batch_size for m in members[:2]] == [1, 2]
-    assert isinstance(members[2].failed_by, RuntimeError)
+    failed = members[2].outcome
+    assert isinstance(failed, Failed)
+    assert failed.type == "generation_failed"
+    assert "(RuntimeError)" in failed.message
+    assert "the third job's part broke" in failed.message
 
 
 def test_a_companion_canceled_in_the_first_stage_ends_before_the_second_runs(

@@ -111,11 +111,11 @@ def test_with_a_finisher_the_call_returns_before_the_pictures_are_stored(
     runner.run(job_id)
     # The call is over; the job is still running, its claim held for the finisher.
     assert runner.store.field(job_id, "status") == "running"
-    assert runner.claims.holder(job_id, 0) == "w"
+    assert runner.state.claims.holder(job_id, 0) == "w"
     gate.set()
     finisher.drain()
     envelope = runner.store.load(job_id)
     assert envelope is not None
     assert envelope.status is JobStatus.SUCCEEDED, envelope.error
     assert runner.store.image(job_id, 0) is not None
-    assert runner.claims.holder(job_id, 0) is None
+    assert runner.state.claims.holder(job_id, 0) is None

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from contract.envelope import FailureType, StageTrace
 from contract.job_rules import JobLimits, check_job
 from contract.registry import LoraEntry, ModelRegistry
 from contract.resamplers import Upscaler
@@ -15,7 +17,8 @@ from contract.spec import Handoff, JobSpec, LoraUse
 from contract.violations import JobRejected, Violation
 from demo.loras import build_flux_lora, build_sd15_lora
 from workers.models.cache import ModelCache
-from workers.stages.chain import StageError, Stopped, run_chain
+from workers.stages.chain import run_chain
+from workers.stages.outcomes import Failed, Made, Outcome, Stopped
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,18 @@ def never_stop(stage: int, step: int, steps: int) -> str | None:
     return None
 
 
-def run(spec: JobSpec, cache: ModelCache, monitor: Any = never_stop) -> tuple[list[Any], list[Any]]:
+def made(outcome: Outcome) -> tuple[list[Image.Image], list[StageTrace]]:
+    """The pictures and traces of a chain that made them."""
+    assert isinstance(outcome, Made), outcome
+    return outcome.pictures, outcome.traces
+
+
+def chain(spec: JobSpec, cache: ModelCache, monitor: Any = never_stop) -> Outcome:
     return run_chain(spec, range(len(spec.stages)), None, cache.get, monitor, "test-worker")
+
+
+def run(spec: JobSpec, cache: ModelCache) -> tuple[list[Image.Image], list[StageTrace]]:
+    return made(chain(spec, cache))
 
 
 def test_sd15_to_flux_hires_hands_over_pixels(registry: ModelRegistry, cache: ModelCache) -> None:
@@ -120,10 +133,9 @@ def test_the_worker_refuses_latents_of_another_space_whatever_the_gateway_said(
             ]
         }
     )
-    with pytest.raises(StageError) as refused:
-        run(smuggled, cache)
-    assert refused.value.type == "latent_space_mismatch"
-    assert str(refused.value) == gateway_refusal(registry, smuggled).msg
+    # in the words the gateway refuses the same job with
+    refusal = gateway_refusal(registry, smuggled).msg
+    assert chain(smuggled, cache) == Failed(FailureType.LATENT_SPACE_MISMATCH, refusal)
 
 
 def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: ModelCache) -> None:
@@ -134,9 +146,7 @@ def test_the_monitor_stops_a_chain_at_a_step(registry: ModelRegistry, cache: Mod
         seen.append(step)
         return "canceled" if step == 3 else None
 
-    with pytest.raises(Stopped) as stopped:
-        run(spec, cache, cancel_at_3)
-    assert stopped.value.reason == "canceled"
+    assert chain(spec, cache, cancel_at_3) == Stopped("canceled")
     assert seen == [1, 2, 3]
 
 
@@ -181,7 +191,7 @@ def test_a_lora_changes_the_picture_weight_0_does_not_and_nothing_leaks(
 
     def pixels(uses: list[dict[str, Any]]) -> bytes:
         spec = normalized(with_lora, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
-        images, _ = run_chain(spec, range(1), None, cache.get, never_stop, "w", loras)
+        images, _ = made(run_chain(spec, range(1), None, cache.get, never_stop, "w", loras))
         return images[0].tobytes()
 
     before = pixels([])
@@ -200,12 +210,11 @@ def test_the_worker_refuses_a_lora_of_another_architecture_whatever_the_gateway_
             "stages": [spec.stages[0].model_copy(update={"loras": [LoraUse(name="sd15-only")]})]
         }
     )
-    with pytest.raises(StageError) as refused:
-        run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)
+    refused = run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)
     # in the words the gateway refuses the same job with
     with_loras = registry.model_copy(update={"loras": loras})
-    assert str(refused.value) == gateway_refusal(with_loras, smuggled).msg
-    assert "was trained for sd15, but stage 0's model 'demo-sdxl' is sdxl" in str(refused.value)
+    assert refused == Failed(FailureType.INVALID_JOB, gateway_refusal(with_loras, smuggled).msg)
+    assert "was trained for sd15, but stage 0's model 'demo-sdxl' is sdxl" in refused.message
 
 
 def test_sd15_to_flux_hires_through_an_upscaler_model(
@@ -216,15 +225,17 @@ def test_sd15_to_flux_hires_through_an_upscaler_model(
         {"model": "demo-flux", "mode": "hires", "steps": 2, "scale": 1.5, "upscaler": "esrgan-4x"},
     ]
     spec = normalized(registry, stages)
-    images, traces = run_chain(
-        spec, range(2), None, cache.get, never_stop, "w", None, cache.upscaler
+    images, traces = made(
+        run_chain(spec, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
     )
     # ESRGAN makes 256x256 of the 64x64 picture; the stage asked for 1.5x: 96x96, exactly.
     assert [im.size for im in images] == [(96, 96)]
     assert [t.upscaler for t in traces] == [None, "esrgan-4x"]
     # Another upscaler hands Flux another picture.
     lanczos = normalized(registry, [stages[0], {**stages[1], "upscaler": "lanczos"}])
-    other, _ = run_chain(lanczos, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    other, _ = made(
+        run_chain(lanczos, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    )
     assert other[0].tobytes() != images[0].tobytes()
 
 
@@ -240,10 +251,9 @@ def test_the_worker_refuses_an_upscaler_model_on_latents_whatever_the_gateway_sa
     )
     hires = spec.stages[1].model_copy(update={"upscaler": "esrgan-4x"})
     smuggled = spec.model_copy(update={"stages": [spec.stages[0], hires]})
-    with pytest.raises(StageError) as refused:
-        run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
-    assert str(refused.value) == gateway_refusal(registry, smuggled).msg
-    assert "'esrgan-4x' is a model that upscales pictures" in str(refused.value)
+    refused = run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    assert refused == Failed(FailureType.INVALID_JOB, gateway_refusal(registry, smuggled).msg)
+    assert "'esrgan-4x' is a model that upscales pictures" in refused.message
 
 
 def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
@@ -259,7 +269,7 @@ def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
     def pixels(cache: ModelCache, *names: str) -> bytes:
         uses = [{"name": n} for n in names]
         spec = normalized(with_loras, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
-        images, _ = run_chain(spec, range(1), None, cache.get, never_stop, "w", loras)
+        images, _ = made(run_chain(spec, range(1), None, cache.get, never_stop, "w", loras))
         return images[0].tobytes()
 
     cache = ModelCache(registry)
@@ -303,7 +313,7 @@ def test_an_sd15_lora_on_the_base_and_a_flux_lora_on_its_flux_hires_stage(
             {"model": "demo-flux", "mode": "hires", "steps": 2, "loras": flux_loras},
         ]
         spec = normalized(with_loras, stages)
-        images, traces = run_chain(spec, range(2), None, cache.get, never_stop, "w", loras)
+        images, traces = made(run_chain(spec, range(2), None, cache.get, never_stop, "w", loras))
         return images[0].tobytes(), traces
 
     styled, traces = job([{"name": "flux-style", "weight": 0.9}])

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ModelRegistry
-from tests.workers.stages.test_chain import normalized, run
+from tests.workers.stages.test_chain import chain, normalized, run
 from workers.models.cache import ModelCache
-from workers.stages.errors import StageError
+from workers.stages.outcomes import Failed
 
 
 def poisoned_copy(
@@ -59,7 +58,7 @@ def test_nan_latents_fail_the_stage_instead_of_a_black_picture(
         weights["conv_out.bias"][0] = float("nan")
 
     registry = one_model(poisoned_copy(demo_models, tmp_path, "unet", nan))
-    with pytest.raises(StageError) as failed:
-        run(normalized(registry, [{"model": "poisoned", "steps": 2}]), ModelCache(registry))
-    assert failed.value.type == "non_finite_output"
-    assert "stage 0: 'poisoned' produced NaN or infinite latents" in str(failed.value)
+    failed = chain(normalized(registry, [{"model": "poisoned", "steps": 2}]), ModelCache(registry))
+    assert isinstance(failed, Failed)
+    assert failed.type == "non_finite_output"
+    assert "stage 0: 'poisoned' produced NaN or infinite latents" in failed.message

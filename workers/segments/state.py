@@ -1,0 +1,277 @@
+"""A segment's state in the job's record: who holds it, whether it may start, and how it ends.
+
+The runner (workers.segments.runner) decides what to run; this writes what became of it, through
+the job store and the lifecycle: claims taken and released, `running` on this worker, and each
+outcome of workers.stages.outcomes filed as the envelope says it (pictures handed to the next
+pool or stored, `canceled`, a failure with its reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, assert_never
+
+from PIL import Image
+
+from contract.checked import CheckedSpec
+from contract.envelope import FailureType, JobEnvelope, JobStatus, StageTrace, image_url
+from contract.registry import ModelRegistry
+from contract.segments import Segment
+from jobs import metrics
+from jobs.claims import Claims
+from jobs.lifecycle import Lifecycle
+from jobs.logs import job_context
+from jobs.outage import through_outage
+from jobs.queues import QueuePolicy, enqueue_segment
+from jobs.store import now
+from workers.models.cache import first_line
+from workers.models.weights import file_hash
+from workers.segments.finisher import Finisher
+from workers.segments.png import encode_png, parameters_text
+from workers.stages.errors import StageError
+from workers.stages.outcomes import Failed, Made, Outcome, Stopped
+
+log = logging.getLogger("imagegen.worker")
+
+_TIMED_OUT = (
+    "the job ran longer than its {} s limit and was stopped; ask for fewer steps or a smaller "
+    "size, or a larger timeout_s"
+)
+_NOT_STORED = "the pictures were made but could not be stored: "
+# QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
+_CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class SegmentState:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        registry: ModelRegistry,
+        claims: Claims,
+        worker_name: str,
+        finisher: Finisher | None = None,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+        self.registry = registry
+        self.claims = claims
+        self.worker_name = worker_name
+        self.finisher = finisher  # None: a job's call stores its pictures itself
+
+    @contextlib.contextmanager
+    def held(self, job_id: str, segment: int) -> Iterator[None]:
+        """The segment's claim, for as long as this worker runs it. A worker that batched this
+        segment with its own runs it now, or has, or stores it (this one's finisher, too): wait."""
+        through_outage(lambda: self.claims.wait_and_take(job_id, segment))
+        try:
+            yield
+        finally:
+            through_outage(lambda: self.claims.release(job_id, segment))
+
+    def start(self, job_id: str, segment: int) -> JobEnvelope | FailureType | None:
+        """Make the job `running` on this worker: its envelope if it now runs here; the failure
+        it was filed with if its record cannot be read; None if there is nothing to do (gone,
+        final, canceled before it started, or taken by another worker)."""
+        envelope = self.store.load(job_id)
+        if envelope is not None and self.lifecycle.fail_unreadable(job_id, envelope):
+            return FailureType.RECORD_UNREADABLE
+        if envelope is None or envelope.status.is_final:
+            state = "expired" if envelope is None else envelope.status.value
+            log.info("nothing to do (%s)", state)
+            return None
+        if self.store.cancel_requested(job_id):
+            self.lifecycle.end(job_id, JobStatus.CANCELED, _CLAIMABLE)
+            return None
+        fields: dict[str, Any] = {"worker": self.worker_name}
+        if segment == 0:
+            fields["started_at"] = now()
+        if not self.store.transition(job_id, JobStatus.RUNNING, _CLAIMABLE, **fields).applied:
+            return None
+        self.store.count_attempt(job_id, segment)
+        log.info("running segment %d", segment)
+        return envelope
+
+    def rerun(self, job_id: str) -> None:
+        """Back to `queued` after losing Redis mid-segment, for the segment to run again."""
+        through_outage(
+            lambda: self.store.transition(job_id, JobStatus.QUEUED, (JobStatus.RUNNING,))
+        )
+
+    def init_image(self, job_id: str) -> bytes:
+        raw = self.store.init_image(job_id)
+        if raw is None:
+            raise StageError(
+                FailureType.INVALID_JOB, "the job's init_image is missing from the store"
+            )
+        return raw
+
+    def handed_over(self, job_id: str, index: int, count: int) -> list[Image.Image]:
+        """The pictures the previous segment handed to segment `index`."""
+        pictures = []
+        for k in range(count):
+            raw = self.store.handed_over(job_id, index, k)
+            if raw is None:
+                raise StageError(
+                    FailureType.INVALID_JOB, f"segment {index}'s input pictures are missing"
+                )
+            pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
+        return pictures
+
+    def end(
+        self,
+        job_id: str,
+        index: int,
+        spec: CheckedSpec,
+        segments: list[Segment] | None,
+        outcome: Outcome,
+    ) -> FailureType | None:
+        """File how segment `index` ended; return the failure the job was filed with, if it was.
+        `segments` is the job's plan (None if the job failed before it was planned)."""
+        match outcome:
+            case Made(pictures, traces):
+                assert segments is not None, "pictures are made only by a planned segment"
+                self._complete(job_id, index, spec, segments, pictures, traces)
+                return None
+            case Stopped("canceled"):
+                self._finish(job_id, JobStatus.CANCELED)
+                return None
+            case Stopped():  # out of time
+                return self._fail(job_id, FailureType.TIMEOUT, _TIMED_OUT.format(spec.timeout_s))
+            case Failed(type_, message):
+                return self._fail(job_id, type_, message)
+            case _:
+                assert_never(outcome)
+
+    def end_companion(self, job_id: str, spec: CheckedSpec, segments: list[Segment],
+                      outcome: Outcome) -> None:  # fmt: skip
+        """End a batch companion's first segment as its own run would have, and let its claim
+        go."""
+        with job_context(job_id):
+            try:
+                self.end(job_id, 0, spec, segments, outcome)
+            except Exception as exc:  # one companion's ending must not strand the others
+                log.exception("ending a batched job failed")
+                self._fail(job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc))
+            finally:
+                through_outage(lambda: self.claims.release(job_id, 0))
+
+    def _complete(
+        self,
+        job_id: str,
+        index: int,
+        spec: CheckedSpec,
+        segments: list[Segment],
+        images: list[Image.Image],
+        traces: list[StageTrace],
+    ) -> None:
+        """Hand the segment's pictures to the next segment, or store them and finish."""
+
+        def observe() -> None:
+            with self.store.redis.pipeline(transaction=False) as pipe:
+                for t in traces:
+                    if t.step_seconds is not None:
+                        metrics.observe_step_seconds(pipe, t.model, t.step_seconds)
+                pipe.execute()
+
+        through_outage(observe)
+        trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
+        if index + 1 < len(segments):
+            pngs = [encode_png(image) for image in images]
+            following = segments[index + 1]
+            through_outage(lambda: self._hand_over(job_id, index + 1, following, pngs, trace, spec))
+            return
+        if self.finisher is None:
+            self._store_and_finish(job_id, spec, images, trace)
+            return
+        # The claim is released once the pictures are stored, not when this call returns.
+        self.claims.lend(job_id, index)
+
+        def finish() -> None:
+            with job_context(job_id):
+                try:
+                    self._store_and_finish(job_id, spec, images, trace)
+                except Exception as exc:
+                    log.exception("storing the pictures failed")
+                    self._fail(job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc))
+                finally:
+                    through_outage(lambda: self.claims.settle(job_id, index))
+
+        self.finisher.submit(finish)
+
+    def _store_and_finish(
+        self, job_id: str, spec: CheckedSpec, images: list[Image.Image], trace: list[dict[str, Any]]
+    ) -> None:
+        sampler = str(trace[0]["sampler"])
+        public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
+            exclude_none=True
+        )
+        hashes = self._lora_hashes(spec)
+        pngs = [
+            encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
+            for k, image in enumerate(images)
+        ]
+        through_outage(lambda: self.store.store_images(job_id, pngs))
+        infos = [
+            {
+                "index": k,
+                "url": image_url(job_id, k),
+                "width": im.width,
+                "height": im.height,
+                "seed": spec.seed_of(k),
+            }
+            for k, im in enumerate(images)
+        ]
+        self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
+
+    def _hand_over(
+        self,
+        job_id: str,
+        index: int,
+        segment: Segment,
+        pngs: list[bytes],
+        trace: list[dict[str, object]],
+        spec: CheckedSpec,
+    ) -> None:
+        """Store the pictures for the next pool's worker and queue it, in one transaction."""
+        retries = int(self.store.field(job_id, "max_retries") or 0)
+        policy = QueuePolicy(spec.timeout_s, retries, self.store.result_ttl_s)
+        redis = self.store.redis
+        with redis.pipeline() as pipe:
+            pipe.multi()
+            self.store.hand_over(pipe, job_id, index, pngs, trace)
+            enqueue_segment(redis, pipe, job_id, index, segment.pool, policy)
+            pipe.execute()
+        log.info("handed segment %d to pool %s", index, segment.pool)
+
+    def _lora_hashes(self, spec: CheckedSpec) -> dict[str, str]:
+        """A1111's `Lora hashes`: the first 12 hex digits of each used file's SHA-256."""
+        names = {u.name for stage in spec.stages for u in stage.loras or ()}
+        files = {n: self.registry.loras[n].file for n in names if n in self.registry.loras}
+        return {name: file_hash(path) for name, path in files.items()}
+
+    def _trace_so_far(self, job_id: str) -> list[dict[str, object]]:
+        raw = self.store.field(job_id, "trace")
+        return list(json.loads(raw)) if raw else []
+
+    def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
+        when = now()
+        through_outage(
+            lambda: self.lifecycle.end(
+                job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields
+            )
+        )
+        log.info("job %s", status.value)
+
+    def _fail(self, job_id: str, type_: FailureType, message: str) -> FailureType | None:
+        when = now()
+        outcome = through_outage(
+            lambda: self.lifecycle.fail(
+                job_id, type_, message, allowed_from=(JobStatus.RUNNING,), finished_at=when
+            )
+        )
+        log.info("job failed (%s)", type_.value)
+        return type_ if outcome.applied else None

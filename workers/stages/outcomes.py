@@ -1,0 +1,76 @@
+"""How a job's stages end for one member of a group: the closed set the segment files.
+
+`workers.stages.chain` gives every member exactly one of these, and `workers.segments.state`
+files each as the job's record says it: `Made` hands the pictures on or stores them, `Stopped` is
+`canceled` or a `timeout` failure, `Failed` is a failure of its type with its message. No
+exception travels as a value: whatever a stage raises becomes a `Failed` where it is caught.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from contract.envelope import FailureType, StageTrace
+from contract.violations import JobRejected
+from workers.models.cache import ModelUnavailable, first_line
+from workers.stages.errors import StageError
+
+log = logging.getLogger("imagegen.worker")
+
+OUT_OF_MEMORY = "the worker ran out of GPU memory; ask for a smaller size or fewer images"
+
+# What a step monitor answers when a job must stop: its cancel was asked for, or its time is up.
+StopReason = Literal["canceled", "timeout"]
+
+
+@dataclass(frozen=True)
+class Made:
+    """The segment's stages ran: its pictures, and a trace per stage."""
+
+    pictures: list[Image.Image]
+    traces: list[StageTrace]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Its step monitor said stop; its pictures, if any were made, are dropped."""
+
+    reason: StopReason
+
+
+@dataclass(frozen=True)
+class Failed:
+    """It cannot end with pictures: `type` is the machine name clients see, `message` what they
+    read (a sentence they can act on, never a traceback)."""
+
+    type: FailureType
+    message: str
+
+    @classmethod
+    def of(cls, exc: Exception) -> Failed:
+        """The failure an exception raised while a segment ran stands for. A job rule broken, a
+        model that cannot load and a stage's own refusal keep their words; anything else is the
+        model's, logged with its traceback for the operator."""
+        if isinstance(exc, JobRejected):
+            return cls(FailureType.INVALID_JOB, str(exc))
+        if isinstance(exc, ModelUnavailable):
+            return cls(FailureType.MODEL_UNAVAILABLE, str(exc))
+        if isinstance(exc, StageError):
+            return cls(exc.type, str(exc))
+        if isinstance(exc, torch.OutOfMemoryError):
+            log.error("out of memory", exc_info=exc)
+            return cls(FailureType.OUT_OF_MEMORY, OUT_OF_MEMORY)
+        log.error("generation failed", exc_info=exc)
+        return cls(
+            FailureType.GENERATION_FAILED,
+            f"generation failed in the model ({type(exc).__name__}); the worker log has "
+            f"details. {first_line(exc)}",
+        )
+
+
+Outcome = Made | Stopped | Failed
