@@ -61,6 +61,9 @@ class Architecture:
     # Flow-matching models take their flow-matching Euler only (contract.samplers).
     flow_matching: bool
     text_encoders: tuple[str, ...]
+    # Its prompt is read from a CLIP's hidden layers, so A1111's Clip skip picks which layer
+    # (Flux reads only CLIP's pooled output, Chroma no CLIP at all).
+    clip_skip: bool
     lora_keys: LoraKeys
     # Keys any of which marks a single-file checkpoint of it (original and diffusers layouts).
     checkpoint_keys: tuple[str, ...]
@@ -86,7 +89,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "sd15", LATENT_SPACES["sd1"], size_multiple=8, native_size=(512, 512),
             text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
             guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=25,
-            flow_matching=False, text_encoders=("CLIP-L",),
+            flow_matching=False, text_encoders=("CLIP-L",), clip_skip=True,
             lora_keys=LoraKeys(cross_attention_width=768),
             checkpoint_keys=("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
             family="sd",
@@ -95,7 +98,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
             text_to_image=True, mid_schedule_handoff=True, negative_prompt=True,
             guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=30,
-            flow_matching=False, text_encoders=("CLIP-L", "CLIP-G"),
+            flow_matching=False, text_encoders=("CLIP-L", "CLIP-G"), clip_skip=True,
             lora_keys=LoraKeys(cross_attention_width=2048, second_text_encoder=True),
             checkpoint_keys=(
                 "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
@@ -106,7 +109,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
             text_to_image=False, mid_schedule_handoff=True, negative_prompt=True,
             guidance_range=(0.0, 30.0), default_guidance=7.0, default_steps=30,
-            flow_matching=False, text_encoders=("CLIP-G",),
+            flow_matching=False, text_encoders=("CLIP-G",), clip_skip=True,
             lora_keys=LoraKeys(cross_attention_width=1280),
             checkpoint_keys=(
                 "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias",
@@ -117,7 +120,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "flux", LATENT_SPACES["flux"], size_multiple=16, native_size=(1024, 1024),
             text_to_image=True, mid_schedule_handoff=False, negative_prompt=False,
             guidance_range=(0.0, 10.0), default_guidance=3.5, default_steps=28,
-            flow_matching=True, text_encoders=("CLIP-L", "T5-XXL"),
+            flow_matching=True, text_encoders=("CLIP-L", "T5-XXL"), clip_skip=False,
             lora_keys=LoraKeys(block_names=_FLUX_BLOCKS),
             checkpoint_keys=(
                 "double_blocks.0.img_attn.norm.key_norm.scale",
@@ -133,7 +136,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "sd35", LATENT_SPACES["sd3"], size_multiple=16, native_size=(1024, 1024),
             text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
             guidance_range=(0.0, 30.0), default_guidance=4.5, default_steps=28,
-            flow_matching=True, text_encoders=("CLIP-L", "CLIP-G", "T5-XXL"),
+            flow_matching=True, text_encoders=("CLIP-L", "CLIP-G", "T5-XXL"), clip_skip=True,
             lora_keys=LoraKeys(block_names=("joint_blocks",)),
             checkpoint_keys=(
                 "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight",
@@ -149,7 +152,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "chroma", LATENT_SPACES["flux"], size_multiple=16, native_size=(1024, 1024),
             text_to_image=True, mid_schedule_handoff=False, negative_prompt=True,
             guidance_range=(0.0, 30.0), default_guidance=5.0, default_steps=35,
-            flow_matching=True, text_encoders=("T5-XXL",),
+            flow_matching=True, text_encoders=("T5-XXL",), clip_skip=False,
             lora_keys=LoraKeys(block_names=("distilled_guidance_layer",)),
             checkpoint_keys=(
                 "distilled_guidance_layer.in_proj.weight",

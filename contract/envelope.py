@@ -105,6 +105,9 @@ class StageTrace(Answer):
     upscaler: str | None = Field(
         None, description="hires: the resampler or upscaler model that made its input."
     )
+    clip_skip: int | None = Field(
+        None, description="A1111's Clip skip the stage read its prompt with; none: the last layer."
+    )
     batch_size: int = Field(
         1,
         description="Pictures made in the same pipeline call, this job's and other jobs' "

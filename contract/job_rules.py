@@ -91,6 +91,11 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         width, height = size
     for i, (stage, entry) in enumerate(zip(spec.stages, entries, strict=True)):
         _check_stage_conditioning(i, stage, entry, violations)
+        clip_skip = clip_skip_violation(i, stage.clip_skip, entry)
+        if clip_skip is not None:
+            violations.append(clip_skip)
+        elif stage.clip_skip == 1:  # the last layer: what no clip_skip reads, batched alike
+            stages[i] = stages[i].model_copy(update={"clip_skip": None})
         stages[i] = check_sampler(i, stages[i], entry, violations)
         check_loras(i, stage, entry, registry, violations)
     init_image = None
@@ -353,6 +358,20 @@ def _check_stage_conditioning(
                 {"architecture": arch.name},
             )
         )
+
+
+def clip_skip_violation(i: int, clip_skip: int | None, entry: ModelEntry) -> Violation | None:
+    """Why stage i's model cannot skip CLIP layers, or None. The gateway and the worker both
+    word it so."""
+    if clip_skip is None or entry.arch.clip_skip:
+        return None
+    return Violation(
+        "clip_skip_unsupported",
+        ("stages", i, "clip_skip"),
+        f"{entry.name!r} ({entry.arch.name}) does not read its prompt from CLIP layers, so it "
+        "has no layers to skip; remove clip_skip from this stage",
+        {"architecture": entry.arch.name},
+    )
 
 
 def _refuse_fields(

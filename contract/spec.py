@@ -116,6 +116,13 @@ class Stage(_Strict):
         description="The sigma schedule, as A1111's `scheduler`: `automatic` (default), "
         "`karras`, `exponential` where the sampler takes them.",
     )
+    clip_skip: Annotated[int | None, Field(ge=1, le=12)] = Field(
+        None,
+        description="A1111's Clip skip: which of the CLIP text encoder's last layers reads the "
+        "prompt; 1 is the last (the default), 2 the one before it (what many SD1.5 anime "
+        "models were trained with). Models whose prompt is not read from CLIP layers (Flux, "
+        "Chroma) take none.",
+    )
 
 
 class JobSpec(_Strict):

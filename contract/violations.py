@@ -8,6 +8,7 @@ from typing import Any, Literal
 # Every rule a job can break, by machine name: the closed set clients may switch on (the OpenAPI
 # document declares it as an enum). "missing" is pydantic's name for the same thing.
 RuleType = Literal[
+    "clip_skip_unsupported",
     "computed_value_out_of_range",
     "field_not_allowed",
     "guidance_out_of_range",

@@ -42,6 +42,8 @@ SAME_CHECKPOINT = ("", "Use same checkpoint", "None")
 SAME_SAMPLER = ("", "Use same sampler")
 MAX_IMAGES = 4
 
+# A1111's Clip skip: a setting of the whole generation, sent as an override.
+_CLIP_SKIP = ("override_settings", "CLIP_stop_at_last_layers")
 # Where a job-spec field of each stage role is in an A1111 request.
 _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
     "base": {
@@ -53,12 +55,14 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "prompt": ("prompt",),
         "negative_prompt": ("negative_prompt",),
         "loras": ("prompt",),  # from its <lora:name:weight> tags
+        "clip_skip": _CLIP_SKIP,
     },
     "refine": {
         "model": ("refiner_checkpoint",),
         "mode": ("refiner_checkpoint",),
         "handoff": ("refiner_checkpoint",),
         "switch_at": ("refiner_switch_at",),
+        "clip_skip": _CLIP_SKIP,
     },
     "hires": {
         "model": ("hr_checkpoint_name",),
@@ -75,6 +79,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "negative_prompt": ("hr_negative_prompt",),
         "guidance_scale": ("hr_cfg",),
         "loras": ("prompt",),
+        "clip_skip": _CLIP_SKIP,
     },
 }
 _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
@@ -130,6 +135,7 @@ def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegist
             hires["loras"] = stages[0]["loras"]  # A1111 applies them to the hires pass too
         stages.append(hires)
         roles.append("hires")
+    _with_clip_skip(request, stages, registry)
     return _spec(request, stages, roles, {})
 
 
@@ -141,7 +147,25 @@ def img2img_spec(request: Img2ImgRequest, checkpoint: str, registry: ModelRegist
     if request.resize_mode != 0:
         _refuse(("resize_mode",), "only resize_mode 0 (just resize) is supported")
     top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}
-    return _spec(request, [_base_stage(request, checkpoint)], ["base"], top)
+    stages = [_base_stage(request, checkpoint)]
+    _with_clip_skip(request, stages, registry)
+    return _spec(request, stages, ["base"], top)
+
+
+def _with_clip_skip(
+    request: Txt2ImgRequest | Img2ImgRequest, stages: list[dict[str, Any]], registry: ModelRegistry
+) -> None:
+    """A1111's Clip skip (`override_settings.CLIP_stop_at_last_layers`, which SillyTavern and
+    others send with every request) on each stage whose model reads CLIP layers. On the others
+    (Flux, Chroma) it means nothing, and is ignored as Forge ignores it; `POST /jobs` refuses a
+    clip_skip named for such a stage."""
+    skip = (request.override_settings or {}).get(_CLIP_SKIP[1])
+    if skip is None or skip == 1:
+        return
+    for stage in stages:
+        entry = registry.get(stage["model"])
+        if entry is not None and entry.arch.clip_skip:
+            stage["clip_skip"] = skip  # the spec's bounds check it, located here
 
 
 def _base_stage(request: Txt2ImgRequest | Img2ImgRequest, checkpoint: str) -> dict[str, Any]:

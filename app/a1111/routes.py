@@ -216,7 +216,7 @@ def _info(
         "infotexts": infotexts,
         "styles": echoed.get("styles") or [],
         "job_timestamp": final.created_at.strftime("%Y%m%d%H%M%S"),
-        "clip_skip": 1,
+        "clip_skip": spec.stages[0].clip_skip or 1,
         "is_using_inpainting_conditioning": False,
         "version": "imagegen",
         "interrupted": final.status is JobStatus.CANCELED,

@@ -47,7 +47,9 @@ class _Request(BaseModel):
     s_tmin: float | None = None
     s_noise: float | None = None
     override_settings: dict[str, Any] | None = Field(
-        None, description="Only sd_model_checkpoint is read: the checkpoint of this request."
+        None,
+        description="Read: sd_model_checkpoint (the checkpoint of this request) and "
+        "CLIP_stop_at_last_layers (Clip skip, for models that read CLIP layers).",
     )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None

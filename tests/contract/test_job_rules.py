@@ -242,3 +242,30 @@ def test_flux_schnell_defaults_to_four_steps_and_no_guidance() -> None:
                 }
             }
         )
+
+
+# Clip skip: the hand-written list of architectures whose prompt is read from CLIP layers.
+READS_CLIP_LAYERS = {"sd15", "sdxl", "sdxl-refiner", "sd35"}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_clip_skip_only_where_the_prompt_is_read_from_clip_layers(arch: str) -> None:
+    first = {"model": MODEL_OF["sd15"], "steps": 4}
+    stage = {"model": MODEL_OF[arch], "mode": "hires", "handoff": "pixel", "steps": 4,
+             "clip_skip": 2}  # fmt: skip
+    body = {"prompt": "p", "width": 512, "height": 512, "stages": [first, stage]}
+    if arch in READS_CLIP_LAYERS:
+        checked = check_job(JobSpec.model_validate(body), REGISTRY, LIMITS).spec
+        assert checked.stages[1].clip_skip == 2
+        return
+    [violation] = rejected(body)
+    assert (violation.type, violation.loc) == ("clip_skip_unsupported", ("stages", 1, "clip_skip"))
+    assert "remove clip_skip from this stage" in violation.msg
+
+
+def test_clip_skip_1_is_the_last_layer_so_the_checked_spec_drops_it() -> None:
+    body = {"prompt": "p", "width": 512, "height": 512,
+            "stages": [{"model": MODEL_OF["sd15"], "steps": 4, "clip_skip": 1}]}  # fmt: skip
+    assert (
+        check_job(JobSpec.model_validate(body), REGISTRY, LIMITS).spec.stages[0].clip_skip is None
+    )

@@ -54,6 +54,19 @@ def test_txt2img_answers_pngs_carrying_a1111s_parameters(api: WebUIApi, stack: S
     assert job["status"] == "succeeded"
 
 
+def test_clip_skip_reads_the_prompt_from_an_earlier_layer_and_says_so(api: WebUIApi) -> None:
+    def draw(**settings: int) -> WebUIApiResult:
+        return api.txt2img(
+            prompt="a lighthouse", seed=5, width=64, height=64,
+            override_settings={**SD15, **settings},
+        )  # fmt: skip
+
+    last, skipped = draw(), draw(CLIP_stop_at_last_layers=2)
+    assert skipped.images[0].tobytes() != last.images[0].tobytes()
+    assert parameters(skipped).endswith("Model: demo-sd15, Clip skip: 2")
+    assert (last.info["clip_skip"], skipped.info["clip_skip"]) == (1, 2)
+
+
 def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:
     result = api.txt2img(
         prompt="a castle", seed=1, width=64, height=64, override_settings=SD15,

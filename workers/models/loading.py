@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.loaders.single_file_utils import SingleFileComponentError
+from transformers import CLIPTextModel
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
@@ -62,6 +63,7 @@ def load_text_pipeline(
         raise TypeError(f"unknown source {source!r}")
     if classes.check_weights is not None:
         classes.check_weights(entry, pipe)
+    _mend_flattened_clip(pipe)
     pipe.set_progress_bar_config(disable=True)
     if entry.vae_tiling:
         pipe.vae.enable_tiling()
@@ -70,6 +72,17 @@ def load_text_pipeline(
     else:
         pipe.to(device)
     return pipe
+
+
+def _mend_flattened_clip(pipe: DiffusionPipeline) -> None:
+    """diffusers' SD pipelines read `text_encoder.text_model.final_layer_norm` when asked for a
+    clip_skip, but transformers 5.6 flattened CLIPTextModel: its layers are its own now, and
+    `text_model` is gone (diffusers issue 14124, open). Give each such encoder `text_model` as a
+    plain attribute naming itself: written past nn.Module's __setattr__, it is no submodule, so
+    state dicts, LoRA adapters and the memory count see the encoder as it is."""
+    for component in pipe.components.values():
+        if isinstance(component, CLIPTextModel) and not hasattr(component, "text_model"):
+            object.__setattr__(component, "text_model", component)
 
 
 def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:

@@ -56,12 +56,13 @@ def parameters_text(
         ("Size", f"{spec.width}x{spec.height}"),
         ("Model", base.model),
     ]
+    hires = next((s for s in spec.stages if isinstance(s, HiresStage)), None)
     if spec.strength is not None:
         fields.append(("Denoising strength", spec.strength))
-    hires = next((s for s in spec.stages if isinstance(s, HiresStage)), None)
+    elif hires is not None:
+        fields.append(("Denoising strength", hires.denoise))
+    fields.append(("Clip skip", base.clip_skip))  # None (A1111's 1) is not written
     if hires is not None:
-        if spec.strength is None:
-            fields.append(("Denoising strength", hires.denoise))
         if hires.scale is None:  # the client gave the size itself
             fields.append(("Hires resize", f"{hires.width}x{hires.height}"))
         else:

@@ -34,7 +34,7 @@ from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
-from workers.stages.setup import stage_loras, stage_sampler
+from workers.stages.setup import stage_clip_skip, stage_loras, stage_sampler
 
 log = logging.getLogger("imagegen.worker")
 __all__ = ["Member", "run_chain", "run_group"]
@@ -192,6 +192,7 @@ def _run_stages(
                     and member.carry.decoded_again_in_fp32,
                     loras=stage.loras or [],
                     upscaler=None if stage.upscaler is None else str(stage.upscaler),
+                    clip_skip=stage.clip_skip,
                     batch_size=made_together,
                 )
             )
@@ -241,6 +242,8 @@ def _run_stage(
         kwargs["negative_prompt"] = negatives
     if ends_at is not None:
         kwargs["denoising_end"] = ends_at
+    if stage.clip_skip is not None:
+        kwargs["clip_skip"] = stage_clip_skip(model.text, i, stage, model)
 
     carries = [m.carry for m in group]
     if carries[0] is None:

@@ -1,5 +1,6 @@
 """What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs
-and its sampler. The next job sees the model as registered."""
+and its sampler; and what it asks of the call: its Clip skip. The next job sees the model as
+registered."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Iterator, Mapping
 
 import diffusers
 from diffusers import DiffusionPipeline
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from contract.architectures import ArchitectureName
 from contract.envelope import FailureType
+from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
 from contract.registry import LoraEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
@@ -73,3 +76,30 @@ def stage_sampler(
         yield chosen.name
     finally:
         pipe.scheduler = own
+
+
+def stage_clip_skip(
+    pipe: DiffusionPipeline, stage_index: int, stage: Stage, model: LoadedModel
+) -> int:
+    """The pipeline call's `clip_skip` for the stage's A1111 Clip skip (1 is the last layer; not
+    asked for here, the checked spec drops it). diffusers counts the layers skipped past the one
+    the model reads by default: A1111's 2 is diffusers' 1. SDXL and SD3.5 read their encoders'
+    penultimate layer by default, so each step above 1 skips one more there. Checked against the
+    rule again, whatever the gateway said, and against the encoders' depth."""
+    assert stage.clip_skip is not None
+    refused = clip_skip_violation(stage_index, stage.clip_skip, model.entry)
+    if refused is not None:
+        raise StageError.refusing(refused, FailureType.INVALID_JOB)
+    encoders = [
+        c for c in pipe.components.values()
+        if isinstance(c, CLIPTextModel | CLIPTextModelWithProjection)
+    ]  # fmt: skip
+    layers = min(encoder.config.num_hidden_layers for encoder in encoders)
+    if stage.clip_skip > layers:
+        raise StageError(
+            FailureType.INVALID_JOB,
+            f"stage {stage_index} asks for clip_skip {stage.clip_skip}, but "
+            f"{model.entry.name!r}'s CLIP text encoder has {layers} layers; ask for at most "
+            f"{layers}",
+        )
+    return stage.clip_skip - 1

@@ -186,3 +186,21 @@ def test_a_registered_upscaler_model_is_a_pixel_hires_upscaler(registry: ModelRe
     [error] = refused.value.errors()
     assert error["loc"] == ("body", "hr_upscaler")
     assert "esrgan-4x" in error["msg"]
+
+
+def test_clip_skip_comes_from_a1111s_setting_and_skips_only_where_there_are_clip_layers(
+    registry: ModelRegistry,
+) -> None:
+    skip = {"sd_model_checkpoint": "demo-sd15", "CLIP_stop_at_last_layers": 2}
+    base, hires = spec_of(
+        registry, prompt="p", override_settings=skip, enable_hr=True,
+        hr_checkpoint_name="demo-flux", hr_upscaler="Lanczos",
+    ).stages  # fmt: skip
+    # SillyTavern sends the setting with every request: Flux reads no CLIP layers, as in Forge
+    assert (base.clip_skip, hires.clip_skip) == (2, None)
+    [last] = spec_of(registry, prompt="p", override_settings={"CLIP_stop_at_last_layers": 1}).stages
+    assert last.clip_skip is None
+    with pytest.raises(RequestValidationError) as refused:
+        spec_of(registry, prompt="p", override_settings={"CLIP_stop_at_last_layers": 13})
+    [error] = refused.value.errors()
+    assert list(error["loc"]) == ["body", "override_settings", "CLIP_stop_at_last_layers"]

@@ -169,6 +169,16 @@ BAD_INPUT = {
         ["body", "stages", 0, "guidance_scale"],
         "guidance_out_of_range",
     ),
+    "flux with a clip skip": (
+        spec(stages=[{"model": "demo-flux", "clip_skip": 2}]),
+        ["body", "stages", 0, "clip_skip"],
+        "clip_skip_unsupported",
+    ),
+    "clip skip past A1111's 12": (
+        spec(stages=[{"model": "demo-sd15", "clip_skip": 13}]),
+        ["body", "stages", 0, "clip_skip"],
+        "less_than_equal",
+    ),
     "mode on the first stage": (
         spec(stages=[{"model": "demo-sd15", "mode": "hires"}]),
         ["body", "stages", 0, "mode"],

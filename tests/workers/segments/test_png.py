@@ -144,3 +144,13 @@ def test_the_hires_checkpoint_is_written_only_when_it_differs() -> None:
     info = read_back(same)
     assert "Hires checkpoint" not in info.metadata
     assert info.metadata["Hires upscale"] == "2.0"
+
+
+def test_clip_skip_is_written_as_a1111_writes_it_and_read_back() -> None:
+    skipped = HIRES.model_copy(
+        update={"stages": [HIRES.stages[0].model_copy(update={"clip_skip": 2}), HIRES.stages[1]]}
+    )
+    settings = parameters_text(skipped, 0, "Euler").split("\n")[-1]
+    assert "Denoising strength: 0.5, Clip skip: 2, Hires upscale" in settings
+    assert read_back(skipped).metadata["Clip skip"] == "2"
+    assert "Clip skip" not in parameters_text(HIRES, 0, "Euler")  # A1111's 1 is not written

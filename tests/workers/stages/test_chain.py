@@ -321,3 +321,43 @@ def test_an_sd15_lora_on_the_base_and_a_flux_lora_on_its_flux_hires_stage(
     plain, _ = job([])
     assert styled != plain  # the Flux LoRA acts on the Flux stage
     assert job([{"name": "flux-style", "weight": 0.9}])[0] == styled
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-sdxl", "demo-sd35"])
+def test_clip_skip_changes_the_picture_1_equals_none_and_the_next_job_is_untouched(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    def pixels(**stage: Any) -> bytes:
+        images, traces = run(normalized(registry, [{"model": model, "steps": 2, **stage}]), cache)
+        skipped = stage.get("clip_skip", 1)
+        assert traces[0].clip_skip == (None if skipped == 1 else skipped)
+        return images[0].tobytes()
+
+    before = pixels()
+    assert pixels(clip_skip=1) == before  # A1111's 1 is the last layer: no clip skip at all
+    assert pixels(clip_skip=2) != before  # the layer before it reads the prompt otherwise
+    assert pixels() == before  # the next job reads the last layer again, to the byte
+
+
+def test_a_clip_skip_deeper_than_the_encoder_fails_the_job_with_how_deep_it_can_go(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(registry, [{"model": "demo-sd15", "steps": 2, "clip_skip": 5}])
+    failed = chain(spec, cache)
+    assert failed == Failed(
+        FailureType.INVALID_JOB,
+        "stage 0 asks for clip_skip 5, but 'demo-sd15''s CLIP text encoder has 2 layers; ask for "
+        "at most 2",
+    )
+
+
+def test_the_worker_refuses_clip_skip_on_flux_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = normalized(registry, [{"model": "demo-flux", "steps": 2}])
+    smuggled = spec.model_copy(
+        update={"stages": [spec.stages[0].model_copy(update={"clip_skip": 2})]}
+    )
+    refusal = gateway_refusal(registry, smuggled)
+    assert refusal.type == "clip_skip_unsupported"
+    assert chain(smuggled, cache) == Failed(FailureType.INVALID_JOB, refusal.msg)
