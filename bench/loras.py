@@ -21,7 +21,7 @@ from demo.loras import build_sd15_lora
 from demo.models import ensure_built
 from jobs.settings import REPO_ROOT
 from workers.models.cache import ModelCache
-from workers.stages.chain import run_chain
+from workers.stages.chain import Components, run_chain
 from workers.stages.outcomes import Made
 
 RUNS = 10
@@ -48,7 +48,15 @@ def main() -> int:
             JobSpec.model_validate({**body, "stages": stages}), registry, JobLimits()
         ).spec
         started = time.perf_counter()
-        made = run_chain(spec, range(1), None, cache.get, lambda *_: None, "bench", registry.loras)
+        made = run_chain(
+            spec,
+            range(1),
+            None,
+            cache.get,
+            lambda *_: None,
+            "bench",
+            Components(loras=registry.loras),
+        )
         assert isinstance(made, Made), made  # a run that failed measures nothing
         return time.perf_counter() - started
 

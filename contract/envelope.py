@@ -108,6 +108,9 @@ class StageTrace(Answer):
     clip_skip: int | None = Field(
         None, description="A1111's Clip skip the stage read its prompt with; none: the last layer."
     )
+    vae: str | None = Field(
+        None, description="The registered VAE that stood in for the model's own; none: its own."
+    )
     batch_size: int = Field(
         1,
         description="Pictures made in the same pipeline call, this job's and other jobs' "

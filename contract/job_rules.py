@@ -26,6 +26,7 @@ from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage
 from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
 from contract.upscalers import check_upscaler
+from contract.vaes import vae_violation
 from contract.violations import JobRejected, Violation
 
 DEFAULT_SWITCH_AT = 0.8
@@ -98,6 +99,9 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             stages[i] = stages[i].model_copy(update={"clip_skip": None})
         stages[i] = check_sampler(i, stages[i], entry, violations)
         check_loras(i, stage, entry, registry, violations)
+        vae = vae_violation(i, stage.vae, entry, registry.vaes)
+        if vae is not None:
+            violations.append(vae)
     init_image = None
     if spec.init_image is not None:
         try:

@@ -30,6 +30,21 @@ not readable where the registry is loaded). Every LoRA in a folder can be listed
         file: /models/loras/odd-one.safetensors
     lora_folders: [/models/loras]               # named by file name, as A1111 names them
 
+VAEs decode (and encode) a stage's pictures in place of its model's own, and only for models
+of the latent space they were trained in. An SD1.5 VAE and an SDXL VAE have the same shapes, so
+a file's entry names its latent space; the registry refuses to load where the file's channels
+contradict it (`contract.vae_files`). A diffusers folder's config says its latent space itself.
+A folder of VAE files of one latent space is listed with it:
+
+    vaes:
+      sdxl-fp16-fix:
+        latent_space: sdxl
+        file: /models/vae/sdxl_vae_fp16_fix.safetensors   # LDM (A1111) or diffusers layout
+      ft-mse:
+        folder: /models/vae/sd-vae-ft-mse                 # a diffusers folder: config.json
+    vae_folders:
+      - {folder: /models/vae/sd15, latent_space: sd1}   # named by file name, as A1111 names them
+
 Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
 worker reads their architecture and scale from the weights:
 
@@ -48,6 +63,7 @@ follows from the architecture.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,10 +72,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.architectures import ARCHITECTURES, Architecture
-from contract.latent_spaces import LatentSpace
+from contract.latent_spaces import LATENT_SPACES, LatentSpace, LatentSpaceName
 from contract.lora_files import discover_loras, fits_declared, probe_lora
 from contract.names import MODEL_NAME_PATTERN
 from contract.resamplers import Upscaler
+from contract.vae_files import probe_vae
+
+log = logging.getLogger("imagegen.registry")
 
 
 class _Strict(BaseModel):
@@ -159,6 +178,19 @@ class LoraEntry(_Strict):
     _known_architecture = field_validator("architecture")(known_architecture)
 
 
+class VaeEntry(_Strict):
+    """A VAE of one latent space: it may decode (and encode) only for models of that space."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    latent_space: LatentSpaceName
+    # A .safetensors file (LDM or diffusers layout), or a diffusers folder.
+    file: Path
+    # "header": a diffusers folder's config says it; "registry": as written there (a file's
+    # weights do not tell SD1.5's VAE from SDXL's), its channels checked where it was readable.
+    latent_space_from: Literal["header", "registry"] = "registry"
+    channels_checked: bool = False
+
+
 class UpscalerEntry(_Strict):
     """An upscaler model file (ESRGAN, Real-ESRGAN, SwinIR, … : whatever spandrel recognizes;
     the worker reads its architecture and scale from the weights)."""
@@ -179,6 +211,7 @@ class ModelRegistry(_Strict):
     models: dict[str, ModelEntry]
     loras: dict[str, LoraEntry] = {}
     upscalers: dict[str, UpscalerEntry] = {}
+    vaes: dict[str, VaeEntry] = {}
     # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
     # the first text-to-image model in the file's order.
     a1111_default_checkpoint: str | None = None
@@ -214,7 +247,7 @@ class ModelRegistry(_Strict):
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", "loras", "upscalers"):
+        for section in ("models", "loras", "upscalers", "vaes"):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -241,7 +274,7 @@ class ModelRegistry(_Strict):
     def load(cls, path: Path) -> ModelRegistry:
         raw = yaml.safe_load(path.read_text()) or {}
         if isinstance(raw, dict):
-            raw = _with_lora_files(raw, path.parent)
+            raw = _with_vae_files(_with_lora_files(raw, path.parent), path.parent)
         registry = cls.model_validate(raw)
         return registry._resolve_paths(path.parent)
 
@@ -267,8 +300,14 @@ class ModelRegistry(_Strict):
             name: upscaler.model_copy(update={"file": resolve(upscaler.file)})
             for name, upscaler in self.upscalers.items()
         }
+        vaes = {
+            name: vae.model_copy(update={"file": resolve(vae.file)})
+            for name, vae in self.vaes.items()
+        }
         # A copy, so that every other section of the registry carries over as it is.
-        return self.model_copy(update={"models": resolved, "loras": loras, "upscalers": upscalers})
+        return self.model_copy(
+            update={"models": resolved, "loras": loras, "upscalers": upscalers, "vaes": vaes}
+        )
 
 
 def _resolve(path: Path | str, base: Path) -> Path:
@@ -306,3 +345,78 @@ def _with_lora_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             "architecture_from": "header" if from_header else "registry",
         }
     return {k: v for k, v in raw.items() if k != "lora_folders"} | {"loras": loras}
+
+
+def _with_vae_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The raw registry with every VAE's latent space checked against its file where readable
+    (its channels; a folder's config names the space itself), and the files of `vae_folders`
+    added (one that does not fit is left out, with a warning)."""
+    vaes: dict[str, Any] = {}
+    for item in raw.get("vae_folders") or []:
+        folder, declared = (item, None) if not isinstance(item, dict) else (
+            item.get("folder"), item.get("latent_space")
+        )  # fmt: skip
+        if folder is None:
+            raise ValueError("vae_folders: each item is a folder, or {folder, latent_space}")
+        for path in sorted(_resolve(folder, base).iterdir()):
+            if not (path.suffix == ".safetensors" or (path / "config.json").is_file()):
+                continue
+            name = path.stem if path.is_file() else path.name
+            try:
+                vaes[name] = _vae_entry(name, {"file": path, "latent_space": declared}, base)
+            except ValueError as unfit:
+                log.warning("VAE %s left out: %s", path, unfit)
+    for name, entry in (raw.get("vaes") or {}).items():
+        folder = entry.get("folder") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and folder is not None and "file" not in entry:
+            entry = {k: v for k, v in entry.items() if k != "folder"} | {"file": folder}
+        vaes[name] = _vae_entry(name, entry, base) if isinstance(entry, dict) else entry
+    return {k: v for k, v in raw.items() if k != "vae_folders"} | ({"vaes": vaes} if vaes else {})
+
+
+def _vae_entry(name: str, entry: dict[str, Any], base: Path) -> dict[str, Any]:
+    """One VAE entry with its latent space settled: as written, checked against the file."""
+    if "file" not in entry:
+        return entry  # validation says what is missing
+    file = _resolve(entry["file"], base)
+    declared = entry.get("latent_space")
+    if declared is not None and declared not in LATENT_SPACES:
+        return entry  # validation lists the latent spaces
+    probed = probe_vae(file) if file.exists() else None
+    if file.exists() and probed is None:
+        why = (
+            "holds no VAE decoder (no decoder.conv_in.weight)"
+            if file.is_dir() or file.suffix == ".safetensors"
+            else "is not a safetensors file or a diffusers folder; convert it to safetensors"
+        )
+        raise ValueError(f"VAE {name!r}: {file} {why}")
+    if probed is None:
+        if declared is None:
+            raise ValueError(f"VAE {name!r}: {file} cannot be read here; write its latent_space")
+        return {**entry, "latent_space_from": "registry", "channels_checked": False}
+    space = declared or probed.latent_space
+    fits = [s.name for s in LATENT_SPACES.values() if s.channels == probed.channels]
+    if space is None:
+        raise ValueError(
+            f"VAE {name!r}: {file.name} decodes {probed.channels}-channel latents, which "
+            f"{' and '.join(fits) or 'no latent space here'} have; write its latent_space"
+        )
+    if probed.latent_space is not None and probed.latent_space != space:
+        raise ValueError(
+            f"VAE {name!r}: the registry says {space}, but {file.name}'s config is that of a "
+            f"{probed.latent_space} VAE; fix the entry's latent_space"
+        )
+    if LATENT_SPACES[space].channels != probed.channels:
+        raise ValueError(
+            f"VAE {name!r}: the registry says {space} ({LATENT_SPACES[space].channels} "
+            f"channels), but {file.name} decodes {probed.channels}-channel latents (a VAE of "
+            f"{' or '.join(fits) or 'no latent space here'}); fix the entry's latent_space"
+        )
+    from_header = probed.latent_space is not None
+    return {
+        **entry,
+        "file": file,
+        "latent_space": space,
+        "latent_space_from": "header" if from_header else "registry",
+        "channels_checked": True,
+    }

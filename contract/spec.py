@@ -123,6 +123,11 @@ class Stage(_Strict):
         "models were trained with). Models whose prompt is not read from CLIP layers (Flux, "
         "Chroma) take none.",
     )
+    vae: Annotated[str | None, Field(pattern=MODEL_NAME_PATTERN)] = Field(
+        None,
+        description="A registered VAE (GET /vaes) to decode (and encode) this stage's pictures "
+        "in place of its model's own; it must be of the model's latent space.",
+    )
 
 
 class JobSpec(_Strict):

@@ -33,8 +33,10 @@ RuleType = Literal[
     "unknown_sampler",
     "unknown_upscaler",
     "unknown_schedule",
+    "unknown_vae",
     "unsupported_image",
     "upscaler_handoff_mismatch",
+    "vae_latent_space_mismatch",
     "webhook_url_refused",
 ]
 

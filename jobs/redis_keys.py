@@ -43,6 +43,10 @@ def a1111_checkpoint_key(owner: str) -> str:
     return f"{PREFIX}:a1111:checkpoint:{owner}"
 
 
+def a1111_vae_key(owner: str) -> str:
+    return f"{PREFIX}:a1111:vae:{owner}"
+
+
 def a1111_current_key(owner: str) -> str:
     return f"{PREFIX}:a1111:current:{owner}"
 

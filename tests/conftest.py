@@ -51,7 +51,8 @@ def demo_models() -> Path:
 
 @pytest.fixture(scope="session")
 def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo models, plus `demo-broken`: an SD1.5 entry whose files are corrupt."""
+    """The demo models, LoRA, upscalers and VAEs, plus `demo-broken`: an SD1.5 entry whose files
+    are corrupt."""
     root = tmp_path_factory.mktemp("registry")
     broken = root / "broken-sd15"
     broken.mkdir()
@@ -82,7 +83,15 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         f.stem: {"file": str(f)}
         for f in sorted((demo_models / "demo-upscalers").glob("*.safetensors"))
     }
-    path.write_text(yaml.safe_dump({"models": models, "loras": loras, "upscalers": upscalers}))
+    vaes = {
+        f"{model}-vae": {
+            "latent_space": space,
+            "file": str(demo_models / "demo-vaes" / f"{model}-vae.safetensors"),
+        }
+        for model, space in (("demo-sd15", "sd1"), ("demo-sdxl", "sdxl"))
+    }
+    sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes}
+    path.write_text(yaml.safe_dump(sections))
     return path
 
 

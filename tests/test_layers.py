@@ -83,6 +83,10 @@ def test_each_worker_wing_imports_only_the_wings_before_it() -> None:
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
     "demo/upscalers.py": "its files are what tests/workers/models/test_upscalers.py loads",
+    "demo/vaes.py": "its files are what tests/workers/models/test_vaes.py and "
+    "tests/contract/test_vae_files.py load",
+    "demo/layouts.py": "LDM's names for demo files: tests/workers/models/test_vaes.py loads them "
+    "beside diffusers' layout, tests/workers/models/test_loading.py as A1111 checkpoints",
     "demo/parts.py": "the demo builders' pieces: tests/demo/test_models.py",
     "demo/sd.py": "demo builders: tests/demo/test_models.py loads what they build",
     "demo/flux.py": "demo builders: tests/demo/test_models.py loads what they build",
@@ -92,7 +96,6 @@ UNMIRRORED = {
     "tests/workers/segments/test_batching.py",
     "jobs/outage.py": "Redis restarts: tests/stack/reliability/test_faults.py",
     "workers/stages/errors.py": "an exception class; tests/workers/stages/test_chain.py raises it",
-    "workers/stages/setup.py": "a stage's LoRAs and sampler: tests/workers/stages/test_chain.py",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",
     "jobs/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "

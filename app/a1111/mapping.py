@@ -44,6 +44,10 @@ MAX_IMAGES = 4
 
 # A1111's Clip skip: a setting of the whole generation, sent as an override.
 _CLIP_SKIP = ("override_settings", "CLIP_stop_at_last_layers")
+# A1111's VAE setting. "Automatic" looks for a VAE file named like the checkpoint, else takes
+# the checkpoint's own; "None" the checkpoint's own. Here both mean the model's own VAE.
+VAE_SETTING = ("override_settings", "sd_vae")
+OWN_VAE = ("", "Automatic", "None")
 # Where a job-spec field of each stage role is in an A1111 request.
 _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
     "base": {
@@ -56,6 +60,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "negative_prompt": ("negative_prompt",),
         "loras": ("prompt",),  # from its <lora:name:weight> tags
         "clip_skip": _CLIP_SKIP,
+        "vae": VAE_SETTING,
     },
     "refine": {
         "model": ("refiner_checkpoint",),
@@ -63,6 +68,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "handoff": ("refiner_checkpoint",),
         "switch_at": ("refiner_switch_at",),
         "clip_skip": _CLIP_SKIP,
+        "vae": VAE_SETTING,
     },
     "hires": {
         "model": ("hr_checkpoint_name",),
@@ -80,6 +86,7 @@ _STAGE_FIELDS: dict[str, dict[str, tuple[str | int, ...]]] = {
         "guidance_scale": ("hr_cfg",),
         "loras": ("prompt",),
         "clip_skip": _CLIP_SKIP,
+        "vae": VAE_SETTING,
     },
 }
 _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
@@ -118,7 +125,39 @@ def lora_tags(prompt: str) -> tuple[str, list[dict[str, Any]]]:
     return " ".join(_LORA_TAG.sub(" ", prompt).split()), uses
 
 
-def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegistry) -> JobSpec:
+def resolve_vae(name: str, registry: ModelRegistry) -> str | None:
+    """The registered VAE a client means: its registry name, or its file's name with or without
+    the extension (A1111 lists VAEs by file name)."""
+    if name in registry.vaes:
+        return name
+    return next(
+        (n for n, v in sorted(registry.vaes.items()) if name in (v.file.name, v.file.stem)), None
+    )
+
+
+def chosen_vae(name: str, registry: ModelRegistry, loc: tuple[str, ...]) -> str | None:
+    """The VAE an `sd_vae` value names (None: the model's own), or a 422 at `loc` listing them."""
+    if name in OWN_VAE:
+        return None
+    found = resolve_vae(name, registry)
+    if found is None:
+        known = ", ".join(["Automatic", "None", *sorted(registry.vaes)])
+        raise JobRejected(
+            [
+                Violation(
+                    "unknown_vae",
+                    loc,
+                    f"sd_vae {name!r} is not registered; GET /sdapi/v1/sd-vae lists them: {known}",
+                    {"vae": name},
+                )
+            ]
+        )
+    return found
+
+
+def txt2img_spec(
+    request: Txt2ImgRequest, checkpoint: str, registry: ModelRegistry, stored_vae: str | None = None
+) -> JobSpec:
     stages: list[dict[str, Any]] = [_base_stage(request, checkpoint)]
     roles = ["base"]
     if request.refiner_checkpoint not in (None, *SAME_CHECKPOINT):
@@ -136,10 +175,13 @@ def txt2img_spec(request: Txt2ImgRequest, checkpoint: str, registry: ModelRegist
         stages.append(hires)
         roles.append("hires")
     _with_clip_skip(request, stages, registry)
+    _with_vae(request, stages, registry, stored_vae)
     return _spec(request, stages, roles, {})
 
 
-def img2img_spec(request: Img2ImgRequest, checkpoint: str, registry: ModelRegistry) -> JobSpec:
+def img2img_spec(
+    request: Img2ImgRequest, checkpoint: str, registry: ModelRegistry, stored_vae: str | None = None
+) -> JobSpec:
     if len(request.init_images) != 1:
         _refuse(("init_images",), "send exactly one picture in init_images")
     if request.mask is not None:
@@ -149,7 +191,31 @@ def img2img_spec(request: Img2ImgRequest, checkpoint: str, registry: ModelRegist
     top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}
     stages = [_base_stage(request, checkpoint)]
     _with_clip_skip(request, stages, registry)
+    _with_vae(request, stages, registry, stored_vae)
     return _spec(request, stages, ["base"], top)
+
+
+def _with_vae(
+    request: Txt2ImgRequest | Img2ImgRequest,
+    stages: list[dict[str, Any]],
+    registry: ModelRegistry,
+    stored: str | None,
+) -> None:
+    """A1111's VAE (`override_settings.sd_vae`, else the key's `options` choice) on each stage
+    whose model works in its latent space. One the request names goes on the base stage
+    whatever it is, so that a VAE of another latent space is refused there (the rule's 422, at
+    `override_settings.sd_vae`); the key's stored choice stays off the stages it does not fit,
+    as A1111 keeps a checkpoint's own VAE where a VAE preference does not apply."""
+    wanted = (request.override_settings or {}).get(VAE_SETTING[1])
+    name = stored if wanted is None else chosen_vae(str(wanted), registry, VAE_SETTING)
+    if name is None or name not in registry.vaes:
+        return
+    space = registry.vaes[name].latent_space
+    for k, stage in enumerate(stages):
+        entry = registry.get(stage["model"])
+        fits = entry is not None and entry.latent_space.name == space
+        if fits or (k == 0 and wanted is not None):
+            stage["vae"] = name
 
 
 def _with_clip_skip(

@@ -3,7 +3,7 @@
 A txt2img or img2img request becomes a job through the same admission as `POST /jobs` (caps,
 budgets, the latent-space rule), owned by the caller's key and visible in `/jobs`; the request
 then holds its connection until the job ends, as A1111 is synchronous. `progress`, `interrupt`
-and `skip` act on the caller's current A1111 job. `options` sets a checkpoint per key.
+and `skip` act on the caller's current A1111 job. `options` sets a checkpoint and a VAE per key.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from app.a1111.mapping import (
     LATENT_UPSCALERS,
     PIXEL_UPSCALERS,
+    chosen_vae,
     img2img_spec,
     in_a1111_terms,
     resolve_checkpoint,
@@ -40,6 +41,7 @@ from app.a1111.schemas import (
     SchedulerItem,
     ScriptsList,
     SDModelItem,
+    SDVaeItem,
     Txt2ImgRequest,
     UpscalerItem,
 )
@@ -56,6 +58,7 @@ from contract.violations import JobRejected
 from jobs.redis_keys import (
     a1111_checkpoint_key,
     a1111_current_key,
+    a1111_vae_key,
     image_key,
     job_key,
     text,
@@ -87,7 +90,7 @@ async def txt2img(
 ) -> Any:
     """Text to image, with A1111's hires fix (`enable_hr`) and refiner fields."""
     checkpoint = await _checkpoint(body.override_settings, caller, redis, registry)
-    spec = txt2img_spec(body, checkpoint, registry)
+    spec = txt2img_spec(body, checkpoint, registry, await _stored_vae(caller, redis, registry))
     return await _run(spec, body.model_dump(), checkpoint, caller, jobs, hub, redis)
 
 
@@ -107,7 +110,7 @@ async def img2img(
 ) -> Any:
     """Image to image from `init_images[0]`, re-noised by `denoising_strength`."""
     checkpoint = await _checkpoint(body.override_settings, caller, redis, registry)
-    spec = img2img_spec(body, checkpoint, registry)
+    spec = img2img_spec(body, checkpoint, registry, await _stored_vae(caller, redis, registry))
     echoed = body.model_dump()
     if not body.include_init_images:  # as A1111 answers
         echoed.update(init_images=None, mask=None)
@@ -256,6 +259,12 @@ async def _current_checkpoint(
     return registry.a1111_checkpoint
 
 
+async def _stored_vae(caller: Caller, redis: AsyncRedisDep, registry: ModelRegistry) -> str | None:
+    """The key's `options` choice of VAE, while it is registered (None: the model's own)."""
+    chosen = await redis.get(a1111_vae_key(caller.name))
+    return text(chosen) if chosen is not None and text(chosen) in registry.vaes else None
+
+
 def _unknown_checkpoint(name: str, loc: tuple[str, ...], registry: ModelRegistry) -> None:
     msg = (
         f"checkpoint {name!r} is not registered; GET /sdapi/v1/sd-models lists them: "
@@ -316,9 +325,16 @@ async def skip(caller: A1111CallerDep, jobs: JobServiceDep, redis: AsyncRedisDep
 async def get_options(
     caller: A1111CallerDep, redis: AsyncRedisDep, registry: RegistryDep
 ) -> dict[str, Any]:
-    """The options A1111 clients read: the key's checkpoint (others are not settings here)."""
+    """The options A1111 clients read: the key's checkpoint and VAE (others are not settings
+    here)."""
     checkpoint = await _current_checkpoint(caller, redis, registry)
-    return {"sd_model_checkpoint": checkpoint, "samples_format": "png", "sd_checkpoint_hash": None}
+    vae = await _stored_vae(caller, redis, registry)
+    return {
+        "sd_model_checkpoint": checkpoint,
+        "sd_vae": vae or "Automatic",
+        "samples_format": "png",
+        "sd_checkpoint_hash": None,
+    }
 
 
 @router.post("/options", operation_id="a1111_set_options", responses=documented(400, 413, 422))
@@ -328,7 +344,15 @@ async def set_options(
     registry: RegistryDep,
     body: dict[str, Any] = Body(...),  # noqa: B008 (FastAPI's way to take any JSON object)
 ) -> dict[str, Any]:
-    """Set the key's checkpoint (`sd_model_checkpoint`); other options are accepted and ignored."""
+    """Set the key's checkpoint (`sd_model_checkpoint`) and VAE (`sd_vae`: its later requests'
+    stages of that VAE's latent space decode with it; `Automatic` or `None`: the checkpoint's
+    own); other options are accepted and ignored."""
+    if "sd_vae" in body:
+        vae = chosen_vae(str(body["sd_vae"]), registry, ("sd_vae",))
+        if vae is None:
+            await redis.delete(a1111_vae_key(caller.name))
+        else:
+            await redis.set(a1111_vae_key(caller.name), vae)
     wanted = body.get("sd_model_checkpoint")
     if wanted:
         found = resolve_checkpoint(str(wanted), registry)
@@ -361,6 +385,16 @@ async def sd_models(_: A1111CallerDep, registry: RegistryDep) -> list[SDModelIte
                 )
             )
     return items
+
+
+@router.get("/sd-vae", operation_id="a1111_sd_vae")
+async def sd_vae(_: A1111CallerDep, registry: RegistryDep) -> list[SDVaeItem]:
+    """The registered VAEs, for `override_settings.sd_vae` (or `options`); `Automatic` and
+    `None`, which mean the checkpoint's own, are not listed, as A1111 lists none of them."""
+    return [
+        SDVaeItem(model_name=name, filename=str(entry.file))
+        for name, entry in sorted(registry.vaes.items())
+    ]
 
 
 @router.get("/samplers", operation_id="a1111_samplers")

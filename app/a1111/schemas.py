@@ -48,8 +48,9 @@ class _Request(BaseModel):
     s_noise: float | None = None
     override_settings: dict[str, Any] | None = Field(
         None,
-        description="Read: sd_model_checkpoint (the checkpoint of this request) and "
-        "CLIP_stop_at_last_layers (Clip skip, for models that read CLIP layers).",
+        description="Read: sd_model_checkpoint (the checkpoint of this request), "
+        "CLIP_stop_at_last_layers (Clip skip, for models that read CLIP layers) and sd_vae (a "
+        "VAE of GET /sdapi/v1/sd-vae; Automatic or None: the checkpoint's own).",
     )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
@@ -147,6 +148,11 @@ class SDModelItem(BaseModel):
     sha256: str | None
     filename: str
     config: str | None
+
+
+class SDVaeItem(BaseModel):
+    model_name: str = Field(description="As `override_settings.sd_vae` (or its file's name).")
+    filename: str
 
 
 class SamplerItem(BaseModel):

@@ -8,7 +8,7 @@ from pydantic import Field
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
 from app.keys import CallerDep
-from contract.architectures import ArchitectureName
+from contract.architectures import ARCHITECTURES, ArchitectureName
 from contract.envelope import Answer
 from contract.latent_spaces import LatentSpaceName
 from contract.resamplers import Upscaler
@@ -116,6 +116,42 @@ def list_loras(registry: RegistryDep, _: CallerDep) -> list[LoraInfo]:
             architecture_from=lora.architecture_from,
         )
         for name, lora in sorted(registry.loras.items())
+    ]
+
+
+class VaeInfo(Answer):
+    name: str = Field(description="As a stage's `vae`.")
+    latent_space: LatentSpaceName = Field(
+        description="The only latent space it decodes: stages whose model works in it may use it."
+    )
+    architectures: list[ArchitectureName] = Field(
+        description="The architectures of that latent space."
+    )
+    file: str = Field(description="Its file (or diffusers folder) name.")
+    latent_space_from: Literal["header", "registry"] = Field(
+        description="`header`: a diffusers folder's config says it; `registry`: as the registry "
+        "writes it (a VAE's weights do not tell SD1.5's from SDXL's)."
+    )
+    channels_checked: bool = Field(
+        description="Whether its file was read and its latent channels agree with the space."
+    )
+
+
+@router.get("/vaes", operation_id="list_vaes")
+def list_vaes(registry: RegistryDep, _: CallerDep) -> list[VaeInfo]:
+    """Registered VAEs and the latent space each decodes."""
+    return [
+        VaeInfo(
+            name=name,
+            latent_space=vae.latent_space,
+            architectures=[
+                a.name for a in ARCHITECTURES.values() if a.latent_space.name == vae.latent_space
+            ],
+            file=vae.file.name,
+            latent_space_from=vae.latent_space_from,
+            channels_checked=vae.channels_checked,
+        )
+        for name, vae in sorted(registry.vaes.items())
     ]
 
 

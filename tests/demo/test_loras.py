@@ -17,7 +17,7 @@ from demo.loras import build_flux_lora, build_sd15_lora
 from jobs.settings import CommonSettings
 from workers.models.cache import ModelCache
 from workers.models.checkpoint_probe import diagnose
-from workers.stages.chain import run_chain
+from workers.stages.chain import Components, run_chain
 from workers.stages.outcomes import Made
 
 
@@ -82,7 +82,7 @@ def test_a_job_runs_with_each_demo_lora_and_each_changes_its_stage(
             {"model": "demo-flux", "mode": "hires", "steps": 2, "loras": flux_loras},
         )
         loras = demo_registry.loras
-        made = run_chain(job, range(2), None, cache.get, never_stop, "w", loras)
+        made = run_chain(job, range(2), None, cache.get, never_stop, "w", Components(loras=loras))
         assert isinstance(made, Made), made
         images, traces = made.pictures, made.traces
         used = [[u.name for u in t.loras] for t in traces]

@@ -6,6 +6,7 @@ interrupt."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,26 @@ def test_clip_skip_reads_the_prompt_from_an_earlier_layer_and_says_so(api: WebUI
     assert skipped.images[0].tobytes() != last.images[0].tobytes()
     assert parameters(skipped).endswith("Model: demo-sd15, Clip skip: 2")
     assert (last.info["clip_skip"], skipped.info["clip_skip"]) == (1, 2)
+
+
+def test_sd_vae_decodes_with_the_listed_vae_and_the_png_says_which(api: WebUIApi) -> None:
+    listed = [v["model_name"] for v in api.get_sd_vae()]
+    assert listed == ["demo-sd15-vae", "demo-sdxl-vae"]
+
+    def draw(vae: str) -> WebUIApiResult:
+        return api.txt2img(
+            prompt="a lighthouse", seed=5, width=64, height=64,
+            override_settings={**SD15, "sd_vae": vae},
+        )  # fmt: skip
+
+    own, other, own_again = draw("Automatic"), draw(listed[0]), draw("None")
+    assert other.images[0].tobytes() != own.images[0].tobytes()
+    assert own_again.images[0].tobytes() == own.images[0].tobytes()
+    assert re.search(r"Model: demo-sd15, VAE hash: [0-9a-f]{10}, VAE: demo-sd15-vae$",
+                     parameters(other))  # fmt: skip
+    with pytest.raises(RuntimeError) as refused:
+        draw("demo-sdxl-vae")  # an SDXL VAE on an SD1.5 checkpoint
+    assert "vae_latent_space_mismatch" in str(refused.value)
 
 
 def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:

@@ -27,5 +27,12 @@ def registry(demo_models: Path) -> ModelRegistry:
                 f.name.removesuffix(".safetensors"): {"file": str(f), "device": "cpu"}
                 for f in sorted((demo_models / "demo-upscalers").glob("*.safetensors"))
             },
+            "vaes": {
+                f"{model}-vae": {
+                    "latent_space": space,
+                    "file": str(demo_models / "demo-vaes" / f"{model}-vae.safetensors"),
+                }
+                for model, space in (("demo-sd15", "sd1"), ("demo-sdxl", "sdxl"))
+            },
         }
     )

@@ -20,6 +20,7 @@ from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
+from contract.vae_files import weights_file
 from workers.families import pipelines_for
 from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
@@ -30,6 +31,7 @@ from workers.models.loading import (
     resolve_dtype,
 )
 from workers.models.upscalers import LoadedUpscaler, load_upscaler
+from workers.models.vaes import LoadedVae, load_vae
 from workers.models.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
 
 log = logging.getLogger("imagegen.worker")
@@ -108,6 +110,8 @@ class ModelCache:
         self.unavailable: dict[str, str] = {}  # model -> why its last load failed
         self.evictions = 0
         self._upscalers: dict[str, LoadedUpscaler] = {}
+        # Registered VAEs, per (name, device, dtype): one file serves every model of its space.
+        self._vaes: dict[tuple[str, str, str], LoadedVae] = {}
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -116,9 +120,40 @@ class ModelCache:
         return self._resident
 
     def _recount(self) -> None:
-        self._resident = resident_bytes(m.text for m in self._loaded.values()) + sum(
-            u.param_bytes for u in self._upscalers.values()
+        self._resident = (
+            resident_bytes(m.text for m in self._loaded.values())
+            + sum(u.param_bytes for u in self._upscalers.values())
+            + sum(v.param_bytes for v in self._vaes.values())
         )
+
+    def vae(self, name: str, model: LoadedModel) -> LoadedVae:
+        """A registered VAE on `model`'s device and dtype, shaped as its own VAE: loaded once and
+        kept under the same memory budget (least recently used first, never the one asked for
+        now). The caller has checked the VAE's latent space is the model's (contract.vaes)."""
+        key = (name, model.device, str(model.dtype))
+        loaded = self._vaes.get(key)
+        if loaded is None:
+            entry = self.registry.vaes.get(name)
+            if entry is None:
+                raise ModelUnavailable(f"VAE {name!r} is not in this worker's registry")
+            try:
+                if self.budget_bytes is not None:
+                    size = _file_bytes(weights_file(entry.file), model.dtype)
+                    self._make_room(size, keep={model.entry.name})
+                loaded = load_vae(entry, model.text.vae, model.device, model.dtype)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
+                log.exception("loading VAE %s failed", name)
+                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
+                raise ModelUnavailable(f"VAE {name!r} could not be loaded: {why}") from exc
+            self._vaes[key] = loaded
+            self._recount()
+            log.info(
+                "loaded VAE %s (%s, %.1f MiB)", name, entry.latent_space, loaded.param_bytes / 2**20
+            )
+        loaded.last_used = time.monotonic()
+        return loaded
 
     def upscaler(self, name: str) -> LoadedUpscaler:
         """A registered upscaler model, loaded once and kept under the same memory budget."""
@@ -250,7 +285,7 @@ class ModelCache:
     def _make_room(
         self, incoming: int, keep: set[str], adapters_kept: frozenset[tuple[str, str]] = frozenset()
     ) -> None:
-        """Evict the least recently used models, upscalers and LoRA adapters (never those the
+        """Evict the least recently used models, upscalers, VAEs and LoRA adapters (never those the
         running job needs) until `incoming` bytes fit in the budget."""
         if self.budget_bytes is None:
             return
@@ -264,6 +299,7 @@ class ModelCache:
                 for n, u in self._upscalers.items()
                 if n not in spared
             ]
+            evictable += [(v.last_used, "vae", "/".join(k), "") for k, v in self._vaes.items()]
             evictable += [
                 (used, "adapter", n, adapter)
                 for n, m in self._loaded.items()
@@ -282,6 +318,8 @@ class ModelCache:
                 continue
             if kind == "upscaler":
                 del self._upscalers[victim]
+            elif kind == "vae":
+                del self._vaes[next(k for k in self._vaes if "/".join(k) == victim)]
             else:
                 self._loaded[victim].delete_adapter(adapter)
             self._recount()
@@ -314,11 +352,11 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     return f"{type(exc).__name__}: {first_line(exc)} (from {where}); check its files and entry"
 
 
-def _file_bytes(path: Path) -> int:
-    """An upscaler's size once loaded: its tensors in fp32 (spandrel loads them so), or the file's
-    size for a pickle, whose header says nothing."""
+def _file_bytes(path: Path, dtype: torch.dtype = torch.float32) -> int:
+    """A file's size once loaded: its tensors in `dtype` (spandrel loads upscalers in fp32), or
+    the file's size for a pickle, whose header says nothing."""
     if path.suffix.lower() in SAFETENSORS_SUFFIXES and path.is_file():
-        return estimated_bytes([path], torch.float32)
+        return estimated_bytes([path], dtype)
     return path.stat().st_size if path.is_file() else 0
 
 

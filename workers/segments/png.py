@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -16,7 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 from contract.checked import CheckedSpec, HiresStage, RefineStage
 from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
 
-__all__ = ["encode_png", "parameters_text", "sampler_name"]
+__all__ = ["FileHashes", "encode_png", "parameters_text", "sampler_name"]
 
 SPEC_CHUNK = "imagegen-spec"
 
@@ -40,12 +41,21 @@ def _quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class FileHashes:
+    """A1111's short hashes of the registered files a job used, by registry name."""
+
+    loras: dict[str, str] = field(default_factory=dict)
+    vaes: dict[str, str] = field(default_factory=dict)
+
+
 def parameters_text(
-    spec: CheckedSpec, index: int, sampler: str, lora_hashes: dict[str, str] | None = None
+    spec: CheckedSpec, index: int, sampler: str, hashes: FileHashes | None = None
 ) -> str:
     """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
     A1111's `create_infotext` writes it. The first stage's LoRAs appear as A1111 prompts carry
-    them (`<lora:name:weight>`), with `Lora hashes`."""
+    them (`<lora:name:weight>`), with `Lora hashes`; its VAE as `VAE hash` and `VAE`."""
+    hashes = hashes or FileHashes()
     base = spec.stages[0]
     fields: list[tuple[str, object]] = [
         ("Steps", base.steps),
@@ -56,6 +66,8 @@ def parameters_text(
         ("Size", f"{spec.width}x{spec.height}"),
         ("Model", base.model),
     ]
+    if base.vae is not None:  # A1111 writes the 10 hex digits of its VAE hash
+        fields += [("VAE hash", hashes.vaes.get(base.vae, "")[:10] or None), ("VAE", base.vae)]
     hires = next((s for s in spec.stages if isinstance(s, HiresStage)), None)
     if spec.strength is not None:
         fields.append(("Denoising strength", spec.strength))
@@ -79,8 +91,8 @@ def parameters_text(
     refine = next((s for s in spec.stages if isinstance(s, RefineStage)), None)
     if refine is not None:
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
-    if lora_hashes:
-        fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in lora_hashes.items())))
+    if hashes.loras:
+        fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in hashes.loras.items())))
     tags = "".join(f" <lora:{u.name}:{u.weight:g}>" for u in base.loras or ())
     lines = [spec.prompt + tags]
     if spec.negative_prompt:

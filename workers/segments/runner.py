@@ -28,7 +28,7 @@ from workers.segments.finisher import Finisher
 from workers.segments.gathering import Gatherer
 from workers.segments.progress import StepMonitor
 from workers.segments.state import SegmentState
-from workers.stages.chain import Member, Pictures, run_group
+from workers.stages.chain import Components, Member, Pictures, run_group
 from workers.stages.outcomes import Failed, Outcome
 
 log = logging.getLogger("imagegen.worker")
@@ -158,11 +158,10 @@ class JobRunner:
             if member is not leader:
                 end(member)
 
+        components = Components.of(self.cache)
+
         def run(group: list[Member]) -> None:
-            run_group(
-                group, stages, self.cache.get, self.worker_name, self.registry.loras,
-                self.cache.upscaler, left,
-            )  # fmt: skip
+            run_group(group, stages, self.cache.get, self.worker_name, components, left)
 
         try:
             # Loaded before the calls: a model that cannot load is no batch too big, and its

@@ -21,6 +21,7 @@ from contract.checked import CheckedSpec
 from contract.envelope import FailureType, JobEnvelope, JobStatus, StageTrace, image_url
 from contract.registry import ModelRegistry
 from contract.segments import Segment
+from contract.vae_files import weights_file
 from jobs import metrics
 from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
@@ -31,7 +32,7 @@ from jobs.store import now
 from workers.models.cache import first_line
 from workers.models.weights import file_hash
 from workers.segments.finisher import Finisher
-from workers.segments.png import encode_png, parameters_text
+from workers.segments.png import FileHashes, encode_png, parameters_text
 from workers.stages.errors import StageError
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped
 
@@ -209,7 +210,7 @@ class SegmentState:
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
             exclude_none=True
         )
-        hashes = self._lora_hashes(spec)
+        hashes = self._file_hashes(spec)
         pngs = [
             encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
             for k, image in enumerate(images)
@@ -247,11 +248,17 @@ class SegmentState:
             pipe.execute()
         log.info("handed segment %d to pool %s", index, segment.pool)
 
-    def _lora_hashes(self, spec: CheckedSpec) -> dict[str, str]:
-        """A1111's `Lora hashes`: the first 12 hex digits of each used file's SHA-256."""
-        names = {u.name for stage in spec.stages for u in stage.loras or ()}
-        files = {n: self.registry.loras[n].file for n in names if n in self.registry.loras}
-        return {name: file_hash(path) for name, path in files.items()}
+    def _file_hashes(self, spec: CheckedSpec) -> FileHashes:
+        """A1111's short hashes of the LoRA and VAE files the job used: the first 12 hex digits
+        of each file's SHA-256."""
+        registry = self.registry
+        loras = {u.name for stage in spec.stages for u in stage.loras or ()}
+        vaes = {stage.vae for stage in spec.stages if stage.vae is not None}
+        vae_files = {n: weights_file(registry.vaes[n].file) for n in vaes if n in registry.vaes}
+        return FileHashes(
+            loras={n: file_hash(registry.loras[n].file) for n in loras if n in registry.loras},
+            vaes={name: file_hash(path) for name, path in vae_files.items()},
+        )
 
     def _trace_so_far(self, job_id: str) -> list[dict[str, object]]:
         raw = self.store.field(job_id, "trace")

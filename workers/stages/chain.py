@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,22 +22,29 @@ from contract.checked import CheckedSpec, RefineStage
 from contract.envelope import FailureType, StageTrace
 from contract.job_rules import latent_handoff_violation
 from contract.latent_spaces import LatentSpace
-from contract.registry import LoraEntry, ModelEntry
+from contract.registry import ModelEntry
 from contract.resamplers import Upscaler
 from contract.spec import Handoff, Mode, Stage
 from contract.upscalers import upscaler_violation
 from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
-from workers.models.upscalers import LoadedUpscaler, upscale
+from workers.models.upscalers import upscale
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
-from workers.stages.setup import stage_clip_skip, stage_loras, stage_sampler
+from workers.stages.setup import (
+    Components,
+    UpscalerLookup,
+    stage_clip_skip,
+    stage_loras,
+    stage_sampler,
+    stage_vae,
+)
 
 log = logging.getLogger("imagegen.worker")
-__all__ = ["Member", "run_chain", "run_group"]
+__all__ = ["Components", "Member", "run_chain", "run_group"]
 
 
 @dataclass
@@ -63,7 +70,6 @@ Carry = Latents | Pictures
 # (stage index, steps done, steps in this stage) -> a reason to stop, or None
 StepMonitor = Callable[[int, int, int], StopReason | None]
 ModelLookup = Callable[[str], LoadedModel]
-UpscalerLookup = Callable[[str], LoadedUpscaler]
 
 
 @dataclass
@@ -103,15 +109,14 @@ def run_chain(
     models: ModelLookup,
     monitor: StepMonitor,
     worker: str,
-    loras: Mapping[str, LoraEntry] | None = None,
-    upscalers: UpscalerLookup | None = None,
+    components: Components | None = None,
 ) -> Outcome:
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
     previous segment handed over) or from text, for one job alone; return how they ended.
-    `loras` are the registry's, for stages that name some; `upscalers` loads upscaler models
-    for hires stages that name one."""
+    `components` are the registry's LoRAs, VAEs and upscaler models, for stages that name some,
+    with the loaders of those that load apart from a model."""
     member = Member("", spec, monitor, Pictures(pictures) if pictures is not None else None)
-    run_group([member], stages, models, worker, loras, upscalers)
+    run_group([member], stages, models, worker, components)
     assert member.outcome is not None  # run_group ends every member
     return member.outcome
 
@@ -121,8 +126,7 @@ def run_group(
     stages: range,
     models: ModelLookup,
     worker: str,
-    loras: Mapping[str, LoraEntry] | None = None,
-    upscalers: UpscalerLookup | None = None,
+    components: Components | None = None,
     left: Callable[[Member], None] | None = None,
 ) -> None:
     """Run `stages` for every member, one pipeline call per stage for all of them, and end each
@@ -131,7 +135,7 @@ def run_group(
     (a model that cannot load, a call out of memory) fails every member still running; losing
     Redis is raised, for the segment to run again once it is back."""
     try:
-        _run_stages(members, stages, models, worker, loras or {}, upscalers, left)
+        _run_stages(members, stages, models, worker, components or Components(), left)
     except REDIS_ERRORS:
         raise
     except Exception as exc:  # a model that raises must not take the worker down
@@ -152,8 +156,7 @@ def _run_stages(
     stages: range,
     models: ModelLookup,
     worker: str,
-    loras: Mapping[str, LoraEntry],
-    upscalers: UpscalerLookup | None,
+    components: Components,
     left: Callable[[Member], None] | None,
 ) -> None:
     for i in stages:
@@ -164,8 +167,11 @@ def _run_stages(
         started = time.perf_counter()
         model = models(stage.model)
         received = [_describe(m.carry, i) for m in group]
-        with stage_loras(model, i, stage, loras):
-            step_seconds, sampler = _run_stage(i, group, model, upscalers)
+        with (
+            stage_loras(model, i, stage, components.loras),
+            stage_vae(model, i, stage, components.vaes, components.vae),
+        ):
+            step_seconds, sampler = _run_stage(i, group, model, components.upscaler)
         for member in group:
             if not member.running and left is not None:
                 left(member)
@@ -193,6 +199,7 @@ def _run_stages(
                     loras=stage.loras or [],
                     upscaler=None if stage.upscaler is None else str(stage.upscaler),
                     clip_skip=stage.clip_skip,
+                    vae=stage.vae,
                     batch_size=made_together,
                 )
             )

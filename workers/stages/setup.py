@@ -1,11 +1,12 @@
-"""What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs
-and its sampler; and what it asks of the call: its Clip skip. The next job sees the model as
-registered."""
+"""What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs,
+its VAE and its sampler; and what it asks of the call: its Clip skip. The next job sees the model
+as registered."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import diffusers
 from diffusers import DiffusionPipeline
@@ -15,10 +16,13 @@ from contract.architectures import ArchitectureName
 from contract.envelope import FailureType
 from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
-from contract.registry import LoraEntry
+from contract.registry import LoraEntry, VaeEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
 from contract.spec import Stage
-from workers.models.cache import LoadedModel
+from contract.vaes import vae_violation
+from workers.models.cache import LoadedModel, ModelCache, ModelUnavailable
+from workers.models.upscalers import LoadedUpscaler
+from workers.models.vaes import LoadedVae
 from workers.stages.errors import StageError
 
 
@@ -55,6 +59,64 @@ def stage_loras(
         yield
     finally:
         pipe.disable_lora()
+
+
+VaeLookup = Callable[[str, LoadedModel], LoadedVae]
+UpscalerLookup = Callable[[str], LoadedUpscaler]
+
+
+@dataclass(frozen=True)
+class Components:
+    """What a job's stages may load beside their models: the registry's entries, to check each
+    use against its rule, and the worker's loaders, where it has them (`Components.of` a
+    ModelCache)."""
+
+    loras: Mapping[str, LoraEntry] = field(default_factory=dict)
+    vaes: Mapping[str, VaeEntry] = field(default_factory=dict)
+    upscaler: UpscalerLookup | None = None
+    vae: VaeLookup | None = None
+
+    @classmethod
+    def of(cls, cache: ModelCache) -> Components:
+        registry = cache.registry
+        return cls(registry.loras, registry.vaes, cache.upscaler, cache.vae)
+
+
+@contextlib.contextmanager
+def stage_vae(
+    model: LoadedModel,
+    stage_index: int,
+    stage: Stage,
+    vaes: Mapping[str, VaeEntry],
+    load: VaeLookup | None,
+) -> Iterator[LoadedVae | None]:
+    """The stage's VAE in place of the model's own on both its pipelines for this stage only
+    (decoding its pictures, encoding an img2img input); the model's own is back afterwards. The
+    latent-space rule is checked again here, in the gateway's words, before anything loads."""
+    if stage.vae is None:
+        yield None
+        return
+    misfit = vae_violation(stage_index, stage.vae, model.entry, vaes)
+    if misfit is not None:
+        raise StageError.refusing(misfit, FailureType.INVALID_JOB)
+    if load is None:
+        raise StageError(FailureType.INVALID_JOB, f"VAE {stage.vae!r} is not served here")
+    try:
+        loaded = load(stage.vae, model)
+    except ModelUnavailable as unavailable:
+        raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
+    own = model.text.vae
+    # Tiling and slicing are the model's settings (registry vae_tiling), not the file's.
+    loaded.vae.use_tiling = getattr(own, "use_tiling", False)
+    loaded.vae.use_slicing = getattr(own, "use_slicing", False)
+    pipes = [model.text, model.image]
+    for pipe in pipes:
+        pipe.vae = loaded.vae
+    try:
+        yield loaded
+    finally:
+        for pipe in pipes:
+            pipe.vae = own
 
 
 @contextlib.contextmanager

@@ -204,3 +204,41 @@ def test_clip_skip_comes_from_a1111s_setting_and_skips_only_where_there_are_clip
         spec_of(registry, prompt="p", override_settings={"CLIP_stop_at_last_layers": 13})
     [error] = refused.value.errors()
     assert list(error["loc"]) == ["body", "override_settings", "CLIP_stop_at_last_layers"]
+
+
+def test_sd_vae_names_a_registered_vae_by_name_or_file_and_automatic_is_the_models_own(
+    registry: ModelRegistry,
+) -> None:
+    for name in ("demo-sd15-vae", "demo-sd15-vae.safetensors"):
+        [base] = spec_of(registry, prompt="p", override_settings={"sd_vae": name}).stages
+        assert base.vae == "demo-sd15-vae"
+    for own in ("Automatic", "None"):
+        [base] = spec_of(registry, prompt="p", override_settings={"sd_vae": own}).stages
+        assert base.vae is None
+    with pytest.raises(JobRejected) as unknown:
+        spec_of(registry, prompt="p", override_settings={"sd_vae": "vae-ft-mse.ckpt"})
+    [violation] = unknown.value.violations
+    assert (violation.type, violation.loc) == ("unknown_vae", ("override_settings", "sd_vae"))
+    assert "Automatic, None, demo-sd15-vae, demo-sdxl-vae" in violation.msg
+
+
+def test_sd_vae_goes_on_the_stages_of_its_latent_space_and_is_refused_on_the_checkpoint(
+    registry: ModelRegistry,
+) -> None:
+    base, hires = spec_of(
+        registry, prompt="p", override_settings={"sd_vae": "demo-sd15-vae"}, enable_hr=True,
+        hr_checkpoint_name="demo-flux", hr_upscaler="Lanczos",
+    ).stages  # fmt: skip
+    assert (base.vae, hires.vae) == ("demo-sd15-vae", None)  # Flux keeps its own
+    request = Txt2ImgRequest(prompt="p", width=64, height=64,
+                             override_settings={"sd_vae": "demo-sd15-vae"})  # fmt: skip
+    spec = txt2img_spec(request, "demo-sdxl", registry)
+    with pytest.raises(JobRejected) as rejected:
+        check_job(spec, registry, JobLimits())
+    [violation] = in_a1111_terms(rejected.value, spec).violations
+    assert violation.type == "vae_latent_space_mismatch"
+    assert violation.loc == ("override_settings", "sd_vae")
+    # A key's stored choice stays off a checkpoint it does not fit.
+    [own] = txt2img_spec(request.model_copy(update={"override_settings": None}), "demo-sdxl",
+                         registry, stored_vae="demo-sd15-vae").stages  # fmt: skip
+    assert own.vae is None

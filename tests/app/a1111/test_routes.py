@@ -43,6 +43,21 @@ def test_options_set_the_checkpoint_per_key(secured: TestClient) -> None:
     assert unknown.json()["detail"][0]["loc"] == ["body", "sd_model_checkpoint"]
 
 
+def test_options_set_the_vae_per_key_and_automatic_takes_it_back(secured: TestClient) -> None:
+    def vae(auth: tuple[str, str]) -> str:
+        return str(secured.get("/sdapi/v1/options", auth=auth).json()["sd_vae"])
+
+    assert vae(("a", ALICE)) == "Automatic"
+    chosen = {"sd_vae": "demo-sdxl-vae.safetensors"}
+    assert secured.post("/sdapi/v1/options", json=chosen, auth=("a", ALICE)).status_code == 200
+    assert (vae(("a", ALICE)), vae(("b", BOB))) == ("demo-sdxl-vae", "Automatic")
+    unknown = secured.post("/sdapi/v1/options", json={"sd_vae": "x.pt"}, auth=("a", ALICE))
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["body", "sd_vae"]
+    secured.post("/sdapi/v1/options", json={"sd_vae": "Automatic"}, auth=("a", ALICE))
+    assert vae(("a", ALICE)) == "Automatic"
+
+
 def test_the_lists_a1111_clients_read(client: TestClient) -> None:
     models = client.get("/sdapi/v1/sd-models").json()
     assert {"demo-sd15", "demo-flux", "demo-sdxl-refiner"} <= {m["title"] for m in models}
@@ -54,6 +69,9 @@ def test_the_lists_a1111_clients_read(client: TestClient) -> None:
         "None", "Lanczos", "Nearest", "compact-2x", "esrgan-4x", "swinir-2x",
     ]  # fmt: skip
     assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    vaes = client.get("/sdapi/v1/sd-vae").json()
+    assert [v["model_name"] for v in vaes] == ["demo-sd15-vae", "demo-sdxl-vae"]
+    assert vaes[0]["filename"].endswith("demo-vaes/demo-sd15-vae.safetensors")
     idle = client.get("/sdapi/v1/progress").json()
     assert (idle["progress"], idle["state"]["job_count"]) == (0.0, 0)
     assert client.post("/sdapi/v1/interrupt").status_code == 200  # nothing to stop
@@ -75,6 +93,16 @@ def test_a_refused_request_queues_nothing(client: TestClient, redis: Redis) -> N
     )
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "sampler_name"]
+    sd15_vae_on_sdxl = {"prompt": "p", "width": 64, "height": 64,
+                        "override_settings": {"sd_model_checkpoint": "demo-sdxl",
+                                              "sd_vae": "demo-sd15-vae"}}  # fmt: skip
+    mismatch = client.post("/sdapi/v1/txt2img", json=sd15_vae_on_sdxl)
+    assert mismatch.status_code == 422
+    [item] = mismatch.json()["detail"]
+    assert (item["type"], item["loc"]) == (
+        "vae_latent_space_mismatch", ["body", "override_settings", "sd_vae"]
+    )  # fmt: skip
+    assert queued(redis) == 0
 
 
 @pytest.fixture(params=[None, "demo-sdxl"], ids=["file-order", "named"])

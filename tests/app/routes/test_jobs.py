@@ -174,6 +174,26 @@ BAD_INPUT = {
         ["body", "stages", 0, "clip_skip"],
         "clip_skip_unsupported",
     ),
+    "an sd1.5 vae on sdxl": (
+        spec(stages=[{"model": "demo-sdxl", "vae": "demo-sd15-vae"}]),
+        ["body", "stages", 0, "vae"],
+        "vae_latent_space_mismatch",
+    ),
+    "an sdxl vae on flux": (
+        spec(
+            stages=[
+                {"model": "demo-sd15"},
+                {"model": "demo-flux", "mode": "hires", "vae": "demo-sdxl-vae"},
+            ]
+        ),
+        ["body", "stages", 1, "vae"],
+        "vae_latent_space_mismatch",
+    ),
+    "an unknown vae": (
+        spec(stages=[{"model": "demo-sd15", "vae": "nope"}]),
+        ["body", "stages", 0, "vae"],
+        "unknown_vae",
+    ),
     "clip skip past A1111's 12": (
         spec(stages=[{"model": "demo-sd15", "clip_skip": 13}]),
         ["body", "stages", 0, "clip_skip"],

@@ -55,6 +55,28 @@ def test_loras_are_listed_with_their_architecture(client: TestClient) -> None:
     ]
 
 
+def test_vaes_are_listed_with_the_latent_space_each_decodes(client: TestClient) -> None:
+    assert client.get("/vaes").json() == [
+        {
+            "name": "demo-sd15-vae",
+            "latent_space": "sd1",
+            "architectures": ["sd15"],
+            "file": "demo-sd15-vae.safetensors",
+            # an SD1.5 VAE's shapes are an SDXL VAE's: the registry says, its channels checked
+            "latent_space_from": "registry",
+            "channels_checked": True,
+        },
+        {
+            "name": "demo-sdxl-vae",
+            "latent_space": "sdxl",
+            "architectures": ["sdxl", "sdxl-refiner"],
+            "file": "demo-sdxl-vae.safetensors",
+            "latent_space_from": "registry",
+            "channels_checked": True,
+        },
+    ]
+
+
 def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestClient) -> None:
     listed = {u["name"]: u for u in client.get("/upscalers").json()}
     assert listed["lanczos"] == {

@@ -250,6 +250,9 @@ def test_the_key_covers_every_stage_of_the_first_segment_but_prompts(
     assert key([base, hires]) != key([base, {**hires, "denoise": 0.6}])
     assert key([base, hires]) != key([base, {**hires, "scale": 1.5}])
     assert key([base], init_image=png_b64(64, 64)) is None  # its own input: runs alone
+    # One VAE decodes a call's pictures: jobs batch only with the same one.
+    assert key([base]) != key([{**base, "vae": "demo-sd15-vae"}])
+    assert key([{**base, "vae": "demo-sd15-vae"}]) == key([{**base, "vae": "demo-sd15-vae"}])
 
 
 def test_a_companion_still_being_stored_is_not_run_again_by_its_own_worker(

@@ -12,7 +12,13 @@ from sd_parsers.data import Generators, PromptInfo
 from contract.checked import CheckedSpec
 from contract.resamplers import Upscaler
 from contract.spec import Handoff
-from workers.segments.png import SPEC_CHUNK, encode_png, parameters_text, sampler_name
+from workers.segments.png import (
+    SPEC_CHUNK,
+    FileHashes,
+    encode_png,
+    parameters_text,
+    sampler_name,
+)
 
 HIRES = CheckedSpec.model_validate(
     {
@@ -82,9 +88,9 @@ def test_schedulers_are_named_as_sd_tools_name_them() -> None:
     assert sampler_name("SomethingNew") == "SomethingNew"
 
 
-def read_back(spec: CheckedSpec) -> PromptInfo:
+def read_back(spec: CheckedSpec, hashes: FileHashes | None = None) -> PromptInfo:
     """What a third-party A1111 metadata reader (sd-parsers) makes of our PNG."""
-    png = encode_png(Image.new("RGB", (8, 8)), parameters_text(spec, 0, "Euler"))
+    png = encode_png(Image.new("RGB", (8, 8)), parameters_text(spec, 0, "Euler", hashes))
     info = ParserManager().parse(Image.open(io.BytesIO(png)))
     assert info is not None
     assert info.generator is Generators.AUTOMATIC1111
@@ -154,3 +160,16 @@ def test_clip_skip_is_written_as_a1111_writes_it_and_read_back() -> None:
     assert "Denoising strength: 0.5, Clip skip: 2, Hires upscale" in settings
     assert read_back(skipped).metadata["Clip skip"] == "2"
     assert "Clip skip" not in parameters_text(HIRES, 0, "Euler")  # A1111's 1 is not written
+
+
+def test_the_vae_is_written_as_a1111_writes_it_with_its_hash_and_read_back() -> None:
+    decoded = HIRES.model_copy(
+        update={"stages": [HIRES.stages[0].model_copy(update={"vae": "sd-mse"}), HIRES.stages[1]]}
+    )
+    hashes = FileHashes(vaes={"sd-mse": "0123456789ab"})
+    settings = parameters_text(decoded, 0, "Euler", hashes).split("\n")[-1]
+    # after the model, its 10-digit short hash first, as A1111's create_infotext orders them
+    assert "Model: sd, VAE hash: 0123456789, VAE: sd-mse, Denoising strength" in settings
+    info = read_back(decoded, hashes)
+    assert (info.metadata["VAE"], info.metadata["VAE hash"]) == ("sd-mse", "0123456789")
+    assert "VAE" not in parameters_text(HIRES, 0, "Euler")  # the model's own is not written

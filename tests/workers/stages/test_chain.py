@@ -17,7 +17,7 @@ from contract.spec import Handoff, JobSpec, LoraUse
 from contract.violations import JobRejected, Violation
 from demo.loras import build_flux_lora, build_sd15_lora
 from workers.models.cache import ModelCache
-from workers.stages.chain import run_chain
+from workers.stages.chain import Components, run_chain
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped
 
 
@@ -191,7 +191,9 @@ def test_a_lora_changes_the_picture_weight_0_does_not_and_nothing_leaks(
 
     def pixels(uses: list[dict[str, Any]]) -> bytes:
         spec = normalized(with_lora, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
-        images, _ = made(run_chain(spec, range(1), None, cache.get, never_stop, "w", loras))
+        images, _ = made(
+            run_chain(spec, range(1), None, cache.get, never_stop, "w", Components(loras=loras))
+        )
         return images[0].tobytes()
 
     before = pixels([])
@@ -210,7 +212,9 @@ def test_the_worker_refuses_a_lora_of_another_architecture_whatever_the_gateway_
             "stages": [spec.stages[0].model_copy(update={"loras": [LoraUse(name="sd15-only")]})]
         }
     )
-    refused = run_chain(smuggled, range(1), None, cache.get, never_stop, "w", loras)
+    refused = run_chain(
+        smuggled, range(1), None, cache.get, never_stop, "w", Components(loras=loras)
+    )
     # in the words the gateway refuses the same job with
     with_loras = registry.model_copy(update={"loras": loras})
     assert refused == Failed(FailureType.INVALID_JOB, gateway_refusal(with_loras, smuggled).msg)
@@ -226,7 +230,9 @@ def test_sd15_to_flux_hires_through_an_upscaler_model(
     ]
     spec = normalized(registry, stages)
     images, traces = made(
-        run_chain(spec, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+        run_chain(
+            spec, range(2), None, cache.get, never_stop, "w", Components(upscaler=cache.upscaler)
+        )
     )
     # ESRGAN makes 256x256 of the 64x64 picture; the stage asked for 1.5x: 96x96, exactly.
     assert [im.size for im in images] == [(96, 96)]
@@ -234,7 +240,9 @@ def test_sd15_to_flux_hires_through_an_upscaler_model(
     # Another upscaler hands Flux another picture.
     lanczos = normalized(registry, [stages[0], {**stages[1], "upscaler": "lanczos"}])
     other, _ = made(
-        run_chain(lanczos, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+        run_chain(
+            lanczos, range(2), None, cache.get, never_stop, "w", Components(upscaler=cache.upscaler)
+        )
     )
     assert other[0].tobytes() != images[0].tobytes()
 
@@ -251,7 +259,9 @@ def test_the_worker_refuses_an_upscaler_model_on_latents_whatever_the_gateway_sa
     )
     hires = spec.stages[1].model_copy(update={"upscaler": "esrgan-4x"})
     smuggled = spec.model_copy(update={"stages": [spec.stages[0], hires]})
-    refused = run_chain(smuggled, range(2), None, cache.get, never_stop, "w", None, cache.upscaler)
+    refused = run_chain(
+        smuggled, range(2), None, cache.get, never_stop, "w", Components(upscaler=cache.upscaler)
+    )
     assert refused == Failed(FailureType.INVALID_JOB, gateway_refusal(registry, smuggled).msg)
     assert "'esrgan-4x' is a model that upscales pictures" in refused.message
 
@@ -269,7 +279,9 @@ def test_lora_adapters_live_under_the_memory_budget_least_recently_used_first(
     def pixels(cache: ModelCache, *names: str) -> bytes:
         uses = [{"name": n} for n in names]
         spec = normalized(with_loras, [{"model": "demo-sd15", "steps": 2, "loras": uses}])
-        images, _ = made(run_chain(spec, range(1), None, cache.get, never_stop, "w", loras))
+        images, _ = made(
+            run_chain(spec, range(1), None, cache.get, never_stop, "w", Components(loras=loras))
+        )
         return images[0].tobytes()
 
     cache = ModelCache(registry)
@@ -313,7 +325,9 @@ def test_an_sd15_lora_on_the_base_and_a_flux_lora_on_its_flux_hires_stage(
             {"model": "demo-flux", "mode": "hires", "steps": 2, "loras": flux_loras},
         ]
         spec = normalized(with_loras, stages)
-        images, traces = made(run_chain(spec, range(2), None, cache.get, never_stop, "w", loras))
+        images, traces = made(
+            run_chain(spec, range(2), None, cache.get, never_stop, "w", Components(loras=loras))
+        )
         return images[0].tobytes(), traces
 
     styled, traces = job([{"name": "flux-style", "weight": 0.9}])
