@@ -43,6 +43,15 @@ class LoraKeys:
 
 
 @dataclass(frozen=True)
+class EmbeddingKeys:
+    """What a textual-inversion embedding for the architecture holds (contract.embedding_files):
+    a (vectors, width) tensor per text encoder, under these names, of these widths."""
+
+    keys: tuple[str, ...]
+    widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: ArchitectureName
     latent_space: LatentSpace
@@ -74,6 +83,8 @@ class Architecture:
     # their own: probes look for its marks first, and a LoRA whose keys show only the other's
     # names may be declared for it in the registry (Chroma is a pruned Flux).
     derived_from: ArchitectureName | None = None
+    # Its textual-inversion embeddings' layout; None: its prompts take no embeddings.
+    embedding_keys: EmbeddingKeys | None = None
 
     def variant(self, name: str | None) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -92,7 +103,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             flow_matching=False, text_encoders=("CLIP-L",), clip_skip=True,
             lora_keys=LoraKeys(cross_attention_width=768),
             checkpoint_keys=("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
-            family="sd",
+            family="sd", embedding_keys=EmbeddingKeys(("emb_params",), (768,)),
         ),
         Architecture(
             "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
@@ -103,7 +114,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             checkpoint_keys=(
                 "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
             ),
-            family="sd",
+            family="sd", embedding_keys=EmbeddingKeys(("clip_l", "clip_g"), (768, 1280)),
         ),
         Architecture(
             "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),

@@ -111,6 +111,9 @@ class StageTrace(Answer):
     vae: str | None = Field(
         None, description="The registered VAE that stood in for the model's own; none: its own."
     )
+    embeddings: list[str] = Field(
+        [], description="The textual-inversion embeddings its prompt and negative prompt named."
+    )
     batch_size: int = Field(
         1,
         description="Pictures made in the same pipeline call, this job's and other jobs' "

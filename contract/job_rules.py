@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from contract.architectures import ARCHITECTURES
 from contract.checked import CheckedSpec
+from contract.embeddings import embedding_violations
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
@@ -102,6 +103,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         vae = vae_violation(i, stage.vae, entry, registry.vaes)
         if vae is not None:
             violations.append(vae)
+        violations += embedding_violations(i, spec, stage, entry, registry.embeddings)
     init_image = None
     if spec.init_image is not None:
         try:

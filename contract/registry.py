@@ -45,6 +45,15 @@ A folder of VAE files of one latent space is listed with it:
     vae_folders:
       - {folder: /models/vae/sd15, latent_space: sd1}   # named by file name, as A1111 names them
 
+Textual-inversion embeddings are named in prompts, as in A1111's; the architecture each was
+trained for is read from its header (`contract.embedding_files`), or written where it does not
+show (a `.pt` pickle, which the gateway does not open):
+
+    embeddings:
+      easynegative: {file: /models/embeddings/easynegative.safetensors}
+      old-style: {architecture: sd15, file: /models/embeddings/old-style.pt}
+    embedding_folders: [/models/embeddings]      # named by file name
+
 Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
 worker reads their architecture and scale from the weights:
 
@@ -72,6 +81,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.architectures import ARCHITECTURES, Architecture
+from contract.embedding_files import discover_embeddings, probe_embedding
 from contract.latent_spaces import LATENT_SPACES, LatentSpace, LatentSpaceName
 from contract.lora_files import discover_loras, fits_declared, probe_lora
 from contract.names import MODEL_NAME_PATTERN
@@ -191,6 +201,30 @@ class VaeEntry(_Strict):
     channels_checked: bool = False
 
 
+class EmbeddingEntry(_Strict):
+    """A textual-inversion embedding, trained for one architecture: named in a prompt, it may
+    only go to models of that one."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    architecture: str
+    file: Path
+    # "header": read from the file's layout (and equal to the registry's, where it names one);
+    # "registry": as written there (a pickle, or a file not readable where the registry loads).
+    architecture_from: Literal["header", "registry"] = "registry"
+    vectors: int | None = None  # token positions it takes, where its header says
+    width: int | None = None  # its (first) vectors' width, where its header says
+
+    _known_architecture = field_validator("architecture")(known_architecture)
+
+    @field_validator("architecture")
+    @classmethod
+    def _takes_embeddings(cls, value: str) -> str:
+        if ARCHITECTURES[value].embedding_keys is None:
+            takes = [a.name for a in ARCHITECTURES.values() if a.embedding_keys is not None]
+            raise ValueError(f"{value} prompts take no embeddings; those of {', '.join(takes)} do")
+        return value
+
+
 class UpscalerEntry(_Strict):
     """An upscaler model file (ESRGAN, Real-ESRGAN, SwinIR, … : whatever spandrel recognizes;
     the worker reads its architecture and scale from the weights)."""
@@ -212,6 +246,7 @@ class ModelRegistry(_Strict):
     loras: dict[str, LoraEntry] = {}
     upscalers: dict[str, UpscalerEntry] = {}
     vaes: dict[str, VaeEntry] = {}
+    embeddings: dict[str, EmbeddingEntry] = {}
     # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
     # the first text-to-image model in the file's order.
     a1111_default_checkpoint: str | None = None
@@ -247,7 +282,7 @@ class ModelRegistry(_Strict):
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", "loras", "upscalers", "vaes"):
+        for section in ("models", "loras", "upscalers", "vaes", "embeddings"):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -274,7 +309,8 @@ class ModelRegistry(_Strict):
     def load(cls, path: Path) -> ModelRegistry:
         raw = yaml.safe_load(path.read_text()) or {}
         if isinstance(raw, dict):
-            raw = _with_vae_files(_with_lora_files(raw, path.parent), path.parent)
+            for read_files in (_with_lora_files, _with_vae_files, _with_embedding_files):
+                raw = read_files(raw, path.parent)
         registry = cls.model_validate(raw)
         return registry._resolve_paths(path.parent)
 
@@ -305,8 +341,18 @@ class ModelRegistry(_Strict):
             for name, vae in self.vaes.items()
         }
         # A copy, so that every other section of the registry carries over as it is.
+        embeddings = {
+            name: embedding.model_copy(update={"file": resolve(embedding.file)})
+            for name, embedding in self.embeddings.items()
+        }
         return self.model_copy(
-            update={"models": resolved, "loras": loras, "upscalers": upscalers, "vaes": vaes}
+            update={
+                "models": resolved,
+                "loras": loras,
+                "upscalers": upscalers,
+                "vaes": vaes,
+                "embeddings": embeddings,
+            }
         )
 
 
@@ -420,3 +466,47 @@ def _vae_entry(name: str, entry: dict[str, Any], base: Path) -> dict[str, Any]:
         "latent_space_from": "header" if from_header else "registry",
         "channels_checked": True,
     }
+
+
+def _with_embedding_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The raw registry with every embedding's architecture read from its header where readable
+    (and checked against the one written, if any), and the files of `embedding_folders` added."""
+    embeddings: dict[str, Any] = {}
+    for folder in raw.get("embedding_folders") or []:
+        embeddings.update(discover_embeddings(_resolve(folder, base)))
+    for name, entry in (raw.get("embeddings") or {}).items():
+        if not isinstance(entry, dict) or "file" not in entry:
+            embeddings[name] = entry  # validation says what is wrong with it
+            continue
+        file = _resolve(entry["file"], base)
+        declared = entry.get("architecture")
+        readable = file.is_file() and file.suffix == ".safetensors"
+        probed = probe_embedding(file) if readable else None
+        if readable and probed is None:
+            raise ValueError(f"embedding {name!r}: {file} holds no embedding vectors")
+        shown = None if probed is None else probed.architecture
+        if shown is None and declared is None:
+            why = (
+                "does not show it in its layout"
+                if readable
+                else "is a pickle, which is not opened here"
+                if file.is_file()
+                else "cannot be read here"
+            )
+            raise ValueError(
+                f"embedding {name!r}: {file} {why}; write its architecture in the registry"
+            )
+        if shown is not None and declared is not None and shown != declared:
+            raise ValueError(
+                f"embedding {name!r}: the registry says {declared}, but {file.name} holds the "
+                f"vectors of a {shown} embedding; fix the entry's architecture"
+            )
+        embeddings[name] = {
+            **entry,
+            "architecture": shown or declared,
+            "architecture_from": "header" if shown is not None else "registry",
+            "vectors": None if probed is None else probed.vectors,
+            "width": None if probed is None else probed.width,
+        }
+    rest = {k: v for k, v in raw.items() if k != "embedding_folders"}
+    return rest | ({"embeddings": embeddings} if embeddings else {})

@@ -10,6 +10,7 @@ from typing import Any, Literal
 RuleType = Literal[
     "clip_skip_unsupported",
     "computed_value_out_of_range",
+    "embedding_architecture_mismatch",
     "field_not_allowed",
     "guidance_out_of_range",
     "handoff_across_pools",

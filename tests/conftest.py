@@ -51,8 +51,8 @@ def demo_models() -> Path:
 
 @pytest.fixture(scope="session")
 def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo models, LoRA, upscalers and VAEs, plus `demo-broken`: an SD1.5 entry whose files
-    are corrupt."""
+    """The demo models, LoRA, upscalers, VAEs and embeddings, plus `demo-broken`: an SD1.5 entry
+    whose files are corrupt."""
     root = tmp_path_factory.mktemp("registry")
     broken = root / "broken-sd15"
     broken.mkdir()
@@ -90,7 +90,16 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         }
         for model, space in (("demo-sd15", "sd1"), ("demo-sdxl", "sdxl"))
     }
-    sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes}
+    embedded = demo_models / "demo-embeddings"
+    embeddings = {  # the SDXL one's layout shows it, the tiny SD1.5 one's does not
+        "demo-sd15-emb": {
+            "architecture": "sd15",
+            "file": str(embedded / "demo-sd15-emb.safetensors"),
+        },
+        "demo-sdxl-emb": {"file": str(embedded / "demo-sdxl-emb.safetensors")},
+    }
+    sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes,
+                "embeddings": embeddings}  # fmt: skip
     path.write_text(yaml.safe_dump(sections))
     return path
 

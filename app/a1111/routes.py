@@ -32,6 +32,8 @@ from app.a1111.mapping import (
     txt2img_spec,
 )
 from app.a1111.schemas import (
+    EmbeddingItem,
+    EmbeddingsResponse,
     ImageResponse,
     Img2ImgRequest,
     LatentUpscalerModeItem,
@@ -50,6 +52,7 @@ from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.errors import documented
 from app.events import JobEvents
 from app.keys import A1111CallerDep, Caller
+from contract.architectures import ARCHITECTURES
 from contract.envelope import JobEnvelope, JobStatus
 from contract.registry import ModelRegistry
 from contract.samplers import SCHEDULE_LABELS, samplers_for
@@ -395,6 +398,30 @@ async def sd_vae(_: A1111CallerDep, registry: RegistryDep) -> list[SDVaeItem]:
         SDVaeItem(model_name=name, filename=str(entry.file))
         for name, entry in sorted(registry.vaes.items())
     ]
+
+
+@router.get("/embeddings", operation_id="a1111_embeddings")
+async def embeddings(
+    caller: A1111CallerDep, redis: AsyncRedisDep, registry: RegistryDep
+) -> EmbeddingsResponse:
+    """The registered embeddings, as A1111 answers: `loaded` those of the caller's current
+    checkpoint's architecture, `skipped` the rest."""
+    checkpoint = await _current_checkpoint(caller, redis, registry)
+    entry = registry.get(checkpoint) if checkpoint is not None else None
+    answer = EmbeddingsResponse(loaded={}, skipped={})
+    for name, embedding in sorted(registry.embeddings.items()):
+        keys = ARCHITECTURES[embedding.architecture].embedding_keys
+        width = embedding.width or (keys.widths[0] if keys is not None else 0)
+        item = EmbeddingItem(
+            step=None,
+            sd_checkpoint=None,
+            sd_checkpoint_name=None,
+            shape=width,
+            vectors=embedding.vectors or 0,
+        )
+        fits = entry is not None and entry.architecture == embedding.architecture
+        (answer.loaded if fits else answer.skipped)[name] = item
+    return answer
 
 
 @router.get("/samplers", operation_id="a1111_samplers")

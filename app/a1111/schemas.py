@@ -155,6 +155,24 @@ class SDVaeItem(BaseModel):
     filename: str
 
 
+class EmbeddingItem(BaseModel):
+    step: int | None
+    sd_checkpoint: str | None
+    sd_checkpoint_name: str | None
+    shape: int = Field(description="The width of its vectors (its first text encoder's).")
+    vectors: int
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem] = Field(
+        description="Embeddings of the current checkpoint's architecture: its prompts take them."
+    )
+    skipped: dict[str, EmbeddingItem] = Field(
+        description="Embeddings of other architectures: a prompt to this checkpoint naming one is "
+        "refused (422 embedding_architecture_mismatch)."
+    )
+
+
 class SamplerItem(BaseModel):
     name: str
     aliases: list[str]

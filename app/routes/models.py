@@ -155,6 +155,34 @@ def list_vaes(registry: RegistryDep, _: CallerDep) -> list[VaeInfo]:
     ]
 
 
+class EmbeddingInfo(Answer):
+    name: str = Field(description="The word a prompt names it by (any case, a word of its own).")
+    architecture: ArchitectureName = Field(
+        description="The only architecture whose stages' prompts may name it."
+    )
+    file: str = Field(description="Its file name.")
+    architecture_from: Literal["header", "registry"] = Field(
+        description="`header`: read from the file's layout and widths (and equal to the "
+        "registry's, where it names one); `registry`: as the registry writes it."
+    )
+    vectors: int | None = Field(description="Token positions it takes, where its header says.")
+
+
+@router.get("/embeddings", operation_id="list_embeddings")
+def list_embeddings(registry: RegistryDep, _: CallerDep) -> list[EmbeddingInfo]:
+    """Registered textual-inversion embeddings and the architecture each was trained for."""
+    return [
+        EmbeddingInfo(
+            name=name,
+            architecture=e.architecture,
+            file=e.file.name,
+            architecture_from=e.architecture_from,
+            vectors=e.vectors,
+        )
+        for name, e in sorted(registry.embeddings.items())
+    ]
+
+
 class UpscalerInfo(Answer):
     name: str = Field(description="As a hires stage's `upscaler`.")
     handoff: Literal["pixel", "latent"] = Field(description="The handoff it works with.")

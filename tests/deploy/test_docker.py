@@ -201,13 +201,22 @@ def test_the_names_start_up_accepts_are_exactly_the_settings_and_the_tooling() -
     assert compose_variables - SETTING_NAMES <= TOOLING_NAMES
 
 
-def test_the_containers_registry_serves_the_demo_loras_make_run_serves() -> None:
-    """deploy/registry.docker.yaml reads ./.models at /models: the same LoRA files, same names."""
+def test_the_containers_registry_serves_the_demo_components_make_run_serves() -> None:
+    """deploy/registry.docker.yaml reads ./.models at /models: the same LoRA, VAE and embedding
+    files, under the same names, of the same architectures and latent spaces."""
 
-    def loras(registry: str, models: Path) -> dict[str, tuple[str, Path]]:
-        found = ModelRegistry.load(REPO_ROOT / "deploy" / registry).loras
-        return {n: (lora.architecture, lora.file.relative_to(models)) for n, lora in found.items()}
+    def components(registry: str, models: Path) -> dict[str, tuple[str, Path]]:
+        found = ModelRegistry.load(REPO_ROOT / "deploy" / registry)
+        entries = [
+            *((n, e.architecture, e.file) for n, e in found.loras.items()),
+            *((n, e.latent_space, e.file) for n, e in found.vaes.items()),
+            *((n, e.architecture, e.file) for n, e in found.embeddings.items()),
+        ]
+        return {n: (kind, file.relative_to(models)) for n, kind, file in entries}
 
-    demo = loras("registry.demo.yaml", REPO_ROOT / ".models")
-    assert set(demo) == {"demo-sd15-lora", "demo-flux-lora"}
-    assert loras("registry.docker.yaml", Path("/models")) == demo
+    demo = components("registry.demo.yaml", REPO_ROOT / ".models")
+    assert set(demo) == {
+        "demo-sd15-lora", "demo-flux-lora", "demo-sd15-vae", "demo-sdxl-vae", "demo-sd15-emb",
+        "demo-sdxl-emb",
+    }  # fmt: skip
+    assert components("registry.docker.yaml", Path("/models")) == demo

@@ -88,6 +88,26 @@ def test_sd_vae_decodes_with_the_listed_vae_and_the_png_says_which(api: WebUIApi
     assert "vae_latent_space_mismatch" in str(refused.value)
 
 
+def test_an_embedding_named_in_the_prompt_is_applied_and_hashed_as_a1111_does(
+    api: WebUIApi,
+) -> None:
+    listed = api.get_embeddings()
+    assert (list(listed["loaded"]), list(listed["skipped"])) == (
+        ["demo-sd15-emb"],
+        ["demo-sdxl-emb"],
+    )
+
+    def draw(prompt: str) -> WebUIApiResult:
+        return api.txt2img(prompt=prompt, seed=5, width=64, height=64, override_settings=SD15)
+
+    plain, named = draw("a lighthouse"), draw("a lighthouse, demo-sd15-emb")
+    assert named.images[0].tobytes() != plain.images[0].tobytes()
+    assert re.search(r'TI hashes: "demo-sd15-emb: [0-9a-f]{12}"$', parameters(named))
+    with pytest.raises(RuntimeError) as refused:
+        draw("a lighthouse, demo-sdxl-emb")  # SDXL's, to an SD1.5 checkpoint
+    assert "embedding_architecture_mismatch" in str(refused.value)
+
+
 def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:
     result = api.txt2img(
         prompt="a castle", seed=1, width=64, height=64, override_settings=SD15,

@@ -34,5 +34,12 @@ def registry(demo_models: Path) -> ModelRegistry:
                 }
                 for model, space in (("demo-sd15", "sd1"), ("demo-sdxl", "sdxl"))
             },
+            "embeddings": {
+                f"{model}-emb": {
+                    "architecture": model.removeprefix("demo-"),
+                    "file": str(demo_models / "demo-embeddings" / f"{model}-emb.safetensors"),
+                }
+                for model in ("demo-sd15", "demo-sdxl")
+            },
         }
     )

@@ -24,6 +24,7 @@ from contract.vae_files import weights_file
 from workers.families import pipelines_for
 from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
+from workers.models.embeddings import LoadedEmbedding, read_embedding
 from workers.models.loading import (
     image_pipeline_of,
     load_text_pipeline,
@@ -112,6 +113,7 @@ class ModelCache:
         self._upscalers: dict[str, LoadedUpscaler] = {}
         # Registered VAEs, per (name, device, dtype): one file serves every model of its space.
         self._vaes: dict[tuple[str, str, str], LoadedVae] = {}
+        self._embeddings: dict[str, LoadedEmbedding] = {}  # their vectors, read once
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -124,7 +126,27 @@ class ModelCache:
             resident_bytes(m.text for m in self._loaded.values())
             + sum(u.param_bytes for u in self._upscalers.values())
             + sum(v.param_bytes for v in self._vaes.values())
+            + sum(e.nbytes for e in self._embeddings.values())
         )
+
+    def embedding(self, name: str) -> LoadedEmbedding:
+        """A registered embedding's vectors, read once (a few KB: the budget counts them, and
+        evicts them as it does the rest)."""
+        loaded = self._embeddings.get(name)
+        if loaded is None:
+            entry = self.registry.embeddings.get(name)
+            if entry is None:
+                raise ModelUnavailable(f"embedding {name!r} is not in this worker's registry")
+            try:
+                loaded = read_embedding(entry)
+            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
+                log.exception("reading embedding %s failed", name)
+                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
+                raise ModelUnavailable(f"embedding {name!r} could not be loaded: {why}") from exc
+            self._embeddings[name] = loaded
+            self._recount()
+        loaded.last_used = time.monotonic()
+        return loaded
 
     def vae(self, name: str, model: LoadedModel) -> LoadedVae:
         """A registered VAE on `model`'s device and dtype, shaped as its own VAE: loaded once and
@@ -285,7 +307,8 @@ class ModelCache:
     def _make_room(
         self, incoming: int, keep: set[str], adapters_kept: frozenset[tuple[str, str]] = frozenset()
     ) -> None:
-        """Evict the least recently used models, upscalers, VAEs and LoRA adapters (never those the
+        """Evict the least recently used models, upscalers, VAEs, embeddings and LoRA adapters
+        (never those the
         running job needs) until `incoming` bytes fit in the budget."""
         if self.budget_bytes is None:
             return
@@ -300,6 +323,7 @@ class ModelCache:
                 if n not in spared
             ]
             evictable += [(v.last_used, "vae", "/".join(k), "") for k, v in self._vaes.items()]
+            evictable += [(e.last_used, "embedding", n, "") for n, e in self._embeddings.items()]
             evictable += [
                 (used, "adapter", n, adapter)
                 for n, m in self._loaded.items()
@@ -320,6 +344,8 @@ class ModelCache:
                 del self._upscalers[victim]
             elif kind == "vae":
                 del self._vaes[next(k for k in self._vaes if "/".join(k) == victim)]
+            elif kind == "embedding":
+                del self._embeddings[victim]
             else:
                 self._loaded[victim].delete_adapter(adapter)
             self._recount()

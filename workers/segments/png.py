@@ -47,6 +47,7 @@ class FileHashes:
 
     loras: dict[str, str] = field(default_factory=dict)
     vaes: dict[str, str] = field(default_factory=dict)
+    embeddings: dict[str, str] = field(default_factory=dict)
 
 
 def parameters_text(
@@ -54,7 +55,8 @@ def parameters_text(
 ) -> str:
     """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
     A1111's `create_infotext` writes it. The first stage's LoRAs appear as A1111 prompts carry
-    them (`<lora:name:weight>`), with `Lora hashes`; its VAE as `VAE hash` and `VAE`."""
+    them (`<lora:name:weight>`), with `Lora hashes`; its VAE as `VAE hash` and `VAE`; the
+    embeddings its prompts name as `TI hashes`."""
     hashes = hashes or FileHashes()
     base = spec.stages[0]
     fields: list[tuple[str, object]] = [
@@ -93,6 +95,8 @@ def parameters_text(
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
     if hashes.loras:
         fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in hashes.loras.items())))
+    if hashes.embeddings:
+        fields.append(("TI hashes", ", ".join(f"{n}: {h}" for n, h in hashes.embeddings.items())))
     tags = "".join(f" <lora:{u.name}:{u.weight:g}>" for u in base.loras or ())
     lines = [spec.prompt + tags]
     if spec.negative_prompt:

@@ -19,6 +19,7 @@ from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
 from contract.checked import CheckedSpec, RefineStage
+from contract.embeddings import embeddings_of
 from contract.envelope import FailureType, StageTrace
 from contract.job_rules import latent_handoff_violation
 from contract.latent_spaces import LatentSpace
@@ -38,6 +39,7 @@ from workers.stages.setup import (
     Components,
     UpscalerLookup,
     stage_clip_skip,
+    stage_embeddings,
     stage_loras,
     stage_sampler,
     stage_vae,
@@ -170,8 +172,9 @@ def _run_stages(
         with (
             stage_loras(model, i, stage, components.loras),
             stage_vae(model, i, stage, components.vaes, components.vae),
+            stage_embeddings(model, i, [m.spec for m in group], components) as spell,
         ):
-            step_seconds, sampler = _run_stage(i, group, model, components.upscaler)
+            step_seconds, sampler = _run_stage(i, group, model, components.upscaler, spell)
         for member in group:
             if not member.running and left is not None:
                 left(member)
@@ -200,6 +203,9 @@ def _run_stages(
                     upscaler=None if stage.upscaler is None else str(stage.upscaler),
                     clip_skip=stage.clip_skip,
                     vae=stage.vae,
+                    embeddings=embeddings_of(
+                        member.spec, member.spec.stages[i], components.embeddings
+                    ),
                     batch_size=made_together,
                 )
             )
@@ -214,7 +220,11 @@ def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[in
 
 
 def _run_stage(
-    i: int, group: list[Member], model: LoadedModel, upscalers: UpscalerLookup | None
+    i: int,
+    group: list[Member],
+    model: LoadedModel,
+    upscalers: UpscalerLookup | None,
+    spell: Callable[[str], str],
 ) -> tuple[float | None, str]:
     """Run stage i for the group in one call: each member's carry becomes what the stage hands
     on, or the member stops or fails. Returns the mean denoising step time and the sampler."""
@@ -232,8 +242,9 @@ def _run_stage(
     for member in group:
         s = member.spec.stages[i]
         for k in range(member.spec.num_images):
-            prompts.append(member.spec.prompt_of(s))
-            negatives.append(member.spec.negative_prompt_of(s) or "")
+            # Embedding names become the tokens lent for them (workers.models.embeddings).
+            prompts.append(spell(member.spec.prompt_of(s)))
+            negatives.append(spell(member.spec.negative_prompt_of(s) or ""))
             scales.append(s.guidance_scale)
             generators.append(torch.Generator("cpu").manual_seed(member.spec.seed_of(k)))
     kwargs: dict[str, Any] = {

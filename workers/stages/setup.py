@@ -1,6 +1,6 @@
 """What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs,
-its VAE and its sampler; and what it asks of the call: its Clip skip. The next job sees the model
-as registered."""
+its VAE, the embeddings its prompts name and its sampler; and what it asks of the call: its Clip
+skip. The next job sees the model as registered."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from diffusers import DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from contract.architectures import ArchitectureName
+from contract.embedding_files import spelled
+from contract.embeddings import embedding_violations, embeddings_of
 from contract.envelope import FailureType
 from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
-from contract.registry import LoraEntry, VaeEntry
+from contract.registry import EmbeddingEntry, LoraEntry, VaeEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
-from contract.spec import Stage
+from contract.spec import JobSpec, Stage
 from contract.vaes import vae_violation
 from workers.models.cache import LoadedModel, ModelCache, ModelUnavailable
+from workers.models.embeddings import LoadedEmbedding, lent
 from workers.models.upscalers import LoadedUpscaler
 from workers.models.vaes import LoadedVae
 from workers.stages.errors import StageError
@@ -63,6 +66,7 @@ def stage_loras(
 
 VaeLookup = Callable[[str, LoadedModel], LoadedVae]
 UpscalerLookup = Callable[[str], LoadedUpscaler]
+EmbeddingLookup = Callable[[str], LoadedEmbedding]
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,15 @@ class Components:
 
     loras: Mapping[str, LoraEntry] = field(default_factory=dict)
     vaes: Mapping[str, VaeEntry] = field(default_factory=dict)
+    embeddings: Mapping[str, EmbeddingEntry] = field(default_factory=dict)
     upscaler: UpscalerLookup | None = None
     vae: VaeLookup | None = None
+    embedding: EmbeddingLookup | None = None
 
     @classmethod
     def of(cls, cache: ModelCache) -> Components:
-        registry = cache.registry
-        return cls(registry.loras, registry.vaes, cache.upscaler, cache.vae)
+        r = cache.registry
+        return cls(r.loras, r.vaes, r.embeddings, cache.upscaler, cache.vae, cache.embedding)
 
 
 @contextlib.contextmanager
@@ -117,6 +123,39 @@ def stage_vae(
     finally:
         for pipe in pipes:
             pipe.vae = own
+
+
+@contextlib.contextmanager
+def stage_embeddings(
+    model: LoadedModel, stage_index: int, specs: list[JobSpec], components: Components
+) -> Iterator[Callable[[str], str]]:
+    """The embeddings the stage's prompts name (each member's, in `specs`) lent to the model's
+    text encoders for this stage only. Yields what turns a prompt's embedding names into their
+    tokens. The architecture rule is checked again here, in the gateway's words, for every
+    member."""
+    entries = components.embeddings
+    names: list[str] = []
+    for spec in specs:
+        stage = spec.stages[stage_index]
+        misfits = embedding_violations(stage_index, spec, stage, model.entry, entries)
+        if misfits:
+            raise StageError.refusing(misfits[0], FailureType.INVALID_JOB)
+        names += embeddings_of(spec, stage, entries)
+    names = list(dict.fromkeys(names))
+    if not names:
+        yield lambda text: text
+        return
+    if components.embedding is None:
+        raise StageError(FailureType.INVALID_JOB, f"embedding {names[0]!r} is not served here")
+    try:
+        loaded = [components.embedding(name) for name in names]
+    except ModelUnavailable as unavailable:
+        raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
+    try:
+        with lent([model.text, model.image], loaded) as tokens:
+            yield lambda text: spelled(text, tokens)
+    except ValueError as unfit:  # a width the registry could not check (a pickle)
+        raise StageError(FailureType.MODEL_UNAVAILABLE, str(unfit)) from unfit
 
 
 @contextlib.contextmanager

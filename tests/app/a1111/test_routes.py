@@ -69,6 +69,12 @@ def test_the_lists_a1111_clients_read(client: TestClient) -> None:
         "None", "Lanczos", "Nearest", "compact-2x", "esrgan-4x", "swinir-2x",
     ]  # fmt: skip
     assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    # demo-sd15 is the registry's default checkpoint: SDXL's embedding is skipped, as A1111 says
+    embeddings = client.get("/sdapi/v1/embeddings").json()
+    item = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 32,
+            "vectors": 2}  # fmt: skip
+    assert embeddings["loaded"] == {"demo-sd15-emb": item}
+    assert list(embeddings["skipped"]) == ["demo-sdxl-emb"]
     vaes = client.get("/sdapi/v1/sd-vae").json()
     assert [v["model_name"] for v in vaes] == ["demo-sd15-vae", "demo-sdxl-vae"]
     assert vaes[0]["filename"].endswith("demo-vaes/demo-sd15-vae.safetensors")
@@ -93,6 +99,12 @@ def test_a_refused_request_queues_nothing(client: TestClient, redis: Redis) -> N
     )
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "sampler_name"]
+    sd15_word = {"prompt": "p", "negative_prompt": "demo-sd15-emb", "width": 64, "height": 64,
+                 "override_settings": {"sd_model_checkpoint": "demo-sdxl"}}  # fmt: skip
+    [item] = client.post("/sdapi/v1/txt2img", json=sd15_word).json()["detail"]
+    assert (item["type"], item["loc"]) == (
+        "embedding_architecture_mismatch", ["body", "negative_prompt"]
+    )  # fmt: skip
     sd15_vae_on_sdxl = {"prompt": "p", "width": 64, "height": 64,
                         "override_settings": {"sd_model_checkpoint": "demo-sdxl",
                                               "sd_vae": "demo-sd15-vae"}}  # fmt: skip

@@ -189,6 +189,21 @@ BAD_INPUT = {
         ["body", "stages", 1, "vae"],
         "vae_latent_space_mismatch",
     ),
+    "an sd1.5 embedding in an sdxl prompt": (
+        spec(prompt="a castle, demo-sd15-emb", stages=[{"model": "demo-sdxl"}]),
+        ["body", "prompt"],
+        "embedding_architecture_mismatch",
+    ),
+    "an sdxl embedding in a flux stage's own prompt": (
+        spec(
+            stages=[
+                {"model": "demo-sdxl"},
+                {"model": "demo-flux", "mode": "hires", "prompt": "demo-sdxl-emb"},
+            ]
+        ),
+        ["body", "stages", 1, "prompt"],
+        "embedding_architecture_mismatch",
+    ),
     "an unknown vae": (
         spec(stages=[{"model": "demo-sd15", "vae": "nope"}]),
         ["body", "stages", 0, "vae"],

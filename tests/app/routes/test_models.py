@@ -77,6 +77,25 @@ def test_vaes_are_listed_with_the_latent_space_each_decodes(client: TestClient) 
     ]
 
 
+def test_embeddings_are_listed_with_their_architecture(client: TestClient) -> None:
+    assert client.get("/embeddings").json() == [
+        {
+            "name": "demo-sd15-emb",
+            "architecture": "sd15",
+            "file": "demo-sd15-emb.safetensors",
+            "architecture_from": "registry",  # 32 wide: its width shows no architecture
+            "vectors": 2,
+        },
+        {
+            "name": "demo-sdxl-emb",
+            "architecture": "sdxl",
+            "file": "demo-sdxl-emb.safetensors",
+            "architecture_from": "header",  # clip_l + clip_g: SDXL's layout
+            "vectors": 2,
+        },
+    ]
+
+
 def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestClient) -> None:
     listed = {u["name"]: u for u in client.get("/upscalers").json()}
     assert listed["lanczos"] == {

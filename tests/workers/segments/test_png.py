@@ -173,3 +173,9 @@ def test_the_vae_is_written_as_a1111_writes_it_with_its_hash_and_read_back() -> 
     info = read_back(decoded, hashes)
     assert (info.metadata["VAE"], info.metadata["VAE hash"]) == ("sd-mse", "0123456789")
     assert "VAE" not in parameters_text(HIRES, 0, "Euler")  # the model's own is not written
+
+
+def test_the_embeddings_prompts_name_are_written_as_a1111s_ti_hashes() -> None:
+    hashes = FileHashes(embeddings={"easynegative": "c74b4e810b03", "style": "0123456789ab"})
+    settings = parameters_text(HIRES, 0, "Euler", hashes).split("\n")[-1]
+    assert settings.endswith('TI hashes: "easynegative: c74b4e810b03, style: 0123456789ab"')

@@ -1,7 +1,8 @@
 """A stage's setup on the tiny models, in this process: a registered VAE in place of the model's
-own changes the picture (decoding and, for img2img, encoding), the next job decodes with the
-model's own to the byte, and the worker refuses a VAE of another latent space whatever the
-gateway said. (Its LoRAs and sampler: tests/workers/stages/test_chain.py.)"""
+own, and embeddings named in prompts, change the picture; the next job sees the model as before,
+to the byte; the worker refuses a VAE of another latent space, or an embedding of another
+architecture, whatever the gateway said. (Its LoRAs and sampler:
+tests/workers/stages/test_chain.py.)"""
 
 from __future__ import annotations
 
@@ -91,4 +92,57 @@ def test_the_worker_refuses_a_vae_of_another_latent_space_whatever_the_gateway_s
     [said] = gateway.value.violations
     assert said.type == "vae_latent_space_mismatch"
     # in the gateway's words, before the file is loaded
+    assert run(smuggled, cache) == Failed(FailureType.INVALID_JOB, said.msg)
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-sdxl"])
+def test_an_embedding_named_in_the_prompt_changes_the_picture_and_nothing_after_it(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    def job(prompt: str, negative: str | None = None) -> Made:
+        stages = [{"model": model, "steps": 2}]
+        outcome = run(spec_of(registry, stages, prompt=prompt, negative_prompt=negative), cache)
+        assert isinstance(outcome, Made), outcome
+        return outcome
+
+    word = f"{model}-emb"
+    before = pixels(job("a lighthouse, at dusk"))
+    named = job(f"a lighthouse, {word.upper()}")  # any case, as A1111's prompts name them
+    assert pixels(named) != before
+    assert named.traces[0].embeddings == [word]
+    assert pixels(job("a lighthouse", negative=word)) != pixels(job("a lighthouse"))
+    assert pixels(job("a lighthouse, at dusk")) == before  # the model reads prompts as before
+
+
+def test_members_of_one_call_each_get_their_own_embeddings(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    from workers.stages.chain import Member, run_group
+
+    def member(prompt: str) -> Member:
+        spec = spec_of(registry, [{"model": "demo-sd15", "steps": 2}], prompt=prompt)
+        return Member(prompt, spec, never_stop)
+
+    alone = [member("a castle, demo-sd15-emb"), member("a castle")]
+    for m in alone:
+        run_group([m], range(1), cache.get, "w", Components.of(cache))
+    together = [member("a castle, demo-sd15-emb"), member("a castle")]
+    run_group(together, range(1), cache.get, "w", Components.of(cache))
+    assert [t.embeddings for m in together for t in m.traces] == [["demo-sd15-emb"], []]
+    for one, both in zip(alone, together, strict=True):
+        assert isinstance(one.outcome, Made)
+        assert isinstance(both.outcome, Made)
+        diff = [abs(a - b) for a, b in zip(pixels(one.outcome), pixels(both.outcome), strict=True)]
+        assert max(diff) <= 1  # batched pictures equal lone ones, within rounding
+
+
+def test_the_worker_refuses_an_embedding_of_another_architecture_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    spec = spec_of(registry, [{"model": "demo-sdxl", "steps": 2}])
+    smuggled = spec.model_copy(update={"prompt": "a castle, demo-sd15-emb"})
+    with pytest.raises(JobRejected) as gateway:
+        check_job(JobSpec.model_validate(smuggled.model_dump()), registry, JobLimits())
+    [said] = gateway.value.violations
+    assert said.type == "embedding_architecture_mismatch"
     assert run(smuggled, cache) == Failed(FailureType.INVALID_JOB, said.msg)
