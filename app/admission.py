@@ -12,6 +12,7 @@ from PIL import Image
 from redis import Redis
 
 from app.keys import Caller
+from contract.controlnets import without_control_images
 from contract.envelope import JobEnvelope, JobStatus
 from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -121,15 +122,18 @@ class JobService:
     def _store_and_enqueue(
         self, job_id: str, checked: CheckedJob, owner: str, claim: Claim | None
     ) -> JobEnvelope:
-        # The envelope keeps the spec without the picture; the worker reads it from its own key.
-        stored = checked.spec.model_copy(update={"init_image": None})
+        # The envelope keeps the spec without the pictures; the worker reads them from their own
+        # keys.
+        stored, control_images = without_control_images(
+            checked.spec.model_copy(update={"init_image": None})
+        )
         first = plan_segments(stored, self.registry)[0]
         policy = QueuePolicy(stored.timeout_s, self.max_retries, self.store.result_ttl_s)
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
             created = self.store.create(
-                job_id, stored, pipe, _png(checked.init_image), max_retries=self.max_retries,
-                owner=owner,
+                job_id, stored, pipe, _png(checked.init_image), control_images,
+                max_retries=self.max_retries, owner=owner,
             )  # fmt: skip
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
             if claim is not None:

@@ -6,14 +6,19 @@ without it (CPU, demo models), measured in one run.
 Each pair of jobs runs alternately (without, with), ten times, after a warm-up that loads
 everything; a job's time is split into its fixed part and its steps by running it at two step
 counts (per step = (t(20 steps) - t(4 steps)) / 16). A VAE costs at the ends (decode, encode),
-an embedding in the prompt's encoding, Clip skip nothing measurable; the ratios say so.
+an embedding in the prompt's encoding, Clip skip nothing measurable, a LoRA and a ControlNet
+every step; the ratios say so.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import statistics
 import time
 from typing import Any
+
+from PIL import Image
 
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -28,9 +33,22 @@ RUNS = 10
 STEPS = (4, 20)
 
 
+def _edges() -> str:
+    picture = Image.new("RGB", (128, 128), (0, 0, 0))
+    picture.paste((255, 255, 255), (32, 32, 96, 96))
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+EDGES = _edges()
+
+
 def registry() -> ModelRegistry:
     models = REPO_ROOT / ".models"
-    ensure_built(models, ("demo-sd15", "demo-vaes", "demo-embeddings", "demo-loras"))
+    ensure_built(
+        models, ("demo-sd15", "demo-vaes", "demo-embeddings", "demo-loras", "demo-controlnets")
+    )
     return ModelRegistry.model_validate(
         {
             "models": {
@@ -48,6 +66,10 @@ def registry() -> ModelRegistry:
                 "l": {"architecture": "sd15",
                       "file": str(models / "demo-loras" / "demo-sd15-lora.safetensors")}
             },
+            "controlnets": {
+                "c": {"architecture": "sd15",
+                      "file": str(models / "demo-controlnets" / "demo-sd15-canny")}
+            },
         }
     )  # fmt: skip
 
@@ -58,6 +80,7 @@ WITH: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "embedding": ({}, {"prompt": "a lighthouse, style"}),
     "clip skip 2": ({"clip_skip": 2}, {}),
     "lora": ({"loras": [{"name": "l", "weight": 0.7}]}, {}),
+    "controlnet": ({"controlnets": [{"name": "c", "image": EDGES, "module": "canny"}]}, {}),
 }
 
 

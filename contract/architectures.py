@@ -52,6 +52,25 @@ class EmbeddingKeys:
 
 
 @dataclass(frozen=True)
+class ControlNetKeys:
+    """What a ControlNet file for the architecture shows in its header (contract.controlnet_files)
+    and its diffusers config."""
+
+    # A key containing one of these marks it (the transformers' own input embedders).
+    marks: tuple[str, ...] = ()
+    # The width its cross-attention keys project from (the UNet families differ only there).
+    cross_attention_width: int | None = None
+    # diffusers' class for it (a folder's config names it).
+    config_class: str = "ControlNetModel"
+    # Recognized, so a file is named for what it is, but not served by the worker yet.
+    served: bool = True
+    # Where several ControlNets of one call take a control image per picture ("text": a stage
+    # from text; "image": from a picture); elsewhere diffusers takes one image per ControlNet
+    # for all of a call's pictures.
+    several_per_picture: tuple[Literal["text", "image"], ...] = ("text", "image")
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: ArchitectureName
     latent_space: LatentSpace
@@ -85,6 +104,8 @@ class Architecture:
     derived_from: ArchitectureName | None = None
     # Its textual-inversion embeddings' layout; None: its prompts take no embeddings.
     embedding_keys: EmbeddingKeys | None = None
+    # Its ControlNets' marks; None: no ControlNet is made for it.
+    controlnet_keys: ControlNetKeys | None = None
 
     def variant(self, name: str | None) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -104,6 +125,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             lora_keys=LoraKeys(cross_attention_width=768),
             checkpoint_keys=("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
             family="sd", embedding_keys=EmbeddingKeys(("emb_params",), (768,)),
+            controlnet_keys=ControlNetKeys(
+                cross_attention_width=768, several_per_picture=("text",)
+            ),
         ),
         Architecture(
             "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
@@ -115,6 +139,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
             ),
             family="sd", embedding_keys=EmbeddingKeys(("clip_l", "clip_g"), (768, 1280)),
+            controlnet_keys=ControlNetKeys(cross_attention_width=2048, several_per_picture=()),
         ),
         Architecture(
             "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
@@ -141,6 +166,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             # dev is guidance-distilled (it embeds the scale); schnell timestep-distilled.
             variants=(Variant("dev", 28, 3.5), Variant("schnell", 4, 0.0)),
             family="flux",
+            # diffusers' (InstantX, Shakker) and XLabs' layouts
+            controlnet_keys=ControlNetKeys(
+                marks=("controlnet_x_embedder.", "pos_embed_input.weight"),
+                config_class="FluxControlNetModel",
+            ),
         ),
         # SD3.5 Medium/Large: MMDiT on 2x2 patches (sizes multiples of 16), flow matching.
         Architecture(
@@ -154,6 +184,9 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "joint_blocks.0.context_block.attn.qkv.weight",
             ),
             family="sd3",
+            controlnet_keys=ControlNetKeys(
+                marks=("pos_embed_input.proj.",), config_class="SD3ControlNetModel", served=False
+            ),
         ),
         # Chroma: Flux schnell pruned (its per-block modulation replaced by one small network,
         # `distilled_guidance_layer`), T5 alone, real classifier-free guidance with a negative

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract.checked import CheckedSpec
 from contract.latent_spaces import LatentSpaceName
-from contract.spec import LoraUse, WebhookEvent
+from contract.spec import ControlModule, ControlNetUse, LoraUse, WebhookEvent
 
 
 class JobStatus(StrEnum):
@@ -79,6 +79,24 @@ class Progress(Answer):
     eta_s: float | None = Field(None, description="Estimated seconds left.")
 
 
+class ControlNetTrace(Answer):
+    """A ControlNet that steered a stage (one of weight 0, or of no part of the schedule, did
+    not act, and is not listed)."""
+
+    name: str
+    module: ControlModule
+    weight: float
+    guidance_start: float
+    guidance_end: float
+
+    @classmethod
+    def of(cls, use: ControlNetUse) -> ControlNetTrace:
+        return cls(
+            name=use.name, module=use.module, weight=use.weight,
+            guidance_start=use.guidance_start, guidance_end=use.guidance_end,
+        )  # fmt: skip
+
+
 StageInput = Literal["text", "init_image", "latents", "pixels"]
 
 
@@ -114,6 +132,7 @@ class StageTrace(Answer):
     embeddings: list[str] = Field(
         [], description="The textual-inversion embeddings its prompt and negative prompt named."
     )
+    controlnets: list[ControlNetTrace] = Field([], description="The ControlNets that steered it.")
     batch_size: int = Field(
         1,
         description="Pictures made in the same pipeline call, this job's and other jobs' "

@@ -22,7 +22,10 @@ _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
 def decode_init_image(
-    data: str, max_pixels: int, loc: tuple[str, ...] = ("init_image",)
+    data: str,
+    max_pixels: int,
+    loc: tuple[str | int, ...] = ("init_image",),
+    what: str = "init_image",
 ) -> Image.Image:
     """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed."""
 
@@ -37,14 +40,12 @@ def decode_init_image(
         raise InitImageRejected(
             reject(
                 "invalid_base64",
-                "init_image is not valid base64; send the PNG or JPEG file's bytes base64-encoded",
+                f"{what} is not valid base64; send the PNG or JPEG file's bytes base64-encoded",
             )
         ) from None
     fmt = next((f for magic, f in _MAGIC.items() if raw.startswith(magic)), None)
     if fmt is None:
-        raise InitImageRejected(
-            reject("unsupported_image", "init_image must be a PNG or JPEG file")
-        )
+        raise InitImageRejected(reject("unsupported_image", f"{what} must be a PNG or JPEG file"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -55,7 +56,7 @@ def decode_init_image(
                 raise InitImageRejected(
                     reject(
                         "image_too_large",
-                        f"init_image is {width}x{height} = {width * height} pixels; the limit is "
+                        f"{what} is {width}x{height} = {width * height} pixels; the limit is "
                         f"{max_pixels} pixels. Downscale it first.",
                         width=width,
                         height=height,
@@ -70,7 +71,7 @@ def decode_init_image(
         raise InitImageRejected(
             reject(
                 "image_too_large",
-                f"init_image declares far more than the limit of {max_pixels} pixels; "
+                f"{what} declares far more than the limit of {max_pixels} pixels; "
                 "downscale it first",
                 max_pixels=max_pixels,
             )
@@ -79,7 +80,7 @@ def decode_init_image(
         raise InitImageRejected(
             reject(
                 "invalid_image",
-                f"init_image could not be decoded as {fmt}; it is truncated or corrupt",
+                f"{what} could not be decoded as {fmt}; it is truncated or corrupt",
             )
         ) from None
     return to_rgb(image)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from contract.architectures import ARCHITECTURES
 from contract.checked import CheckedSpec
+from contract.controlnets import check_controlnets
 from contract.embeddings import embedding_violations
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_cost import check_cost
@@ -104,6 +105,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         if vae is not None:
             violations.append(vae)
         violations += embedding_violations(i, spec, stage, entry, registry.embeddings)
+        check_controlnets(i, spec, entry, registry.controlnets, limits.max_pixels, violations)
     init_image = None
     if spec.init_image is not None:
         try:

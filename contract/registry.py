@@ -54,6 +54,14 @@ show (a `.pt` pickle, which the gateway does not open):
       old-style: {architecture: sd15, file: /models/embeddings/old-style.pt}
     embedding_folders: [/models/embeddings]      # named by file name
 
+ControlNets are listed the same way, each file's (or diffusers folder's) architecture read from
+its header or config (`contract.controlnet_files`), never from its name:
+
+    controlnets:
+      canny-sdxl: {file: /models/controlnet/controlnet-canny-sdxl-1.0}   # a diffusers folder
+      depth-sd15: {file: /models/controlnet/control_v11f1p_sd15_depth.safetensors}
+    controlnet_folders: [/models/controlnet]
+
 Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
 worker reads their architecture and scale from the weights:
 
@@ -81,6 +89,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.architectures import ARCHITECTURES, Architecture
+from contract.controlnet_files import discover_controlnets, probe_controlnet
 from contract.embedding_files import discover_embeddings, probe_embedding
 from contract.latent_spaces import LATENT_SPACES, LatentSpace, LatentSpaceName
 from contract.lora_files import discover_loras, fits_declared, probe_lora
@@ -225,6 +234,34 @@ class EmbeddingEntry(_Strict):
         return value
 
 
+class ControlNetEntry(_Strict):
+    """A ControlNet, made for one architecture: it may only steer models of that one."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    architecture: str
+    # A .safetensors file (diffusers' or LDM's layout), or a diffusers folder.
+    file: Path
+    # "header": read from the file's keys or the folder's config (and equal to the registry's,
+    # where it names one); "registry": as written there.
+    architecture_from: Literal["header", "registry"] = "registry"
+
+    _known_architecture = field_validator("architecture")(known_architecture)
+
+    @field_validator("architecture")
+    @classmethod
+    def _served(cls, value: str) -> str:
+        keys = ARCHITECTURES[value].controlnet_keys
+        if keys is None or not keys.served:
+            served = [
+                a.name
+                for a in ARCHITECTURES.values()
+                if a.controlnet_keys and a.controlnet_keys.served
+            ]
+            why = "are not served here yet" if keys is not None else "are not made"
+            raise ValueError(f"{value} ControlNets {why}; those of {', '.join(served)} are")
+        return value
+
+
 class UpscalerEntry(_Strict):
     """An upscaler model file (ESRGAN, Real-ESRGAN, SwinIR, … : whatever spandrel recognizes;
     the worker reads its architecture and scale from the weights)."""
@@ -247,6 +284,7 @@ class ModelRegistry(_Strict):
     upscalers: dict[str, UpscalerEntry] = {}
     vaes: dict[str, VaeEntry] = {}
     embeddings: dict[str, EmbeddingEntry] = {}
+    controlnets: dict[str, ControlNetEntry] = {}
     # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
     # the first text-to-image model in the file's order.
     a1111_default_checkpoint: str | None = None
@@ -282,7 +320,7 @@ class ModelRegistry(_Strict):
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", "loras", "upscalers", "vaes", "embeddings"):
+        for section in ("models", "loras", "upscalers", "vaes", "embeddings", "controlnets"):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -309,7 +347,8 @@ class ModelRegistry(_Strict):
     def load(cls, path: Path) -> ModelRegistry:
         raw = yaml.safe_load(path.read_text()) or {}
         if isinstance(raw, dict):
-            for read_files in (_with_lora_files, _with_vae_files, _with_embedding_files):
+            readers = (_with_lora_files, _with_vae_files, _with_embedding_files, _with_controlnets)
+            for read_files in readers:
                 raw = read_files(raw, path.parent)
         registry = cls.model_validate(raw)
         return registry._resolve_paths(path.parent)
@@ -345,6 +384,10 @@ class ModelRegistry(_Strict):
             name: embedding.model_copy(update={"file": resolve(embedding.file)})
             for name, embedding in self.embeddings.items()
         }
+        controlnets = {
+            name: controlnet.model_copy(update={"file": resolve(controlnet.file)})
+            for name, controlnet in self.controlnets.items()
+        }
         return self.model_copy(
             update={
                 "models": resolved,
@@ -352,6 +395,7 @@ class ModelRegistry(_Strict):
                 "upscalers": upscalers,
                 "vaes": vaes,
                 "embeddings": embeddings,
+                "controlnets": controlnets,
             }
         )
 
@@ -510,3 +554,42 @@ def _with_embedding_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         }
     rest = {k: v for k, v in raw.items() if k != "embedding_folders"}
     return rest | ({"embeddings": embeddings} if embeddings else {})
+
+
+def _with_controlnets(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The raw registry with every ControlNet's architecture read from its header or config
+    where readable (and checked against the one written, if any), and the ControlNets of
+    `controlnet_folders` added."""
+    controlnets: dict[str, Any] = {}
+    for folder in raw.get("controlnet_folders") or []:
+        controlnets.update(discover_controlnets(_resolve(folder, base)))
+    for name, entry in (raw.get("controlnets") or {}).items():
+        if not isinstance(entry, dict) or "file" not in entry:
+            controlnets[name] = entry  # validation says what is wrong with it
+            continue
+        file = _resolve(entry["file"], base)
+        declared = entry.get("architecture")
+        holds, shown = probe_controlnet(file)
+        if file.exists() and not holds:
+            raise ValueError(
+                f"ControlNet {name!r}: {file} holds no ControlNet (no conditioning embedder in "
+                "its keys or config)"
+            )
+        if shown is None and declared is None:
+            why = "does not show it" if file.exists() else "cannot be read here"
+            raise ValueError(
+                f"ControlNet {name!r}: {file} {why}; write its architecture in the registry"
+            )
+        if shown is not None and declared is not None and shown != declared:
+            raise ValueError(
+                f"ControlNet {name!r}: the registry says {declared}, but {file.name} is a "
+                f"{shown} ControlNet (its {'config' if file.is_dir() else 'keys'} say so); fix "
+                "the entry's architecture"
+            )
+        controlnets[name] = {
+            **entry,
+            "architecture": shown or declared,
+            "architecture_from": "header" if shown is not None else "registry",
+        }
+    rest = {k: v for k, v in raw.items() if k != "controlnet_folders"}
+    return rest | ({"controlnets": controlnets} if controlnets else {})

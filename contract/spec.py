@@ -11,7 +11,15 @@ import unicodedata
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    UrlConstraints,
+    model_validator,
+)
 
 from contract.names import MODEL_NAME_PATTERN
 from contract.resamplers import Upscaler
@@ -69,6 +77,55 @@ class LoraUse(_Strict):
     weight: Annotated[float, Field(ge=-4, le=4, allow_inf_nan=False)] = 1.0
 
 
+# The preprocessors a ControlNet unit may ask for: "none" (the image is a ready control map, as
+# Krita and most API callers send) and "canny" (edges, computed in the worker with no model).
+ControlModule = Literal["none", "canny"]
+# How a control image meets the stage's size, as A1111's resize modes do.
+ControlResize = Literal["just_resize", "crop_and_resize", "resize_and_fill"]
+MAX_CONTROLNETS = 4
+
+
+class ControlNetUse(_Strict):
+    name: Annotated[
+        str, Field(pattern=MODEL_NAME_PATTERN, description="GET /controlnets lists them.")
+    ]
+    image: Annotated[str | None, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
+        None,
+        description="Base64 PNG or JPEG: the control map (with module canny, the picture to "
+        "take edges from). Or set image_from.",
+    )
+    image_from: Literal["previous"] | None = Field(
+        None,
+        description="`previous`: the previous stage's picture (a stage after the first, with a "
+        "pixel handoff), instead of image.",
+    )
+    module: ControlModule = Field("none", description="`none`: image is the control map.")
+    weight: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = Field(
+        1.0, description="Its residuals' scale; 0 is no ControlNet."
+    )
+    guidance_start: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        0.0, description="Fraction of the stage's steps where it starts to act."
+    )
+    guidance_end: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        1.0, description="Fraction of the stage's steps where it stops."
+    )
+    resize: ControlResize = Field(
+        "crop_and_resize",
+        description="How the image meets the stage's size: stretched (just_resize), scaled to "
+        "cover and cropped, or scaled to fit and padded (resize_and_fill).",
+    )
+    low_threshold: Annotated[int, Field(ge=1, le=255)] = Field(100, description="canny only.")
+    high_threshold: Annotated[int, Field(ge=1, le=255)] = Field(200, description="canny only.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ControlNetUse:
+        if self.guidance_end < self.guidance_start:
+            raise ValueError("guidance_end is before guidance_start; swap them")
+        if self.high_threshold < self.low_threshold:
+            raise ValueError("high_threshold is below low_threshold; swap them")
+        return self
+
+
 class Stage(_Strict):
     model: Annotated[
         str,
@@ -122,6 +179,11 @@ class Stage(_Strict):
         "prompt; 1 is the last (the default), 2 the one before it (what many SD1.5 anime "
         "models were trained with). Models whose prompt is not read from CLIP layers (Flux, "
         "Chroma) take none.",
+    )
+    controlnets: Annotated[list[ControlNetUse] | None, Field(max_length=MAX_CONTROLNETS)] = Field(
+        None,
+        description="ControlNets steering this stage, each with its control image; each must "
+        "be of the stage model's architecture.",
     )
     vae: Annotated[str | None, Field(pattern=MODEL_NAME_PATTERN)] = Field(
         None,

@@ -10,6 +10,8 @@ from typing import Any, Literal
 RuleType = Literal[
     "clip_skip_unsupported",
     "computed_value_out_of_range",
+    "controlnet_architecture_mismatch",
+    "controlnet_unsupported",
     "embedding_architecture_mismatch",
     "field_not_allowed",
     "guidance_out_of_range",
@@ -29,6 +31,7 @@ RuleType = Literal[
     "text_to_image_unsupported",
     "timeout_over_limit",
     "too_few_steps",
+    "unknown_controlnet",
     "unknown_lora",
     "unknown_model",
     "unknown_sampler",

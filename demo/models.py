@@ -29,14 +29,18 @@ from contract.architectures import ARCHITECTURES
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
 # Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py,
-# demo/vaes.py, demo/embeddings.py).
-DEMO_EXTRAS = ("demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings")
+# demo/vaes.py, demo/embeddings.py, demo/controlnets.py).
+DEMO_EXTRAS = ("demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings", "demo-controlnets")
 # Extras made from demo models under the same root (built first): name -> (builder as
 # "module:function", models).
 FROM_MODELS = {
     "demo-loras": ("demo.loras:build_demo_loras", ("demo-sd15", "demo-flux")),
     "demo-vaes": ("demo.vaes:build_demo_vaes", ("demo-sd15", "demo-sdxl")),
     "demo-embeddings": ("demo.embeddings:build_demo_embeddings", ("demo-sd15", "demo-sdxl")),
+    "demo-controlnets": (
+        "demo.controlnets:build_demo_controlnets",
+        ("demo-sd15", "demo-sdxl", "demo-flux"),
+    ),
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.

@@ -63,6 +63,11 @@ def init_image_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:init"
 
 
+def control_images_key(job_id: str) -> str:
+    """A hash of the job's ControlNet control images, by "<stage>.<unit>"."""
+    return f"{PREFIX}:job:{job_id}:control"
+
+
 def handoff_key(job_id: str, segment: int, index: int) -> str:
     """Pictures segment `segment` receives (PNG), written by the worker that ran the one before."""
     return f"{PREFIX}:job:{job_id}:handoff:{segment}:{index}"

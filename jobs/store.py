@@ -35,6 +35,7 @@ from contract.envelope import (
 from jobs.caps import free
 from jobs.redis_keys import (
     cancel_key,
+    control_images_key,
     events_channel,
     handoff_key,
     image_key,
@@ -69,10 +70,11 @@ class JobStore:
         spec: CheckedSpec,
         pipeline: Pipeline,
         init_image: bytes | None = None,
+        control_images: dict[str, bytes] | None = None,
         **fields: str | int,
     ) -> datetime:
-        """Write a queued job's record (and its init image, kept apart from the spec the
-        envelope serves) into `pipeline`."""
+        """Write a queued job's record (and its init image and control images, kept apart from
+        the spec the envelope serves) into `pipeline`."""
         created = now()
         mapping: dict[str, str | int] = {
             "status": JobStatus.QUEUED.value,
@@ -84,7 +86,15 @@ class JobStore:
         if init_image is not None:
             # Deleted when the job ends (drop_inputs); the TTL is a backstop.
             pipeline.set(init_image_key(job_id), init_image, ex=self.result_ttl_s)
+        if control_images:
+            pipeline.hset(control_images_key(job_id), mapping=control_images)  # type: ignore[arg-type]
+            pipeline.expire(control_images_key(job_id), self.result_ttl_s)
         return created
+
+    def control_images(self, job_id: str) -> dict[str, bytes]:
+        """The job's control images by "<stage>.<unit>" (contract.controlnets)."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(control_images_key(job_id))  # type: ignore[assignment]
+        return {text(k): v for k, v in raw.items()}
 
     def init_image(self, job_id: str) -> bytes | None:
         value = self.redis.get(init_image_key(job_id))
@@ -112,9 +122,9 @@ class JobStore:
         return value if isinstance(value, bytes) else None
 
     def drop_inputs(self, pipeline: Pipeline, job_id: str, spec: CheckedSpec | None) -> None:
-        """Into `pipeline`: delete what an ended job no longer needs, its init image and the
-        pictures handed between pools (their TTLs are only the backstop)."""
-        pipeline.delete(init_image_key(job_id))
+        """Into `pipeline`: delete what an ended job no longer needs, its init and control images
+        and the pictures handed between pools (their TTLs are only the backstop)."""
+        pipeline.delete(init_image_key(job_id), control_images_key(job_id))
         if spec is not None:
             for segment in range(1, len(spec.stages)):
                 for index in range(spec.num_images):

@@ -51,8 +51,8 @@ def demo_models() -> Path:
 
 @pytest.fixture(scope="session")
 def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo models, LoRA, upscalers, VAEs and embeddings, plus `demo-broken`: an SD1.5 entry
-    whose files are corrupt."""
+    """The demo models, LoRA, upscalers, VAEs, embeddings and ControlNets, plus `demo-broken`: an
+    SD1.5 entry whose files are corrupt."""
     root = tmp_path_factory.mktemp("registry")
     broken = root / "broken-sd15"
     broken.mkdir()
@@ -98,8 +98,15 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         },
         "demo-sdxl-emb": {"file": str(embedded / "demo-sdxl-emb.safetensors")},
     }
+    controlnets = {  # the tiny ones' widths show no architecture; their configs' class does
+        f"{model}-canny": {
+            "architecture": model.removeprefix("demo-"),
+            "file": str(demo_models / "demo-controlnets" / f"{model}-canny"),
+        }
+        for model in ("demo-sd15", "demo-sdxl", "demo-flux")
+    }
     sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes,
-                "embeddings": embeddings}  # fmt: skip
+                "embeddings": embeddings, "controlnets": controlnets}  # fmt: skip
     path.write_text(yaml.safe_dump(sections))
     return path
 

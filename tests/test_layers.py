@@ -83,6 +83,8 @@ def test_each_worker_wing_imports_only_the_wings_before_it() -> None:
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
     "demo/upscalers.py": "its files are what tests/workers/models/test_upscalers.py loads",
+    "demo/controlnets.py": "its folders are what tests/workers/stages/test_setup.py steers "
+    "with and tests/workers/models/test_controlnets.py loads",
     "demo/embeddings.py": "its files are what tests/workers/stages/test_setup.py names in "
     "prompts and tests/app/routes/test_models.py lists",
     "demo/vaes.py": "its files are what tests/workers/models/test_vaes.py and "

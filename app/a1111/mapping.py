@@ -17,6 +17,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.a1111.controlnet import a1111_unit_loc, with_controlnets
 from app.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
 from contract.registry import ModelRegistry
 from contract.resamplers import Upscaler
@@ -176,6 +177,7 @@ def txt2img_spec(
         roles.append("hires")
     _with_clip_skip(request, stages, registry)
     _with_vae(request, stages, registry, stored_vae)
+    with_controlnets(request, stages, roles, registry, None)
     return _spec(request, stages, roles, {})
 
 
@@ -192,6 +194,7 @@ def img2img_spec(
     stages = [_base_stage(request, checkpoint)]
     _with_clip_skip(request, stages, registry)
     _with_vae(request, stages, registry, stored_vae)
+    with_controlnets(request, stages, ["base"], registry, request.init_images[0])
     return _spec(request, stages, ["base"], top)
 
 
@@ -326,13 +329,18 @@ def _spec(
     except ValidationError as invalid:
         errors = []
         for error in invalid.errors():
-            loc = a1111_loc(tuple(error["loc"]), roles)
+            loc = a1111_loc(tuple(error["loc"]), roles, request)
             errors.append({**error, "loc": ("body", *loc)})
         raise RequestValidationError(errors) from None
 
 
-def a1111_loc(loc: tuple[Any, ...], roles: list[str]) -> tuple[str | int, ...]:
+def a1111_loc(
+    loc: tuple[Any, ...], roles: list[str], request: Txt2ImgRequest | Img2ImgRequest | None = None
+) -> tuple[str | int, ...]:
     """Where a job-spec location is in the A1111 request."""
+    unit = None if request is None else a1111_unit_loc(loc, request, roles)
+    if unit is not None:
+        return unit
     if len(loc) >= 3 and loc[0] == "stages" and isinstance(loc[1], int) and loc[1] < len(roles):
         return _STAGE_FIELDS[roles[loc[1]]].get(str(loc[2]), ())
     if loc and str(loc[0]) in _TOP_FIELDS:
@@ -340,13 +348,15 @@ def a1111_loc(loc: tuple[Any, ...], roles: list[str]) -> tuple[str | int, ...]:
     return ()
 
 
-def in_a1111_terms(rejected: JobRejected, spec: JobSpec) -> JobRejected:
-    """The job's violations, pointing at A1111's fields; a latent hires upscaler across latent
-    spaces says to pick a pixel upscaler."""
+def in_a1111_terms(
+    rejected: JobRejected, spec: JobSpec, request: Txt2ImgRequest | Img2ImgRequest | None = None
+) -> JobRejected:
+    """The job's violations, pointing at A1111's fields (a ControlNet's at its unit); a latent
+    hires upscaler across latent spaces says to pick a pixel upscaler."""
     roles = ["base"] + [str(s.mode.value) if s.mode else "base" for s in spec.stages[1:]]
     violations = []
     for v in rejected.violations:
-        loc = a1111_loc(v.loc, roles)
+        loc = a1111_loc(v.loc, roles, request)
         msg = v.msg
         if v.type == "latent_space_mismatch" and loc == ("hr_upscaler",):
             msg = (

@@ -94,7 +94,7 @@ async def txt2img(
     """Text to image, with A1111's hires fix (`enable_hr`) and refiner fields."""
     checkpoint = await _checkpoint(body.override_settings, caller, redis, registry)
     spec = txt2img_spec(body, checkpoint, registry, await _stored_vae(caller, redis, registry))
-    return await _run(spec, body.model_dump(), checkpoint, caller, jobs, hub, redis)
+    return await _run(spec, body, body.model_dump(), checkpoint, caller, jobs, hub, redis)
 
 
 @router.post(
@@ -117,11 +117,12 @@ async def img2img(
     echoed = body.model_dump()
     if not body.include_init_images:  # as A1111 answers
         echoed.update(init_images=None, mask=None)
-    return await _run(spec, echoed, checkpoint, caller, jobs, hub, redis)
+    return await _run(spec, body, echoed, checkpoint, caller, jobs, hub, redis)
 
 
 async def _run(
     spec: JobSpec,
+    request: Txt2ImgRequest | Img2ImgRequest,
     echoed: dict[str, Any],
     checkpoint: str,
     caller: Caller,
@@ -132,7 +133,7 @@ async def _run(
     try:
         envelope, _ = await run_in_threadpool(jobs.submit, spec, caller.name)
     except JobRejected as rejected:
-        raise in_a1111_terms(rejected, spec) from None
+        raise in_a1111_terms(rejected, spec, request) from None
     job_id = str(envelope.id)
     assert envelope.spec is not None
     wait_s = envelope.spec.timeout_s + _WAIT_MARGIN_S

@@ -183,6 +183,30 @@ def list_embeddings(registry: RegistryDep, _: CallerDep) -> list[EmbeddingInfo]:
     ]
 
 
+class ControlNetInfo(Answer):
+    name: str = Field(description="As a stage's `controlnets[].name`.")
+    architecture: ArchitectureName = Field(
+        description="The only architecture whose stages it may steer."
+    )
+    file: str = Field(description="Its file (or diffusers folder) name.")
+    architecture_from: Literal["header", "registry"] = Field(
+        description="`header`: read from its keys or config (and equal to the registry's, where "
+        "it names one); `registry`: as the registry writes it. Never from its name."
+    )
+
+
+@router.get("/controlnets", operation_id="list_controlnets")
+def list_controlnets(registry: RegistryDep, _: CallerDep) -> list[ControlNetInfo]:
+    """Registered ControlNets and the architecture each was made for."""
+    return [
+        ControlNetInfo(
+            name=name, architecture=c.architecture, file=c.file.name,
+            architecture_from=c.architecture_from,
+        )
+        for name, c in sorted(registry.controlnets.items())
+    ]  # fmt: skip
+
+
 class UpscalerInfo(Answer):
     name: str = Field(description="As a hires stage's `upscaler`.")
     handoff: Literal["pixel", "latent"] = Field(description="The handoff it works with.")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from webuiapi import WebUIApi, WebUIApiResult
+from webuiapi import ControlNetUnit, WebUIApi, WebUIApiResult
 
 from tests.conftest import Stack
 
@@ -106,6 +106,31 @@ def test_an_embedding_named_in_the_prompt_is_applied_and_hashed_as_a1111_does(
     with pytest.raises(RuntimeError) as refused:
         draw("a lighthouse, demo-sdxl-emb")  # SDXL's, to an SD1.5 checkpoint
     assert "embedding_architecture_mismatch" in str(refused.value)
+
+
+def test_webuiapis_controlnet_unit_steers_txt2img(api: WebUIApi) -> None:
+    models = api.controlnet_model_list()
+    assert [m.split(" [")[0] for m in models] == [
+        "demo-flux-canny",
+        "demo-sd15-canny",
+        "demo-sdxl-canny",
+    ]
+    square = Image.new("RGB", (64, 64), (0, 0, 0))
+    square.paste((255, 255, 255), (16, 16, 48, 48))
+
+    def draw(*units: ControlNetUnit) -> WebUIApiResult:
+        return api.txt2img(prompt="a lighthouse", seed=5, width=64, height=64,
+                           override_settings=SD15, controlnet_units=list(units))  # fmt: skip
+
+    sd15 = next(m for m in models if m.startswith("demo-sd15-canny"))
+    plain = draw()
+    steered = draw(ControlNetUnit(image=square, module="canny", model=sd15,
+                                  threshold_a=100, threshold_b=200))  # fmt: skip
+    assert steered.images[0].tobytes() != plain.images[0].tobytes()
+    assert f'ControlNet 0: "Module: canny, Model: {sd15}, Weight: 1.0' in parameters(steered)
+    with pytest.raises(RuntimeError) as refused:  # an SDXL ControlNet on an SD1.5 checkpoint
+        draw(ControlNetUnit(image=square, model="demo-sdxl-canny"))
+    assert "controlnet_architecture_mismatch" in str(refused.value)
 
 
 def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:

@@ -41,5 +41,12 @@ def registry(demo_models: Path) -> ModelRegistry:
                 }
                 for model in ("demo-sd15", "demo-sdxl")
             },
+            "controlnets": {
+                f"{model}-canny": {
+                    "architecture": model.removeprefix("demo-"),
+                    "file": str(demo_models / "demo-controlnets" / f"{model}-canny"),
+                }
+                for model in ("demo-sd15", "demo-sdxl", "demo-flux")
+            },
         }
     )

@@ -32,6 +32,30 @@ class ArchitectureMismatch(ValueError):
     """The weights are not what the registry entry says they are."""
 
 
+Several = Literal["per_unit", "per_picture", "shared"]
+
+
+@dataclass(frozen=True)
+class ControlNetPipelines:
+    """What an architecture's ControlNets load as, and the pipelines that call them."""
+
+    text: type[DiffusionPipeline]  # txt2img steered: `image` is the control image
+    image: type[DiffusionPipeline]  # img2img steered: `control_image`
+    model: type[ModelMixin]
+    multi: type[ModelMixin]  # several at once (one is a list of one)
+    # The call's control image argument on its txt2img pipeline.
+    text_image_arg: Literal["image", "control_image"] = "image"
+    # How several ControlNets take one control image per picture, in the txt2img and the
+    # img2img pipeline: "per_unit" (a list of each one's pictures), "per_picture" (a list of
+    # each picture's units), or "shared" (one image per unit for the whole call: the rule,
+    # `contract.controlnets`, sends nothing else; the row's `several_per_picture` says where).
+    several_text: Several = "per_unit"
+    several_image: Several = "per_unit"
+    # Several need a control_mode each (None: not a union ControlNet): diffusers' Flux pipelines
+    # zip the ControlNets with their modes, and run none where no modes are given.
+    several_need_modes: bool = False
+
+
 @dataclass(frozen=True)
 class Pipelines:
     """What one architecture loads and calls."""
@@ -50,6 +74,8 @@ class Pipelines:
     check_weights: Callable[[ModelEntry, DiffusionPipeline], None] | None = None
     # Mends the img2img pipeline once made (where diffusers' own needs it).
     mend_image: Callable[[DiffusionPipeline], None] | None = None
+    # Where the architecture's ControlNets are served.
+    controlnet: ControlNetPipelines | None = None
 
     def denoiser_of(self, pipe: DiffusionPipeline) -> torch.nn.Module:
         module: torch.nn.Module = getattr(pipe, self.denoiser_folder)

@@ -8,11 +8,20 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, FluxImg2ImgPipeline, FluxPipeline, FluxTransformer2DModel
+from diffusers import (
+    DiffusionPipeline,
+    FluxControlNetImg2ImgPipeline,
+    FluxControlNetModel,
+    FluxControlNetPipeline,
+    FluxImg2ImgPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
+)
+from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
 
 from contract.registry import ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
-from workers.families import ArchitectureMismatch, Pipelines
+from workers.families import ArchitectureMismatch, ControlNetPipelines, Pipelines
 from workers.families.flux_files import load_flux_file
 
 
@@ -68,5 +77,9 @@ PIPELINES = {
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
         check_weights=check_variant,
+        controlnet=ControlNetPipelines(
+            FluxControlNetPipeline, FluxControlNetImg2ImgPipeline, FluxControlNetModel,
+            FluxMultiControlNetModel, text_image_arg="control_image", several_need_modes=True,
+        ),
     ),
 }  # fmt: skip

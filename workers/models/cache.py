@@ -24,6 +24,7 @@ from contract.vae_files import weights_file
 from workers.families import pipelines_for
 from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
+from workers.models.controlnets import LoadedControlNet, load_controlnet
 from workers.models.embeddings import LoadedEmbedding, read_embedding
 from workers.models.loading import (
     image_pipeline_of,
@@ -114,6 +115,8 @@ class ModelCache:
         # Registered VAEs, per (name, device, dtype): one file serves every model of its space.
         self._vaes: dict[tuple[str, str, str], LoadedVae] = {}
         self._embeddings: dict[str, LoadedEmbedding] = {}  # their vectors, read once
+        # Registered ControlNets, per (name, device, dtype): shared by the models of their kind.
+        self._controlnets: dict[tuple[str, str, str], LoadedControlNet] = {}
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -127,7 +130,37 @@ class ModelCache:
             + sum(u.param_bytes for u in self._upscalers.values())
             + sum(v.param_bytes for v in self._vaes.values())
             + sum(e.nbytes for e in self._embeddings.values())
+            + sum(c.param_bytes for c in self._controlnets.values())
         )
+
+    def controlnet(self, name: str, model: LoadedModel, keep: set[str]) -> LoadedControlNet:
+        """A registered ControlNet on `model`'s device and dtype: loaded once and kept under the
+        same memory budget (least recently used first, never `keep`, the ControlNets the running
+        stage needs). The caller has checked it is of `model`'s architecture."""
+        key = (name, model.device, str(model.dtype))
+        loaded = self._controlnets.get(key)
+        if loaded is None:
+            entry = self.registry.controlnets.get(name)
+            if entry is None:
+                raise ModelUnavailable(f"ControlNet {name!r} is not in this worker's registry")
+            denoiser = pipelines_for(model.entry.architecture).denoiser_of(model.text)
+            try:
+                if self.budget_bytes is not None:
+                    files = weight_files(entry.file) if entry.file.is_dir() else [entry.file]
+                    spared = {model.entry.name, *("/".join((n, *key[1:])) for n in keep)}
+                    self._make_room(estimated_bytes(files, model.dtype), keep=spared)
+                loaded = load_controlnet(entry, denoiser, model.device, model.dtype)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
+                log.exception("loading ControlNet %s failed", name)
+                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
+                raise ModelUnavailable(f"ControlNet {name!r} could not be loaded: {why}") from exc
+            self._controlnets[key] = loaded
+            self._recount()
+            log.info("loaded ControlNet %s (%.1f MiB)", name, loaded.param_bytes / 2**20)
+        loaded.last_used = time.monotonic()
+        return loaded
 
     def embedding(self, name: str) -> LoadedEmbedding:
         """A registered embedding's vectors, read once (a few KB: the budget counts them, and
@@ -307,8 +340,8 @@ class ModelCache:
     def _make_room(
         self, incoming: int, keep: set[str], adapters_kept: frozenset[tuple[str, str]] = frozenset()
     ) -> None:
-        """Evict the least recently used models, upscalers, VAEs, embeddings and LoRA adapters
-        (never those the
+        """Evict the least recently used models, upscalers, VAEs, embeddings, ControlNets and
+        LoRA adapters (never those the
         running job needs) until `incoming` bytes fit in the budget."""
         if self.budget_bytes is None:
             return
@@ -324,6 +357,11 @@ class ModelCache:
             ]
             evictable += [(v.last_used, "vae", "/".join(k), "") for k, v in self._vaes.items()]
             evictable += [(e.last_used, "embedding", n, "") for n, e in self._embeddings.items()]
+            evictable += [
+                (c.last_used, "controlnet", "/".join(k), "")
+                for k, c in self._controlnets.items()
+                if "/".join(k) not in spared
+            ]
             evictable += [
                 (used, "adapter", n, adapter)
                 for n, m in self._loaded.items()
@@ -346,6 +384,8 @@ class ModelCache:
                 del self._vaes[next(k for k in self._vaes if "/".join(k) == victim)]
             elif kind == "embedding":
                 del self._embeddings[victim]
+            elif kind == "controlnet":
+                del self._controlnets[next(k for k in self._controlnets if "/".join(k) == victim)]
             else:
                 self._loaded[victim].delete_adapter(adapter)
             self._recount()

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -58,9 +58,17 @@ def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
     described = []
     for i in stages:
         stage = spec.stages[i]
-        fields = stage.model_dump(
-            mode="json", exclude={"prompt", "negative_prompt", "guidance_scale"}
-        )
+        # Each picture keeps its own control images; the ControlNets and their settings are
+        # the call's. A Flux ControlNet reads the call's one guidance scale: with ControlNets,
+        # jobs batch only with their own scale.
+        exclude: dict[str, Any] = {"prompt": True, "negative_prompt": True}
+        # Several ControlNets take one image each for a whole call in some pipelines
+        # (workers.families): then jobs batch only with the same control images.
+        if len(stage.controlnets or []) < 2:
+            exclude["controlnets"] = {"__all__": {"image"}}
+        if not stage.controlnets:
+            exclude["guidance_scale"] = True
+        fields = stage.model_dump(mode="json", exclude=exclude)
         fields["negative"] = bool(spec.negative_prompt_of(stage))
         # Each picture keeps its own scale (workers.stages.guidance); whether the pipeline guides at
         # all (a scale above 1) is one choice per call.

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from contract.checked import CheckedSpec
+from contract.controlnets import with_control_images
 from contract.envelope import JobStatus
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -78,8 +79,11 @@ class Gatherer:
         envelope = self.store.load(job_id)
         if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
             return None
+        stored = envelope.spec
+        if any(stage.controlnets for stage in stored.stages):  # its control images: apart
+            stored = with_control_images(stored, self.store.control_images(job_id))
         try:
-            spec = check_job(envelope.spec, self.registry, self.limits).spec
+            spec = check_job(stored, self.registry, self.limits).spec
         except JobRejected:
             return None  # its own run fails it, with the reason
         fits = batch_key(spec, plan_segments(spec, self.registry)) == key

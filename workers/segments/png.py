@@ -16,6 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from contract.checked import CheckedSpec, HiresStage, RefineStage
 from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
+from contract.spec import ControlNetUse
 
 __all__ = ["FileHashes", "encode_png", "parameters_text", "sampler_name"]
 
@@ -48,6 +49,7 @@ class FileHashes:
     loras: dict[str, str] = field(default_factory=dict)
     vaes: dict[str, str] = field(default_factory=dict)
     embeddings: dict[str, str] = field(default_factory=dict)
+    controlnets: dict[str, str] = field(default_factory=dict)  # sd-webui-controlnet's 8 digits
 
 
 def parameters_text(
@@ -56,7 +58,8 @@ def parameters_text(
     """The A1111 `parameters` text for image `index` of a normalized spec, field by field as
     A1111's `create_infotext` writes it. The first stage's LoRAs appear as A1111 prompts carry
     them (`<lora:name:weight>`), with `Lora hashes`; its VAE as `VAE hash` and `VAE`; the
-    embeddings its prompts name as `TI hashes`."""
+    embeddings its prompts name as `TI hashes`; its ControlNets as sd-webui-controlnet writes
+    them (`ControlNet 0: "Module: canny, Model: name [hash], Weight: 1.0, …"`)."""
     hashes = hashes or FileHashes()
     base = spec.stages[0]
     fields: list[tuple[str, object]] = [
@@ -93,6 +96,8 @@ def parameters_text(
     refine = next((s for s in spec.stages if isinstance(s, RefineStage)), None)
     if refine is not None:
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
+    for k, use in enumerate(base.controlnets or ()):
+        fields.append((f"ControlNet {k}", _controlnet_unit(use, hashes.controlnets.get(use.name))))
     if hashes.loras:
         fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in hashes.loras.items())))
     if hashes.embeddings:
@@ -103,6 +108,33 @@ def parameters_text(
         lines.append(f"Negative prompt: {spec.negative_prompt}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None))
     return "\n".join(lines)
+
+
+_RESIZE_MODES = {
+    "just_resize": "Just Resize",
+    "crop_and_resize": "Crop and Resize",
+    "resize_and_fill": "Resize and Fill",
+}
+
+
+def _controlnet_unit(use: ControlNetUse, short_hash: str | None) -> str:
+    """A unit as sd-webui-controlnet's infotext writes it: its fields, comma-separated."""
+    model = f"{use.name} [{short_hash}]" if short_hash else use.name
+    parts = [
+        ("Module", use.module),
+        ("Model", model),
+        ("Weight", use.weight),
+        ("Resize Mode", _RESIZE_MODES[use.resize]),
+    ]
+    if use.module == "canny":
+        parts += [("Threshold A", use.low_threshold), ("Threshold B", use.high_threshold)]
+    parts += [
+        ("Guidance Start", use.guidance_start),
+        ("Guidance End", use.guidance_end),
+        ("Pixel Perfect", True),  # the preprocessor ran at the stage's own size
+        ("Control Mode", "Balanced"),
+    ]
+    return ", ".join(f"{k}: {v}" for k, v in parts)
 
 
 def encode_png(

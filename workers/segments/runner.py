@@ -13,6 +13,7 @@ import logging
 import time
 
 from contract.checked import CheckedSpec
+from contract.controlnets import with_control_images
 from contract.envelope import FailureType
 from contract.job_cost import planned_steps
 from contract.job_rules import CheckedJob, JobLimits, check_job
@@ -95,11 +96,13 @@ class JobRunner:
         return self.state.end(job_id, index, spec, segments, outcome)
 
     def _checked(self, job_id: str, spec: CheckedSpec) -> CheckedJob:
-        """The spec with its init image from the store, checked again: the gateway checked it,
-        but a job can reach Redis by other paths."""
+        """The spec with its init and control images from the store, checked again: the gateway
+        checked it, but a job can reach Redis by other paths."""
         if spec.strength is not None:
             raw = self.state.init_image(job_id)
             spec = spec.model_copy(update={"init_image": base64.b64encode(raw).decode()})
+        if any(stage.controlnets for stage in spec.stages):
+            spec = with_control_images(spec, self.store.control_images(job_id))
         return check_job(spec, self.registry, self.limits)
 
     def _execute(

@@ -18,6 +18,7 @@ from typing import Any, assert_never
 from PIL import Image
 
 from contract.checked import CheckedSpec
+from contract.controlnet_files import controlnet_hash
 from contract.embeddings import embeddings_of
 from contract.envelope import FailureType, JobEnvelope, JobStatus, StageTrace, image_url
 from contract.registry import ModelRegistry
@@ -250,8 +251,8 @@ class SegmentState:
         log.info("handed segment %d to pool %s", index, segment.pool)
 
     def _file_hashes(self, spec: CheckedSpec) -> FileHashes:
-        """A1111's short hashes of the LoRA, VAE and embedding files the job used: the first 12
-        hex digits of each file's SHA-256."""
+        """A1111's short hashes of the LoRA, VAE and embedding files the job used (the first 12
+        hex digits of each file's SHA-256), and sd-webui-controlnet's of its ControlNets."""
         registry = self.registry
         loras = {u.name for stage in spec.stages for u in stage.loras or ()}
         vaes = {stage.vae for stage in spec.stages if stage.vae is not None}
@@ -262,6 +263,11 @@ class SegmentState:
             loras={n: file_hash(registry.loras[n].file) for n in loras if n in registry.loras},
             vaes={name: file_hash(path) for name, path in vae_files.items()},
             embeddings={n: file_hash(known[n].file) for n in dict.fromkeys(named)},
+            controlnets={
+                u.name: controlnet_hash(registry.controlnets[u.name].file) or ""
+                for u in spec.stages[0].controlnets or ()
+                if u.name in registry.controlnets
+            },
         )
 
     def _trace_so_far(self, job_id: str) -> list[dict[str, object]]:

@@ -20,25 +20,29 @@ from PIL import Image
 
 from contract.checked import CheckedSpec, RefineStage
 from contract.embeddings import embeddings_of
-from contract.envelope import FailureType, StageTrace
+from contract.envelope import ControlNetTrace, FailureType, StageTrace
+from contract.images import InitImageRejected, decode_init_image
 from contract.job_rules import latent_handoff_violation
 from contract.latent_spaces import LatentSpace
 from contract.registry import ModelEntry
 from contract.resamplers import Upscaler
-from contract.spec import Handoff, Mode, Stage
+from contract.spec import ControlNetUse, Handoff, Mode, Stage
 from contract.upscalers import upscaler_violation
 from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
 from workers.models.upscalers import upscale
+from workers.stages.control_images import control_image
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     Components,
+    Steering,
     UpscalerLookup,
     stage_clip_skip,
+    stage_controlnets,
     stage_embeddings,
     stage_loras,
     stage_sampler,
@@ -46,6 +50,8 @@ from workers.stages.setup import (
 )
 
 log = logging.getLogger("imagegen.worker")
+# Control images were held to the pixel budget at admission; the worker decodes what it checked.
+_NO_LIMIT = 2**31
 __all__ = ["Components", "Member", "run_chain", "run_group"]
 
 
@@ -174,7 +180,10 @@ def _run_stages(
             stage_vae(model, i, stage, components.vaes, components.vae),
             stage_embeddings(model, i, [m.spec for m in group], components) as spell,
         ):
-            step_seconds, sampler = _run_stage(i, group, model, components.upscaler, spell)
+            steering = stage_controlnets(model, i, stage, components)
+            step_seconds, sampler = _run_stage(
+                i, group, model, components.upscaler, spell, steering
+            )
         for member in group:
             if not member.running and left is not None:
                 left(member)
@@ -206,6 +215,7 @@ def _run_stages(
                     embeddings=embeddings_of(
                         member.spec, member.spec.stages[i], components.embeddings
                     ),
+                    controlnets=[ControlNetTrace.of(u) for u in steering.uses] if steering else [],
                     batch_size=made_together,
                 )
             )
@@ -225,6 +235,7 @@ def _run_stage(
     model: LoadedModel,
     upscalers: UpscalerLookup | None,
     spell: Callable[[str], str],
+    steering: Steering | None,
 ) -> tuple[float | None, str]:
     """Run stage i for the group in one call: each member's carry becomes what the stage hands
     on, or the member stops or fails. Returns the mean denoising step time and the sampler."""
@@ -267,7 +278,7 @@ def _run_stage(
     if carries[0] is None:
         pipe = model.text
         kwargs.update(height=height, width=width)
-        if len(group) == 1:
+        if len(group) == 1 and steering is None:
             # One job's prompt encoded once and repeated, as diffusers does for one prompt.
             n = spec.num_images
             kwargs.update(prompt=prompts[0], num_images_per_prompt=n)
@@ -280,6 +291,10 @@ def _run_stage(
         if classes.image_takes_size:
             # Without an explicit size it resizes its input to its default sample size.
             kwargs.update(height=height, width=width)
+
+    if steering is not None:
+        pipe, control = _steered(i, group, model, steering, carries, (width, height))
+        kwargs.update(control)
 
     stamps: list[float] = []
     last: list[torch.Tensor] = []  # the latents after the last step, for a decode in fp32
@@ -313,6 +328,87 @@ def _run_stage(
         except StageError as error:
             member.outcome = Failed.of(error)  # fails this member alone
     return step, sampler
+
+
+def _steered(
+    i: int,
+    group: list[Member],
+    model: LoadedModel,
+    steering: Steering,
+    carries: list[Carry | None],
+    size: tuple[int, int],
+) -> tuple[DiffusionPipeline, dict[str, Any]]:
+    """The model's pipeline steered by the stage's ControlNets (a pipeline of the family's
+    ControlNet class sharing every module of the model's, made for this call), and its control
+    arguments: per unit, one control image per picture in the call's row order, each member's
+    own (its image, or its previous stage's picture)."""
+    from_text = carries[0] is None
+    classes = steering.classes
+    cls = classes.text if from_text else classes.image
+    one = len(steering.modules) == 1
+    pipe = cls.from_pipe(
+        model.text, controlnet=steering.modules[0] if one else classes.multi(steering.modules)
+    )
+    pipe.set_progress_bar_config(disable=True)
+    images: list[list[Image.Image]] = []  # per unit, per picture
+    for unit in steering.units:
+        per_picture: list[Image.Image] = []
+        for member, carry in zip(group, carries, strict=True):
+            use = (member.spec.stages[i].controlnets or [])[unit]
+            sources = _control_sources(i, member, use, carry)
+            per_picture += [control_image(source, size, use) for source in sources]
+        images.append(per_picture)
+    control: Any = images
+    several = classes.several_text if from_text else classes.several_image
+    if one:
+        control = images[0]
+    elif several == "per_picture":
+        control = [list(row) for row in zip(*images, strict=True)]
+    elif several == "shared":
+        if any(im.tobytes() != unit[0].tobytes() for unit in images for im in unit):
+            raise StageError(
+                FailureType.INVALID_JOB,
+                f"stage {i}: {model.entry.architecture}'s pipeline takes one control image per "
+                "ControlNet for all its pictures when it has several; give each the same image "
+                "(not image_from: previous with num_images above 1)",
+            )
+        control = [unit[0] for unit in images]
+    arg = classes.text_image_arg if from_text else "control_image"
+    settings: dict[str, Any] = {
+        "controlnet_conditioning_scale": [u.weight for u in steering.uses],
+        "control_guidance_start": [u.guidance_start for u in steering.uses],
+        "control_guidance_end": [u.guidance_end for u in steering.uses],
+    }
+    if one:  # one ControlNet, not in a list: its settings as plain numbers
+        settings = {k: v[0] for k, v in settings.items()}
+    elif classes.several_need_modes:
+        settings["control_mode"] = [None] * len(steering.uses)
+    return pipe, {arg: control, **settings}
+
+
+def _control_sources(
+    i: int, member: Member, use: ControlNetUse, carry: Carry | None
+) -> list[Image.Image]:
+    """The unit's control image before it meets the stage's size, for each of the member's
+    pictures: its own image for all of them, or each picture's previous-stage picture."""
+    n = member.spec.num_images
+    if use.image_from == "previous":
+        if not isinstance(carry, Pictures):
+            raise StageError(
+                FailureType.INVALID_JOB,
+                f"stage {i}'s ControlNet {use.name!r} takes the previous stage's picture, but "
+                "the stage was handed latents; use handoff: pixel",
+            )
+        return carry.images
+    if use.image is None:
+        raise StageError(
+            FailureType.INVALID_JOB, f"stage {i}'s ControlNet {use.name!r} has no control image"
+        )
+    try:
+        decoded = decode_init_image(use.image, _NO_LIMIT, what="the control image")
+    except InitImageRejected as rejected:
+        raise StageError(FailureType.INVALID_JOB, rejected.violation.msg) from rejected
+    return [decoded] * n
 
 
 def _together(carries: list[Carry | None]) -> Carry:

@@ -1,6 +1,6 @@
 """What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs,
 its VAE, the embeddings its prompts name and its sampler; and what it asks of the call: its Clip
-skip. The next job sees the model as registered."""
+skip, its ControlNets. The next job sees the model as registered."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import diffusers
+import torch
 from diffusers import DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from contract.architectures import ArchitectureName
+from contract.controlnets import controlnet_violation
 from contract.embedding_files import spelled
 from contract.embeddings import embedding_violations, embeddings_of
 from contract.envelope import FailureType
 from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
-from contract.registry import EmbeddingEntry, LoraEntry, VaeEntry
+from contract.registry import ControlNetEntry, EmbeddingEntry, LoraEntry, VaeEntry
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
-from contract.spec import JobSpec, Stage
+from contract.spec import ControlNetUse, JobSpec, Stage
 from contract.vaes import vae_violation
+from workers.families import ControlNetPipelines, pipelines_for
 from workers.models.cache import LoadedModel, ModelCache, ModelUnavailable
+from workers.models.controlnets import LoadedControlNet
 from workers.models.embeddings import LoadedEmbedding, lent
 from workers.models.upscalers import LoadedUpscaler
 from workers.models.vaes import LoadedVae
@@ -67,6 +71,8 @@ def stage_loras(
 VaeLookup = Callable[[str, LoadedModel], LoadedVae]
 UpscalerLookup = Callable[[str], LoadedUpscaler]
 EmbeddingLookup = Callable[[str], LoadedEmbedding]
+# (name, the model it steers, the names the stage needs) -> the ControlNet on its device
+ControlNetLookup = Callable[[str, LoadedModel, set[str]], LoadedControlNet]
 
 
 @dataclass(frozen=True)
@@ -78,14 +84,60 @@ class Components:
     loras: Mapping[str, LoraEntry] = field(default_factory=dict)
     vaes: Mapping[str, VaeEntry] = field(default_factory=dict)
     embeddings: Mapping[str, EmbeddingEntry] = field(default_factory=dict)
+    controlnets: Mapping[str, ControlNetEntry] = field(default_factory=dict)
     upscaler: UpscalerLookup | None = None
     vae: VaeLookup | None = None
     embedding: EmbeddingLookup | None = None
+    controlnet: ControlNetLookup | None = None
 
     @classmethod
     def of(cls, cache: ModelCache) -> Components:
         r = cache.registry
-        return cls(r.loras, r.vaes, r.embeddings, cache.upscaler, cache.vae, cache.embedding)
+        return cls(
+            r.loras, r.vaes, r.embeddings, r.controlnets,
+            cache.upscaler, cache.vae, cache.embedding, cache.controlnet,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Steering:
+    """The ControlNets a stage's call runs with: those that act (weight above 0, for some of the
+    schedule), loaded, with their units."""
+
+    classes: ControlNetPipelines
+    modules: list[torch.nn.Module]
+    units: list[int]  # each one's index in the stage's `controlnets`
+    uses: list[ControlNetUse]
+
+
+def stage_controlnets(
+    model: LoadedModel, stage_index: int, stage: Stage, components: Components
+) -> Steering | None:
+    """The stage's ControlNets, checked again against the rule (whatever the gateway said, in
+    its words) and loaded; None where none acts: weight 0, or no part of the schedule, is no
+    ControlNet at all, so the call is the model's own, to the byte."""
+    uses = stage.controlnets or []
+    for j, use in enumerate(uses):
+        misfit = controlnet_violation(stage_index, j, use, model.entry, components.controlnets)
+        if misfit is not None:
+            raise StageError.refusing(misfit, FailureType.INVALID_JOB)
+    acting = [
+        (j, u) for j, u in enumerate(uses) if u.weight > 0 and u.guidance_end > u.guidance_start
+    ]
+    if not acting:
+        return None
+    classes = pipelines_for(model.entry.architecture).controlnet
+    if classes is None or components.controlnet is None:
+        raise StageError(
+            FailureType.INVALID_JOB,
+            f"{model.entry.architecture} ControlNets are not served here",
+        )
+    needed = {u.name for _, u in acting}
+    try:
+        modules = [components.controlnet(u.name, model, needed).module for _, u in acting]
+    except ModelUnavailable as unavailable:
+        raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
+    return Steering(classes, modules, [j for j, _ in acting], [u for _, u in acting])
 
 
 @contextlib.contextmanager

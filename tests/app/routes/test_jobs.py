@@ -204,6 +204,30 @@ BAD_INPUT = {
         ["body", "stages", 1, "prompt"],
         "embedding_architecture_mismatch",
     ),
+    "an sd1.5 controlnet on sdxl": (
+        spec(
+            stages=[
+                {
+                    "model": "demo-sdxl",
+                    "controlnets": [{"name": "demo-sd15-canny", "image": png_b64(64, 64)}],
+                }
+            ]
+        ),
+        ["body", "stages", 0, "controlnets", 0],
+        "controlnet_architecture_mismatch",
+    ),
+    "a controlnet preprocessor not served": (
+        spec(
+            stages=[
+                {
+                    "model": "demo-sd15",
+                    "controlnets": [{"name": "demo-sd15-canny", "module": "depth"}],
+                }
+            ]
+        ),
+        ["body", "stages", 0, "controlnets", 0, "module"],
+        "literal_error",
+    ),
     "an unknown vae": (
         spec(stages=[{"model": "demo-sd15", "vae": "nope"}]),
         ["body", "stages", 0, "vae"],

@@ -96,6 +96,19 @@ def test_embeddings_are_listed_with_their_architecture(client: TestClient) -> No
     ]
 
 
+def test_controlnets_are_listed_with_their_architecture(client: TestClient) -> None:
+    listed = {c["name"]: c for c in client.get("/controlnets").json()}
+    assert sorted(listed) == ["demo-flux-canny", "demo-sd15-canny", "demo-sdxl-canny"]
+    assert listed["demo-flux-canny"] == {
+        "name": "demo-flux-canny",
+        "architecture": "flux",
+        "file": "demo-flux-canny",
+        "architecture_from": "header",  # its config's class: FluxControlNetModel
+    }
+    # 32 wide: its config's cross-attention width is no architecture's, the registry says
+    assert listed["demo-sd15-canny"]["architecture_from"] == "registry"
+
+
 def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestClient) -> None:
     listed = {u["name"]: u for u in client.get("/upscalers").json()}
     assert listed["lanczos"] == {

@@ -11,7 +11,7 @@ from sd_parsers.data import Generators, PromptInfo
 
 from contract.checked import CheckedSpec
 from contract.resamplers import Upscaler
-from contract.spec import Handoff
+from contract.spec import ControlNetUse, Handoff
 from workers.segments.png import (
     SPEC_CHUNK,
     FileHashes,
@@ -179,3 +179,19 @@ def test_the_embeddings_prompts_name_are_written_as_a1111s_ti_hashes() -> None:
     hashes = FileHashes(embeddings={"easynegative": "c74b4e810b03", "style": "0123456789ab"})
     settings = parameters_text(HIRES, 0, "Euler", hashes).split("\n")[-1]
     assert settings.endswith('TI hashes: "easynegative: c74b4e810b03, style: 0123456789ab"')
+
+
+def test_controlnet_units_are_written_as_sd_webui_controlnet_writes_them() -> None:
+    unit = ControlNetUse(name="canny15", module="canny", weight=0.8, low_threshold=50)
+    steered = HIRES.model_copy(
+        update={
+            "stages": [HIRES.stages[0].model_copy(update={"controlnets": [unit]}), HIRES.stages[1]]
+        }
+    )
+    hashes = FileHashes(controlnets={"canny15": "d14c016b"})
+    settings = parameters_text(steered, 0, "Euler", hashes).split("\n")[-1]
+    assert (
+        'ControlNet 0: "Module: canny, Model: canny15 [d14c016b], Weight: 0.8, Resize Mode: Crop '
+        "and Resize, Threshold A: 50, Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0, "
+        'Pixel Perfect: True, Control Mode: Balanced"'
+    ) in settings

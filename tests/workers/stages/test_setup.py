@@ -146,3 +146,88 @@ def test_the_worker_refuses_an_embedding_of_another_architecture_whatever_the_ga
     [said] = gateway.value.violations
     assert said.type == "embedding_architecture_mismatch"
     assert run(smuggled, cache) == Failed(FailureType.INVALID_JOB, said.msg)
+
+
+EDGES = png_b64(64, 64, color=(250, 250, 250))
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-sdxl", "demo-flux"])
+def test_a_controlnet_changes_the_picture_weight_0_does_not_and_nothing_after_it(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    def job(units: list[dict[str, Any]]) -> Made:
+        stages = [{"model": model, "steps": 2, "controlnets": units or None}]
+        outcome = run(spec_of(registry, stages, num_images=2), cache)
+        assert isinstance(outcome, Made), outcome
+        return outcome
+
+    unit = {"name": f"{model}-canny", "image": png_b64(64, 64, color=(30, 200, 90))}
+    before = pixels(job([]))
+    steered = job([unit])
+    assert pixels(steered) != before
+    [trace] = steered.traces[0].controlnets
+    assert (trace.name, trace.weight) == (f"{model}-canny", 1.0)
+    assert pixels(job([{**unit, "weight": 0}])) == before  # weight 0 is no ControlNet, to the byte
+    # no part of the schedule is none either
+    assert pixels(job([{**unit, "guidance_start": 0.5, "guidance_end": 0.5}])) == before
+    assert pixels(job([])) == before  # the next job sees the model as before
+
+
+@pytest.mark.parametrize(("model", "pictures"), [("demo-sd15", 1), ("demo-flux", 2)])
+def test_several_controlnets_and_the_previous_stages_picture_steer_one_stage(
+    registry: ModelRegistry, cache: ModelCache, model: str, pictures: int
+) -> None:
+    # SD1.5's img2img takes one image per ControlNet for all pictures (the rule refuses more:
+    # tests/contract/test_controlnets.py); Flux's takes each picture's own.
+    canny = {"name": f"{model}-canny", "image": EDGES, "module": "canny", "weight": 0.8}
+    previous = {"name": f"{model}-canny", "image_from": "previous", "resize": "just_resize"}
+    base = {"model": model, "steps": 2, "controlnets": [canny]}
+    hires = {"model": model, "mode": "hires", "steps": 2, "controlnets": [canny, previous]}
+    outcome = run(spec_of(registry, [base, hires], num_images=pictures), cache)
+    assert isinstance(outcome, Made), outcome
+    assert [len(t.controlnets) for t in outcome.traces] == [1, 2]
+    assert [c.module for c in outcome.traces[1].controlnets] == ["canny", "none"]
+    one = {**hires, "controlnets": [canny]}
+    alone = run(spec_of(registry, [base, one], num_images=pictures), cache)
+    assert pixels(outcome) != pixels(alone)  # the second one acted
+
+
+def test_members_of_one_call_each_get_their_own_control_image(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    from workers.stages.chain import Member, run_group
+
+    def member(color: tuple[int, int, int]) -> Member:
+        unit = {"name": "demo-sdxl-canny", "image": png_b64(64, 64, color=color)}
+        spec = spec_of(registry, [{"model": "demo-sdxl", "steps": 2, "controlnets": [unit]}])
+        return Member(str(color), spec, never_stop)
+
+    colors = [(250, 10, 10), (10, 10, 250)]
+    alone = [member(c) for c in colors]
+    for m in alone:
+        run_group([m], range(1), cache.get, "w", Components.of(cache))
+    together = [member(c) for c in colors]
+    run_group(together, range(1), cache.get, "w", Components.of(cache))
+    made = [m.outcome for m in (*alone, *together)]
+    assert all(isinstance(o, Made) for o in made), made
+    one, two, both_one, both_two = (pixels(o) for o in made)  # type: ignore[arg-type]
+    assert one != two
+    for lone, batched in ((one, both_one), (two, both_two)):
+        assert max(abs(a - b) for a, b in zip(lone, batched, strict=True)) <= 1
+
+
+def test_the_worker_refuses_a_controlnet_of_another_architecture_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    unit = {"name": "demo-sd15-canny", "image": EDGES}
+    spec = spec_of(registry, [{"model": "demo-sdxl", "steps": 2}])
+    smuggled = JobSpec.model_validate(
+        {**spec.model_dump(), "stages": [{**spec.stages[0].model_dump(), "controlnets": [unit]}]}
+    )
+    with pytest.raises(JobRejected) as gateway:
+        check_job(smuggled, registry, JobLimits())
+    [said] = gateway.value.violations
+    assert said.type == "controlnet_architecture_mismatch"
+    checked = spec.model_copy(update={"stages": [spec.stages[0].model_copy(
+        update={"controlnets": smuggled.stages[0].controlnets})]})  # fmt: skip
+    assert run(checked, cache) == Failed(FailureType.INVALID_JOB, said.msg)
