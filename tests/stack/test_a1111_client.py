@@ -119,8 +119,11 @@ def test_webuiapis_controlnet_unit_steers_txt2img(api: WebUIApi) -> None:
     square.paste((255, 255, 255), (16, 16, 48, 48))
 
     def draw(*units: ControlNetUnit) -> WebUIApiResult:
+        # A fresh alwayson_scripts each call: webuiapi writes the units into its argument,
+        # whose default is one dict shared by every later call in the process.
         return api.txt2img(prompt="a lighthouse", seed=5, width=64, height=64,
-                           override_settings=SD15, controlnet_units=list(units))  # fmt: skip
+                           override_settings=SD15, controlnet_units=list(units),
+                           alwayson_scripts={})  # fmt: skip
 
     sd15 = next(m for m in models if m.startswith("demo-sd15-canny"))
     plain = draw()
