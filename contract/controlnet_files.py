@@ -13,6 +13,7 @@ sd-webui-controlnet guesses from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -111,10 +112,20 @@ def discover_controlnets(folder: Path) -> dict[str, dict[str, Any]]:
 def controlnet_hash(path: Path) -> str | None:
     """sd-webui-controlnet's short hash of a ControlNet, as its model list writes it
     (`name [hash]`): A1111's old model hash, the first 8 hex digits of the SHA-256 of 64 KiB
-    at 1 MiB into the weights file. None where the file is not readable here."""
+    at 1 MiB into the weights file. None where the file is not readable here. Read once per
+    version of the file (the model list and every PNG ask again)."""
     weights = path / "diffusion_pytorch_model.safetensors" if path.is_dir() else path
     try:
-        with weights.open("rb") as handle:
+        stat = weights.stat()
+    except OSError:
+        return None
+    return _short_hash(str(weights), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _short_hash(path: str, _size: int, _mtime: int) -> str | None:
+    try:
+        with open(path, "rb") as handle:
             handle.seek(0x100000)
             return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
     except OSError:

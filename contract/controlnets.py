@@ -83,7 +83,7 @@ def check_controlnets(
                 "ControlNet pipelines do not; steer the base stage from text, or a hires stage",
             )
         )
-    acting = [u for u in uses if u.weight > 0 and u.guidance_end > u.guidance_start]
+    acting = [u for u in uses if u.acts]
     keys = entry.arch.controlnet_keys
     kind = "text" if i == 0 and spec.init_image is None else "image"
     own_pictures = spec.num_images > 1 and any(u.image_from for u in acting)

@@ -367,37 +367,16 @@ class ModelRegistry(_Strict):
                     single_file=resolve(source.single_file), config=resolve(source.config)
                 )
             resolved[name] = entry.model_copy(update={"source": source})
-        loras = {
-            name: lora.model_copy(update={"file": resolve(lora.file)})
-            for name, lora in self.loras.items()
-        }
-        upscalers = {
-            name: upscaler.model_copy(update={"file": resolve(upscaler.file)})
-            for name, upscaler in self.upscalers.items()
-        }
-        vaes = {
-            name: vae.model_copy(update={"file": resolve(vae.file)})
-            for name, vae in self.vaes.items()
+        # Every other section names one file (or folder) per entry.
+        files = {
+            section: {
+                name: entry.model_copy(update={"file": resolve(entry.file)})
+                for name, entry in getattr(self, section).items()
+            }
+            for section in ("loras", "upscalers", "vaes", "embeddings", "controlnets")
         }
         # A copy, so that every other section of the registry carries over as it is.
-        embeddings = {
-            name: embedding.model_copy(update={"file": resolve(embedding.file)})
-            for name, embedding in self.embeddings.items()
-        }
-        controlnets = {
-            name: controlnet.model_copy(update={"file": resolve(controlnet.file)})
-            for name, controlnet in self.controlnets.items()
-        }
-        return self.model_copy(
-            update={
-                "models": resolved,
-                "loras": loras,
-                "upscalers": upscalers,
-                "vaes": vaes,
-                "embeddings": embeddings,
-                "controlnets": controlnets,
-            }
-        )
+        return self.model_copy(update={"models": resolved, **files})
 
 
 def _resolve(path: Path | str, base: Path) -> Path:

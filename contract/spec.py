@@ -117,6 +117,11 @@ class ControlNetUse(_Strict):
     low_threshold: Annotated[int, Field(ge=1, le=255)] = Field(100, description="canny only.")
     high_threshold: Annotated[int, Field(ge=1, le=255)] = Field(200, description="canny only.")
 
+    @property
+    def acts(self) -> bool:
+        """Whether it steers at all: weight 0, or no part of the schedule, is no ControlNet."""
+        return self.weight > 0 and self.guidance_end > self.guidance_start
+
     @model_validator(mode="after")
     def _ordered(self) -> ControlNetUse:
         if self.guidance_end < self.guidance_start:

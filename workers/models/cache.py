@@ -8,10 +8,11 @@ first evicts the least recently used models that the running job does not need.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,10 +114,10 @@ class ModelCache:
         self.evictions = 0
         self._upscalers: dict[str, LoadedUpscaler] = {}
         # Registered VAEs, per (name, device, dtype): one file serves every model of its space.
-        self._vaes: dict[tuple[str, str, str], LoadedVae] = {}
+        self._vaes: dict[str, LoadedVae] = {}
         self._embeddings: dict[str, LoadedEmbedding] = {}  # their vectors, read once
         # Registered ControlNets, per (name, device, dtype): shared by the models of their kind.
-        self._controlnets: dict[tuple[str, str, str], LoadedControlNet] = {}
+        self._controlnets: dict[str, LoadedControlNet] = {}
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -137,25 +138,19 @@ class ModelCache:
         """A registered ControlNet on `model`'s device and dtype: loaded once and kept under the
         same memory budget (least recently used first, never `keep`, the ControlNets the running
         stage needs). The caller has checked it is of `model`'s architecture."""
-        key = (name, model.device, str(model.dtype))
+        key = _on(name, model)
         loaded = self._controlnets.get(key)
         if loaded is None:
             entry = self.registry.controlnets.get(name)
             if entry is None:
                 raise ModelUnavailable(f"ControlNet {name!r} is not in this worker's registry")
             denoiser = pipelines_for(model.entry.architecture).denoiser_of(model.text)
-            try:
+            with _unavailable_if_it_fails("ControlNet", name, entry.file):
                 if self.budget_bytes is not None:
                     files = weight_files(entry.file) if entry.file.is_dir() else [entry.file]
-                    spared = {model.entry.name, *("/".join((n, *key[1:])) for n in keep)}
+                    spared = {model.entry.name, *(_on(n, model) for n in keep)}
                     self._make_room(estimated_bytes(files, model.dtype), keep=spared)
                 loaded = load_controlnet(entry, denoiser, model.device, model.dtype)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
-                log.exception("loading ControlNet %s failed", name)
-                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
-                raise ModelUnavailable(f"ControlNet {name!r} could not be loaded: {why}") from exc
             self._controlnets[key] = loaded
             self._recount()
             log.info("loaded ControlNet %s (%.1f MiB)", name, loaded.param_bytes / 2**20)
@@ -170,12 +165,8 @@ class ModelCache:
             entry = self.registry.embeddings.get(name)
             if entry is None:
                 raise ModelUnavailable(f"embedding {name!r} is not in this worker's registry")
-            try:
+            with _unavailable_if_it_fails("embedding", name, entry.file):
                 loaded = read_embedding(entry)
-            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
-                log.exception("reading embedding %s failed", name)
-                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
-                raise ModelUnavailable(f"embedding {name!r} could not be loaded: {why}") from exc
             self._embeddings[name] = loaded
             self._recount()
         loaded.last_used = time.monotonic()
@@ -185,23 +176,17 @@ class ModelCache:
         """A registered VAE on `model`'s device and dtype, shaped as its own VAE: loaded once and
         kept under the same memory budget (least recently used first, never the one asked for
         now). The caller has checked the VAE's latent space is the model's (contract.vaes)."""
-        key = (name, model.device, str(model.dtype))
+        key = _on(name, model)
         loaded = self._vaes.get(key)
         if loaded is None:
             entry = self.registry.vaes.get(name)
             if entry is None:
                 raise ModelUnavailable(f"VAE {name!r} is not in this worker's registry")
-            try:
+            with _unavailable_if_it_fails("VAE", name, entry.file):
                 if self.budget_bytes is not None:
                     size = _file_bytes(weights_file(entry.file), model.dtype)
                     self._make_room(size, keep={model.entry.name})
                 loaded = load_vae(entry, model.text.vae, model.device, model.dtype)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as exc:  # a bad file fails the jobs that use it, not the worker
-                log.exception("loading VAE %s failed", name)
-                why = f"{type(exc).__name__}: {first_line(exc)} (from {entry.file})"
-                raise ModelUnavailable(f"VAE {name!r} could not be loaded: {why}") from exc
             self._vaes[key] = loaded
             self._recount()
             log.info(
@@ -355,12 +340,12 @@ class ModelCache:
                 for n, u in self._upscalers.items()
                 if n not in spared
             ]
-            evictable += [(v.last_used, "vae", "/".join(k), "") for k, v in self._vaes.items()]
+            evictable += [(v.last_used, "vae", k, "") for k, v in self._vaes.items()]
             evictable += [(e.last_used, "embedding", n, "") for n, e in self._embeddings.items()]
             evictable += [
-                (c.last_used, "controlnet", "/".join(k), "")
+                (c.last_used, "controlnet", k, "")
                 for k, c in self._controlnets.items()
-                if "/".join(k) not in spared
+                if k not in spared
             ]
             evictable += [
                 (used, "adapter", n, adapter)
@@ -381,11 +366,11 @@ class ModelCache:
             if kind == "upscaler":
                 del self._upscalers[victim]
             elif kind == "vae":
-                del self._vaes[next(k for k in self._vaes if "/".join(k) == victim)]
+                del self._vaes[victim]
             elif kind == "embedding":
                 del self._embeddings[victim]
             elif kind == "controlnet":
-                del self._controlnets[next(k for k in self._controlnets if "/".join(k) == victim)]
+                del self._controlnets[victim]
             else:
                 self._loaded[victim].delete_adapter(adapter)
             self._recount()
@@ -401,6 +386,25 @@ class ModelCache:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _on(name: str, model: LoadedModel) -> str:
+    """The cache key of a component loaded for `model`: one copy per device and dtype."""
+    return f"{name}/{model.device}/{model.dtype}"
+
+
+@contextlib.contextmanager
+def _unavailable_if_it_fails(kind: str, name: str, file: Path) -> Iterator[None]:
+    """A component file that does not load fails the jobs that use it, not the worker: its error
+    becomes ModelUnavailable, in words; running out of memory stays what it is."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        log.exception("loading %s %s failed", kind, name)
+        why = f"{type(exc).__name__}: {first_line(exc)} (from {file})"
+        raise ModelUnavailable(f"{kind} {name!r} could not be loaded: {why}") from exc
 
 
 def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from contract.registry import ControlNetEntry
 from workers.families import pipelines_for
+from workers.models.weights import check_fit
 
 _LDM_MARK = "input_hint_block"
 
@@ -66,13 +67,9 @@ def _unet_controlnet_file(
     if any(_LDM_MARK in key for key in weights):
         weights = convert_controlnet_checkpoint(weights, dict(module.config))
     missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
-    if missing or unexpected:
-        raise ValueError(
-            f"{entry.file.name} does not fit the model's UNet as a ControlNet: "
-            + (f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "")
-            + (", " if missing and unexpected else "")
-            + (f"{len(unexpected)} not its (e.g. {unexpected[0]})" if unexpected else "")
-        )
+    check_fit(
+        missing, unexpected, f"{entry.file.name} does not fit the model's UNet as a ControlNet"
+    )
     return module
 
 

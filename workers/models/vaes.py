@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from contract.registry import VaeEntry
 from contract.vae_files import PREFIXES
+from workers.models.weights import check_fit
 
 # Keys only LDM's layout has (diffusers names these down_blocks / mid_block).
 _LDM_MARKS = ("encoder.down.0.", "encoder.mid.block_1.")
@@ -45,13 +46,7 @@ def load_vae(entry: VaeEntry, like: AutoencoderKL, device: str, dtype: torch.dty
         with torch.device("meta"):
             vae = AutoencoderKL.from_config(like.config)
         missing, unexpected = vae.load_state_dict(weights, strict=False, assign=True)
-        if missing or unexpected:
-            raise ValueError(
-                f"{entry.file.name} does not fit the model's VAE: "
-                + (f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "")
-                + (", " if missing and unexpected else "")
-                + (f"{len(unexpected)} not its (e.g. {unexpected[0]})" if unexpected else "")
-            )
+        check_fit(missing, unexpected, f"{entry.file.name} does not fit the model's VAE")
     if vae.config.latent_channels != like.config.latent_channels:
         raise ValueError(
             f"{entry.file.name} decodes {vae.config.latent_channels}-channel latents; the model's "

@@ -71,3 +71,13 @@ def _file_digest(path: str, _size: int, _mtime: int) -> str:
         while chunk := handle.read(1 << 22):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def check_fit(missing: list[str], unexpected: list[str], what: str) -> None:
+    """Raise ValueError, naming an example of each, where a state dict loaded into a module left
+    some of its tensors without weights or brought tensors it does not have."""
+    if not missing and not unexpected:
+        return
+    parts = [f"{len(missing)} tensors missing (e.g. {missing[0]})"] if missing else []
+    parts += [f"{len(unexpected)} not its (e.g. {unexpected[0]})"] if unexpected else []
+    raise ValueError(f"{what}: {', '.join(parts)}")

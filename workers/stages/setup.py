@@ -121,9 +121,7 @@ def stage_controlnets(
         misfit = controlnet_violation(stage_index, j, use, model.entry, components.controlnets)
         if misfit is not None:
             raise StageError.refusing(misfit, FailureType.INVALID_JOB)
-    acting = [
-        (j, u) for j, u in enumerate(uses) if u.weight > 0 and u.guidance_end > u.guidance_start
-    ]
+    acting = [(j, u) for j, u in enumerate(uses) if u.acts]
     if not acting:
         return None
     classes = pipelines_for(model.entry.architecture).controlnet

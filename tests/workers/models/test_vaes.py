@@ -81,4 +81,4 @@ def test_vaes_count_in_the_memory_budget_and_make_room_as_models_do(
     cache.pinned = frozenset({"demo-sd15"})  # the running job's model stays
     cache.get("demo-sdxl")
     assert cache.loaded() == ["demo-sd15", "demo-sdxl"]
-    assert ("demo-sd15-vae", model.device, str(model.dtype)) not in cache._vaes  # made room
+    assert not cache._vaes  # made room
