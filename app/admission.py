@@ -12,12 +12,12 @@ from PIL import Image
 from redis import Redis
 
 from app.keys import Caller
-from contract.controlnets import without_control_images
 from contract.envelope import JobEnvelope, JobStatus
 from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
 from contract.spec import JobSpec
+from contract.stage_images import without_stage_images
 from contract.violations import JobRejected, Violation
 from jobs import metrics
 from jobs.caps import Caps
@@ -124,7 +124,7 @@ class JobService:
     ) -> JobEnvelope:
         # The envelope keeps the spec without the pictures; the worker reads them from their own
         # keys.
-        stored, control_images = without_control_images(
+        stored, stage_images = without_stage_images(
             checked.spec.model_copy(update={"init_image": None})
         )
         first = plan_segments(stored, self.registry)[0]
@@ -132,7 +132,7 @@ class JobService:
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: the envelope and the RQ job appear together
             created = self.store.create(
-                job_id, stored, pipe, _png(checked.init_image), control_images,
+                job_id, stored, pipe, _png(checked.init_image), stage_images,
                 max_retries=self.max_retries, owner=owner,
             )  # fmt: skip
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)

@@ -6,8 +6,9 @@ without it (CPU, demo models), measured in one run.
 Each pair of jobs runs alternately (without, with), ten times, after a warm-up that loads
 everything; a job's time is split into its fixed part and its steps by running it at two step
 counts (per step = (t(20 steps) - t(4 steps)) / 16). A VAE costs at the ends (decode, encode),
-an embedding in the prompt's encoding, Clip skip nothing measurable, a LoRA and a ControlNet
-every step; the ratios say so.
+an embedding in the prompt's encoding, Clip skip nothing measurable, a LoRA, a ControlNet and
+an IP-Adapter every step (the IP-Adapter's picture is encoded once per job too); the ratios say
+so.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ EDGES = _edges()
 def registry() -> ModelRegistry:
     models = REPO_ROOT / ".models"
     ensure_built(
-        models, ("demo-sd15", "demo-vaes", "demo-embeddings", "demo-loras", "demo-controlnets")
-    )
+        models,
+        ("demo-sd15", "demo-vaes", "demo-embeddings", "demo-loras", "demo-controlnets",
+         "demo-ip-adapters"),
+    )  # fmt: skip
     return ModelRegistry.model_validate(
         {
             "models": {
@@ -70,6 +73,11 @@ def registry() -> ModelRegistry:
                 "c": {"architecture": "sd15",
                       "file": str(models / "demo-controlnets" / "demo-sd15-canny")}
             },
+            "ip_adapters": {
+                "ip": {"architecture": "sd15",
+                       "file": str(models / "demo-ip-adapters" / "demo-sd15-ip.safetensors"),
+                       "image_encoder": str(models / "demo-ip-adapters" / "image_encoder")}
+            },
         }
     )  # fmt: skip
 
@@ -81,6 +89,7 @@ WITH: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "clip skip 2": ({"clip_skip": 2}, {}),
     "lora": ({"loras": [{"name": "l", "weight": 0.7}]}, {}),
     "controlnet": ({"controlnets": [{"name": "c", "image": EDGES, "module": "canny"}]}, {}),
+    "ip-adapter": ({"ip_adapters": [{"name": "ip", "image": EDGES}]}, {}),
 }
 
 

@@ -71,6 +71,20 @@ class ControlNetKeys:
 
 
 @dataclass(frozen=True)
+class IpAdapterKeys:
+    """What an IP-Adapter file for the architecture shows in its header
+    (contract.ip_adapter_files)."""
+
+    # The width its image keys (`to_k_ip`) project from: the width the denoiser's
+    # cross-attention reads (the text encoders' width; Flux's joint attention width).
+    cross_attention_width: int | None = None
+    # A key containing one of these marks it (a layout of its own).
+    marks: tuple[str, ...] = ()
+    # Recognized, so a file is named for what it is, but not served by the worker yet.
+    served: bool = True
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: ArchitectureName
     latent_space: LatentSpace
@@ -106,6 +120,8 @@ class Architecture:
     embedding_keys: EmbeddingKeys | None = None
     # Its ControlNets' marks; None: no ControlNet is made for it.
     controlnet_keys: ControlNetKeys | None = None
+    # Its IP-Adapters' marks; None: no IP-Adapter is made for it.
+    ip_adapter_keys: IpAdapterKeys | None = None
 
     def variant(self, name: str | None) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -128,6 +144,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             controlnet_keys=ControlNetKeys(
                 cross_attention_width=768, several_per_picture=("text",)
             ),
+            ip_adapter_keys=IpAdapterKeys(cross_attention_width=768),
         ),
         Architecture(
             "sdxl", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
@@ -140,6 +157,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ),
             family="sd", embedding_keys=EmbeddingKeys(("clip_l", "clip_g"), (768, 1280)),
             controlnet_keys=ControlNetKeys(cross_attention_width=2048, several_per_picture=()),
+            ip_adapter_keys=IpAdapterKeys(cross_attention_width=2048),
         ),
         Architecture(
             "sdxl-refiner", LATENT_SPACES["sdxl"], size_multiple=8, native_size=(1024, 1024),
@@ -171,6 +189,11 @@ ARCHITECTURES: dict[str, Architecture] = {
                 marks=("controlnet_x_embedder.", "pos_embed_input.weight"),
                 config_class="FluxControlNetModel",
             ),
+            # diffusers' layout (4096: T5's width) and XLabs' own
+            ip_adapter_keys=IpAdapterKeys(
+                cross_attention_width=4096, marks=("ip_adapter_double_stream_k_proj",),
+                served=False,
+            ),
         ),
         # SD3.5 Medium/Large: MMDiT on 2x2 patches (sizes multiples of 16), flow matching.
         Architecture(
@@ -187,6 +210,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             controlnet_keys=ControlNetKeys(
                 marks=("pos_embed_input.proj.",), config_class="SD3ControlNetModel", served=False
             ),
+            # InstantX's: a timestep-modulated norm per layer
+            ip_adapter_keys=IpAdapterKeys(marks=("norm_ip.linear.",), served=False),
         ),
         # Chroma: Flux schnell pruned (its per-block modulation replaced by one small network,
         # `distilled_guidance_layer`), T5 alone, real classifier-free guidance with a negative

@@ -9,9 +9,7 @@ job), or taken from the previous stage's picture.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
-from typing import TypeVar
 
 from contract.images import InitImageRejected, decode_init_image
 from contract.registry import ControlNetEntry, ModelEntry
@@ -155,42 +153,3 @@ def _image_violations(
     except InitImageRejected as rejected:
         return [rejected.violation]
     return []
-
-
-SpecT = TypeVar("SpecT", bound=JobSpec)
-
-
-def without_control_images(spec: SpecT) -> tuple[SpecT, dict[str, bytes]]:
-    """The spec with every control image taken out (the envelope serves it without them, as it
-    does without the init image), and the images' bytes by `"<stage>.<unit>"`."""
-    images: dict[str, bytes] = {}
-    stages = []
-    for i, stage in enumerate(spec.stages):
-        uses = []
-        for j, use in enumerate(stage.controlnets or []):
-            if use.image is not None:
-                images[f"{i}.{j}"] = base64.b64decode(use.image.partition(",")[2] or use.image)
-                use = use.model_copy(update={"image": None})
-            uses.append(use)
-        stages.append(
-            stage.model_copy(update={"controlnets": uses}) if stage.controlnets else stage
-        )
-    return spec.model_copy(update={"stages": stages}), images
-
-
-def with_control_images(spec: SpecT, images: dict[str, bytes]) -> SpecT:
-    """The spec with the control images `without_control_images` took out put back."""
-    if not images:
-        return spec
-    stages = []
-    for i, stage in enumerate(spec.stages):
-        uses = [
-            use.model_copy(update={"image": base64.b64encode(images[f"{i}.{j}"]).decode()})
-            if f"{i}.{j}" in images
-            else use
-            for j, use in enumerate(stage.controlnets or [])
-        ]
-        stages.append(
-            stage.model_copy(update={"controlnets": uses}) if stage.controlnets else stage
-        )
-    return spec.model_copy(update={"stages": stages})

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract.checked import CheckedSpec
 from contract.latent_spaces import LatentSpaceName
-from contract.spec import ControlModule, ControlNetUse, LoraUse, WebhookEvent
+from contract.spec import ControlModule, ControlNetUse, IpAdapterUse, LoraUse, WebhookEvent
 
 
 class JobStatus(StrEnum):
@@ -97,6 +97,17 @@ class ControlNetTrace(Answer):
         )  # fmt: skip
 
 
+class IpAdapterTrace(Answer):
+    """An IP-Adapter that steered a stage with a picture."""
+
+    name: str
+    weight: float
+
+    @classmethod
+    def of(cls, use: IpAdapterUse) -> IpAdapterTrace:
+        return cls(name=use.name, weight=use.weight)
+
+
 StageInput = Literal["text", "init_image", "latents", "pixels"]
 
 
@@ -133,6 +144,9 @@ class StageTrace(Answer):
         [], description="The textual-inversion embeddings its prompt and negative prompt named."
     )
     controlnets: list[ControlNetTrace] = Field([], description="The ControlNets that steered it.")
+    ip_adapters: list[IpAdapterTrace] = Field(
+        [], description="The IP-Adapters that steered it (one of weight 0 did not act)."
+    )
     batch_size: int = Field(
         1,
         description="Pictures made in the same pipeline call, this job's and other jobs' "

@@ -20,6 +20,7 @@ from contract.checked import CheckedSpec
 from contract.controlnets import check_controlnets
 from contract.embeddings import embedding_violations
 from contract.images import InitImageRejected, decode_init_image
+from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
@@ -106,6 +107,7 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
             violations.append(vae)
         violations += embedding_violations(i, spec, stage, entry, registry.embeddings)
         check_controlnets(i, spec, entry, registry.controlnets, limits.max_pixels, violations)
+        check_ip_adapters(i, stage, entry, registry.ip_adapters, limits.max_pixels, violations)
     init_image = None
     if spec.init_image is not None:
         try:

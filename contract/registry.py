@@ -62,6 +62,16 @@ its header or config (`contract.controlnet_files`), never from its name:
       depth-sd15: {file: /models/controlnet/control_v11f1p_sd15_depth.safetensors}
     controlnet_folders: [/models/controlnet]
 
+IP-Adapters too (`contract.ip_adapter_files`), each with the CLIP image encoder it reads pictures
+with: a transformers folder, by default the `image_encoder/` beside the file (h94's layout):
+
+    ip_adapters:
+      ip-adapter-sd15: {file: /models/ipadapter/models/ip-adapter_sd15.safetensors}
+      ip-adapter-sdxl:
+        file: /models/ipadapter/sdxl_models/ip-adapter_sdxl.safetensors
+        image_encoder: /models/ipadapter/sdxl_models/image_encoder
+    ip_adapter_folders: [/models/ipadapter/models]   # named by file name
+
 Upscaler model files (for pixel hires stages: `upscaler: <name>`) are listed the same way; the
 worker reads their architecture and scale from the weights:
 
@@ -91,6 +101,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from contract.architectures import ARCHITECTURES, Architecture
 from contract.controlnet_files import discover_controlnets, probe_controlnet
 from contract.embedding_files import discover_embeddings, probe_embedding
+from contract.ip_adapter_files import (
+    IMAGE_ENCODER_FOLDER,
+    discover_ip_adapters,
+    encoder_width,
+    probe_ip_adapter,
+)
 from contract.latent_spaces import LATENT_SPACES, LatentSpace, LatentSpaceName
 from contract.lora_files import discover_loras, fits_declared, probe_lora
 from contract.names import MODEL_NAME_PATTERN
@@ -262,6 +278,36 @@ class ControlNetEntry(_Strict):
         return value
 
 
+class IpAdapterEntry(_Strict):
+    """An IP-Adapter, made for one architecture: it may only steer models of that one; with the
+    CLIP image encoder it reads its pictures with."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    architecture: str
+    file: Path  # a .safetensors file (h94's, diffusers' layout)
+    # A transformers CLIPVisionModelWithProjection folder (config.json and weights).
+    image_encoder: Path
+    # "header": read from the file's keys (and equal to the registry's, where it names one);
+    # "registry": as written there.
+    architecture_from: Literal["header", "registry"] = "registry"
+
+    _known_architecture = field_validator("architecture")(known_architecture)
+
+    @field_validator("architecture")
+    @classmethod
+    def _served(cls, value: str) -> str:
+        keys = ARCHITECTURES[value].ip_adapter_keys
+        if keys is None or not keys.served:
+            served = [
+                a.name
+                for a in ARCHITECTURES.values()
+                if a.ip_adapter_keys and a.ip_adapter_keys.served
+            ]
+            why = "are not served here yet" if keys is not None else "are not made"
+            raise ValueError(f"{value} IP-Adapters {why}; those of {', '.join(served)} are")
+        return value
+
+
 class UpscalerEntry(_Strict):
     """An upscaler model file (ESRGAN, Real-ESRGAN, SwinIR, … : whatever spandrel recognizes;
     the worker reads its architecture and scale from the weights)."""
@@ -285,6 +331,7 @@ class ModelRegistry(_Strict):
     vaes: dict[str, VaeEntry] = {}
     embeddings: dict[str, EmbeddingEntry] = {}
     controlnets: dict[str, ControlNetEntry] = {}
+    ip_adapters: dict[str, IpAdapterEntry] = {}
     # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
     # the first text-to-image model in the file's order.
     a1111_default_checkpoint: str | None = None
@@ -320,7 +367,7 @@ class ModelRegistry(_Strict):
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", "loras", "upscalers", "vaes", "embeddings", "controlnets"):
+        for section in ("models", *_FILE_SECTIONS):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -347,7 +394,10 @@ class ModelRegistry(_Strict):
     def load(cls, path: Path) -> ModelRegistry:
         raw = yaml.safe_load(path.read_text()) or {}
         if isinstance(raw, dict):
-            readers = (_with_lora_files, _with_vae_files, _with_embedding_files, _with_controlnets)
+            readers = (
+                _with_lora_files, _with_vae_files, _with_embedding_files, _with_controlnets,
+                _with_ip_adapters,
+            )  # fmt: skip
             for read_files in readers:
                 raw = read_files(raw, path.parent)
         registry = cls.model_validate(raw)
@@ -373,10 +423,18 @@ class ModelRegistry(_Strict):
                 name: entry.model_copy(update={"file": resolve(entry.file)})
                 for name, entry in getattr(self, section).items()
             }
-            for section in ("loras", "upscalers", "vaes", "embeddings", "controlnets")
+            for section in _FILE_SECTIONS
+        }
+        files["ip_adapters"] = {
+            name: entry.model_copy(update={"image_encoder": resolve(entry.image_encoder)})
+            for name, entry in files["ip_adapters"].items()
         }
         # A copy, so that every other section of the registry carries over as it is.
         return self.model_copy(update={"models": resolved, **files})
+
+
+# The sections whose entries each name one file (or folder).
+_FILE_SECTIONS = ("loras", "upscalers", "vaes", "embeddings", "controlnets", "ip_adapters")
 
 
 def _resolve(path: Path | str, base: Path) -> Path:
@@ -572,3 +630,53 @@ def _with_controlnets(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         }
     rest = {k: v for k, v in raw.items() if k != "controlnet_folders"}
     return rest | ({"controlnets": controlnets} if controlnets else {})
+
+
+def _with_ip_adapters(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The raw registry with every IP-Adapter's architecture read from its header where
+    readable (and checked against the one written, if any), its image encoder defaulted to
+    the `image_encoder/` beside it and checked against the width the adapter takes, and the
+    IP-Adapters of `ip_adapter_folders` added."""
+    adapters: dict[str, Any] = {}
+    for folder in raw.get("ip_adapter_folders") or []:
+        adapters.update(discover_ip_adapters(_resolve(folder, base)))
+    adapters.update(raw.get("ip_adapters") or {})
+    for name, entry in adapters.items():
+        if not isinstance(entry, dict) or "file" not in entry:
+            continue  # validation says what is wrong with it
+        file = _resolve(entry["file"], base)
+        declared = entry.get("architecture")
+        probed = probe_ip_adapter(file)
+        if file.exists() and probed is None:
+            raise ValueError(
+                f"IP-Adapter {name!r}: {file} holds no IP-Adapter (no to_k_ip keys in its "
+                "header; a .bin pickle is not read: convert it to .safetensors)"
+            )
+        shown = None if probed is None else probed.architecture
+        if shown is None and declared is None:
+            why = "does not show it" if file.exists() else "cannot be read here"
+            raise ValueError(
+                f"IP-Adapter {name!r}: {file} {why}; write its architecture in the registry"
+            )
+        if shown is not None and declared is not None and shown != declared:
+            raise ValueError(
+                f"IP-Adapter {name!r}: the registry says {declared}, but {file.name} is a "
+                f"{shown} IP-Adapter (its keys say so); fix the entry's architecture"
+            )
+        encoder = _resolve(entry.get("image_encoder") or file.parent / IMAGE_ENCODER_FOLDER, base)
+        if probed is not None and probed.image_width is not None and probed.image_output:
+            width = encoder_width(encoder, probed.image_output)
+            if width is not None and width != probed.image_width:
+                raise ValueError(
+                    f"IP-Adapter {name!r}: {file.name} takes a {probed.image_width}-wide image "
+                    f"embedding, but the image encoder {encoder} gives {width}; name the encoder "
+                    "it was trained with (image_encoder: …)"
+                )
+        adapters[name] = {
+            **entry,
+            "image_encoder": encoder,
+            "architecture": shown or declared,
+            "architecture_from": "header" if shown is not None else "registry",
+        }
+    rest = {k: v for k, v in raw.items() if k != "ip_adapter_folders"}
+    return rest | ({"ip_adapters": adapters} if adapters else {})

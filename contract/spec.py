@@ -131,6 +131,18 @@ class ControlNetUse(_Strict):
         return self
 
 
+class IpAdapterUse(_Strict):
+    name: Annotated[
+        str, Field(pattern=MODEL_NAME_PATTERN, description="GET /ip-adapters lists them.")
+    ]
+    image: Annotated[str, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
+        description="Base64 PNG or JPEG: the picture whose look (subject, style) steers the stage."
+    )
+    weight: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = Field(
+        1.0, description="The picture's attention scale; 0 is no IP-Adapter."
+    )
+
+
 class Stage(_Strict):
     model: Annotated[
         str,
@@ -194,6 +206,13 @@ class Stage(_Strict):
         None,
         description="A registered VAE (GET /vaes) to decode (and encode) this stage's pictures "
         "in place of its model's own; it must be of the model's latent space.",
+    )
+    # One: diffusers takes several only with one picture encoder for all, which h94's SD1.5
+    # and SDXL adapters do not share.
+    ip_adapters: Annotated[list[IpAdapterUse] | None, Field(max_length=1)] = Field(
+        None,
+        description="An IP-Adapter steering this stage with a picture; it must be of the stage "
+        "model's architecture.",
     )
 
 

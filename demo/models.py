@@ -29,8 +29,11 @@ from contract.architectures import ARCHITECTURES
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
 # Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py,
-# demo/vaes.py, demo/embeddings.py, demo/controlnets.py).
-DEMO_EXTRAS = ("demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings", "demo-controlnets")
+# demo/vaes.py, demo/embeddings.py, demo/controlnets.py, demo/ip_adapters.py).
+DEMO_EXTRAS = (
+    "demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings", "demo-controlnets",
+    "demo-ip-adapters",
+)  # fmt: skip
 # Extras made from demo models under the same root (built first): name -> (builder as
 # "module:function", models).
 FROM_MODELS = {
@@ -41,6 +44,7 @@ FROM_MODELS = {
         "demo.controlnets:build_demo_controlnets",
         ("demo-sd15", "demo-sdxl", "demo-flux"),
     ),
+    "demo-ip-adapters": ("demo.ip_adapters:build_demo_ip_adapters", ("demo-sd15", "demo-sdxl")),
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.

@@ -63,8 +63,9 @@ def init_image_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:init"
 
 
-def control_images_key(job_id: str) -> str:
-    """A hash of the job's ControlNet control images, by "<stage>.<unit>"."""
+def stage_images_key(job_id: str) -> str:
+    """A hash of the pictures its stages carry (contract.stage_images): control images, IP-Adapter
+    pictures."""
     return f"{PREFIX}:job:{job_id}:control"
 
 

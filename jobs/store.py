@@ -35,12 +35,12 @@ from contract.envelope import (
 from jobs.caps import free
 from jobs.redis_keys import (
     cancel_key,
-    control_images_key,
     events_channel,
     handoff_key,
     image_key,
     init_image_key,
     job_key,
+    stage_images_key,
     text,
 )
 
@@ -70,7 +70,7 @@ class JobStore:
         spec: CheckedSpec,
         pipeline: Pipeline,
         init_image: bytes | None = None,
-        control_images: dict[str, bytes] | None = None,
+        stage_images: dict[str, bytes] | None = None,
         **fields: str | int,
     ) -> datetime:
         """Write a queued job's record (and its init image and control images, kept apart from
@@ -86,14 +86,14 @@ class JobStore:
         if init_image is not None:
             # Deleted when the job ends (drop_inputs); the TTL is a backstop.
             pipeline.set(init_image_key(job_id), init_image, ex=self.result_ttl_s)
-        if control_images:
-            pipeline.hset(control_images_key(job_id), mapping=control_images)  # type: ignore[arg-type]
-            pipeline.expire(control_images_key(job_id), self.result_ttl_s)
+        if stage_images:
+            pipeline.hset(stage_images_key(job_id), mapping=stage_images)  # type: ignore[arg-type]
+            pipeline.expire(stage_images_key(job_id), self.result_ttl_s)
         return created
 
-    def control_images(self, job_id: str) -> dict[str, bytes]:
-        """The job's control images by "<stage>.<unit>" (contract.controlnets)."""
-        raw: dict[bytes, bytes] = self.redis.hgetall(control_images_key(job_id))  # type: ignore[assignment]
+    def stage_images(self, job_id: str) -> dict[str, bytes]:
+        """The job's stage pictures by hash field (contract.stage_images)."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(stage_images_key(job_id))  # type: ignore[assignment]
         return {text(k): v for k, v in raw.items()}
 
     def init_image(self, job_id: str) -> bytes | None:
@@ -124,7 +124,7 @@ class JobStore:
     def drop_inputs(self, pipeline: Pipeline, job_id: str, spec: CheckedSpec | None) -> None:
         """Into `pipeline`: delete what an ended job no longer needs, its init and control images
         and the pictures handed between pools (their TTLs are only the backstop)."""
-        pipeline.delete(init_image_key(job_id), control_images_key(job_id))
+        pipeline.delete(init_image_key(job_id), stage_images_key(job_id))
         if spec is not None:
             for segment in range(1, len(spec.stages)):
                 for index in range(spec.num_images):

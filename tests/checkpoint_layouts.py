@@ -245,3 +245,32 @@ def at_real_depth(demo: Path, dest: Path, architecture: str) -> Path:
             UNet2DConditionModel.from_config(unet).save_pretrained(dest / "unet")
         CLIPTextModelWithProjection(clip_g).save_pretrained(dest / "text_encoder_2")
     return dest
+
+
+def diffusers_controlnet_to_ldm(
+    weights: dict[str, torch.Tensor], config: dict
+) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel's weights as lllyasviel's (A1111's) `.pth` names them:
+    `control_model.` + the UNet's LDM names for its encoder half, `input_hint_block.N` for the
+    conditioning embedder (its convolutions at 0, 2, …, 14: SiLUs between), `zero_convs.i.0`
+    and `middle_block_out.0` for the zero convolutions."""
+    hint = {"controlnet_cond_embedding.conv_in.": "input_hint_block.0.",
+            "controlnet_cond_embedding.conv_out.": "input_hint_block.14."}  # fmt: skip
+    own: dict[str, torch.Tensor] = {}
+    shared: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        prefix = next((p for p in hint if key.startswith(p)), None)
+        if prefix is not None:
+            own[hint[prefix] + key[len(prefix) :]] = tensor
+        elif key.startswith("controlnet_cond_embedding.blocks."):
+            k, rest = key.removeprefix("controlnet_cond_embedding.blocks.").split(".", 1)
+            own[f"input_hint_block.{2 * int(k) + 2}.{rest}"] = tensor
+        elif key.startswith("controlnet_down_blocks."):
+            i, rest = key.removeprefix("controlnet_down_blocks.").split(".", 1)
+            own[f"zero_convs.{i}.0.{rest}"] = tensor
+        elif key.startswith("controlnet_mid_block."):
+            own["middle_block_out.0." + key.removeprefix("controlnet_mid_block.")] = tensor
+        else:
+            shared[key] = tensor
+    ldm = {**diffusers_unet_to_ldm(shared, config), **own}
+    return {f"control_model.{key}": tensor for key, tensor in ldm.items()}

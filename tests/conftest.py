@@ -105,8 +105,17 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         }
         for model in ("demo-sd15", "demo-sdxl", "demo-flux")
     }
+    # The tiny ones' widths show no architecture; each takes the image_encoder/ beside it.
+    ip_adapters = {
+        f"{model}-ip": {
+            "architecture": model.removeprefix("demo-"),
+            "file": str(demo_models / "demo-ip-adapters" / f"{model}-ip.safetensors"),
+        }
+        for model in ("demo-sd15", "demo-sdxl")
+    }
     sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes,
-                "embeddings": embeddings, "controlnets": controlnets}  # fmt: skip
+                "embeddings": embeddings, "controlnets": controlnets,
+                "ip_adapters": ip_adapters}  # fmt: skip
     path.write_text(yaml.safe_dump(sections))
     return path
 

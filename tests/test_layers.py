@@ -85,6 +85,8 @@ UNMIRRORED = {
     "demo/upscalers.py": "its files are what tests/workers/models/test_upscalers.py loads",
     "demo/controlnets.py": "its folders are what tests/workers/stages/test_setup.py steers "
     "with and tests/workers/models/test_controlnets.py loads",
+    "demo/ip_adapters.py": "its files are what tests/workers/stages/test_setup.py steers with "
+    "and tests/workers/models/test_ip_adapters.py loads",
     "demo/embeddings.py": "its files are what tests/workers/stages/test_setup.py names in "
     "prompts and tests/app/routes/test_models.py lists",
     "demo/vaes.py": "its files are what tests/workers/models/test_vaes.py and "

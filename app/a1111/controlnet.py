@@ -1,5 +1,7 @@
 """sd-webui-controlnet's API on the A1111 face: its units in `alwayson_scripts.controlnet.args`
-become stages' `controlnets`, and its routes (`/controlnet/…`) list what is served.
+become stages' `controlnets` (an IP-Adapter unit, whose `module` is one of the extension's
+`ip-adapter…` preprocessors, a stage's `ip_adapters`), and its routes (`/controlnet/…`) list
+what is served.
 
 A unit names its model by name or `name [hash]` (as `/controlnet/model_list` lists them);
 `module` is `none` (the image is a ready control map) or `canny`; `resize_mode` is one of the
@@ -13,6 +15,7 @@ own size, which is what pixel-perfect asks for. A refusal points at the unit:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from fastapi import APIRouter
@@ -23,12 +26,15 @@ from app.deps import RegistryDep
 from app.errors import documented
 from app.keys import A1111CallerDep
 from contract.controlnet_files import controlnet_hash
-from contract.registry import ModelRegistry
+from contract.registry import ControlNetEntry, IpAdapterEntry, ModelRegistry
 
 router = APIRouter(prefix="/controlnet", tags=["a1111"], responses=documented(401, 503))
 
 SCRIPT = "controlnet"
 MODULES = {"none": "none", "None": "none", "canny": "canny"}
+# The extension's IP-Adapter preprocessors all start so (ip-adapter-auto, ip-adapter_clip_h, …):
+# each encodes the picture with the adapter's CLIP image encoder, which is what runs here.
+IP_ADAPTER_MODULE = "ip-adapter"
 RESIZE_MODES = {
     "Just Resize": "just_resize", 0: "just_resize",
     "Crop and Resize": "crop_and_resize", "Inner Fit (Scale to Fit)": "crop_and_resize",
@@ -57,11 +63,17 @@ def _acting(unit: dict[str, Any]) -> bool:
     return unit.get("enabled", True) is not False and model not in ("None", "none", "")
 
 
-def unit_indices(request: Any, roles: list[str]) -> dict[int, list[int]]:
-    """For each stage, the units its `controlnets` came from, in order."""
+def _is_ip_adapter(unit: dict[str, Any]) -> bool:
+    """The extension runs an IP-Adapter with one of its `ip-adapter…` preprocessors (which
+    encode the picture with CLIP), and nothing else with them."""
+    return str(unit.get("module") or "").startswith(IP_ADAPTER_MODULE)
+
+
+def unit_indices(request: Any, roles: list[str], ip_adapters: bool = False) -> dict[int, list[int]]:
+    """For each stage, the units its `controlnets` (or `ip_adapters`) came from, in order."""
     indices: dict[int, list[int]] = {}
     for j, unit in enumerate(units(request)):
-        if not _acting(unit):
+        if not _acting(unit) or _is_ip_adapter(unit) != ip_adapters:
             continue
         passes = HR_OPTIONS.get(str(unit.get("hr_option") or "Both"), ("base", "hires"))
         for i, role in enumerate(roles):
@@ -83,18 +95,47 @@ def with_controlnets(
         stages[i]["controlnets"] = [
             _use(units(request)[j], (key, j), registry, init_image) for j in js
         ]
+    for i, js in unit_indices(request, roles, ip_adapters=True).items():
+        stages[i]["ip_adapters"] = [
+            _ip_adapter_use(units(request)[j], (key, j), registry, init_image) for j in js
+        ]
+
+
+def _refusal(unit: dict[str, Any], at: tuple[str, int], field: str, msg: str) -> NoReturn:
+    where = ("body", "alwayson_scripts", at[0], "args", at[1], field)
+    raise RequestValidationError(
+        [{"type": "value_error", "loc": where, "msg": msg, "input": unit.get(field)}]
+    )
+
+
+def _ip_adapter_use(
+    unit: dict[str, Any], at: tuple[str, int], registry: ModelRegistry, init_image: str | None
+) -> dict[str, Any]:
+    model = str(unit.get("model"))
+    name = _resolve(model, registry.ip_adapters)
+    if name is None:
+        listed = ", ".join(_listed(registry.ip_adapters)) or "none"
+        _refusal(unit, at, "model", f"IP-Adapter {model!r} is not served here; IP-Adapters in "
+                 f"/controlnet/model_list: {listed}")  # fmt: skip
+    if (unit.get("guidance_start") or 0) > 0 or (unit.get("guidance_end") or 1) < 1:
+        _refusal(unit, at, "guidance_start", "an IP-Adapter acts on the whole schedule here; "
+                 "send guidance_start 0 and guidance_end 1")  # fmt: skip
+    if unit.get("control_mode", "Balanced") not in CONTROL_MODES:
+        _refusal(unit, at, "control_mode", "only control_mode Balanced is served here")
+    image = unit.get("image") or unit.get("input_image")
+    if isinstance(image, dict):
+        image = image.get("image")
+    use: dict[str, Any] = {"name": name, "image": image or init_image}
+    if unit.get("weight") is not None:
+        use["weight"] = unit["weight"]
+    return use
 
 
 def _use(
     unit: dict[str, Any], at: tuple[str, int], registry: ModelRegistry, init_image: str | None
 ) -> dict[str, Any]:
-    loc = ("alwayson_scripts", *at)
-
     def refuse(field: str, msg: str) -> NoReturn:
-        where = ("body", loc[0], loc[1], "args", loc[2], field)
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": where, "msg": msg, "input": unit.get(field)}]
-        )
+        _refusal(unit, at, field, msg)
 
     model = str(unit.get("model"))
     name = resolve_controlnet(model, registry)
@@ -136,20 +177,28 @@ def _use(
 
 def resolve_controlnet(name: str, registry: ModelRegistry) -> str | None:
     """The registered ControlNet a unit means: its name, `name [hash]`, or its file's name."""
+    return _resolve(name, registry.controlnets)
+
+
+def _resolve(name: str, entries: Mapping[str, ControlNetEntry | IpAdapterEntry]) -> str | None:
     bare = name.rsplit(" [", 1)[0]
-    if bare in registry.controlnets:
+    if bare in entries:
         return bare
     return next(
-        (n for n, c in sorted(registry.controlnets.items()) if bare in (c.file.name, c.file.stem)),
+        (n for n, c in sorted(entries.items()) if bare in (c.file.name, c.file.stem)),
         None,
     )
 
 
 def model_names(registry: ModelRegistry) -> list[str]:
     """As the extension lists its models: `name [hash]` (the name alone where the file is not
-    readable here)."""
+    readable here), its IP-Adapters among them (they share its models folder)."""
+    return sorted([*_listed(registry.controlnets), *_listed(registry.ip_adapters)])
+
+
+def _listed(entries: Mapping[str, ControlNetEntry | IpAdapterEntry]) -> list[str]:
     names = []
-    for name, entry in sorted(registry.controlnets.items()):
+    for name, entry in sorted(entries.items()):
         short = controlnet_hash(entry.file)
         names.append(f"{name} [{short}]" if short else name)
     return names
@@ -158,10 +207,11 @@ def model_names(registry: ModelRegistry) -> list[str]:
 def a1111_unit_loc(
     loc: tuple[Any, ...], request: Any, roles: list[str]
 ) -> tuple[str | int, ...] | None:
-    """Where a stage's ControlNet location is in the A1111 request; None if it is none's."""
-    if len(loc) < 4 or loc[0] != "stages" or loc[2] != "controlnets":
+    """Where a stage's ControlNet (or IP-Adapter) location is in the A1111 request; None if it
+    is none's."""
+    if len(loc) < 4 or loc[0] != "stages" or loc[2] not in ("controlnets", "ip_adapters"):
         return None
-    js = unit_indices(request, roles).get(int(loc[1]), [])
+    js = unit_indices(request, roles, loc[2] == "ip_adapters").get(int(loc[1]), [])
     j = int(loc[3]) if isinstance(loc[3], int) and loc[3] < len(js) else None
     ours_to_theirs = {"name": "model", "resize": "resize_mode", "low_threshold": "threshold_a",
                       "high_threshold": "threshold_b"}  # fmt: skip
@@ -202,14 +252,15 @@ async def version(_: A1111CallerDep) -> VersionResponse:
 
 @router.get("/model_list", operation_id="controlnet_model_list")
 async def model_list(_: A1111CallerDep, registry: RegistryDep) -> ModelListResponse:
-    """The registered ControlNets (every architecture's: a unit of another architecture than
-    its pass's checkpoint is refused)."""
+    """The registered ControlNets and IP-Adapters (every architecture's: a unit of another
+    architecture than its pass's checkpoint is refused)."""
     return ModelListResponse(model_list=model_names(registry))
 
 
 @router.get("/module_list", operation_id="controlnet_module_list")
 async def module_list(_: A1111CallerDep) -> ModuleListResponse:
-    """The preprocessors served: none (the image is the control map) and canny."""
+    """The preprocessors served: none (the image is the control map), canny, and
+    ip-adapter-auto (the picture for an IP-Adapter's image encoder)."""
     detail = {
         "none": {"model_free": False, "sliders": []},
         "canny": {
@@ -219,22 +270,28 @@ async def module_list(_: A1111CallerDep) -> ModuleListResponse:
                 {"name": "Canny High Threshold", "value": 200, "min": 1, "max": 255},
             ],
         },
+        "ip-adapter-auto": {"model_free": False, "sliders": []},
     }
-    return ModuleListResponse(module_list=["none", "canny"], module_detail=detail)
+    return ModuleListResponse(module_list=list(detail), module_detail=detail)
 
 
 @router.get("/control_types", operation_id="controlnet_control_types")
 async def control_types(_: A1111CallerDep, registry: RegistryDep) -> ControlTypesResponse:
-    """The extension's control types: All, and Canny (whose models here are every model: a
-    ControlNet's kind is not told from its file)."""
-    names = model_names(registry)
+    """The extension's control types: All, Canny (whose models here are every ControlNet: a
+    ControlNet's kind is not told from its file) and IP-Adapter."""
+    names, adapters = _listed(registry.controlnets), _listed(registry.ip_adapters)
     first = names[0] if names else "None"
     modules, models = ["none", "canny"], ["None", *names]
     return ControlTypesResponse(
         control_types={
-            "All": ControlType(module_list=modules, model_list=models, default_option="none",
-                               default_model="None"),
+            "All": ControlType(module_list=[*modules, "ip-adapter-auto"],
+                               model_list=["None", *model_names(registry)],
+                               default_option="none", default_model="None"),
             "Canny": ControlType(module_list=modules, model_list=models, default_option="canny",
                                  default_model=first),
+            "IP-Adapter": ControlType(module_list=["ip-adapter-auto"],
+                                      model_list=["None", *adapters],
+                                      default_option="ip-adapter-auto",
+                                      default_model=adapters[0] if adapters else "None"),
         }
     )  # fmt: skip

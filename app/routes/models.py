@@ -207,6 +207,31 @@ def list_controlnets(registry: RegistryDep, _: CallerDep) -> list[ControlNetInfo
     ]  # fmt: skip
 
 
+class IpAdapterInfo(Answer):
+    name: str = Field(description="As a stage's `ip_adapters[].name`.")
+    architecture: ArchitectureName = Field(
+        description="The only architecture whose stages it may steer."
+    )
+    file: str = Field(description="Its file name.")
+    image_encoder: str = Field(description="The CLIP image encoder folder it reads pictures with.")
+    architecture_from: Literal["header", "registry"] = Field(
+        description="`header`: read from its keys (and equal to the registry's, where it names "
+        "one); `registry`: as the registry writes it. Never from its name."
+    )
+
+
+@router.get("/ip-adapters", operation_id="list_ip_adapters")
+def list_ip_adapters(registry: RegistryDep, _: CallerDep) -> list[IpAdapterInfo]:
+    """Registered IP-Adapters, the architecture each was made for and its image encoder."""
+    return [
+        IpAdapterInfo(
+            name=name, architecture=a.architecture, file=a.file.name,
+            image_encoder=a.image_encoder.name, architecture_from=a.architecture_from,
+        )
+        for name, a in sorted(registry.ip_adapters.items())
+    ]  # fmt: skip
+
+
 class UpscalerInfo(Answer):
     name: str = Field(description="As a hires stage's `upscaler`.")
     handoff: Literal["pixel", "latent"] = Field(description="The handoff it works with.")

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from contract.architectures import ARCHITECTURES
-from contract.controlnets import with_control_images, without_control_images
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
@@ -110,15 +109,3 @@ def test_several_controlnets_with_each_pictures_own_image_only_where_the_pipelin
     units = [{**canny, "name": "cn-flux"}, {**previous, "name": "cn-flux"}]
     flux = {"model": "m-flux", "mode": "hires", "controlnets": units}
     assert check({"model": "m-sd15"}, flux, num_images=2) == []
-
-
-def test_the_stored_spec_keeps_control_images_apart_and_gets_them_back() -> None:
-    stages = [{"model": "m-sd15", "controlnets": [{"name": "cn-sd15", "image": IMAGE}]}]
-    spec = check_job(
-        JobSpec.model_validate({"prompt": "p", "width": 64, "height": 64, "stages": stages}),
-        REGISTRY, JobLimits(),
-    ).spec  # fmt: skip
-    stored, images = without_control_images(spec)
-    assert (stored.stages[0].controlnets or [])[0].image is None
-    assert list(images) == ["0.0"]
-    assert with_control_images(stored, images) == spec

@@ -113,7 +113,9 @@ def test_webuiapis_controlnet_unit_steers_txt2img(api: WebUIApi) -> None:
     assert [m.split(" [")[0] for m in models] == [
         "demo-flux-canny",
         "demo-sd15-canny",
+        "demo-sd15-ip",
         "demo-sdxl-canny",
+        "demo-sdxl-ip",
     ]
     square = Image.new("RGB", (64, 64), (0, 0, 0))
     square.paste((255, 255, 255), (16, 16, 48, 48))
@@ -134,6 +136,16 @@ def test_webuiapis_controlnet_unit_steers_txt2img(api: WebUIApi) -> None:
     with pytest.raises(RuntimeError) as refused:  # an SDXL ControlNet on an SD1.5 checkpoint
         draw(ControlNetUnit(image=square, model="demo-sdxl-canny"))
     assert "controlnet_architecture_mismatch" in str(refused.value)
+    # An IP-Adapter is a unit too, with one of the extension's ip-adapter preprocessors.
+    ip15 = next(m for m in models if m.startswith("demo-sd15-ip"))
+    looked = draw(ControlNetUnit(image=square, module="ip-adapter-auto", model=ip15))
+    assert looked.images[0].tobytes() != plain.images[0].tobytes()
+    assert f'ControlNet 0: "Module: ip-adapter-auto, Model: {ip15}, Weight: 1.0' in parameters(
+        looked
+    )
+    with pytest.raises(RuntimeError) as refused:  # an SDXL IP-Adapter on an SD1.5 checkpoint
+        draw(ControlNetUnit(image=square, module="ip-adapter-auto", model="demo-sdxl-ip"))
+    assert "ip_adapter_architecture_mismatch" in str(refused.value)
 
 
 def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:

@@ -48,5 +48,13 @@ def registry(demo_models: Path) -> ModelRegistry:
                 }
                 for model in ("demo-sd15", "demo-sdxl", "demo-flux")
             },
+            "ip_adapters": {
+                f"{model}-ip": {
+                    "architecture": model.removeprefix("demo-"),
+                    "file": str(demo_models / "demo-ip-adapters" / f"{model}-ip.safetensors"),
+                    "image_encoder": str(demo_models / "demo-ip-adapters" / "image_encoder"),
+                }
+                for model in ("demo-sd15", "demo-sdxl")
+            },
         }
     )

@@ -27,6 +27,7 @@ from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
 from workers.models.controlnets import LoadedControlNet, load_controlnet
 from workers.models.embeddings import LoadedEmbedding, read_embedding
+from workers.models.ip_adapters import LoadedIpAdapter, load_ip_adapter
 from workers.models.loading import (
     image_pipeline_of,
     load_text_pipeline,
@@ -118,6 +119,8 @@ class ModelCache:
         self._embeddings: dict[str, LoadedEmbedding] = {}  # their vectors, read once
         # Registered ControlNets, per (name, device, dtype): shared by the models of their kind.
         self._controlnets: dict[str, LoadedControlNet] = {}
+        # Registered IP-Adapters, per (name, model, device, dtype): built for that model's UNet.
+        self._ip_adapters: dict[str, LoadedIpAdapter] = {}
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -132,6 +135,7 @@ class ModelCache:
             + sum(v.param_bytes for v in self._vaes.values())
             + sum(e.nbytes for e in self._embeddings.values())
             + sum(c.param_bytes for c in self._controlnets.values())
+            + sum(a.param_bytes for a in self._ip_adapters.values())
         )
 
     def controlnet(self, name: str, model: LoadedModel, keep: set[str]) -> LoadedControlNet:
@@ -154,6 +158,29 @@ class ModelCache:
             self._controlnets[key] = loaded
             self._recount()
             log.info("loaded ControlNet %s (%.1f MiB)", name, loaded.param_bytes / 2**20)
+        loaded.last_used = time.monotonic()
+        return loaded
+
+    def ip_adapter(self, name: str, model: LoadedModel) -> LoadedIpAdapter:
+        """A registered IP-Adapter built for `model`'s UNet, on its device and dtype: loaded once
+        (with its image encoder) and kept under the same memory budget (least recently used
+        first, never the one asked for now). The caller has checked it is of `model`'s
+        architecture."""
+        key = _on(f"{name}@{model.entry.name}", model)
+        loaded = self._ip_adapters.get(key)
+        if loaded is None:
+            entry = self.registry.ip_adapters.get(name)
+            if entry is None:
+                raise ModelUnavailable(f"IP-Adapter {name!r} is not in this worker's registry")
+            denoiser = pipelines_for(model.entry.architecture).denoiser_of(model.text)
+            with _unavailable_if_it_fails("IP-Adapter", name, entry.file):
+                if self.budget_bytes is not None:
+                    files = [entry.file, *weight_files(entry.image_encoder)]
+                    self._make_room(estimated_bytes(files, model.dtype), keep={model.entry.name})
+                loaded = load_ip_adapter(entry, denoiser, model.device, model.dtype)
+            self._ip_adapters[key] = loaded
+            self._recount()
+            log.info("loaded IP-Adapter %s (%.1f MiB)", name, loaded.param_bytes / 2**20)
         loaded.last_used = time.monotonic()
         return loaded
 
@@ -325,9 +352,9 @@ class ModelCache:
     def _make_room(
         self, incoming: int, keep: set[str], adapters_kept: frozenset[tuple[str, str]] = frozenset()
     ) -> None:
-        """Evict the least recently used models, upscalers, VAEs, embeddings, ControlNets and
-        LoRA adapters (never those the
-        running job needs) until `incoming` bytes fit in the budget."""
+        """Evict the least recently used models, upscalers, VAEs, embeddings, ControlNets,
+        IP-Adapters and LoRA adapters (never those the running job needs) until `incoming` bytes
+        fit in the budget."""
         if self.budget_bytes is None:
             return
         while self.resident_bytes() + incoming > self.budget_bytes:
@@ -347,6 +374,7 @@ class ModelCache:
                 for k, c in self._controlnets.items()
                 if k not in spared
             ]
+            evictable += [(a.last_used, "ip_adapter", k, "") for k, a in self._ip_adapters.items()]
             evictable += [
                 (used, "adapter", n, adapter)
                 for n, m in self._loaded.items()
@@ -371,6 +399,8 @@ class ModelCache:
                 del self._embeddings[victim]
             elif kind == "controlnet":
                 del self._controlnets[victim]
+            elif kind == "ip_adapter":
+                del self._ip_adapters[victim]
             else:
                 self._loaded[victim].delete_adapter(adapter)
             self._recount()

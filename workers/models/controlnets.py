@@ -4,13 +4,15 @@ A diffusers folder brings its config. A single `.safetensors` of a UNet family i
 model's own UNet config (a ControlNet is a copy of its model's encoder half: what the rule,
 `contract.controlnets`, has made sure of is the same architecture) and takes its weights as
 they are, in diffusers' layout, or LDM's (A1111's `control_model.…`) converted by diffusers' own
-converter. A transformer's ControlNet comes as a diffusers folder: its depth is its own.
+converter (SDXL's size embedding added, which it leaves out). A transformer's ControlNet comes
+as a diffusers folder: its depth is its own.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import ModelMixin, UNet2DConditionModel
@@ -65,12 +67,33 @@ def _unet_controlnet_file(
             unet, conditioning_embedding_out_channels=channels, load_weights_from_unet=False
         )
     if any(_LDM_MARK in key for key in weights):
-        weights = convert_controlnet_checkpoint(weights, dict(module.config))
+        weights = _from_ldm(weights, dict(module.config))
     missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
     check_fit(
         missing, unexpected, f"{entry.file.name} does not fit the model's UNet as a ControlNet"
     )
     return module
+
+
+# SDXL's size and crop embedding under LDM's names: diffusers' ControlNet converter maps the
+# UNet's layers but not this one (measured: an SDXL ControlNet in LDM names then missed its 4
+# tensors).
+_ADD_EMBEDDING = {
+    "label_emb.0.0.": "add_embedding.linear_1.",
+    "label_emb.0.2.": "add_embedding.linear_2.",
+}
+
+
+def _from_ldm(weights: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """LDM's (A1111's `control_model.…`) names as diffusers' ControlNetModel has them."""
+    converted = convert_controlnet_checkpoint(weights, config)
+    if config.get("addition_embed_type") == "text_time":
+        for key, tensor in weights.items():
+            bare = key.removeprefix("control_model.")
+            ldm = next((p for p in _ADD_EMBEDDING if bare.startswith(p)), None)
+            if ldm is not None:
+                converted[_ADD_EMBEDDING[ldm] + bare[len(ldm) :]] = tensor
+    return converted
 
 
 def _embedder_channels(weights: dict[str, torch.Tensor]) -> tuple[int, ...]:

@@ -15,6 +15,7 @@ key: diffusers applies one strength, one step count, one sampler to a whole call
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -68,7 +69,13 @@ def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
             exclude["controlnets"] = {"__all__": {"image"}}
         if not stage.controlnets:
             exclude["guidance_scale"] = True
+        # An IP-Adapter's picture is one per call (diffusers encodes one for all its rows): jobs
+        # batch only with the same picture, keyed by its digest.
+        exclude["ip_adapters"] = {"__all__": {"image"}}
         fields = stage.model_dump(mode="json", exclude=exclude)
+        fields["ip_pictures"] = [
+            hashlib.sha256(u.image.encode()).hexdigest() for u in stage.ip_adapters or []
+        ]
         fields["negative"] = bool(spec.negative_prompt_of(stage))
         # Each picture keeps its own scale (workers.stages.guidance); whether the pipeline guides at
         # all (a scale above 1) is one choice per call.

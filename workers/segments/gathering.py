@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 
 from contract.checked import CheckedSpec
-from contract.controlnets import with_control_images
 from contract.envelope import JobStatus
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
+from contract.stage_images import has_stage_images, with_stage_images
 from contract.violations import JobRejected
 from jobs.claims import Claims
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
@@ -80,8 +80,8 @@ class Gatherer:
         if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
             return None
         stored = envelope.spec
-        if any(stage.controlnets for stage in stored.stages):  # its control images: apart
-            stored = with_control_images(stored, self.store.control_images(job_id))
+        if has_stage_images(stored):  # its stage pictures: apart
+            stored = with_stage_images(stored, self.store.stage_images(job_id))
         try:
             spec = check_job(stored, self.registry, self.limits).spec
         except JobRejected:

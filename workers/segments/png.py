@@ -16,7 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from contract.checked import CheckedSpec, HiresStage, RefineStage
 from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
-from contract.spec import ControlNetUse
+from contract.spec import ControlNetUse, IpAdapterUse
 
 __all__ = ["FileHashes", "encode_png", "parameters_text", "sampler_name"]
 
@@ -49,7 +49,8 @@ class FileHashes:
     loras: dict[str, str] = field(default_factory=dict)
     vaes: dict[str, str] = field(default_factory=dict)
     embeddings: dict[str, str] = field(default_factory=dict)
-    controlnets: dict[str, str] = field(default_factory=dict)  # sd-webui-controlnet's 8 digits
+    # sd-webui-controlnet's 8 digits, of ControlNets and IP-Adapters
+    controlnets: dict[str, str] = field(default_factory=dict)
 
 
 def parameters_text(
@@ -98,6 +99,10 @@ def parameters_text(
         fields += [("Refiner", refine.model), ("Refiner switch at", refine.switch_at)]
     for k, use in enumerate(base.controlnets or ()):
         fields.append((f"ControlNet {k}", _controlnet_unit(use, hashes.controlnets.get(use.name))))
+    # sd-webui-controlnet runs IP-Adapters as units too, and writes them so, after the rest.
+    acting = [u for u in base.ip_adapters or () if u.weight > 0]
+    for k, ip in enumerate(acting, start=len(base.controlnets or ())):
+        fields.append((f"ControlNet {k}", _ip_adapter_unit(ip, hashes.controlnets.get(ip.name))))
     if hashes.loras:
         fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in hashes.loras.items())))
     if hashes.embeddings:
@@ -132,6 +137,23 @@ def _controlnet_unit(use: ControlNetUse, short_hash: str | None) -> str:
         ("Guidance Start", use.guidance_start),
         ("Guidance End", use.guidance_end),
         ("Pixel Perfect", True),  # the preprocessor ran at the stage's own size
+        ("Control Mode", "Balanced"),
+    ]
+    return ", ".join(f"{k}: {v}" for k, v in parts)
+
+
+def _ip_adapter_unit(use: IpAdapterUse, short_hash: str | None) -> str:
+    """An IP-Adapter as sd-webui-controlnet's infotext writes its unit (`ip-adapter-auto`: the
+    extension's preprocessor that picks the image encoder by the model)."""
+    model = f"{use.name} [{short_hash}]" if short_hash else use.name
+    parts = [
+        ("Module", "ip-adapter-auto"),
+        ("Model", model),
+        ("Weight", use.weight),
+        ("Resize Mode", "Crop and Resize"),  # CLIP's preprocessing: the short side, cropped
+        ("Guidance Start", 0.0),
+        ("Guidance End", 1.0),
+        ("Pixel Perfect", False),
         ("Control Mode", "Balanced"),
     ]
     return ", ".join(f"{k}: {v}" for k, v in parts)

@@ -13,12 +13,12 @@ import logging
 import time
 
 from contract.checked import CheckedSpec
-from contract.controlnets import with_control_images
 from contract.envelope import FailureType
 from contract.job_cost import planned_steps
 from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import Segment, plan_segments
+from contract.stage_images import has_stage_images, with_stage_images
 from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
@@ -101,8 +101,8 @@ class JobRunner:
         if spec.strength is not None:
             raw = self.state.init_image(job_id)
             spec = spec.model_copy(update={"init_image": base64.b64encode(raw).decode()})
-        if any(stage.controlnets for stage in spec.stages):
-            spec = with_control_images(spec, self.store.control_images(job_id))
+        if has_stage_images(spec):
+            spec = with_stage_images(spec, self.store.stage_images(job_id))
         return check_job(spec, self.registry, self.limits)
 
     def _execute(

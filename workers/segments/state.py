@@ -252,7 +252,8 @@ class SegmentState:
 
     def _file_hashes(self, spec: CheckedSpec) -> FileHashes:
         """A1111's short hashes of the LoRA, VAE and embedding files the job used (the first 12
-        hex digits of each file's SHA-256), and sd-webui-controlnet's of its ControlNets."""
+        hex digits of each file's SHA-256), and sd-webui-controlnet's of its ControlNets and
+        IP-Adapters."""
         registry = self.registry
         loras = {u.name for stage in spec.stages for u in stage.loras or ()}
         vaes = {stage.vae for stage in spec.stages if stage.vae is not None}
@@ -267,6 +268,11 @@ class SegmentState:
                 u.name: controlnet_hash(registry.controlnets[u.name].file) or ""
                 for u in spec.stages[0].controlnets or ()
                 if u.name in registry.controlnets
+            }
+            | {
+                u.name: controlnet_hash(registry.ip_adapters[u.name].file) or ""
+                for u in spec.stages[0].ip_adapters or ()
+                if u.name in registry.ip_adapters
             },
         )
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from contract.checked import CheckedSpec, RefineStage
 from contract.embeddings import embeddings_of
-from contract.envelope import ControlNetTrace, FailureType, StageTrace
+from contract.envelope import ControlNetTrace, FailureType, IpAdapterTrace, StageTrace
 from contract.images import InitImageRejected, decode_init_image
 from contract.job_rules import latent_handoff_violation
 from contract.latent_spaces import LatentSpace
@@ -39,11 +39,13 @@ from workers.stages.guidance import per_picture_guidance
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     Components,
+    ImagePrompt,
     Steering,
     UpscalerLookup,
     stage_clip_skip,
     stage_controlnets,
     stage_embeddings,
+    stage_ip_adapter,
     stage_loras,
     stage_sampler,
     stage_vae,
@@ -179,10 +181,11 @@ def _run_stages(
             stage_loras(model, i, stage, components.loras),
             stage_vae(model, i, stage, components.vaes, components.vae),
             stage_embeddings(model, i, [m.spec for m in group], components) as spell,
+            stage_ip_adapter(model, i, stage, components) as image_prompt,
         ):
             steering = stage_controlnets(model, i, stage, components)
             step_seconds, sampler = _run_stage(
-                i, group, model, components.upscaler, spell, steering
+                i, group, model, components.upscaler, spell, steering, image_prompt
             )
         for member in group:
             if not member.running and left is not None:
@@ -216,6 +219,7 @@ def _run_stages(
                         member.spec, member.spec.stages[i], components.embeddings
                     ),
                     controlnets=[ControlNetTrace.of(u) for u in steering.uses] if steering else [],
+                    ip_adapters=[IpAdapterTrace.of(image_prompt.use)] if image_prompt else [],
                     batch_size=made_together,
                 )
             )
@@ -236,6 +240,7 @@ def _run_stage(
     upscalers: UpscalerLookup | None,
     spell: Callable[[str], str],
     steering: Steering | None,
+    image_prompt: ImagePrompt | None,
 ) -> tuple[float | None, str]:
     """Run stage i for the group in one call: each member's carry becomes what the stage hands
     on, or the member stops or fails. Returns the mean denoising step time and the sampler."""
@@ -265,6 +270,8 @@ def _run_stage(
         # Pictures as float tensors, where NaN survives, not as PIL, where it turns black.
         "output_type": "latent" if want_latents else "pt",
     }
+    if image_prompt is not None:
+        kwargs["ip_adapter_image"] = [image_prompt.picture]  # one per adapter
     # SDXL reads "no negative prompt" as zeros: pass one only where the stage has one (members
     # share that: workers.segments.batching keys on it).
     if arch.negative_prompt and any(negatives):

@@ -1,6 +1,6 @@
 """What a stage sets on a model's shared pipeline for one call, and puts back after: its LoRAs,
-its VAE, the embeddings its prompts name and its sampler; and what it asks of the call: its Clip
-skip, its ControlNets. The next job sees the model as registered."""
+its VAE, the embeddings its prompts name, its IP-Adapter and its sampler; and what it asks of the
+call: its Clip skip, its ControlNets. The next job sees the model as registered."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import diffusers
 import torch
 from diffusers import DiffusionPipeline
+from PIL.Image import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from contract.architectures import ArchitectureName
@@ -18,16 +19,26 @@ from contract.controlnets import controlnet_violation
 from contract.embedding_files import spelled
 from contract.embeddings import embedding_violations, embeddings_of
 from contract.envelope import FailureType
+from contract.images import decode_init_image
+from contract.ip_adapters import ip_adapter_violation
 from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
-from contract.registry import ControlNetEntry, EmbeddingEntry, LoraEntry, VaeEntry
+from contract.registry import (
+    ControlNetEntry,
+    EmbeddingEntry,
+    IpAdapterEntry,
+    LoraEntry,
+    VaeEntry,
+)
 from contract.samplers import AUTOMATIC, sampler_name, samplers_for
-from contract.spec import ControlNetUse, JobSpec, Stage
+from contract.spec import ControlNetUse, IpAdapterUse, JobSpec, Stage
 from contract.vaes import vae_violation
 from workers.families import ControlNetPipelines, pipelines_for
 from workers.models.cache import LoadedModel, ModelCache, ModelUnavailable
 from workers.models.controlnets import LoadedControlNet
 from workers.models.embeddings import LoadedEmbedding, lent
+from workers.models.ip_adapters import LoadedIpAdapter
+from workers.models.ip_adapters import lent as lent_ip_adapter
 from workers.models.upscalers import LoadedUpscaler
 from workers.models.vaes import LoadedVae
 from workers.stages.errors import StageError
@@ -73,6 +84,9 @@ UpscalerLookup = Callable[[str], LoadedUpscaler]
 EmbeddingLookup = Callable[[str], LoadedEmbedding]
 # (name, the model it steers, the names the stage needs) -> the ControlNet on its device
 ControlNetLookup = Callable[[str, LoadedModel, set[str]], LoadedControlNet]
+IpAdapterLookup = Callable[[str, LoadedModel], LoadedIpAdapter]
+# Pictures were held to the pixel budget at admission; the worker decodes what it checked.
+_NO_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -85,17 +99,19 @@ class Components:
     vaes: Mapping[str, VaeEntry] = field(default_factory=dict)
     embeddings: Mapping[str, EmbeddingEntry] = field(default_factory=dict)
     controlnets: Mapping[str, ControlNetEntry] = field(default_factory=dict)
+    ip_adapters: Mapping[str, IpAdapterEntry] = field(default_factory=dict)
     upscaler: UpscalerLookup | None = None
     vae: VaeLookup | None = None
     embedding: EmbeddingLookup | None = None
     controlnet: ControlNetLookup | None = None
+    ip_adapter: IpAdapterLookup | None = None
 
     @classmethod
     def of(cls, cache: ModelCache) -> Components:
         r = cache.registry
         return cls(
-            r.loras, r.vaes, r.embeddings, r.controlnets,
-            cache.upscaler, cache.vae, cache.embedding, cache.controlnet,
+            r.loras, r.vaes, r.embeddings, r.controlnets, r.ip_adapters,
+            cache.upscaler, cache.vae, cache.embedding, cache.controlnet, cache.ip_adapter,
         )  # fmt: skip
 
 
@@ -136,6 +152,45 @@ def stage_controlnets(
     except ModelUnavailable as unavailable:
         raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
     return Steering(classes, modules, [j for j, _ in acting], [u for _, u in acting])
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """The IP-Adapter a stage's call runs with, and its picture (one for all the call's rows:
+    jobs batch only with the same one, workers.segments.batching)."""
+
+    use: IpAdapterUse
+    picture: Image
+
+
+@contextlib.contextmanager
+def stage_ip_adapter(
+    model: LoadedModel, stage_index: int, stage: Stage, components: Components
+) -> Iterator[ImagePrompt | None]:
+    """The stage's IP-Adapter lent to the model's UNet for this stage only, checked again
+    against the rule first (whatever the gateway said, in its words). Yields it with its
+    picture, or None where none acts: weight 0 is no IP-Adapter at all, so the call is the
+    model's own, to the byte."""
+    uses = stage.ip_adapters or []
+    for j, use in enumerate(uses):
+        misfit = ip_adapter_violation(stage_index, j, use, model.entry, components.ip_adapters)
+        if misfit is not None:
+            raise StageError.refusing(misfit, FailureType.INVALID_JOB)
+    acting = [u for u in uses if u.weight > 0]
+    if not acting:
+        yield None
+        return
+    [use] = acting  # the spec takes one (contract.spec)
+    if components.ip_adapter is None:
+        raise StageError(FailureType.INVALID_JOB, f"IP-Adapter {use.name!r} is not served here")
+    try:
+        loaded = components.ip_adapter(use.name, model)
+    except ModelUnavailable as unavailable:
+        raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
+    picture = decode_init_image(use.image, _NO_LIMIT, what="the IP-Adapter's picture")
+    unet = pipelines_for(model.entry.architecture).denoiser_of(model.text)
+    with lent_ip_adapter([model.text, model.image], unet, loaded, use.weight):
+        yield ImagePrompt(use, picture)
 
 
 @contextlib.contextmanager

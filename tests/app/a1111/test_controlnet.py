@@ -43,6 +43,36 @@ def test_a_unit_becomes_the_base_stages_controlnet(registry: ModelRegistry) -> N
     assert (use.low_threshold, use.high_threshold, use.guidance_end) == (50, 150, 0.8)
 
 
+def test_an_ip_adapter_unit_becomes_the_stages_ip_adapter(registry: ModelRegistry) -> None:
+    # as sd-webui-controlnet takes one: a unit whose preprocessor is an ip-adapter one
+    look = {"model": "demo-sd15-ip [0123abcd]", "module": "ip-adapter_clip_sd15",
+            "image": IMAGE, "weight": 0.5}  # fmt: skip
+    canny = {"model": "demo-sd15-canny", "module": "canny", "image": IMAGE}
+    [stage] = txt2img_spec(request(canny, look), "demo-sd15", registry).stages
+    assert [u.name for u in stage.controlnets or []] == ["demo-sd15-canny"]
+    assert [(u.name, u.image, u.weight) for u in stage.ip_adapters or []] == [
+        ("demo-sd15-ip", IMAGE, 0.5)
+    ]  # fmt: skip
+
+
+def test_an_ip_adapter_unit_of_another_architecture_is_refused_at_the_unit(
+    client: TestClient, redis: Redis
+) -> None:
+    look = {"model": "demo-sd15-ip", "module": "ip-adapter-auto", "image": IMAGE}
+    canny = {"model": "demo-sdxl-canny", "image": IMAGE}
+    body = {"prompt": "p", "width": 64, "height": 64,
+            "override_settings": {"sd_model_checkpoint": "demo-sdxl"},
+            "alwayson_scripts": {"controlnet": {"args": [canny, look]}}}  # fmt: skip
+    refused = client.post("/sdapi/v1/txt2img", json=body)
+    assert refused.status_code == 422
+    [item] = refused.json()["detail"]
+    assert (item["type"], item["loc"]) == (
+        "ip_adapter_architecture_mismatch", ["body", "alwayson_scripts", "controlnet", "args", 1]
+    )  # fmt: skip
+    assert "demo-sdxl-ip" in item["msg"]
+    assert queued(redis) == 0
+
+
 def test_disabled_units_and_model_none_steer_nothing(registry: ModelRegistry) -> None:
     off = {"model": "demo-sd15-canny", "image": IMAGE, "enabled": False}
     none = {"model": "None", "image": IMAGE}
@@ -74,6 +104,10 @@ def test_img2img_units_without_an_image_take_the_init_image(registry: ModelRegis
         ({"model": "demo-sd15-canny", "image": IMAGE, "module": "depth_midas"}, "module", "canny"),
         ({"model": "demo-sd15-canny", "image": IMAGE, "control_mode": "ControlNet is more "
           "important"}, "control_mode", "Balanced"),
+        ({"model": "ip-adapter_sd15", "image": IMAGE, "module": "ip-adapter-auto"}, "model",
+         "IP-Adapters in /controlnet/model_list: demo-sd15-ip ["),
+        ({"model": "demo-sd15-ip", "image": IMAGE, "module": "ip-adapter-auto",
+          "guidance_end": 0.5}, "guidance_start", "whole schedule"),
     ],
 )  # fmt: skip
 def test_what_is_not_served_is_refused_at_the_units_field(
@@ -108,10 +142,16 @@ def test_the_extensions_routes_list_what_is_served(client: TestClient) -> None:
     assert [m.split(" [")[0] for m in models] == [
         "demo-flux-canny",
         "demo-sd15-canny",
+        "demo-sd15-ip",  # the extension lists IP-Adapters among its models
         "demo-sdxl-canny",
+        "demo-sdxl-ip",
     ]
     assert all(m.endswith("]") for m in models)  # `name [hash]`, as the extension lists them
-    assert client.get("/controlnet/module_list").json()["module_list"] == ["none", "canny"]
+    modules = client.get("/controlnet/module_list").json()["module_list"]
+    assert modules == ["none", "canny", "ip-adapter-auto"]
     types = client.get("/controlnet/control_types").json()["control_types"]
     assert types["Canny"]["default_option"] == "canny"
     assert types["All"]["model_list"] == ["None", *models]
+    assert [m.split(" [")[0] for m in types["IP-Adapter"]["model_list"]] == [
+        "None", "demo-sd15-ip", "demo-sdxl-ip"
+    ]  # fmt: skip

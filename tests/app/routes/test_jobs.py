@@ -228,6 +228,23 @@ BAD_INPUT = {
         ["body", "stages", 0, "controlnets", 0, "module"],
         "literal_error",
     ),
+    "an sd1.5 ip-adapter on sdxl": (
+        spec(
+            stages=[
+                {
+                    "model": "demo-sdxl",
+                    "ip_adapters": [{"name": "demo-sd15-ip", "image": png_b64(64, 64)}],
+                }
+            ]
+        ),
+        ["body", "stages", 0, "ip_adapters", 0],
+        "ip_adapter_architecture_mismatch",
+    ),
+    "an ip-adapter without its picture": (
+        spec(stages=[{"model": "demo-sd15", "ip_adapters": [{"name": "demo-sd15-ip"}]}]),
+        ["body", "stages", 0, "ip_adapters", 0, "image"],
+        "missing",
+    ),
     "an unknown vae": (
         spec(stages=[{"model": "demo-sd15", "vae": "nope"}]),
         ["body", "stages", 0, "vae"],

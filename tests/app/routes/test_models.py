@@ -109,6 +109,22 @@ def test_controlnets_are_listed_with_their_architecture(client: TestClient) -> N
     assert listed["demo-sd15-canny"]["architecture_from"] == "registry"
 
 
+def test_ip_adapters_are_listed_with_their_architecture_and_image_encoder(
+    client: TestClient,
+) -> None:
+    listed = client.get("/ip-adapters").json()
+    assert listed == [
+        {
+            "name": f"demo-{arch}-ip",
+            "architecture": arch,
+            "file": f"demo-{arch}-ip.safetensors",
+            "image_encoder": "image_encoder",  # the one beside it, as in h94's layout
+            "architecture_from": "registry",  # 32 and 64 wide: no architecture's, as written
+        }
+        for arch in ("sd15", "sdxl")
+    ]
+
+
 def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestClient) -> None:
     listed = {u["name"]: u for u in client.get("/upscalers").json()}
     assert listed["lanczos"] == {

@@ -4,6 +4,7 @@ file is refused naming what to point at; ControlNets share the memory budget."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ControlNetEntry, ModelRegistry
+from tests.checkpoint_layouts import diffusers_controlnet_to_ldm
 from workers.models.cache import ModelCache, ModelUnavailable
 
 
@@ -30,6 +32,26 @@ def test_a_unet_familys_single_file_loads_the_weights_of_its_folder(
     cache = ModelCache(registry.model_copy(update={"controlnets": entries}))
     loaded = cache.get(model)
     a, b = (cache.controlnet(n, loaded, {n}).module.state_dict() for n in ("folder", "file"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-sdxl"])
+def test_an_a1111_ldm_single_file_loads_the_weights_of_its_folder(
+    registry: ModelRegistry, demo_models: Path, tmp_path: Path, model: str
+) -> None:
+    # lllyasviel's layout (control_v11p_sd15_canny), converted back by diffusers' own converter
+    # (and SDXL's size embedding, which that converter leaves out)
+    folder = demo_models / "demo-controlnets" / f"{model}-canny"
+    weights = load_file(folder / "diffusion_pytorch_model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    single = tmp_path / "control_canny.safetensors"
+    save_file(diffusers_controlnet_to_ldm(weights, config), single)
+    arch = model.removeprefix("demo-")
+    entries = {"folder": entry("folder", arch, folder), "ldm": entry("ldm", arch, single)}
+    cache = ModelCache(registry.model_copy(update={"controlnets": entries}))
+    loaded = cache.get(model)
+    a, b = (cache.controlnet(n, loaded, {n}).module.state_dict() for n in ("folder", "ldm"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 

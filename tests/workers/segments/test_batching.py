@@ -253,6 +253,14 @@ def test_the_key_covers_every_stage_of_the_first_segment_but_prompts(
     # One VAE decodes a call's pictures: jobs batch only with the same one.
     assert key([base]) != key([{**base, "vae": "demo-sd15-vae"}])
     assert key([{**base, "vae": "demo-sd15-vae"}]) == key([{**base, "vae": "demo-sd15-vae"}])
+    # One IP-Adapter picture steers a call's rows: jobs batch only with the same picture.
+    look = [{"name": "demo-sd15-ip", "image": png_b64(32, 32, color=(9, 9, 9))}]
+    steered = key([{**base, "ip_adapters": look}])
+    assert steered not in (None, key([base]))
+    assert steered == key([{**base, "ip_adapters": look}], seed=8)
+    other = [{**look[0], "image": png_b64(32, 32, color=(200, 9, 9))}]
+    assert steered != key([{**base, "ip_adapters": other}])
+    assert steered != key([{**base, "ip_adapters": [{**look[0], "weight": 0.5}]}])
 
 
 def test_a_companion_still_being_stored_is_not_run_again_by_its_own_worker(

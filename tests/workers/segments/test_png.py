@@ -11,7 +11,7 @@ from sd_parsers.data import Generators, PromptInfo
 
 from contract.checked import CheckedSpec
 from contract.resamplers import Upscaler
-from contract.spec import ControlNetUse, Handoff
+from contract.spec import ControlNetUse, Handoff, IpAdapterUse
 from workers.segments.png import (
     SPEC_CHUNK,
     FileHashes,
@@ -195,3 +195,20 @@ def test_controlnet_units_are_written_as_sd_webui_controlnet_writes_them() -> No
         "and Resize, Threshold A: 50, Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0, "
         'Pixel Perfect: True, Control Mode: Balanced"'
     ) in settings
+
+
+def test_an_ip_adapter_is_written_as_sd_webui_controlnet_writes_its_unit() -> None:
+    canny = ControlNetUse(name="canny15", module="canny")
+    look = IpAdapterUse(name="ip15", image="", weight=0.6)
+    base = HIRES.stages[0].model_copy(update={"controlnets": [canny], "ip_adapters": [look]})
+    steered = HIRES.model_copy(update={"stages": [base, HIRES.stages[1]]})
+    hashes = FileHashes(controlnets={"canny15": "d14c016b", "ip15": "6a3f6166"})
+    settings = parameters_text(steered, 0, "Euler", hashes).split("\n")[-1]
+    assert (
+        'ControlNet 1: "Module: ip-adapter-auto, Model: ip15 [6a3f6166], Weight: 0.6, Resize Mode: '
+        "Crop and Resize, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, Control "
+        'Mode: Balanced"'
+    ) in settings
+    unused = base.model_copy(update={"ip_adapters": [look.model_copy(update={"weight": 0})]})
+    off = HIRES.model_copy(update={"stages": [unused, HIRES.stages[1]]})
+    assert "ip15" not in parameters_text(off, 0, "Euler", hashes)  # weight 0 did not act

@@ -231,3 +231,91 @@ def test_the_worker_refuses_a_controlnet_of_another_architecture_whatever_the_ga
     checked = spec.model_copy(update={"stages": [spec.stages[0].model_copy(
         update={"controlnets": smuggled.stages[0].controlnets})]})  # fmt: skip
     assert run(checked, cache) == Failed(FailureType.INVALID_JOB, said.msg)
+
+
+LOOK = png_b64(48, 40, color=(200, 40, 160))
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-sdxl"])
+def test_an_ip_adapter_changes_the_picture_weight_0_does_not_and_nothing_after_it(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    def job(adapters: list[dict[str, Any]], **fields: Any) -> Made:
+        stages = [{"model": model, "steps": 2, "ip_adapters": adapters or None}]
+        outcome = run(spec_of(registry, stages, num_images=2, **fields), cache)
+        assert isinstance(outcome, Made), outcome
+        return outcome
+
+    unet = cache.get(model).text.unet
+    own = dict(unet.attn_processors)
+    before = pixels(job([]))
+    steered = job([{"name": f"{model}-ip", "image": LOOK}])
+    assert pixels(steered) != before
+    assert [(t.name, t.weight) for t in steered.traces[0].ip_adapters] == [(f"{model}-ip", 1.0)]
+    other = job([{"name": f"{model}-ip", "image": png_b64(48, 40, color=(10, 220, 30))}])
+    assert pixels(other) != pixels(steered)  # the picture steers, not the adapter alone
+    zero = job([{"name": f"{model}-ip", "image": LOOK, "weight": 0}])
+    assert pixels(zero) == before  # weight 0 is no IP-Adapter, to the byte
+    assert zero.traces[0].ip_adapters == []
+    assert pixels(job([])) == before  # the next job sees the model as before
+    # the model's own modules, not fresh copies
+    assert all(unet.attn_processors[n] is p for n, p in own.items())
+    assert unet.encoder_hid_proj is None
+    assert cache.get(model).text.image_encoder is None
+
+
+def test_an_ip_adapter_steers_a_hires_stage_and_a_controlnet_beside_it(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    adapter = {"name": "demo-sd15-ip", "image": LOOK}
+    canny = {"name": "demo-sd15-canny", "image": EDGES, "module": "canny"}
+    base = {"model": "demo-sd15", "steps": 2, "controlnets": [canny], "ip_adapters": [adapter]}
+    hires = {"model": "demo-sd15", "mode": "hires", "steps": 2, "ip_adapters": [adapter]}
+    outcome = run(spec_of(registry, [base, hires]), cache)
+    assert isinstance(outcome, Made), outcome
+    assert [len(t.ip_adapters) for t in outcome.traces] == [1, 1]
+    assert len(outcome.traces[0].controlnets) == 1
+    plain = run(spec_of(registry, [{**base, "ip_adapters": None}, hires]), cache)
+    assert pixels(outcome) != pixels(plain)
+
+
+def test_the_worker_refuses_an_ip_adapter_of_another_architecture_whatever_the_gateway_said(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    adapter = {"name": "demo-sd15-ip", "image": LOOK}
+    spec = spec_of(registry, [{"model": "demo-sdxl", "steps": 2}])
+    smuggled = JobSpec.model_validate(
+        {**spec.model_dump(), "stages": [{**spec.stages[0].model_dump(), "ip_adapters": [adapter]}]}
+    )
+    with pytest.raises(JobRejected) as gateway:
+        check_job(smuggled, registry, JobLimits())
+    [said] = gateway.value.violations
+    assert (said.type, said.loc) == (
+        "ip_adapter_architecture_mismatch",
+        ("stages", 0, "ip_adapters", 0),
+    )
+    checked = spec.model_copy(update={"stages": [spec.stages[0].model_copy(
+        update={"ip_adapters": smuggled.stages[0].ip_adapters})]})  # fmt: skip
+    assert run(checked, cache) == Failed(FailureType.INVALID_JOB, said.msg)
+
+
+def test_members_of_one_call_share_their_ip_adapter_picture_as_each_alone(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    from workers.stages.chain import Member, run_group
+
+    def member(seed: int) -> Member:
+        adapter = {"name": "demo-sdxl-ip", "image": LOOK}
+        stages = [{"model": "demo-sdxl", "steps": 2, "ip_adapters": [adapter]}]
+        return Member(str(seed), spec_of(registry, stages, seed=seed), never_stop)
+
+    alone = [member(s) for s in (1, 2)]
+    for m in alone:
+        run_group([m], range(1), cache.get, "w", Components.of(cache))
+    together = [member(s) for s in (1, 2)]
+    run_group(together, range(1), cache.get, "w", Components.of(cache))
+    made = [m.outcome for m in (*alone, *together)]
+    assert all(isinstance(o, Made) for o in made), made
+    one, two, both_one, both_two = (pixels(o) for o in made)  # type: ignore[arg-type]
+    for lone, batched in ((one, both_one), (two, both_two)):
+        assert max(abs(a - b) for a, b in zip(lone, batched, strict=True)) <= 1
