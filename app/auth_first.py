@@ -8,12 +8,10 @@ here first; the route still checks the key (and the owner) as before.
 
 from __future__ import annotations
 
-import base64
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import answer_for
-from app.keys import KeyRing, NotAuthenticated
+from app.keys import KeyRing, NotAuthenticated, basic_credentials
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
@@ -35,11 +33,10 @@ def _bearer(scope: Scope) -> str | None:
     """The key a request names: a bearer token, or HTTP Basic's password (A1111 clients)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            header = value.decode("latin-1")
+            scheme, _, token = header.partition(" ")
             if scheme.lower() == "basic":
-                try:
-                    return base64.b64decode(token.strip()).decode().partition(":")[2]
-                except (ValueError, UnicodeDecodeError):
-                    return None
+                sent = basic_credentials(header)
+                return None if sent is None else sent[1]
             return token.strip() if scheme.lower() == "bearer" else None
     return None

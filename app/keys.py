@@ -6,9 +6,11 @@ python -m app.keys new alice     # prints a new key (give it to alice) and the d
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import secrets
 import sys
+from base64 import b64decode
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -19,6 +21,8 @@ from fastapi.security import (
     HTTPBasicCredentials,
     HTTPBearer,
 )
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.requests import HTTPConnection
 
 
 def digest(key: str) -> str:
@@ -75,7 +79,33 @@ async def _caller(  # async: trivial work, so FastAPI runs it inline, not in a t
 
 CallerDep = Annotated[Caller, Depends(_caller)]
 
-_basic = HTTPBasic(
+
+class _ClientsBasic(HTTPBasic):
+    """HTTP Basic as A1111's clients send it. Open WebUI and SillyTavern send `Basic ` with
+    nothing after it (or a bare user name) when no auth is set, and FastAPI's HTTPBasic answers
+    that with a 401 of its own even with auto_error off. Here a header that carries no password
+    is no credentials: open mode lets it in, keys turn it away as `not_authenticated`."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        sent = basic_credentials(request.headers.get("Authorization"))
+        return None if sent is None else HTTPBasicCredentials(username=sent[0], password=sent[1])
+
+
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """The (user, password) of an `Authorization: Basic …` header; None where it carries none
+    (another scheme, nothing after `Basic `, not base64, no `:`)."""
+    scheme, param = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "basic" or not param:
+        return None
+    try:
+        decoded = b64decode(param, validate=True).decode()
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None
+
+
+_basic = _ClientsBasic(
     auto_error=False,
     description="A1111 clients' `--api-auth user:key`: any user name, an API key as password.",
 )

@@ -174,7 +174,8 @@ class Stage(_Strict):
         Field(
             None,
             description="hires: lanczos/bicubic/nearest or a registered upscaler model (GET "
-            "/upscalers) for pixel handoffs; latent-* for latent handoffs.",
+            "/upscalers) for pixel handoffs (none: A1111's plain Lanczos resize); latent-* for "
+            "latent handoffs.",
         )
     )
     loras: Annotated[list[LoraUse] | None, Field(max_length=8)] = Field(
@@ -188,7 +189,8 @@ class Stage(_Strict):
     scheduler: Annotated[str | None, Field(max_length=40)] = Field(
         None,
         description="The sigma schedule, as A1111's `scheduler`: `automatic` (default), "
-        "`karras`, `exponential` where the sampler takes them.",
+        "`uniform`, `normal`, `sgm_uniform`, `simple`, `ddim`, and `karras`, `exponential` where "
+        "the sampler takes them (GET /models lists each sampler's).",
     )
     clip_skip: Annotated[int | None, Field(ge=1, le=12)] = Field(
         None,

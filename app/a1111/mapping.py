@@ -27,15 +27,15 @@ from contract.violations import JobRejected, Violation
 # A1111's names -> ours. Its default latent upscale mode is "Latent" (bilinear).
 LATENT_UPSCALERS = {
     "Latent": Upscaler.LATENT_BILINEAR,
-    "Latent (antialiased)": Upscaler.LATENT_BILINEAR,
+    "Latent (antialiased)": Upscaler.LATENT_BILINEAR_ANTIALIASED,
     "Latent (bicubic)": Upscaler.LATENT_BICUBIC,
-    "Latent (bicubic antialiased)": Upscaler.LATENT_BICUBIC,
+    "Latent (bicubic antialiased)": Upscaler.LATENT_BICUBIC_ANTIALIASED,
     "Latent (nearest)": Upscaler.LATENT_NEAREST,
-    "Latent (nearest-exact)": Upscaler.LATENT_NEAREST,
+    "Latent (nearest-exact)": Upscaler.LATENT_NEAREST_EXACT,
 }
-# "None" is A1111's plain resize, which is Lanczos.
+# "None" is A1111's plain resize, which is Lanczos (kept apart, so the PNG says None).
 PIXEL_UPSCALERS = {
-    "None": Upscaler.LANCZOS,
+    "None": Upscaler.NONE,
     "Lanczos": Upscaler.LANCZOS,
     "Nearest": Upscaler.NEAREST,
 }

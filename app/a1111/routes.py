@@ -428,7 +428,10 @@ async def embeddings(
 @router.get("/samplers", operation_id="a1111_samplers")
 async def samplers(_: A1111CallerDep) -> list[SamplerItem]:
     """Every sampler of some model here (Flux takes Euler only; GET /models says per model)."""
-    return [SamplerItem(name=n, aliases=[], options={}) for n in samplers_for("sd15")]
+    return [
+        SamplerItem(name=s.name, aliases=list(s.aliases), options={})
+        for s in samplers_for("sd15").values()
+    ]
 
 
 @router.get("/schedulers", operation_id="a1111_schedulers")

@@ -28,7 +28,7 @@ class _Request(BaseModel):
     seed_resize_from_w: int = -1
     sampler_name: str | None = Field(None, description="GET /sdapi/v1/samplers lists them.")
     sampler_index: str | None = Field(None, description="Deprecated: used without sampler_name.")
-    scheduler: str | None = Field(None, description="automatic, karras or exponential.")
+    scheduler: str | None = Field(None, description="GET /sdapi/v1/schedulers lists them.")
     batch_size: int = Field(1, ge=1)
     n_iter: int = Field(1, ge=1)
     steps: int = Field(50, ge=1)

@@ -66,6 +66,70 @@ def test_an_unknown_sampler_is_refused_naming_the_stage_and_the_valid_ones(
     assert msg.endswith("its samplers: Euler")
 
 
+def test_a1111s_legacy_combined_names_and_aliases_are_split_as_a1111_does(
+    registry: ModelRegistry,
+) -> None:
+    def named(sampler: str, scheduler: str | None = None) -> tuple[str | None, str | None]:
+        stage = {"model": "demo-sd15", "sampler": sampler}
+        if scheduler is not None:
+            stage["scheduler"] = scheduler
+        [checked] = check(registry, stage).stages
+        return checked.sampler, checked.scheduler
+
+    assert named("DPM++ 2M Karras") == ("DPM++ 2M", "karras")
+    assert named("DPM++ 2M SDE Exponential") == ("DPM++ 2M SDE", "exponential")
+    assert named("k_euler_a") == ("Euler a", "automatic")
+    assert named("euler_a") == ("Euler a", "automatic")
+    assert named("DPM++ 2M Karras", "exponential") == ("DPM++ 2M", "exponential")  # asked apart
+    kind, _, _ = refusal(registry, {"model": "demo-sd15", "sampler": "DDIM Karras"})
+    assert kind == "unknown_schedule"  # DDIM takes no Karras sigmas
+
+
+@pytest.mark.parametrize(
+    ("schedule", "options"),
+    [
+        ("normal", {"timestep_spacing": "linspace"}),
+        ("uniform", {"timestep_spacing": "linspace"}),
+        ("sgm_uniform", {"timestep_spacing": "trailing"}),
+        ("simple", {"timestep_spacing": "trailing"}),
+        ("ddim", {"timestep_spacing": "leading"}),
+        ("karras", {"use_karras_sigmas": True}),
+    ],
+)
+def test_every_a1111_schedule_served_maps_to_diffusers(
+    registry: ModelRegistry, schedule: str, options: dict[str, Any]
+) -> None:
+    [stage] = check(
+        registry, {"model": "demo-sd15", "sampler": "Euler", "scheduler": schedule}
+    ).stages
+    assert stage.scheduler == schedule
+    assert samplers_for("sd15")["Euler"].scheduler_options(schedule) == options
+
+
+def test_a_flow_matching_euler_takes_the_names_of_its_own_schedule(
+    registry: ModelRegistry,
+) -> None:
+    # SillyTavern sends scheduler "normal" whatever the checkpoint
+    [stage] = check(
+        registry, {"model": "demo-flux", "sampler": "Euler", "scheduler": "normal"}
+    ).stages
+    assert stage.scheduler == "normal"
+    assert samplers_for("flux")["Euler"].scheduler_options("normal") == {}
+    kind, _, _ = refusal(
+        registry, {"model": "demo-flux", "sampler": "Euler", "scheduler": "karras"}
+    )
+    assert kind == "unknown_schedule"
+
+
+def test_a1111_schedules_with_no_equivalent_are_refused_saying_so(registry: ModelRegistry) -> None:
+    kind, loc, msg = refusal(
+        registry, {"model": "demo-sd15", "sampler": "Euler", "scheduler": "beta"}
+    )
+    assert (kind, loc) == ("unknown_schedule", ("stages", 0, "scheduler"))
+    assert "'beta' has no equivalent here" in msg
+    assert "sgm_uniform" in msg  # the list of what it takes
+
+
 def test_a_schedule_the_sampler_does_not_take_is_refused(registry: ModelRegistry) -> None:
     kind, loc, msg = refusal(
         registry, {"model": "demo-sd15", "sampler": "DDIM", "scheduler": "karras"}

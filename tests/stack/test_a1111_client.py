@@ -152,12 +152,12 @@ def test_hires_fix_through_flux_hands_over_pixels(api: WebUIApi) -> None:
     result = api.txt2img(
         prompt="a castle", seed=1, width=64, height=64, override_settings=SD15,
         enable_hr=True, hr_checkpoint_name="demo-flux", hr_upscaler="Lanczos", hr_scale=2,
-        hr_second_pass_steps=2, hr_sampler_name="Euler", denoising_strength=0.5,
+        hr_second_pass_steps=3, hr_sampler_name="Euler", denoising_strength=0.5,
     )  # fmt: skip
     [image] = result.images
     assert image.size == (128, 128)
     assert parameters(result).endswith(
-        "Denoising strength: 0.5, Hires upscale: 2.0, Hires steps: 2, Hires upscaler: Lanczos, "
+        "Denoising strength: 0.5, Hires upscale: 2.0, Hires steps: 3, Hires upscaler: Lanczos, "
         "Hires checkpoint: demo-flux"
     )
 
@@ -253,3 +253,23 @@ def test_a1111_lora_tags_in_the_prompt_apply_the_lora(api: WebUIApi) -> None:
     )  # fmt: skip
     assert parameters(result).startswith("a lighthouse <lora:detail-sd15:0.5>\n")
     assert "Lora hashes:" in parameters(result)
+
+
+def test_a1111s_schedule_and_legacy_sampler_names_draw_and_are_written_back(
+    api: WebUIApi,
+) -> None:
+    # SillyTavern's default schedule, and a combined name from before A1111 1.9
+    job = {
+        "prompt": "a lighthouse",
+        "seed": 2,
+        "width": 64,
+        "height": 64,
+        "override_settings": SD15,
+    }
+    normal = api.txt2img(**job, sampler_name="Euler", scheduler="normal")
+    assert "Sampler: Euler, Schedule type: Normal," in parameters(normal)
+    combined = api.txt2img(**job, sampler_name="DPM++ 2M Karras")
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in parameters(combined)
+    with pytest.raises(RuntimeError) as refused:
+        api.txt2img(**job, sampler_name="Euler", scheduler="align_your_steps")
+    assert "has no equivalent here" in str(refused.value)

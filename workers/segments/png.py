@@ -28,9 +28,13 @@ _A1111_UPSCALERS = {
     "lanczos": "Lanczos",
     "nearest": "Nearest",
     "bicubic": "Bicubic",
+    "none": "None",
     "latent-bilinear": "Latent",
+    "latent-bilinear-antialiased": "Latent (antialiased)",
     "latent-bicubic": "Latent (bicubic)",
+    "latent-bicubic-antialiased": "Latent (bicubic antialiased)",
     "latent-nearest": "Latent (nearest)",
+    "latent-nearest-exact": "Latent (nearest-exact)",
 }
 
 
@@ -88,7 +92,9 @@ def parameters_text(
         if hires.sampler is not None and hires.sampler != sampler:
             fields.append(("Hires sampler", hires.sampler))
         fields += [
-            ("Hires steps", hires.steps),
+            # A1111 writes it only when the hires pass has steps of its own (0: the first
+            # pass's), and reads its absence so.
+            ("Hires steps", None if hires.steps == base.steps else hires.steps),
             ("Hires upscaler", _upscaler_name(hires.upscaler)),
         ]
         if hires.model != base.model:

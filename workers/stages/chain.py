@@ -456,9 +456,12 @@ def _image_input(
         misfit = upscaler_violation(i, upscaler, Handoff.LATENT, served=[str(upscaler)])
         if misfit is not None:
             raise StageError.refusing(misfit, FailureType.INVALID_JOB)
-        mode = Upscaler(upscaler).interpolation  # a latent resampler, as the rule just said
+        chosen = Upscaler(upscaler)  # a latent resampler, as the rule just said
         factor = model.entry.latent_space.vae_downscale
-        resized = F.interpolate(carry.tensor, size=(height // factor, width // factor), mode=mode)
+        resized = F.interpolate(
+            carry.tensor, size=(height // factor, width // factor), mode=chosen.interpolation,
+            antialias=chosen.antialiased,
+        )  # fmt: skip
         return {"image": resized, "strength": stage.denoise}
     # Pixels: the init image (first stage) or the previous stage's decoded pictures.
     if i == 0:

@@ -77,6 +77,14 @@ def test_a1111s_latent_upscalers_are_latent_handoffs(registry: ModelRegistry) ->
         registry, prompt="p", enable_hr=True, hr_upscaler="Latent (bicubic)"
     ).stages
     assert hires.upscaler == "latent-bicubic"
+    # each of A1111's names is its own mode, so the picture and its PNG say what was asked
+    for name, ours in (("Latent (antialiased)", "latent-bilinear-antialiased"),
+                       ("Latent (bicubic antialiased)", "latent-bicubic-antialiased"),
+                       ("Latent (nearest-exact)", "latent-nearest-exact")):  # fmt: skip
+        [_, hires] = spec_of(registry, prompt="p", enable_hr=True, hr_upscaler=name).stages
+        assert hires.upscaler == ours
+    [_, hires] = spec_of(registry, prompt="p", enable_hr=True, hr_upscaler="None").stages
+    assert (hires.handoff, hires.upscaler) == ("pixel", "none")
 
 
 def test_a_latent_upscaler_to_another_latent_space_is_refused_at_hr_upscaler(

@@ -63,8 +63,10 @@ def test_the_lists_a1111_clients_read(client: TestClient) -> None:
     assert {"demo-sd15", "demo-flux", "demo-sdxl-refiner"} <= {m["title"] for m in models}
     assert "DPM++ 2M SDE" in [s["name"] for s in client.get("/sdapi/v1/samplers").json()]
     assert [s["name"] for s in client.get("/sdapi/v1/schedulers").json()] == [
-        "automatic", "karras", "exponential",
+        "automatic", "uniform", "karras", "exponential", "sgm_uniform", "simple", "normal", "ddim",
     ]  # fmt: skip
+    aliases = {s["name"]: s["aliases"] for s in client.get("/sdapi/v1/samplers").json()}
+    assert "k_euler_a" in aliases["Euler a"]
     assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == [
         "None", "Lanczos", "Nearest", "compact-2x", "esrgan-4x", "swinir-2x",
     ]  # fmt: skip
@@ -178,3 +180,33 @@ def test_with_no_model_that_draws_from_text_the_checkpoint_must_be_named(
     [item] = refused.json()["detail"]
     assert item["loc"] == ["body", "override_settings", "sd_model_checkpoint"]
     assert "no registered model draws from text" in item["msg"]
+
+
+# What A1111's clients send with no auth configured: Open WebUI and SillyTavern base64 an empty
+# "user:pass" setting (`Basic `); others send a bare user name or ":".
+NO_CREDENTIALS = ["Basic ", "Basic Og==", "Basic dXNlcg==", "Basic %%%"]
+
+
+@pytest.mark.parametrize("header", NO_CREDENTIALS)
+def test_in_open_mode_clients_sending_empty_basic_credentials_get_in(
+    client: TestClient, header: str
+) -> None:
+    assert client.get("/sdapi/v1/sd-models", headers={"Authorization": header}).status_code == 200
+    body = {"prompt": "p", "width": 64, "height": 64}
+    # the body is read (not refused first): a 422 for a field, not a 401
+    posted = client.post("/sdapi/v1/txt2img", json={**body, "steps": 0},
+                         headers={"Authorization": header})  # fmt: skip
+    assert posted.status_code == 422
+
+
+@pytest.mark.parametrize("header", NO_CREDENTIALS)
+def test_with_keys_empty_basic_credentials_are_not_authenticated(
+    secured: TestClient, header: str
+) -> None:
+    for response in (
+        secured.get("/sdapi/v1/sd-models", headers={"Authorization": header}),
+        secured.post("/sdapi/v1/txt2img", json={"prompt": "p"}, headers={"Authorization": header}),
+    ):
+        assert response.status_code == 401
+        [error] = response.json()["detail"]
+        assert error["type"] == "not_authenticated"

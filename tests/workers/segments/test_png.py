@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from PIL import Image
 from sd_parsers import ParserManager
 from sd_parsers.data import Generators, PromptInfo
@@ -212,3 +213,30 @@ def test_an_ip_adapter_is_written_as_sd_webui_controlnet_writes_its_unit() -> No
     unused = base.model_copy(update={"ip_adapters": [look.model_copy(update={"weight": 0})]})
     off = HIRES.model_copy(update={"stages": [unused, HIRES.stages[1]]})
     assert "ip15" not in parameters_text(off, 0, "Euler", hashes)  # weight 0 did not act
+
+
+@pytest.mark.parametrize(
+    ("upscaler", "handoff", "written"),
+    [
+        ("latent-bilinear-antialiased", "latent", "Latent (antialiased)"),
+        ("latent-bicubic-antialiased", "latent", "Latent (bicubic antialiased)"),
+        ("latent-nearest-exact", "latent", "Latent (nearest-exact)"),
+        ("none", "pixel", "None"),
+    ],
+)
+def test_the_hires_upscaler_is_written_as_it_was_asked(
+    upscaler: str, handoff: str, written: str
+) -> None:
+    hires = HIRES.stages[1].model_copy(
+        update={"upscaler": upscaler, "handoff": handoff, "model": "sd"}
+    )
+    spec = HIRES.model_copy(update={"stages": [HIRES.stages[0], hires]})
+    assert f"Hires upscaler: {written}" in parameters_text(spec, 0, "Euler")
+
+
+def test_hires_steps_are_written_only_when_the_pass_has_its_own() -> None:
+    # A1111's hr_second_pass_steps 0 is the first pass's steps, and its infotext says nothing
+    same = HIRES.stages[1].model_copy(update={"steps": HIRES.stages[0].steps})
+    spec = HIRES.model_copy(update={"stages": [HIRES.stages[0], same]})
+    assert "Hires steps" not in parameters_text(spec, 0, "Euler")
+    assert "Hires steps: 8" in parameters_text(HIRES, 0, "Euler")

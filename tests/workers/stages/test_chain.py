@@ -113,6 +113,23 @@ def test_flux_latent_hires_unpacks_and_interpolates(
     assert traces[1].input_shape == [1, 16, 8, 8]  # unpacked: channels x latent height x width
 
 
+def test_each_of_a1111s_latent_upscale_modes_is_its_own(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    def hires(upscaler: str, scale: float = 2.0) -> bytes:
+        base = {"model": "demo-sd15", "steps": 2}
+        second = {"model": "demo-sd15", "mode": "hires", "handoff": "latent", "steps": 2,
+                  "upscaler": upscaler, "scale": scale}  # fmt: skip
+        images, _ = run(normalized(registry, [base, second]), cache)
+        return images[0].tobytes()
+
+    # nearest and nearest-exact pick other latents at a scale that is not whole
+    assert hires("latent-nearest", 1.5) != hires("latent-nearest-exact", 1.5)
+    # torch's antialiased interpolation is a kernel of its own (it differs, barely, enlarging)
+    assert hires("latent-bilinear-antialiased") != hires("latent-bilinear")
+    assert hires("latent-bicubic-antialiased") != hires("latent-bilinear-antialiased")
+
+
 @pytest.mark.parametrize("source", ["demo-sd15", "demo-sd35"])
 def test_the_worker_refuses_latents_of_another_space_whatever_the_gateway_said(
     registry: ModelRegistry, cache: ModelCache, source: str
@@ -166,6 +183,10 @@ def test_a_stage_runs_with_the_sampler_it_names_and_the_model_keeps_its_own(
     assert len({own, karras, ancestral}) == 3  # each sampler draws its own picture
     assert pixels({}) == (own, "Euler")  # the model's own scheduler is back, to the byte
     assert pixels({"sampler": "Euler a"})[0] == ancestral  # seeded: the same again
+    # A1111's schedule names: spacings of the model's own timesteps
+    spaced = {pixels({"sampler": "Euler", "scheduler": s})[0] for s in ("normal", "sgm_uniform")}
+    assert len(spaced) == 2
+    assert pixels({}) == (own, "Euler")
 
 
 def test_flux_stages_take_the_flow_matching_euler(
