@@ -32,6 +32,10 @@ from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
 log = logging.getLogger("imagegen.gateway")
 
 
+class NotServed(Exception):
+    """A route another server has (an A1111 one) that this service does not serve."""
+
+
 # The gateway's own error names; with the job rules' (`RuleType`) and pydantic's validation
 # errors (`PydanticErrorType`) they are every `type` an error body can carry.
 GatewayErrorType = Literal[
@@ -51,6 +55,7 @@ GatewayErrorType = Literal[
     "body_too_large",
     "http_error",
     "internal_error",
+    "not_served",
 ]
 # Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
 FailedJobType = Literal[
@@ -116,6 +121,7 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     ),
     QueueFull: ErrorKind(429, "queue_full", retry_after_s=5),
     TooManyStreams: ErrorKind(429, "too_many_streams", retry_after_s=5),
+    NotServed: ErrorKind(501, "not_served"),
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
@@ -153,6 +159,7 @@ _DESCRIPTIONS = {
     429: "Too many unfinished jobs (`queue_full`) or open event streams (`too_many_streams`) "
     "for this key; retry after `Retry-After` seconds.",
     502: "The job failed (A1111 face, which waits for it): `type` is the job's `error.type`.",
+    501: "Not served here (an A1111 route this service has no counterpart for).",
     503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "
     "retry after `Retry-After` seconds.",
 }

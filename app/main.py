@@ -14,7 +14,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors
-from app.a1111 import controlnet
+from app.a1111 import controlnet, extras
 from app.a1111 import routes as a1111
 from app.admission import JobService
 from app.auth_first import AuthenticateFirst
@@ -121,6 +121,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(a1111.router)
+    app.include_router(extras.router)
     app.include_router(controlnet.router)
     return app
 

@@ -273,3 +273,22 @@ def test_a1111s_schedule_and_legacy_sampler_names_draw_and_are_written_back(
     with pytest.raises(RuntimeError) as refused:
         api.txt2img(**job, sampler_name="Euler", scheduler="align_your_steps")
     assert "has no equivalent here" in str(refused.value)
+
+
+def test_webuiapis_list_and_info_calls_get_what_this_service_has(api: WebUIApi) -> None:
+    assert [lora["name"] for lora in api.get_loras()] == ["detail-sd15"]
+    assert [m["name"] for m in api.get_realesrgan_models()] == [
+        "compact-2x", "esrgan-4x", "swinir-2x"
+    ]  # fmt: skip
+    assert api.get_prompt_styles() == api.get_face_restorers() == api.get_hypernetworks() == []
+    assert api.get_cmd_flags()["api"] is True
+    assert api.get_memory()["ram"]["total"] > 0
+    assert api.refresh_checkpoints() is None
+    # A picture this service made, read back as A1111 reads it
+    made = api.txt2img(prompt="a lighthouse", seed=9, width=64, height=64,
+                       override_settings=SD15)  # fmt: skip
+    read = api.png_info(made.images[0])
+    assert read.info == parameters(made)
+    assert (read.parameters["Prompt"], read.parameters["Seed"]) == ("a lighthouse", "9")
+    with pytest.raises(RuntimeError, match="501"):
+        api.interrogate(made.images[0])
