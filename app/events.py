@@ -24,6 +24,7 @@ from fastapi.sse import ServerSentEvent
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from contract.envelope import JobEnvelope
 from jobs.redis_keys import EVENTS_PATTERN, job_id_of_channel, job_key, text
 from jobs.store import envelope_from_hash
 
@@ -137,5 +138,23 @@ async def job_events(
                 )
                 if envelope.status.is_final:
                     return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), RECHECK_S)
+
+
+async def wait_for_end(redis: Redis, hub: JobEvents, job_id: str, wait_s: float) -> JobEnvelope:
+    """The job's envelope once it has ended, or as it is after `wait_s` (the faces that answer
+    with the pictures, A1111's and OpenAI's, wait so; the janitor ends a job left past its
+    deadline)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    with hub.follow(job_id) as changed:
+        while True:
+            changed.clear()
+            raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+            envelope = envelope_from_hash(job_id, raw)
+            if not raw or envelope.status.is_final:
+                return envelope
+            if asyncio.get_running_loop().time() > deadline:
+                return envelope
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), RECHECK_S)

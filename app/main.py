@@ -21,6 +21,8 @@ from app.auth_first import AuthenticateFirst
 from app.body_limit import BodySizeLimit
 from app.events import JobEvents, StreamSlots
 from app.keys import KeyRing
+from app.openai import routes as openai
+from app.openai.errors import OpenAIErrors
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
 from contract.registry import ModelRegistry
@@ -81,6 +83,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 "description": "AUTOMATIC1111's web API (`/sdapi/v1`, as Forge keeps it) on the "
                 "same queue: existing A1111 clients work unchanged. See docs/a1111.md.",
             },
+            {
+                "name": "openai",
+                "description": "The OpenAI Images API (`/v1`) on the same queue: the openai SDKs, "
+                "Open WebUI, LibreChat work unchanged. See docs/openai.md.",
+            },
         ],
     )
     app.state.settings = settings
@@ -115,6 +122,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Added last, so it runs first: no body is read for a caller without a key.
     app.add_middleware(AuthenticateFirst, keys=app.state.keys)
+    # Outermost: every /v1 error, the two above's included, in OpenAI's shape.
+    app.add_middleware(OpenAIErrors)
     errors.install(app)
     docs.install(app, app.state.keys.open)
     app.include_router(jobs.router)
@@ -122,6 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(a1111.router)
     app.include_router(extras.router)
+    openai.install(app)
     app.include_router(controlnet.router)
     return app
 

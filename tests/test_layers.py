@@ -82,6 +82,8 @@ def test_each_worker_wing_imports_only_the_wings_before_it() -> None:
 # Modules without a test file of their own, and why.
 UNMIRRORED = {
     "workers/settings.py": "fields only; read by tests/workers/test_worker.py",
+    "app/openai/schemas.py": "shapes only; the openai SDK reads them in tests/app/openai and "
+    "tests/stack/test_openai_client.py",
     "demo/upscalers.py": "its files are what tests/workers/models/test_upscalers.py loads",
     "demo/controlnets.py": "its folders are what tests/workers/stages/test_setup.py steers "
     "with and tests/workers/models/test_controlnets.py loads",

@@ -158,7 +158,7 @@ async def refresh_vae(_: A1111CallerDep) -> None:
     """Nothing to refresh: the registry is read when the service starts."""
 
 
-@router.post("/png-info", operation_id="a1111_png_info", responses=documented(413, 422))
+@router.post("/png-info", operation_id="a1111_png_info", responses=documented(400, 413, 422))
 async def png_info(_: A1111CallerDep, body: PngInfoRequest) -> PngInfoResponse:
     """A PNG's A1111 `parameters` text, and the fields A1111 reads from it."""
     data = body.image.partition(",")[2] if body.image.startswith("data:") else body.image

@@ -8,7 +8,6 @@ and `skip` act on the caller's current A1111 job. `options` sets a checkpoint an
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
@@ -50,7 +49,7 @@ from app.a1111.schemas import (
 from app.admission import JobAlreadyFinished, JobNotFound
 from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.errors import documented
-from app.events import JobEvents
+from app.events import JobEvents, wait_for_end
 from app.keys import A1111CallerDep, Caller
 from contract.architectures import ARCHITECTURES
 from contract.envelope import JobEnvelope, JobStatus
@@ -139,7 +138,7 @@ async def _run(
     wait_s = envelope.spec.timeout_s + _WAIT_MARGIN_S
     await redis.set(a1111_current_key(caller.name), job_id, ex=wait_s)
     try:
-        final = await _wait_for_end(redis, hub, job_id, wait_s)
+        final = await wait_for_end(redis, hub, job_id, wait_s)
     finally:
         if text(await redis.get(a1111_current_key(caller.name)) or b"") == job_id:
             await redis.delete(a1111_current_key(caller.name))
@@ -165,23 +164,6 @@ async def _run(
         info=json.dumps(info),
     )
     return JSONResponse(answer.model_dump(), headers={"X-Imagegen-Job-Id": job_id})
-
-
-async def _wait_for_end(
-    redis: AsyncRedisDep, hub: JobEvents, job_id: str, wait_s: float
-) -> JobEnvelope:
-    deadline = asyncio.get_running_loop().time() + wait_s
-    with hub.follow(job_id) as changed:
-        while True:
-            changed.clear()
-            raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
-            envelope = envelope_from_hash(job_id, raw)
-            if not raw or envelope.status.is_final:
-                return envelope
-            if asyncio.get_running_loop().time() > deadline:
-                return envelope  # served as it is; the janitor ends it
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), 1.0)
 
 
 def _info(

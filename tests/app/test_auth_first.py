@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.auth_first import AuthenticateFirst
 from app.keys import KeyRing, digest
+from app.openai.errors import OpenAIErrors
 from tests.app.conftest import ALICE, SPEC, auth
 
 KEYS = KeyRing({"alice": digest(ALICE)}, {})
@@ -57,8 +58,10 @@ def test_a_valid_key_open_mode_and_bodiless_requests_go_on() -> None:
 def test_the_gateway_checks_the_key_first_and_answers_in_the_one_error_shape(
     secured: TestClient,
 ) -> None:
-    outermost = secured.app.user_middleware[0]  # type: ignore[attr-defined]
-    assert outermost.cls is AuthenticateFirst  # before the body limit and the routes
+    # before the body limit and the routes; only the OpenAI face's error rewriting, which reads
+    # no request body, wraps it (so its 401s are OpenAI's shape on /v1)
+    outermost = [m.cls for m in secured.app.user_middleware[:2]]  # type: ignore[attr-defined]
+    assert outermost == [OpenAIErrors, AuthenticateFirst]
     refused = secured.post("/jobs", json={**SPEC, "prompt": "x" * 15_000})
     assert refused.status_code == 401
     assert refused.json()["detail"][0]["type"] == "not_authenticated"

@@ -61,5 +61,7 @@ def test_every_answer_is_declared_with_a_schema_and_every_error_is_an_error_body
             schema = body.get("itemSchema" if media_type == "text/event-stream" else "schema")
             assert schema, f"{name} {media_type} has no schema"
         if int(name.rsplit(" ", 1)[1]) >= 400:
-            error = {"$ref": "#/components/schemas/ErrorBody"}
+            # The OpenAI face's errors are OpenAI's shape (its SDKs parse them).
+            body = "OpenAIErrorBody" if name.split(" ")[1].startswith("/v1/") else "ErrorBody"
+            error = {"$ref": f"#/components/schemas/{body}"}
             assert content["application/json"]["schema"] == error, name

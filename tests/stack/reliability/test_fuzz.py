@@ -38,6 +38,7 @@ from jobs.settings import REPO_ROOT
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("faults")]
 
 KEY = "ig_fuzzing_key"
+NOT_SERVED = "a1111_interrogate"  # the one operation left out (below)
 BUDGET_S = int(os.environ.get("IMAGEGEN_TEST_FUZZ_SECONDS", "0"))
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
@@ -85,6 +86,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target:
         "all",
         "--exclude-checks",
         "positive_data_acceptance",
+        # Answers 501 not_served by design, declared (tests/app/a1111/test_extras.py); the
+        # server-error check would count that as a fault.
+        "--exclude-operation-id",
+        NOT_SERVED,
         "--mode",
         "all",
         "--max-examples",
@@ -119,7 +124,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target:
     assert generated, output[-2000:]
     assert int(generated.group(1)) >= 300, output[-2000:]
     spec = json.loads((REPO_ROOT / "openapi" / "openapi.json").read_text())
-    operations = sum(len(methods) for methods in spec["paths"].values())
+    operations = sum(len(methods) for methods in spec["paths"].values()) - 1  # but NOT_SERVED
     tested = re.search(r"Tested: (\d+)", output)
     assert tested, output[-2000:]
     assert int(tested.group(1)) == operations, output[-2000:]
