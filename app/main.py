@@ -25,7 +25,7 @@ from app.openai import routes as openai
 from app.openai.errors import OpenAIErrors
 from app.routes import health, jobs, models
 from app.settings import GatewaySettings
-from contract.registry import ModelRegistry
+from contract.job_rules import load_registry
 from jobs import lifecycle, logs
 from jobs.caps import Caps
 from jobs.idempotency import Idempotency
@@ -52,7 +52,7 @@ second), which is how Flux serves as a hires fix for an SD1.5 picture.
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     logs.configure(settings.log_level)
-    registry = ModelRegistry.load(settings.registry)
+    registry = load_registry(settings.registry)
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     store = JobStore(redis, settings.result_ttl_s)
     ends = Lifecycle(store, settings.webhooks)

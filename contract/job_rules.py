@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL.Image import Image
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
+from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage
@@ -56,7 +58,9 @@ class CheckedJob:
 
 
 def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> CheckedJob:
-    """Normalize `spec` and decode its init image, or raise `JobRejected` with every violation."""
+    """Normalize `spec` and decode its init image, or raise `JobRejected` with every violation.
+    A preset its only stage names is expanded first (`contract.presets`)."""
+    spec = with_presets(spec, registry)
     entries: list[ModelEntry] = []
     unknown = []
     for i, stage in enumerate(spec.stages):
@@ -404,3 +408,32 @@ def _mid_schedule_architectures() -> str:
 
 def _default(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+# What the registry's preset check leaves to each job: sizes and budgets are the caller's and
+# the deployment's, not the preset's.
+_THE_CALLERS = frozenset({"pixel_budget_exceeded", "job_too_costly", "image_too_large"})
+
+
+def load_registry(path: Path) -> ModelRegistry:
+    """The registry file, loaded, with every preset checked by these rules (the gateway and the
+    workers load it so: a preset that cannot run stops them starting)."""
+    registry = ModelRegistry.load(path)
+    check_presets(registry)
+    return registry
+
+
+def check_presets(registry: ModelRegistry) -> None:
+    """Every preset checked by the job rules, at its first model's native size; ValueError
+    naming the preset and what breaks."""
+    for name, preset in registry.presets.items():
+        entry = registry.get(preset.stages[0].model)
+        width, height = entry.arch.native_size if entry is not None else (512, 512)
+        probe = JobSpec(prompt="preset check", width=width, height=height, stages=preset.stages)
+        try:
+            check_job(probe, registry, JobLimits(max_pixels=2**31))
+        except JobRejected as rejected:
+            broken = [v for v in rejected.violations if v.type not in _THE_CALLERS]
+            if broken:
+                said = "; ".join(f"{'.'.join(map(str, v.loc))}: {v.msg}" for v in broken)
+                raise ValueError(f"preset {name!r} cannot run: {said}") from None

@@ -79,6 +79,18 @@ worker reads their architecture and scale from the weights:
       4x-ultrasharp:
         file: /models/upscalers/4x-UltraSharp.safetensors
 
+Presets name chains of stages, so that a client that knows one model string gets a whole chain
+(the article's SD1.5 base with a Flux hires fix): a job's only stage naming a preset takes its
+stages (`contract.presets`), and each one is checked by the job rules when the service loads the
+registry (`contract.job_rules.load_registry`):
+
+    presets:
+      sd15-flux-hires:
+        description: SD1.5 draws, Flux refines it at twice the size
+        stages:
+          - {model: my-sd15}
+          - {model: my-flux, mode: hires, handoff: pixel, denoise: 0.4}
+
 The A1111 face (`/sdapi/v1`) draws with the first text-to-image model in the file's order when
 a request names no checkpoint; a top-level entry picks another:
 
@@ -111,6 +123,7 @@ from contract.latent_spaces import LATENT_SPACES, LatentSpace, LatentSpaceName
 from contract.lora_files import discover_loras, fits_declared, probe_lora
 from contract.names import MODEL_NAME_PATTERN
 from contract.resamplers import Upscaler
+from contract.spec import MAX_STAGES, Stage
 from contract.vae_files import probe_vae
 
 log = logging.getLogger("imagegen.registry")
@@ -324,6 +337,14 @@ class UpscalerEntry(_Strict):
         return name
 
 
+class Preset(_Strict):
+    """A named chain of stages: what a job's only stage naming it runs."""
+
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    description: str | None = None
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
+
+
 class ModelRegistry(_Strict):
     models: dict[str, ModelEntry]
     loras: dict[str, LoraEntry] = {}
@@ -332,6 +353,7 @@ class ModelRegistry(_Strict):
     embeddings: dict[str, EmbeddingEntry] = {}
     controlnets: dict[str, ControlNetEntry] = {}
     ip_adapters: dict[str, IpAdapterEntry] = {}
+    presets: dict[str, Preset] = {}
     # The checkpoint of A1111 requests that name none (and of `GET /sdapi/v1/options`); unset,
     # the first text-to-image model in the file's order.
     a1111_default_checkpoint: str | None = None
@@ -354,6 +376,13 @@ class ModelRegistry(_Strict):
             f"registry ({', '.join(drawing) or 'it has none'})"
         )
 
+    @model_validator(mode="after")
+    def _presets_are_not_models(self) -> ModelRegistry:
+        clash = sorted(set(self.presets) & set(self.models))
+        if clash:
+            raise ValueError(f"presets {clash} have the names of models; name them otherwise")
+        return self
+
     @property
     def a1111_checkpoint(self) -> str | None:
         """The checkpoint of A1111 requests that name none: `a1111_default_checkpoint`, else the
@@ -367,7 +396,7 @@ class ModelRegistry(_Strict):
     def _names_from_keys(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for section in ("models", *_FILE_SECTIONS):
+        for section in ("models", "presets", *_FILE_SECTIONS):
             if isinstance(data.get(section), dict):
                 data = {
                     **data,
@@ -400,8 +429,8 @@ class ModelRegistry(_Strict):
             )  # fmt: skip
             for read_files in readers:
                 raw = read_files(raw, path.parent)
-        registry = cls.model_validate(raw)
-        return registry._resolve_paths(path.parent)
+        # Its presets are checked by the job rules (contract.job_rules.load_registry).
+        return cls.model_validate(raw)._resolve_paths(path.parent)
 
     def _resolve_paths(self, base: Path) -> ModelRegistry:
         def resolve(p: Path) -> Path:

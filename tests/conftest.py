@@ -113,9 +113,13 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         }
         for model in ("demo-sd15", "demo-sdxl")
     }
+    presets = {"sd15-flux-hires": {"description": "the article's workflow", "stages": [
+        {"model": "demo-sd15"},
+        {"model": "demo-flux", "mode": "hires", "handoff": "pixel", "steps": 2},
+    ]}}  # fmt: skip
     sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes,
                 "embeddings": embeddings, "controlnets": controlnets,
-                "ip_adapters": ip_adapters}  # fmt: skip
+                "ip_adapters": ip_adapters, "presets": presets}  # fmt: skip
     path.write_text(yaml.safe_dump(sections))
     return path
 

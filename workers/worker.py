@@ -12,6 +12,7 @@ import logging
 import torch
 from redis import Redis
 
+from contract.job_rules import load_registry
 from contract.registry import ModelRegistry
 from jobs import lifecycle, logs
 from jobs.heartbeat_worker import HeartbeatWorker, unique_name
@@ -74,7 +75,7 @@ class GenerationWorker(HeartbeatWorker):
 
 
 def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner:
-    registry = ModelRegistry.load(settings.registry)
+    registry = load_registry(settings.registry)
     serves = registry.pool(settings.pool)
     if not serves:
         known = ", ".join(registry.pools())

@@ -103,13 +103,15 @@ _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
 
 
 def resolve_checkpoint(name: str, registry: ModelRegistry) -> str | None:
-    """The registered model a client means: its name, an A1111 title (`name [hash]`) or a file
-    name (`name.safetensors`)."""
+    """The registered model (or preset: a chain of stages under one name) a client means: its
+    name, an A1111 title (`name [hash]`) or a file name (`name.safetensors`)."""
     candidates = [name, name.rsplit(" [", 1)[0], name.rsplit("/", 1)[-1]]
     for candidate in list(candidates):
         for suffix in (".safetensors", ".ckpt", ".sft", ".pt"):
             candidates.append(candidate.removesuffix(suffix))
-    return next((c for c in candidates if registry.get(c) is not None), None)
+    return next(
+        (c for c in candidates if registry.get(c) is not None or c in registry.presets), None
+    )
 
 
 # A1111's LoRA syntax in prompts: <lora:name> or <lora:name:weight>.

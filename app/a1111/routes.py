@@ -240,7 +240,7 @@ async def _current_checkpoint(
 ) -> str | None:
     """The key's `options` choice, else the registry's default checkpoint."""
     chosen = await redis.get(a1111_checkpoint_key(caller.name))
-    if chosen is not None and registry.get(text(chosen)) is not None:
+    if chosen is not None and resolve_checkpoint(text(chosen), registry) == text(chosen):
         return text(chosen)
     return registry.a1111_checkpoint
 
@@ -351,7 +351,8 @@ async def set_options(
 
 @router.get("/sd-models", operation_id="a1111_sd_models")
 async def sd_models(_: A1111CallerDep, registry: RegistryDep) -> list[SDModelItem]:
-    """The registered models that draw from text, as checkpoints."""
+    """The registered models that draw from text (and refiners), then the presets, as
+    checkpoints."""
     items = []
     for name in registry.names():
         entry = registry.models[name]
@@ -370,6 +371,9 @@ async def sd_models(_: A1111CallerDep, registry: RegistryDep) -> list[SDModelIte
                     config=None,
                 )
             )
+    for name in sorted(registry.presets):  # a whole chain, picked as a checkpoint
+        items.append(SDModelItem(title=name, model_name=name, hash=None, sha256=None,
+                                 filename=f"preset:{name}", config=None))  # fmt: skip
     return items
 
 

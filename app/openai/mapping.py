@@ -36,21 +36,29 @@ def model_for(name: str | None, registry: ModelRegistry) -> str:
         if default is None:
             refuse("model", "no registered model draws from text; name one (GET /v1/models)")
         return default
-    entry = registry.get(name)
-    if entry is None or not entry.arch.text_to_image:
+    if name not in drawing(registry):
         listed = ", ".join(drawing(registry)) or "none"
         refuse("model", f"model {name!r} is not served here; GET /v1/models lists: {listed}", name)
     return name
 
 
 def drawing(registry: ModelRegistry) -> list[str]:
-    return [n for n in registry.names() if registry.models[n].arch.text_to_image]
+    """The models that draw from text, then the presets (each a chain under one name)."""
+    models = [n for n in registry.names() if registry.models[n].arch.text_to_image]
+    return [*models, *sorted(registry.presets)]
+
+
+def first_model(name: str, registry: ModelRegistry) -> str:
+    """The model a request's first stage runs: the model, or a preset's first."""
+    preset = registry.presets.get(name)
+    return name if preset is None else preset.stages[0].model
 
 
 def size_of(size: str, model: str, registry: ModelRegistry) -> tuple[int, int]:
-    """`auto` is the model's native size; `WxH` as asked (the job rules check its multiple)."""
+    """`auto` is the (first) model's native size; `WxH` as asked (the job rules check its
+    multiple)."""
     if size == "auto":
-        return registry.models[model].arch.native_size
+        return registry.models[first_model(model, registry)].arch.native_size
     width, _, height = size.partition("x")
     return int(width), int(height)
 

@@ -23,6 +23,7 @@ from app.keys import Caller, CallerDep
 from app.openai.errors import openai_error
 from app.openai.mapping import (
     drawing,
+    first_model,
     in_openai_terms,
     job_body,
     model_for,
@@ -143,7 +144,7 @@ async def edits(
     chosen = model_for(model, registry)
     picture = await sent[0].read()
     if size == "auto":  # the picture's own size, to the model's multiple
-        size = _own_size(picture, registry.models[chosen].arch.size_multiple)
+        size = _own_size(picture, registry.models[first_model(chosen, registry)].arch.size_multiple)
     asked = {"prompt": prompt, "n": n, "negative_prompt": negative_prompt, "seed": seed,
              "steps": steps, "guidance_scale": guidance_scale}  # fmt: skip
     body = job_body(chosen, size_of(size, chosen, registry), asked,
@@ -155,13 +156,17 @@ async def edits(
 
 @router.get("/models", operation_id="openai_models")
 async def models(_: CallerDep, registry: RegistryDep) -> ModelList:
-    """The registered models that draw from text (OpenAI's `models.list`)."""
+    """The registered models that draw from text, then the presets (OpenAI's `models.list`)."""
     return ModelList(
         data=[
-            ModelItem(id=n, created=0, owned_by=f"imagegen:{registry.models[n].architecture}")
+            ModelItem(
+                id=n, created=0,
+                owned_by=f"imagegen:{registry.models[n].architecture}" if n in registry.models
+                else "imagegen:preset",
+            )
             for n in drawing(registry)
         ]
-    )
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from contract.envelope import Answer
 from contract.latent_spaces import LatentSpaceName
 from contract.resamplers import Upscaler
 from contract.samplers import samplers_for, schedules_for
+from contract.spec import Stage
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
@@ -230,6 +231,24 @@ def list_ip_adapters(registry: RegistryDep, _: CallerDep) -> list[IpAdapterInfo]
         )
         for name, a in sorted(registry.ip_adapters.items())
     ]  # fmt: skip
+
+
+class PresetInfo(Answer):
+    name: str = Field(description="As the only stage's `model` (or the OpenAI face's `model`, an "
+                      "A1111 checkpoint): the job takes these stages.")  # fmt: skip
+    description: str | None
+    stages: list[Stage] = Field(
+        description="What it runs; the fields the naming stage sets go to the first one."
+    )
+
+
+@router.get("/presets", operation_id="list_presets")
+def list_presets(registry: RegistryDep, _: CallerDep) -> list[PresetInfo]:
+    """Registered presets: chains of stages under one name, checked when the registry loaded."""
+    return [
+        PresetInfo(name=name, description=p.description, stages=p.stages)
+        for name, p in sorted(registry.presets.items())
+    ]
 
 
 class UpscalerInfo(Answer):

@@ -141,3 +141,13 @@ def test_upscalers_list_the_resamplers_and_the_registered_models(client: TestCli
         "file": "esrgan-4x.safetensors",
     }
     assert {"compact-2x", "swinir-2x"} <= set(listed)
+
+
+def test_presets_are_listed_with_their_stages(client: TestClient) -> None:
+    [preset] = client.get("/presets").json()
+    assert preset["name"] == "sd15-flux-hires"
+    assert [s["model"] for s in preset["stages"]] == ["demo-sd15", "demo-flux"]
+    # and as a model string on the other faces
+    assert "sd15-flux-hires" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
+    assert titles[-1] == "sd15-flux-hires"
