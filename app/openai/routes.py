@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.events import wait_for_end
@@ -114,9 +115,10 @@ async def edits(
     redis: AsyncRedisDep,
     registry: RegistryDep,
     prompt: Annotated[str, Form(min_length=1)],
-    image: Annotated[list[UploadFile] | None, File(description="The picture (PNG, JPEG).")] = None,
-    images: Annotated[
-        list[UploadFile] | None, File(alias="image[]", description="The same, as image[].")
+    # The SDK sends a list as `image[]`: read from the form below, not declared (a second
+    # field for one picture makes generated clients clash on its name).
+    image: Annotated[
+        list[UploadFile] | None, File(description="The picture (PNG, JPEG); or as image[].")
     ] = None,
     mask: Annotated[UploadFile | None, File(description="Not served yet: send none.")] = None,
     model: Annotated[str | None, Form()] = None,
@@ -137,7 +139,8 @@ async def edits(
     if mask is not None:
         refuse("mask", "editing inside a mask is not served yet; send no mask to re-draw the "
                "whole picture from it (strength says how much)")  # fmt: skip
-    sent = [*(image or []), *(images or [])]
+    listed = (await request.form()).getlist("image[]")
+    sent = [*(image or []), *(f for f in listed if isinstance(f, StarletteUpload))]
     if len(sent) != 1:
         refuse("image", f"send one picture as image (or image[]); {len(sent)} were sent")
     _check_formats(response_format, output_format, None)

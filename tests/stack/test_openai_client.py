@@ -61,6 +61,10 @@ def test_edit_redraws_the_picture_it_is_sent(client: OpenAI) -> None:
                                 prompt="night", extra_body={**FAST, "strength": 0.5})  # fmt: skip
     [item] = edited.data or []
     assert picture(item.b64_json).size == (96, 64)  # its own size, to the model's multiple
+    # a list of one goes as image[], as the SDK (and Open WebUI) send it
+    listed = client.images.edit(model="demo-sd15", image=[("in.png", source, "image/png")],
+                                prompt="night", size="64x64", extra_body=FAST)  # fmt: skip
+    assert picture((listed.data or [])[0].b64_json).size == (64, 64)
     with pytest.raises(openai.BadRequestError) as masked:
         client.images.edit(image=("in.png", source, "image/png"), prompt="p",
                            mask=("m.png", source, "image/png"))  # fmt: skip
