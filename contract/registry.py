@@ -181,6 +181,13 @@ class ModelEntry(_Strict):
     compile: bool = False
     compile_sizes: list[tuple[int, int]] = []
 
+    @field_validator("pool")
+    @classmethod
+    def _not_the_webhook_queue(cls, pool: str) -> str:
+        if pool == "webhooks":  # its queue would be the webhook queue (imagegen.webhooks)
+            raise ValueError("pool 'webhooks' is the webhook queue's name; name the pool otherwise")
+        return pool
+
     @model_validator(mode="after")
     def _variant_of_its_architecture(self) -> ModelEntry:
         arch = ARCHITECTURES[self.architecture]

@@ -49,6 +49,16 @@ class HeartbeatWorker(SimpleWorker):
         self._running: Job | None = None
         self._stop = threading.Event()
 
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        # RQ registers a queue at its first enqueue, and `rq info` lists workers by queue: a
+        # worker on a queue nobody has used yet (the webhook queue before its first webhook)
+        # was missing from it.
+        with self.connection.pipeline() as pipe:
+            for queue in self.queues:
+                pipe.sadd(Queue.redis_queues_keys, queue.key)
+            pipe.execute()
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.heartbeat_ttl_s
 

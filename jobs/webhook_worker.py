@@ -1,4 +1,4 @@
-"""The webhook worker: drains the `imagegen-webhooks` queue, one POST per RQ job (torch-free).
+"""The webhook worker: drains the `imagegen.webhooks` queue, one POST per RQ job (torch-free).
 
     python -m jobs.webhook_worker
 
@@ -38,6 +38,9 @@ def main() -> None:
     webhooks.install(settings.webhooks)
     ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
     lifecycle.install(ends)  # for RQ's failure callbacks found by this worker's sweeps
+    moved = webhooks.move_legacy_queue(redis)
+    if moved:
+        log.info("moved %d owed webhooks from %s", moved, webhooks.LEGACY_WEBHOOK_QUEUE)
     worker = HeartbeatWorker(
         [webhooks.webhook_queue(redis)],
         connection=redis,

@@ -2,7 +2,7 @@
 
 The notification is owed in the same MULTI/EXEC that ends the job (`owe`, called from
 `JobStore.transition`): the job's record gets a `webhook` field (`pending`) and an RQ job is put
-on the `imagegen-webhooks` queue, so "job ended" and "notification owed" cannot disagree, and a
+on the `imagegen.webhooks` queue, so "job ended" and "notification owed" cannot disagree, and a
 process that dies right after ending a job loses nothing. A webhook worker
 (`python -m jobs.webhook_worker`) runs `deliver`: one POST per RQ job. A failure that may pass
 (network, 429, 5xx) schedules the next attempt with exponential backoff, or later if the
@@ -45,13 +45,16 @@ from rq.registry import ScheduledJobRegistry
 from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import job_key
+from jobs.redis_keys import job_key, queue_name
 from jobs.store import JobStore, note_webhook
 from jobs.webhook_guard import Address, checked_address
 
 log = logging.getLogger("imagegen.webhooks")
 
-WEBHOOK_QUEUE = "imagegen-webhooks"
+# Named as the pools' queues are (`imagegen.<pool>`: no pool may be called "webhooks").
+WEBHOOK_QUEUE = queue_name("webhooks")
+# Its name before it took the pools' style; a webhook worker moves what it still holds.
+LEGACY_WEBHOOK_QUEUE = "imagegen-webhooks"
 DELIVER = "jobs.webhooks.deliver"
 ON_LOST = "jobs.webhooks.on_delivery_lost"
 EVENT_OF = {
@@ -186,6 +189,18 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
 
 def webhook_queue(redis: Redis) -> Queue:
     return Queue(WEBHOOK_QUEUE, connection=redis, serializer=SERIALIZER)
+
+
+def move_legacy_queue(redis: Redis) -> int:
+    """The webhooks still queued under the old name, moved onto the queue (from a deployment
+    upgraded with attempts owed); returns how many."""
+    old = Queue(LEGACY_WEBHOOK_QUEUE, connection=redis, serializer=SERIALIZER)
+    moved = 0
+    for job in old.get_jobs():
+        webhook_queue(redis).enqueue_job(job)
+        moved += 1
+    old.delete(delete_jobs=False)
+    return moved
 
 
 def queue_due_attempts(redis: Redis) -> int:

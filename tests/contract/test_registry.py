@@ -138,3 +138,9 @@ def test_an_a1111_default_that_draws_nothing_fails_the_load_naming_the_field(
 @pytest.mark.parametrize("registry", ["registry.demo.yaml", "registry.docker.yaml"])
 def test_the_demo_registries_a1111_default_is_demo_sd15(registry: str) -> None:
     assert ModelRegistry.load(REPO_ROOT / "deploy" / registry).a1111_checkpoint == "demo-sd15"
+
+
+def test_no_pool_may_take_the_webhook_queues_name() -> None:
+    entry = {"architecture": "sd15", "source": {"folder": "m"}, "pool": "webhooks"}
+    with pytest.raises(ValueError, match="pool 'webhooks' is the webhook queue's name"):
+        ModelRegistry.model_validate({"models": {"m": entry}})

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import AnyUrl
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -80,6 +80,26 @@ def test_ending_a_job_owes_its_webhook_once(store: JobStore, queue_job: QueueJob
         f"msg_{job_id}",
     )
     assert webhook_queue(store.redis).job_ids == [f"webhook-{job_id}-1"]
+
+
+def test_webhooks_owed_under_the_queues_old_name_are_moved_onto_it(
+    store: JobStore, queue_job: QueueJob
+) -> None:
+    job_id = queue_job()
+    with_webhook(store, job_id, "http://127.0.0.1:9/hook")
+    assert Lifecycle(store, HOOKS).end(job_id, JobStatus.CANCELED).applied
+    queue = webhook_queue(store.redis)
+    assert queue.name == "imagegen.webhooks"  # the pools' style: imagegen.<pool>
+    # as a deployment before the rename left it: the attempt on the old queue
+    old = Queue(webhooks.LEGACY_WEBHOOK_QUEUE, connection=store.redis, serializer=SERIALIZER)
+    for job in queue.get_jobs():
+        queue.remove(job)
+        old.enqueue_job(job)
+    assert (queue.count, old.count) == (0, 1)
+    assert webhooks.move_legacy_queue(store.redis) == 1
+    assert queue.job_ids == [f"webhook-{job_id}-1"]
+    assert old.name not in [q.name for q in Queue.all(connection=store.redis)]
+    assert webhooks.move_legacy_queue(store.redis) == 0
 
 
 def test_a_job_cannot_end_without_owing_its_webhook(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +92,16 @@ def test_logs_are_json_lines_with_the_job_id(stack: Stack) -> None:
         if line.startswith("{")
     ]
     assert any(line["msg"] == "job queued" and line["job_id"] == job_id for line in gateway)
+
+
+def test_rq_info_shows_every_worker_on_its_queue(stack: Stack) -> None:
+    # RQ's own tool, as an operator runs it: the webhook worker is listed before any webhook
+    # was ever queued (its queue is registered when it starts), names in one style.
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "rq"), "info", "--url", stack.redis_url, "--by-queue"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "imagegen.webhooks" in shown
+    assert "imagegen.default" in shown
+    assert "imagegen-webhooks" not in shown
+    assert re.search(r"-webhooks", shown)  # the webhook worker, by its name
