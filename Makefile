@@ -7,7 +7,7 @@ LOCK   := constraints.txt
 TORCH  ?= $(shell grep '^torch==' $(LOCK))
 PORT   ?= 8000
 
-.PHONY: run test test-fast soak lint typecheck format lock openapi models deploy-check bench clean
+.PHONY: run test test-fast soak lint typecheck format lock openapi models deploy-check bench clean npm-clients
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,14 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 install: $(VENV)/.installed
 
+# The npm clients the stack tests drive (the openai SDK), at the versions tests/npm pins.
+NPM_CLIENTS := tests/npm/node_modules/.installed
+$(NPM_CLIENTS): tests/npm/package.json tests/npm/package-lock.json
+	cd tests/npm && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+npm-clients: $(NPM_CLIENTS)
+
 models: $(VENV)/.installed
 	$(PY) -m demo.models build .models
 
@@ -28,7 +36,7 @@ run: $(VENV)/.installed
 
 ## Lint, types, the OpenAPI drift check and every test, two at a time (stack tests grouped by
 ## the processes they share).
-test: $(VENV)/.installed lint typecheck
+test: $(VENV)/.installed $(NPM_CLIENTS) lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not soak" --durations=15
 
 ## The edit loop: every test that needs no process of its own and compiles nothing (under a
