@@ -7,7 +7,7 @@ LOCK   := constraints.txt
 TORCH  ?= $(shell grep '^torch==' $(LOCK))
 PORT   ?= 8000
 
-.PHONY: run test test-fast soak lint typecheck format lock openapi models deploy-check bench clean npm-clients
+.PHONY: run test test-fast soak lint typecheck format lock openapi models deploy-check bench clean npm-clients clients
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ $(NPM_CLIENTS): tests/npm/package.json tests/npm/package-lock.json
 	touch $@
 
 npm-clients: $(NPM_CLIENTS)
+
+## Open WebUI's own image code (PyPI open-webui, ~7 GB in .clients-venv: not in CI) against the
+## service, with its default settings.
+clients: $(VENV)/.installed
+	$(PY) -m tests.clients.open_webui
 
 models: $(VENV)/.installed
 	$(PY) -m demo.models build .models
