@@ -25,6 +25,7 @@ from app import body_limit
 from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
 from app.events import TooManyStreams
 from app.keys import NotAuthenticated
+from app.openai.errors import openai_error
 from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
 from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
@@ -292,6 +293,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     }
     log.error("unhandled error", exc_info=exc, extra=where)
     item = {"type": "internal_error", "loc": [], "msg": "the gateway hit an internal error"}
+    if request.url.path.startswith("/v1/"):
+        # Answered outside the OpenAI face's error rewriting (Starlette's outermost layer).
+        return JSONResponse(openai_error(500, [item]), status_code=500)
     return _answer(500, [item])
 
 

@@ -388,6 +388,13 @@ class ModelRegistry(_Strict):
         clash = sorted(set(self.presets) & set(self.models))
         if clash:
             raise ValueError(f"presets {clash} have the names of models; name them otherwise")
+        for name, preset in self.presets.items():
+            nested = [s.model for s in preset.stages if s.model in self.presets]
+            if nested:
+                raise ValueError(
+                    f"preset {name!r} names the preset {nested[0]!r}: a preset's stages name "
+                    "models; write that preset's stages out"
+                )
         return self
 
     @property
@@ -676,43 +683,61 @@ def _with_ip_adapters(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     adapters: dict[str, Any] = {}
     for folder in raw.get("ip_adapter_folders") or []:
         adapters.update(discover_ip_adapters(_resolve(folder, base)))
+    discovered = set(adapters)
     adapters.update(raw.get("ip_adapters") or {})
-    for name, entry in adapters.items():
+    written = set(raw.get("ip_adapters") or {})
+    for name, entry in list(adapters.items()):
         if not isinstance(entry, dict) or "file" not in entry:
             continue  # validation says what is wrong with it
-        file = _resolve(entry["file"], base)
-        declared = entry.get("architecture")
-        probed = probe_ip_adapter(file)
-        if file.exists() and probed is None:
-            raise ValueError(
-                f"IP-Adapter {name!r}: {file} holds no IP-Adapter (no to_k_ip keys in its "
-                "header; a .bin pickle is not read: convert it to .safetensors)"
-            )
-        shown = None if probed is None else probed.architecture
-        if shown is None and declared is None:
-            why = "does not show it" if file.exists() else "cannot be read here"
-            raise ValueError(
-                f"IP-Adapter {name!r}: {file} {why}; write its architecture in the registry"
-            )
-        if shown is not None and declared is not None and shown != declared:
-            raise ValueError(
-                f"IP-Adapter {name!r}: the registry says {declared}, but {file.name} is a "
-                f"{shown} IP-Adapter (its keys say so); fix the entry's architecture"
-            )
-        encoder = _resolve(entry.get("image_encoder") or file.parent / IMAGE_ENCODER_FOLDER, base)
-        if probed is not None and probed.image_width is not None and probed.image_output:
-            width = encoder_width(encoder, probed.image_output)
-            if width is not None and width != probed.image_width:
-                raise ValueError(
-                    f"IP-Adapter {name!r}: {file.name} takes a {probed.image_width}-wide image "
-                    f"embedding, but the image encoder {encoder} gives {width}; name the encoder "
-                    "it was trained with (image_encoder: …)"
-                )
-        adapters[name] = {
-            **entry,
-            "image_encoder": encoder,
-            "architecture": shown or declared,
-            "architecture_from": "header" if shown is not None else "registry",
-        }
+        try:
+            adapters[name] = settled = _ip_adapter_entry(name, entry, base)
+            keys = ARCHITECTURES[settled["architecture"]].ip_adapter_keys
+            if name not in written and not (keys and keys.served):
+                raise ValueError(f"{settled['architecture']} IP-Adapters are not served here yet")
+        except ValueError as misfit:
+            if name in written or name not in discovered:
+                raise
+            # A folder's file that does not fit is left out, as a folder's unreadable ones are.
+            log.warning("IP-Adapter %s left out: %s", entry["file"], misfit)
+            del adapters[name]
     rest = {k: v for k, v in raw.items() if k != "ip_adapter_folders"}
     return rest | ({"ip_adapters": adapters} if adapters else {})
+
+
+def _ip_adapter_entry(name: str, entry: dict[str, Any], base: Path) -> dict[str, Any]:
+    """An IP-Adapter's raw entry with its architecture and image encoder settled; ValueError
+    where its file contradicts them."""
+    file = _resolve(entry["file"], base)
+    declared = entry.get("architecture")
+    probed = probe_ip_adapter(file)
+    if file.exists() and probed is None:
+        raise ValueError(
+            f"IP-Adapter {name!r}: {file} holds no IP-Adapter (no to_k_ip keys in its "
+            "header; a .bin pickle is not read: convert it to .safetensors)"
+        )
+    shown = None if probed is None else probed.architecture
+    if shown is None and declared is None:
+        why = "does not show it" if file.exists() else "cannot be read here"
+        raise ValueError(
+            f"IP-Adapter {name!r}: {file} {why}; write its architecture in the registry"
+        )
+    if shown is not None and declared is not None and shown != declared:
+        raise ValueError(
+            f"IP-Adapter {name!r}: the registry says {declared}, but {file.name} is a "
+            f"{shown} IP-Adapter (its keys say so); fix the entry's architecture"
+        )
+    encoder = _resolve(entry.get("image_encoder") or file.parent / IMAGE_ENCODER_FOLDER, base)
+    if probed is not None and probed.image_width is not None and probed.image_output:
+        width = encoder_width(encoder, probed.image_output)
+        if width is not None and width != probed.image_width:
+            raise ValueError(
+                f"IP-Adapter {name!r}: {file.name} takes a {probed.image_width}-wide image "
+                f"embedding, but the image encoder {encoder} gives {width}; name the encoder "
+                "it was trained with (image_encoder: …)"
+            )
+    return {
+        **entry,
+        "image_encoder": encoder,
+        "architecture": shown or declared,
+        "architecture_from": "header" if shown is not None else "registry",
+    }

@@ -194,10 +194,14 @@ def check_sampler(i: int, stage: Stage, entry: ModelEntry, violations: list[Viol
             if str(asked).strip().lower().startswith(UNSERVED_SCHEDULES)
             else ""
         )
+        # A schedule the sampler's name carried is refused where it was sent.
+        field = (
+            "sampler" if stage.scheduler in (None, AUTOMATIC) and named_schedule else "scheduler"
+        )
         violations.append(
             Violation(
                 "unknown_schedule",
-                ("stages", i, "scheduler"),
+                ("stages", i, field),
                 f"{which} takes the schedules {', '.join(allowed)}, not {asked!r}{unserved}",
                 {"schedules": allowed},
             )

@@ -49,7 +49,7 @@ from jobs.redis_keys import (
     text,
 )
 from jobs.store import envelope_from_hash, now
-from jobs.webhooks import WEBHOOK_QUEUE, queue_due_attempts
+from jobs.webhooks import queue_due_attempts
 
 log = logging.getLogger("imagegen.jobs")
 
@@ -61,7 +61,7 @@ def imagegen_queues(redis: Redis) -> list[Queue]:
     return [
         q
         for q in Queue.all(connection=redis, serializer=SERIALIZER)
-        if q.name.startswith(f"{QUEUE_PREFIX}.") or q.name == WEBHOOK_QUEUE
+        if q.name.startswith(f"{QUEUE_PREFIX}.")  # the webhook queue's too: imagegen.webhooks
     ]
 
 

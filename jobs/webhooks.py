@@ -45,7 +45,7 @@ from rq.registry import ScheduledJobRegistry
 from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import job_key, queue_name
+from jobs.redis_keys import job_key, queue_name, text
 from jobs.store import JobStore, note_webhook
 from jobs.webhook_guard import Address, checked_address
 
@@ -192,12 +192,24 @@ def webhook_queue(redis: Redis) -> Queue:
 
 
 def move_legacy_queue(redis: Redis) -> int:
-    """The webhooks still queued under the old name, moved onto the queue (from a deployment
-    upgraded with attempts owed); returns how many."""
+    """The webhooks still owed under the queue's old name, moved under the new one (from a
+    deployment upgraded with attempts owed): those queued, and those waiting out a backoff in
+    its scheduled registry (kept scheduled, at the same time). Returns how many. One webhook
+    worker moves them: others starting at once find the lock taken."""
+    if not redis.set(f"{WEBHOOK_QUEUE}:moving-legacy", 1, nx=True, ex=60):
+        return 0
     old = Queue(LEGACY_WEBHOOK_QUEUE, connection=redis, serializer=SERIALIZER)
+    queue = webhook_queue(redis)
     moved = 0
     for job in old.get_jobs():
-        webhook_queue(redis).enqueue_job(job)
+        queue.enqueue_job(job)
+        moved += 1
+    waiting = ScheduledJobRegistry(queue=old)  # type: ignore[no-untyped-call]
+    scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    entries: list[tuple[bytes, float]] = redis.zrange(waiting.key, 0, -1, withscores=True)  # type: ignore[assignment]
+    for job_id, at in entries:
+        redis.zadd(scheduled.key, {text(job_id): at})
+        redis.zrem(waiting.key, job_id)
         moved += 1
     old.delete(delete_jobs=False)
     return moved

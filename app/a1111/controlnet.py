@@ -117,9 +117,11 @@ def _ip_adapter_use(
         listed = ", ".join(_listed(registry.ip_adapters)) or "none"
         _refusal(unit, at, "model", f"IP-Adapter {model!r} is not served here; IP-Adapters in "
                  f"/controlnet/model_list: {listed}")  # fmt: skip
-    if (unit.get("guidance_start") or 0) > 0 or (unit.get("guidance_end") or 1) < 1:
-        _refusal(unit, at, "guidance_start", "an IP-Adapter acts on the whole schedule here; "
-                 "send guidance_start 0 and guidance_end 1")  # fmt: skip
+    for field, whole in (("guidance_start", 0), ("guidance_end", 1)):
+        value = unit.get(field, whole)
+        if value is not None and value != whole:
+            _refusal(unit, at, field, "an IP-Adapter acts on the whole schedule here; send "
+                     "guidance_start 0 and guidance_end 1")  # fmt: skip
     if unit.get("control_mode", "Balanced") not in CONTROL_MODES:
         _refusal(unit, at, "control_mode", "only control_mode Balanced is served here")
     image = unit.get("image") or unit.get("input_image")
@@ -140,11 +142,10 @@ def _use(
     model = str(unit.get("model"))
     name = resolve_controlnet(model, registry)
     if name is None:
-        listed = ", ".join(model_names(registry)) or "none"
-        refuse(
-            "model",
-            f"ControlNet model {model!r} is not served here; /controlnet/model_list: {listed}",
-        )
+        if _resolve(model, registry.ip_adapters) is not None:
+            refuse("model", f"{model!r} is an IP-Adapter: send it with module ip-adapter-auto")
+        listed = ", ".join(_listed(registry.controlnets)) or "none"
+        refuse("model", f"ControlNet model {model!r} is not served here; ControlNets: {listed}")
     module = MODULES.get(str(unit.get("module") or "none"))
     if module is None:
         refuse("module", f"module {unit.get('module')!r} is not served here; send a ready control "

@@ -159,12 +159,12 @@ async def refresh_vae(_: A1111CallerDep) -> None:
 
 
 @router.post("/png-info", operation_id="a1111_png_info", responses=documented(400, 413, 422))
-async def png_info(_: A1111CallerDep, body: PngInfoRequest) -> PngInfoResponse:
+def png_info(_: A1111CallerDep, body: PngInfoRequest) -> PngInfoResponse:  # a thread, not the loop
     """A PNG's A1111 `parameters` text, and the fields A1111 reads from it."""
     data = body.image.partition(",")[2] if body.image.startswith("data:") else body.image
     try:
         picture = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
-    except (binascii.Error, ValueError, UnidentifiedImageError):
+    except (binascii.Error, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
         raise RequestValidationError(
             [{"type": "invalid_image", "loc": ("body", "image"), "input": None,
               "msg": "image is not a base64 PNG (or JPEG); send the picture's bytes in base64"}]

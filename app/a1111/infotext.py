@@ -13,15 +13,19 @@ import contextlib
 import json
 import re
 
-# A1111's own pattern for one pair of the settings line.
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's own pattern for one pair of the settings line, its key bounded: unbounded, it
+# backtracks over the whole line from every position (a 20,000-character line took 1.6 s; a
+# PNG chunk may hold a megabyte). A1111's keys are a few words.
+_PAIR = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's texts are a few hundred characters; past this nothing is read.
+MAX_CHARS = 65_536
 _SPLIT = ("Size", "Hires resize")
 
 
 def parse_parameters(text: str) -> dict[str, str]:
     """The fields of an A1111 `parameters` text, by A1111's names (`Prompt`, `Negative prompt`,
     `Steps`, `Size-1`, …)."""
-    lines = text.strip().split("\n")
+    lines = text[:MAX_CHARS].strip().split("\n")
     settings = lines.pop() if lines and len(_PAIR.findall(lines[-1])) >= 3 else ""
     prompt: list[str] = []
     negative: list[str] = []

@@ -69,7 +69,7 @@ class OpenAIErrors:
                 detail = json.loads(body)["detail"]
                 status = 400 if status == 422 else status
                 body = json.dumps(openai_error(status, detail)).encode()
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 pass  # not one of the gateway's error bodies: as it is
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))

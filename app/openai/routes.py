@@ -201,7 +201,9 @@ def _check_formats(response: str, output: str, background: str | None) -> None:
 
 def _own_size(picture: bytes, multiple: int) -> str:
     try:
-        width, height = Image.open(io.BytesIO(picture)).size
+        width, height = Image.open(io.BytesIO(picture), formats=["PNG", "JPEG", "WEBP"]).size
+    except Image.DecompressionBombError:
+        refuse("image", "image is too large: send a picture of at most this deployment's pixels")
     except (OSError, ValueError):
         refuse("image", "image is not a PNG or JPEG picture")
     width, height = (max(multiple, side // multiple * multiple) for side in (width, height))

@@ -148,3 +148,21 @@ def test_ip_adapter_folders_add_theirs_with_the_encoder_beside_them(tmp_path: Pa
         "sd15",
         folder / "image_encoder",
     )
+
+
+def test_a_folders_adapters_that_do_not_fit_are_left_out_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    header_file(folder / "ip-adapter_sd15.safetensors", SD15)
+    # h94's vit-G adapter sits beside the ViT-H encoder it does not take
+    header_file(folder / "ip-adapter_sd15_vit-G.safetensors",
+                {**SD15, "image_proj.proj.weight": (3072, 1280)})  # fmt: skip
+    header_file(folder / "flux-ip.safetensors", {"ip_adapter.0.to_k_ip.weight": (8, 4096)})
+    encoder_folder(folder / "image_encoder", projection=1024, hidden=1280)
+    with caplog.at_level(logging.WARNING, "imagegen.registry"):
+        registry = load(tmp_path, ip_adapter_folders=[str(folder)])
+    assert list(registry.ip_adapters) == ["ip-adapter_sd15"]
+    assert "ip-adapter_sd15_vit-G.safetensors left out" in caplog.text
+    assert "flux IP-Adapters are not served here yet" in caplog.text

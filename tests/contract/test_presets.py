@@ -69,3 +69,8 @@ def test_the_registry_refuses_a_preset_the_job_rules_refuse(tmp_path: Path) -> N
         load(tmp_path, {"across": latent})
     with pytest.raises(ValueError, match=r"presets \['m-sd15'\] have the names of models"):
         load(tmp_path, {"m-sd15": HIRES})
+
+
+def test_a_preset_names_models_not_presets(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="preset 'outer' names the preset 'sd15-flux'"):
+        load(tmp_path, {"sd15-flux": HIRES, "outer": {"stages": [{"model": "sd15-flux"}]}})

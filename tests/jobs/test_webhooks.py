@@ -99,6 +99,17 @@ def test_webhooks_owed_under_the_queues_old_name_are_moved_onto_it(
     assert webhooks.move_legacy_queue(store.redis) == 1
     assert queue.job_ids == [f"webhook-{job_id}-1"]
     assert old.name not in [q.name for q in Queue.all(connection=store.redis)]
+    store.redis.delete(f"{queue.name}:moving-legacy")
+    assert webhooks.move_legacy_queue(store.redis) == 0
+    # one waiting out its backoff in the old queue's scheduled registry is moved, still waiting
+    waiting = ScheduledJobRegistry(queue=old)
+    store.redis.zadd(waiting.key, {"webhook-x-2": 1234.0})
+    store.redis.delete(f"{queue.name}:moving-legacy")
+    assert webhooks.move_legacy_queue(store.redis) == 1
+    assert store.redis.zrange(ScheduledJobRegistry(queue=queue).key, 0, -1, withscores=True) == [
+        (b"webhook-x-2", 1234.0)
+    ]  # fmt: skip
+    # a second worker starting at once finds the move taken
     assert webhooks.move_legacy_queue(store.redis) == 0
 
 

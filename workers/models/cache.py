@@ -153,7 +153,8 @@ class ModelCache:
                 if self.budget_bytes is not None:
                     files = weight_files(entry.file) if entry.file.is_dir() else [entry.file]
                     spared = {model.entry.name, *(_on(n, model) for n in keep)}
-                    self._make_room(estimated_bytes(files, model.dtype), keep=spared)
+                    self._make_room(estimated_bytes(files, model.dtype), keep=spared,
+                                    adapters_kept=_adapters_of(model))  # fmt: skip
                 loaded = load_controlnet(entry, denoiser, model.device, model.dtype)
             self._controlnets[key] = loaded
             self._recount()
@@ -176,7 +177,8 @@ class ModelCache:
             with _unavailable_if_it_fails("IP-Adapter", name, entry.file):
                 if self.budget_bytes is not None:
                     files = [entry.file, *weight_files(entry.image_encoder)]
-                    self._make_room(estimated_bytes(files, model.dtype), keep={model.entry.name})
+                    self._make_room(estimated_bytes(files, model.dtype), keep={model.entry.name},
+                                    adapters_kept=_adapters_of(model))  # fmt: skip
                 loaded = load_ip_adapter(entry, denoiser, model.device, model.dtype)
             self._ip_adapters[key] = loaded
             self._recount()
@@ -416,6 +418,12 @@ class ModelCache:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _adapters_of(model: LoadedModel) -> frozenset[tuple[str, str]]:
+    """The LoRA adapters on the model a component loads for: the running stage activated its
+    own before its ControlNets and IP-Adapter load, so none of them may go to make room."""
+    return frozenset((model.entry.name, adapter) for adapter in model.adapters)
 
 
 def _on(name: str, model: LoadedModel) -> str:

@@ -19,7 +19,7 @@ from contract.controlnets import controlnet_violation
 from contract.embedding_files import spelled
 from contract.embeddings import embedding_violations, embeddings_of
 from contract.envelope import FailureType
-from contract.images import decode_init_image
+from contract.images import InitImageRejected, decode_init_image
 from contract.ip_adapters import ip_adapter_violation
 from contract.job_rules import clip_skip_violation
 from contract.loras import lora_violation
@@ -187,7 +187,10 @@ def stage_ip_adapter(
         loaded = components.ip_adapter(use.name, model)
     except ModelUnavailable as unavailable:
         raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
-    picture = decode_init_image(use.image, _NO_LIMIT, what="the IP-Adapter's picture")
+    try:
+        picture = decode_init_image(use.image, _NO_LIMIT, what="the IP-Adapter's picture")
+    except InitImageRejected as rejected:  # the gateway decoded it: only a record changed since
+        raise StageError(FailureType.INVALID_JOB, rejected.violation.msg) from rejected
     unet = pipelines_for(model.entry.architecture).denoiser_of(model.text)
     with lent_ip_adapter([model.text, model.image], unet, loaded, use.weight):
         yield ImagePrompt(use, picture)

@@ -107,7 +107,11 @@ def test_img2img_units_without_an_image_take_the_init_image(registry: ModelRegis
         ({"model": "ip-adapter_sd15", "image": IMAGE, "module": "ip-adapter-auto"}, "model",
          "IP-Adapters in /controlnet/model_list: demo-sd15-ip ["),
         ({"model": "demo-sd15-ip", "image": IMAGE, "module": "ip-adapter-auto",
-          "guidance_end": 0.5}, "guidance_start", "whole schedule"),
+          "guidance_end": 0.5}, "guidance_end", "whole schedule"),
+        ({"model": "demo-sd15-ip", "image": IMAGE, "module": "ip-adapter-auto",
+          "guidance_start": "0.2"}, "guidance_start", "whole schedule"),
+        ({"model": "demo-sd15-ip", "image": IMAGE, "module": "none"}, "model",
+         "is an IP-Adapter: send it with module ip-adapter-auto"),
     ],
 )  # fmt: skip
 def test_what_is_not_served_is_refused_at_the_units_field(

@@ -71,3 +71,17 @@ def test_ip_adapters_count_in_the_memory_budget_and_make_room_as_models_do(
     cache.get("demo-sdxl")
     assert cache.loaded() == ["demo-sd15", "demo-sdxl"]
     assert not cache._ip_adapters  # made room, least recently used first
+
+
+def test_making_room_for_an_ip_adapter_spares_the_running_stages_loras(
+    registry: ModelRegistry, demo_models: Path
+) -> None:
+    # The stage activates its LoRAs before its IP-Adapter loads: they must survive its room.
+    cache = ModelCache(registry)
+    model = cache.get("demo-sd15")
+    lora = demo_models / "demo-loras" / "demo-sd15-lora.safetensors"
+    model.use_adapter("demo-sd15-lora", lora, keep={"demo-sd15-lora"})
+    cache.budget_bytes = cache.resident_bytes()  # room for nothing more
+    cache.pinned = frozenset({"demo-sd15"})
+    cache.ip_adapter("demo-sd15-ip", model)
+    assert "demo-sd15-lora" in model.adapters
