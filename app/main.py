@@ -13,7 +13,7 @@ from redis import Redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
-from app import docs, errors
+from app import docs, errors, request_schemas
 from app.a1111 import controlnet, extras
 from app.a1111 import routes as a1111
 from app.admission import JobService
@@ -132,6 +132,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(a1111.router)
     app.include_router(extras.router)
     openai.install(app)
+    request_schemas.install(app)
     app.include_router(controlnet.router)
     return app
 

@@ -119,7 +119,9 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
     ]}}  # fmt: skip
     sections = {"models": models, "loras": loras, "upscalers": upscalers, "vaes": vaes,
                 "embeddings": embeddings, "controlnets": controlnets,
-                "ip_adapters": ip_adapters, "presets": presets}  # fmt: skip
+                "ip_adapters": ip_adapters, "presets": presets,
+                # not the first by name (demo-broken, which cannot load)
+                "a1111_default_checkpoint": "demo-sd15"}  # fmt: skip
     path.write_text(yaml.safe_dump(sections))
     return path
 

@@ -14,27 +14,35 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.spec import MAX_SEED
+
+# Bounds A1111's own UI keeps (the job rules check the rest: sizes, budgets).
+_SIDE = 16384
+_STEPS = 150
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Strict: a value of another JSON type than declared is refused, not coerced (`tiling: 0`,
+    # `"2"` for a number); A1111's clients send JSON's own types.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = Field(-1, description="-1: random.")
-    subseed: int = -1
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1: random.")
+    subseed: int = Field(-1, ge=-1, le=MAX_SEED)
     subseed_strength: float = 0.0
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
+    seed_resize_from_h: int = Field(-1, ge=-1, le=_SIDE)
+    seed_resize_from_w: int = Field(-1, ge=-1, le=_SIDE)
     sampler_name: str | None = Field(None, description="GET /sdapi/v1/samplers lists them.")
     sampler_index: str | None = Field(None, description="Deprecated: used without sampler_name.")
     scheduler: str | None = Field(None, description="GET /sdapi/v1/schedulers lists them.")
-    batch_size: int = Field(1, ge=1)
-    n_iter: int = Field(1, ge=1)
-    steps: int = Field(50, ge=1)
+    batch_size: int = Field(1, ge=1, le=100)
+    n_iter: int = Field(1, ge=1, le=100)
+    steps: int = Field(50, ge=1, le=_STEPS)
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    width: int = Field(512, ge=0, le=_SIDE)
+    height: int = Field(512, ge=0, le=_SIDE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
@@ -71,17 +79,17 @@ class Txt2ImgRequest(_Request):
     """StableDiffusionTxt2ImgProcessingAPI."""
 
     enable_hr: bool = False
-    firstphase_width: int = 0
-    firstphase_height: int = 0
+    firstphase_width: int = Field(0, ge=0, le=_SIDE)
+    firstphase_height: int = Field(0, ge=0, le=_SIDE)
     hr_scale: float = 2.0
     hr_upscaler: str | None = Field(
         None,
         description="Latent, Latent (bicubic), … keep latents; Lanczos, Nearest, None and the "
         "upscaler models of /sdapi/v1/upscalers decode.",
     )
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
+    hr_second_pass_steps: int = Field(0, ge=0, le=_STEPS)
+    hr_resize_x: int = Field(0, ge=0, le=_SIDE)
+    hr_resize_y: int = Field(0, ge=0, le=_SIDE)
     hr_checkpoint_name: str | None = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
@@ -98,17 +106,17 @@ class Img2ImgRequest(_Request):
     """StableDiffusionImg2ImgProcessingAPI."""
 
     init_images: list[str] = Field(default_factory=list, description="Base64 PNG/JPEG; one.")
-    resize_mode: int = Field(0, description="0 (just resize) only.")
+    resize_mode: int = Field(0, ge=0, le=3, description="0 (just resize) only.")
     image_cfg_scale: float | None = None
     mask: str | None = Field(None, description="Inpainting is not supported: leave it null.")
-    mask_blur_x: int = 4
-    mask_blur_y: int = 4
-    mask_blur: int | None = None
+    mask_blur_x: int = Field(4, ge=0, le=_SIDE)
+    mask_blur_y: int = Field(4, ge=0, le=_SIDE)
+    mask_blur: int | None = Field(None, ge=0, le=_SIDE)
     mask_round: bool = True
-    inpainting_fill: int = 0
+    inpainting_fill: int = Field(0, ge=0, le=3)
     inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
+    inpaint_full_res_padding: int = Field(0, ge=0, le=_SIDE)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False

@@ -25,7 +25,7 @@ from imagegen_client.models import (
     JobStatus,
     Mode,
     ModelInfo,
-    Stage,
+    StageInput,
     StageTraceInput,
 )
 from imagegen_client.types import File
@@ -65,8 +65,10 @@ def text_to_image_then_flux_hires(client: Client) -> None:
         width=64,
         height=64,
         stages=[
-            Stage(model="demo-sd15", steps=2),
-            Stage(model="demo-flux", mode=Mode.HIRES, handoff=Handoff.PIXEL, scale=2.0, steps=2),
+            StageInput(model="demo-sd15", steps=2),
+            StageInput(
+                model="demo-flux", mode=Mode.HIRES, handoff=Handoff.PIXEL, scale=2.0, steps=2
+            ),
         ],
     )
     done = wait(client, submit(client, spec).id)
@@ -86,8 +88,8 @@ def refused_latent_handoff(client: Client) -> None:
         width=64,
         height=64,
         stages=[
-            Stage(model="demo-sd15", steps=2),
-            Stage(model="demo-flux", mode=Mode.HIRES, handoff=Handoff.LATENT, steps=2),
+            StageInput(model="demo-sd15", steps=2),
+            StageInput(model="demo-flux", mode=Mode.HIRES, handoff=Handoff.LATENT, steps=2),
         ],
     )
     response = create_job.sync_detailed(client=client, body=spec)
@@ -102,7 +104,7 @@ def refused_latent_handoff(client: Client) -> None:
 
 def cancel_a_job(client: Client) -> None:
     # Several seconds on a CPU: canceled while queued (200) or running (202).
-    steps = [Stage(model="demo-sd15", steps=150)]
+    steps = [StageInput(model="demo-sd15", steps=150)]
     spec = JobSpec(prompt="slow", width=384, height=384, stages=steps)
     job_id = submit(client, spec).id
     response = cancel_job.sync_detailed(job_id, client=client)
