@@ -104,8 +104,11 @@ _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
 
 def resolve_checkpoint(name: str, registry: ModelRegistry) -> str | None:
     """The registered model (or preset: a chain of stages under one name) a client means: its
-    name, an A1111 title (`name [hash]`) or a file name (`name.safetensors`)."""
-    candidates = [name, name.rsplit(" [", 1)[0], name.rsplit("/", 1)[-1]]
+    name, an A1111 title (`name [hash]`) or a file name (`name.safetensors`). A name with a path
+    in it means none: nothing is looked up by path."""
+    if "/" in name or "\\" in name or ".." in name:
+        return None
+    candidates = [name, name.rsplit(" [", 1)[0]]
     for candidate in list(candidates):
         for suffix in (".safetensors", ".ckpt", ".sft", ".pt"):
             candidates.append(candidate.removesuffix(suffix))

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body
@@ -359,8 +360,10 @@ async def sd_models(_: A1111CallerDep, registry: RegistryDep) -> list[SDModelIte
         # A refiner, too: A1111 names it as a checkpoint (refiner_checkpoint).
         if entry.arch.text_to_image or entry.arch.mid_schedule_handoff:
             source = entry.source
-            where = [getattr(source, f, None) for f in ("single_file", "folder", "hub")]
-            filename = str(next((w for w in where if w), name))
+            # Its file's or folder's own name (a hub id as it is): the host's layout is nobody's
+            # business.
+            local = getattr(source, "single_file", None) or getattr(source, "folder", None)
+            filename = Path(local).name if local else str(getattr(source, "hub", None) or name)
             items.append(
                 SDModelItem(
                     title=name,

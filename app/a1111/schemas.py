@@ -23,8 +23,9 @@ _STEPS = 150
 
 class _Request(BaseModel):
     # Strict: a value of another JSON type than declared is refused, not coerced (`tiling: 0`,
-    # `"2"` for a number); A1111's clients send JSON's own types.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # `"2"` for a number); A1111's clients send JSON's own types. NaN and ±Infinity, which
+    # Python's JSON parser takes, are no number here.
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -41,8 +42,8 @@ class _Request(BaseModel):
     n_iter: int = Field(1, ge=1, le=100)
     steps: int = Field(50, ge=1, le=_STEPS)
     cfg_scale: float = 7.0
-    width: int = Field(512, ge=0, le=_SIDE)
-    height: int = Field(512, ge=0, le=_SIDE)
+    width: int = Field(512, ge=64, le=_SIDE)  # A1111's UI minimum
+    height: int = Field(512, ge=64, le=_SIDE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False

@@ -17,7 +17,8 @@ Size = Annotated[str, Field(pattern=r"^(auto|\d{2,4}x\d{2,4})$", examples=["1024
 
 class ImageGenerationRequest(BaseModel):
     # Unknown fields are ignored, as OpenAI-compatible servers do: SDKs add new ones over time.
-    model_config = ConfigDict(extra="ignore")
+    # NaN and ±Infinity, which Python's JSON parser takes, are no number here.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
     model: str | None = Field(

@@ -39,10 +39,13 @@ def test_checkpoints_are_found_by_name_title_or_file_name(registry: ModelRegistr
         "demo-sdxl",
         "demo-sdxl [31e35c80fc]",
         "demo-sdxl.safetensors",
-        "x/demo-sdxl.ckpt",
+        "demo-sdxl.ckpt",
     ):
         assert resolve_checkpoint(name, registry) == "demo-sdxl"
     assert resolve_checkpoint("v1-5-pruned", registry) is None
+    # a name with a path in it is no name here: nothing is looked up by path
+    for pathed in ("../../demo-sdxl", "x/demo-sdxl.ckpt", "..\\demo-sdxl", "demo-sdxl/.."):
+        assert resolve_checkpoint(pathed, registry) is None
 
 
 def test_a_plain_request_is_one_stage_with_a1111s_defaults(registry: ModelRegistry) -> None:

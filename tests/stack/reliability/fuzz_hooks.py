@@ -50,3 +50,17 @@ def flatmap_case(context: schemathesis.HookContext, case: Any) -> st.SearchStrat
         return case
 
     return st.one_of(st.just(case), st.sampled_from(CHAINS).map(steered))
+
+
+# The A1111 and OpenAI faces answer when their job has ended: those calls wait for it, not the
+# one second that keeps every open event stream from holding the run.
+WAITING = {
+    ("POST", "/sdapi/v1/txt2img"), ("POST", "/sdapi/v1/img2img"),
+    ("POST", "/v1/images/generations"), ("POST", "/v1/images/edits"),
+}  # fmt: skip
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, Any]) -> None:
+    if (case.method.upper(), case.path) in WAITING:
+        kwargs["timeout"] = 60
