@@ -24,6 +24,7 @@ from jobs.caps import Caps
 from jobs.idempotency import Claim, Idempotency
 from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, cancel_rq_job, enqueue_segment
+from jobs.room import StoreRoom
 from jobs.store import JobStore
 from jobs.webhook_guard import refusal
 
@@ -64,6 +65,7 @@ class JobService:
         max_retries: int,
         caps: Caps,
         idempotency: Idempotency,
+        room: StoreRoom | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.store: JobStore = lifecycle.store
@@ -73,6 +75,7 @@ class JobService:
         self.max_retries = max_retries
         self.caps = caps
         self.idempotency = idempotency
+        self.room = room
 
     def submit(
         self, spec: JobSpec, owner: str, idempotency_key: str | None = None
@@ -82,6 +85,8 @@ class JobService:
         checked = check_job(spec, self.registry, self.limits)
         if spec.webhook_url is not None:
             self._check_webhook(str(spec.webhook_url))
+        if self.room is not None:
+            self.room.check()  # a valid job, but no room left to run it: 503 store_full
         job_id = str(uuid.uuid4())
         if idempotency_key is None:
             return self._admit(job_id, checked, owner, None), True

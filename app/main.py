@@ -31,6 +31,7 @@ from jobs.caps import Caps
 from jobs.idempotency import Idempotency
 from jobs.janitor import sweep
 from jobs.lifecycle import Lifecycle
+from jobs.room import StoreRoom
 from jobs.store import JobStore
 
 DESCRIPTION = """
@@ -118,6 +119,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.key_count,
         ),
         Idempotency(redis, settings.idempotency_ttl_s),
+        StoreRoom(redis, settings.admit_below_memory_fraction),
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Added last, so it runs first: no body is read for a caller without a key.

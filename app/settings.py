@@ -30,6 +30,13 @@ class GatewaySettings(CommonSettings):
         description="Of max_outstanding_jobs, slots only each configured key may use, so one key "
         "filling the rest cannot lock the others out.",
     )
+    admit_below_memory_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Admission stops (503 store_full) once Redis holds this fraction of its "
+        "maxmemory, so running jobs keep room to store their pictures.",
+    )
     max_streams_per_key: int = Field(
         20, gt=0, description="Open event streams per key, in each gateway process."
     )

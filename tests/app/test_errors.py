@@ -182,3 +182,19 @@ def test_a_lone_surrogate_anywhere_is_a_422_never_a_500(client: TestClient, fiel
 
 def test_the_failed_job_types_a_502_may_carry_are_the_failure_types() -> None:
     assert set(get_args(FailedJobType)) == {t.value for t in FailureType}
+
+
+def test_past_the_high_water_mark_admission_answers_store_full_and_queues_nothing(
+    client: TestClient, redis: Redis
+) -> None:
+    # Redis not yet full: the running jobs keep the rest of it to store their pictures.
+    used = int(redis.info("memory")["used_memory"])
+    redis.config_set("maxmemory", int(used / 0.95))
+    try:
+        refused = client.post("/jobs", json=SPEC)
+    finally:
+        redis.config_set("maxmemory", 0)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "30"
+    assert refused.json()["detail"][0]["type"] == "store_full"
+    assert pool_queue(redis, "default").get_job_ids() == []
