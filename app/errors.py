@@ -71,6 +71,7 @@ FailedJobType = Literal[
     "record_unreadable",
     "queue_entry_lost",
     "non_finite_output",
+    "storage_unavailable",
 ]
 ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType, FailedJobType]
 

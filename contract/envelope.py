@@ -48,6 +48,7 @@ class FailureType(StrEnum):
     RECORD_UNREADABLE = "record_unreadable"  # the stored job no longer parses
     QUEUE_ENTRY_LOST = "queue_entry_lost"  # its RQ job was deleted from under the service
     NON_FINITE_OUTPUT = "non_finite_output"  # NaN/Inf latents or pixels, never a picture
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the job store refused its writes to the end
 
 
 class Answer(BaseModel):

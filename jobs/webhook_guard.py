@@ -44,12 +44,16 @@ def checked_address(url: str, allow_private: bool) -> tuple[Address | None, str 
 
 
 # IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local
-# use) and the deprecated IPv4-compatible form (`::127.0.0.1`).
+# use), the deprecated IPv4-compatible form (`::127.0.0.1`) and SIIT's IPv4-translated form
+# (`::ffff:0:a.b.c.d`, which Python's `ipv4_mapped` does not read).
 _IPV4_IN_LAST_32_BITS = (
     ipaddress.IPv6Network("64:ff9b::/96"),
     ipaddress.IPv6Network("64:ff9b:1::/48"),
     ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
 )
+# Site-local (deprecated, RFC 3879, but still routed inside some networks): Python calls it global.
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -59,6 +63,8 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return False
     if isinstance(address, ipaddress.IPv4Address):
         return True
+    if address in _SITE_LOCAL:
+        return False
     carried = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
     if any(address in network for network in _IPV4_IN_LAST_32_BITS):
         carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))

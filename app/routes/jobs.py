@@ -73,6 +73,7 @@ def create_job(
     idempotency_key: Annotated[
         str | None,
         Header(
+            min_length=1,  # an empty header is a client's bug, not a key every retry shares
             max_length=255,
             description="Retry-safe creation: the same key and body return the same job.",
         ),

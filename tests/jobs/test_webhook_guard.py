@@ -23,6 +23,10 @@ from jobs.webhook_guard import checked_address, refusal
         "http://[64:ff9b:1::a00:1]/x",
         "http://[2002:7f00:1::1]/x",
         "http://[::ffff:127.0.0.1]/x",
+        # Found by a second one: SIIT's IPv4-translated form, and site-local
+        "http://[::ffff:0:7f00:1]/x",
+        "http://[::ffff:0:a00:1]/x",
+        "http://[fec0::1]/x",
     ],
 )
 def test_non_public_addresses_are_refused(url: str) -> None:

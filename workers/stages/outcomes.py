@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 from PIL import Image
+from redis.exceptions import RedisError
 
 from contract.envelope import FailureType, StageTrace
 from contract.violations import JobRejected
@@ -65,6 +66,15 @@ class Failed:
         if isinstance(exc, torch.OutOfMemoryError):
             log.error("out of memory", exc_info=exc)
             return cls(FailureType.OUT_OF_MEMORY, OUT_OF_MEMORY)
+        if isinstance(exc, RedisError):
+            # Not the model's: a store that stayed full (or away) past the write's retries. Its
+            # text names the refused command, a picture's bytes among its arguments: logged only.
+            log.error("the job store refused a write", exc_info=exc)
+            return cls(
+                FailureType.STORAGE_UNAVAILABLE,
+                f"the job store (Redis) refused to keep the job's results ({type(exc).__name__}): "
+                "it is full or unreachable; submit the job again later",
+            )
         log.error("generation failed", exc_info=exc)
         return cls(
             FailureType.GENERATION_FAILED,

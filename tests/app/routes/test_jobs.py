@@ -18,6 +18,7 @@ from rq.registry import CanceledJobRegistry
 from contract.envelope import JobEnvelope
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.redis_keys import job_key
+from tests.app.conftest import SPEC
 from tests.helpers import bomb_png_b64, png_b64, queued_anything, truncated_png_b64
 
 
@@ -378,3 +379,13 @@ def test_cancel_is_not_a_500_when_rq_cannot_file_the_job_canceled(
     canceled = client.post(f"/jobs/{job_id}/cancel")
     assert canceled.status_code == 200, canceled.text
     assert client.get(f"/jobs/{job_id}").json()["status"] == "canceled"
+
+
+def test_an_empty_idempotency_key_is_refused_not_shared_by_every_retry(
+    client: TestClient, redis: Redis
+) -> None:
+    response = client.post("/jobs", json=SPEC, headers={"Idempotency-Key": ""})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["header", "idempotency-key"]
+    assert not queued_anything(redis)
