@@ -156,8 +156,11 @@ class JobService:
         return found[0]
 
     def image(self, job_id: str, index: int, caller: Caller) -> bytes:
-        self.visible(job_id, caller)
-        png = self.store.image(job_id, index) if 0 <= index < MAX_IMAGES else None
+        """A succeeded job's picture. A job canceled (or failed) after its pictures were stored
+        has none to serve: its envelope lists none, and what it ended as is what is billed."""
+        envelope = self.visible(job_id, caller)
+        listed = envelope.status is JobStatus.SUCCEEDED and 0 <= index < len(envelope.images)
+        png = self.store.image(job_id, index) if listed and index < MAX_IMAGES else None
         if png is None:
             raise ImageNotFound(job_id, index)
         return png

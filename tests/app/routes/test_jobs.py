@@ -389,3 +389,15 @@ def test_an_empty_idempotency_key_is_refused_not_shared_by_every_retry(
     [error] = response.json()["detail"]
     assert error["loc"] == ["header", "idempotency-key"]
     assert not queued_anything(redis)
+
+
+def test_a_job_canceled_after_its_pictures_were_stored_serves_none(
+    client: TestClient, redis: Redis
+) -> None:
+    # As a cancel at a job's last step leaves it: the picture stored, the job ended canceled.
+    job_id = client.post("/jobs", json=SPEC).json()["id"]
+    client.app.state.jobs.store.store_images(job_id, [base64.b64decode(png_b64(8, 8))])  # type: ignore[attr-defined]
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    envelope = client.get(f"/jobs/{job_id}").json()
+    assert (envelope["status"], envelope["images"]) == ("canceled", [])
+    assert client.get(f"/jobs/{job_id}/images/0").status_code == 404
