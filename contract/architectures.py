@@ -10,8 +10,10 @@ module, a demo builder and its tests.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from contract.latent_spaces import LATENT_SPACES, LatentSpace
 
@@ -239,3 +241,52 @@ def most_specific_first() -> list[Architecture]:
     from another before the other (a Chroma file also carries Flux's key names)."""
     rows = list(ARCHITECTURES.values())
     return [a for a in rows if a.derived_from] + [a for a in rows if not a.derived_from]
+
+
+class ComponentKeys(Protocol):
+    """What a row says of the files of a component kind that plugs into its denoiser's layers
+    (ControlNetKeys, IpAdapterKeys)."""
+
+    @property
+    def marks(self) -> tuple[str, ...]: ...
+    @property
+    def cross_attention_width(self) -> int | None: ...
+    @property
+    def served(self) -> bool: ...
+
+
+KeysOf = Callable[[Architecture], ComponentKeys | None]
+
+
+def controlnets_of(arch: Architecture) -> ComponentKeys | None:
+    return arch.controlnet_keys
+
+
+def ip_adapters_of(arch: Architecture) -> ComponentKeys | None:
+    return arch.ip_adapter_keys
+
+
+def shown_by_keys(
+    header: dict[str, Any], keys_of: KeysOf, width_key: re.Pattern[str]
+) -> str | None:
+    """The architecture a component file's header shows: a row's marks in its keys (most specific
+    row first), else the cross-attention width in the last dimension of a 2-D `width_key`
+    tensor; None where it does not tell."""
+    keys = [k for k in header if k != "__metadata__"]
+    rows = [(a, k) for a in most_specific_first() if (k := keys_of(a)) is not None]
+    for arch, kind in rows:
+        if any(mark in key for key in keys for mark in kind.marks):
+            return arch.name
+    widths = {kind.cross_attention_width: arch.name for arch, kind in rows}
+    for key in keys:
+        if width_key.search(key):
+            shape = header[key].get("shape") or []
+            found = widths.get(shape[-1]) if len(shape) == 2 else None
+            if found is not None:
+                return found
+    return None
+
+
+def serving(keys_of: KeysOf) -> list[str]:
+    """The architectures whose files of a component kind the worker serves."""
+    return [a.name for a in ARCHITECTURES.values() if (k := keys_of(a)) is not None and k.served]

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from contract.architectures import ARCHITECTURES, most_specific_first
+from contract.architectures import ARCHITECTURES, controlnets_of, shown_by_keys
 from contract.names import MODEL_NAME
 from contract.safetensors_header import read_header
 
@@ -39,20 +39,7 @@ def is_controlnet(header: dict[str, Any]) -> bool:
 
 def controlnet_architecture(header: dict[str, Any]) -> str | None:
     """The architecture a ControlNet's header shows, or None where it does not tell."""
-    keys = [k for k in header if k != "__metadata__"]
-    rows = [a for a in most_specific_first() if a.controlnet_keys is not None]
-    for arch in rows:
-        assert arch.controlnet_keys is not None
-        if any(mark in k for k in keys for mark in arch.controlnet_keys.marks):
-            return arch.name
-    widths = {a.controlnet_keys.cross_attention_width: a.name for a in rows if a.controlnet_keys}
-    for key in keys:
-        if _CROSS_ATTENTION_KEY.search(key):
-            shape = header[key].get("shape") or []
-            found = widths.get(shape[-1]) if len(shape) == 2 else None
-            if found is not None:
-                return found
-    return None
+    return shown_by_keys(header, controlnets_of, _CROSS_ATTENTION_KEY)
 
 
 def architecture_of_config(config: dict[str, Any]) -> str | None:

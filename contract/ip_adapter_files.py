@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract.architectures import most_specific_first
+from contract.architectures import ip_adapters_of, shown_by_keys
 from contract.names import MODEL_NAME
 from contract.safetensors_header import read_header
 
@@ -50,24 +50,8 @@ def is_ip_adapter(header: dict[str, Any]) -> bool:
 
 def read_ip_adapter(header: dict[str, Any]) -> IpAdapterHeader:
     """What an IP-Adapter's header shows: its architecture and the encoder width it takes."""
-    keys = [k for k in header if k != "__metadata__"]
-    return IpAdapterHeader(_architecture(header, keys), *_image_input(header))
-
-
-def _architecture(header: dict[str, Any], keys: list[str]) -> str | None:
-    rows = [a for a in most_specific_first() if a.ip_adapter_keys is not None]
-    for arch in rows:
-        assert arch.ip_adapter_keys is not None
-        if any(mark in k for k in keys for mark in arch.ip_adapter_keys.marks):
-            return arch.name
-    widths = {a.ip_adapter_keys.cross_attention_width: a.name for a in rows if a.ip_adapter_keys}
-    for key in keys:
-        if _IMAGE_KEY.search(key):
-            shape = header[key].get("shape") or []
-            found = widths.get(shape[-1]) if len(shape) == 2 else None
-            if found is not None:
-                return found
-    return None
+    architecture = shown_by_keys(header, ip_adapters_of, _IMAGE_KEY)
+    return IpAdapterHeader(architecture, *_image_input(header))
 
 
 def _image_input(header: dict[str, Any]) -> tuple[int | None, str | None]:

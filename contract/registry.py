@@ -104,13 +104,21 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from contract.architectures import ARCHITECTURES, Architecture
+from contract.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    KeysOf,
+    controlnets_of,
+    ip_adapters_of,
+    serving,
+)
 from contract.controlnet_files import discover_controlnets, probe_controlnet
 from contract.embedding_files import discover_embeddings, probe_embedding
 from contract.ip_adapter_files import (
@@ -156,6 +164,19 @@ def known_architecture(value: str) -> str:
     if value not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
     return value
+
+
+def served_only(kind: str, keys_of: KeysOf) -> Callable[[str], str]:
+    """A check that the worker serves an architecture's `kind` (ControlNets, IP-Adapters)."""
+
+    def check(value: str) -> str:
+        keys = keys_of(ARCHITECTURES[value])
+        if keys is None or not keys.served:
+            why = "are not served here yet" if keys is not None else "are not made"
+            raise ValueError(f"{value} {kind} {why}; those of {', '.join(serving(keys_of))} are")
+        return value
+
+    return check
 
 
 class ModelEntry(_Strict):
@@ -283,19 +304,7 @@ class ControlNetEntry(_Strict):
 
     _known_architecture = field_validator("architecture")(known_architecture)
 
-    @field_validator("architecture")
-    @classmethod
-    def _served(cls, value: str) -> str:
-        keys = ARCHITECTURES[value].controlnet_keys
-        if keys is None or not keys.served:
-            served = [
-                a.name
-                for a in ARCHITECTURES.values()
-                if a.controlnet_keys and a.controlnet_keys.served
-            ]
-            why = "are not served here yet" if keys is not None else "are not made"
-            raise ValueError(f"{value} ControlNets {why}; those of {', '.join(served)} are")
-        return value
+    _served = field_validator("architecture")(served_only("ControlNets", controlnets_of))
 
 
 class IpAdapterEntry(_Strict):
@@ -313,19 +322,7 @@ class IpAdapterEntry(_Strict):
 
     _known_architecture = field_validator("architecture")(known_architecture)
 
-    @field_validator("architecture")
-    @classmethod
-    def _served(cls, value: str) -> str:
-        keys = ARCHITECTURES[value].ip_adapter_keys
-        if keys is None or not keys.served:
-            served = [
-                a.name
-                for a in ARCHITECTURES.values()
-                if a.ip_adapter_keys and a.ip_adapter_keys.served
-            ]
-            why = "are not served here yet" if keys is not None else "are not made"
-            raise ValueError(f"{value} IP-Adapters {why}; those of {', '.join(served)} are")
-        return value
+    _served = field_validator("architecture")(served_only("IP-Adapters", ip_adapters_of))
 
 
 class UpscalerEntry(_Strict):
@@ -691,9 +688,8 @@ def _with_ip_adapters(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             continue  # validation says what is wrong with it
         try:
             adapters[name] = settled = _ip_adapter_entry(name, entry, base)
-            keys = ARCHITECTURES[settled["architecture"]].ip_adapter_keys
-            if name not in written and not (keys and keys.served):
-                raise ValueError(f"{settled['architecture']} IP-Adapters are not served here yet")
+            if name not in written:  # checked here to leave it out; a written one, by validation
+                served_only("IP-Adapters", ip_adapters_of)(settled["architecture"])
         except ValueError as misfit:
             if name in written or name not in discovered:
                 raise

@@ -38,6 +38,7 @@ from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
+    NO_PIXEL_LIMIT,
     Components,
     ImagePrompt,
     Steering,
@@ -52,8 +53,6 @@ from workers.stages.setup import (
 )
 
 log = logging.getLogger("imagegen.worker")
-# Control images were held to the pixel budget at admission; the worker decodes what it checked.
-_NO_LIMIT = 2**31
 __all__ = ["Components", "Member", "run_chain", "run_group"]
 
 
@@ -412,7 +411,7 @@ def _control_sources(
             FailureType.INVALID_JOB, f"stage {i}'s ControlNet {use.name!r} has no control image"
         )
     try:
-        decoded = decode_init_image(use.image, _NO_LIMIT, what="the control image")
+        decoded = decode_init_image(use.image, NO_PIXEL_LIMIT, what="the control image")
     except InitImageRejected as rejected:
         raise StageError(FailureType.INVALID_JOB, rejected.violation.msg) from rejected
     return [decoded] * n

@@ -85,8 +85,9 @@ EmbeddingLookup = Callable[[str], LoadedEmbedding]
 # (name, the model it steers, the names the stage needs) -> the ControlNet on its device
 ControlNetLookup = Callable[[str, LoadedModel, set[str]], LoadedControlNet]
 IpAdapterLookup = Callable[[str, LoadedModel], LoadedIpAdapter]
-# Pictures were held to the pixel budget at admission; the worker decodes what it checked.
-_NO_LIMIT = 2**31
+# Stage pictures (control images, IP-Adapter pictures) were held to the pixel budget at
+# admission; the worker decodes what it checked.
+NO_PIXEL_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def stage_ip_adapter(
     except ModelUnavailable as unavailable:
         raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
     try:
-        picture = decode_init_image(use.image, _NO_LIMIT, what="the IP-Adapter's picture")
+        picture = decode_init_image(use.image, NO_PIXEL_LIMIT, what="the IP-Adapter's picture")
     except InitImageRejected as rejected:  # the gateway decoded it: only a record changed since
         raise StageError(FailureType.INVALID_JOB, rejected.violation.msg) from rejected
     unet = pipelines_for(model.entry.architecture).denoiser_of(model.text)
