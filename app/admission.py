@@ -142,7 +142,7 @@ class JobService:
             )  # fmt: skip
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
             if claim is not None:
-                self.idempotency.confirm(claim, pipe)
+                self.idempotency.confirm(claim, job_id, pipe)
             metrics.count_job(pipe, "submitted", stored.stages[0].model)
             pipe.execute()
         log.info("job queued", extra={"job_id": job_id, "owner": owner, "pool": first.pool})

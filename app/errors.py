@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from app import body_limit
 from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
 from app.events import TooManyStreams
-from app.keys import NotAuthenticated
+from app.keys import AdminOnly, NotAuthenticated
 from app.openai.errors import openai_error
 from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
@@ -57,6 +57,8 @@ GatewayErrorType = Literal[
     "http_error",
     "internal_error",
     "not_served",
+    "host_not_allowed",
+    "admin_only",
 ]
 # Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
 FailedJobType = Literal[
@@ -114,6 +116,7 @@ _STORE_DOWN = ErrorKind(
 # The one table: exception -> status, machine type, where it points, Retry-After.
 ERRORS: dict[type[Exception], ErrorKind] = {
     NotAuthenticated: ErrorKind(401, "not_authenticated", ("header", "authorization")),
+    AdminOnly: ErrorKind(403, "admin_only", ("header", "authorization")),
     JobNotFound: ErrorKind(404, "job_not_found", ("path", "job_id")),
     ImageNotFound: ErrorKind(404, "image_not_found", ("path", "index")),
     JobAlreadyFinished: ErrorKind(409, "job_already_finished", ("path", "job_id")),
@@ -152,10 +155,13 @@ _HTTP_TYPES: dict[int, GatewayErrorType] = {
 _DESCRIPTIONS = {
     400: "The body is not JSON (or not UTF-8).",
     401: "No valid API key: send `Authorization: Bearer <key>`.",
+    403: "The route takes an admin key (`admin_only`).",
     404: "No such job or image (or not yours).",
     409: "Conflicts with the job's state, or with an earlier use of the Idempotency-Key "
     "(`idempotency_in_flight`: that request is still being admitted; retry).",
     413: "The request body is over the deployment's limit.",
+    421: "Open mode only: the `Host` is a name this gateway does not answer for (reach it as "
+    "`localhost` or by address, or list the name in IMAGEGEN_ALLOWED_HOSTS).",
     422: "The request breaks a rule; nothing was queued. Each entry names the field (`loc`) and "
     "says how to fix it (`msg`).",
     429: "Too many unfinished jobs (`queue_full`) or open event streams (`too_many_streams`) "

@@ -46,6 +46,13 @@ class NotAuthenticated(Exception):
         super().__init__("a valid API key is required: send Authorization: Bearer <key>")
 
 
+class AdminOnly(Exception):
+    def __init__(self) -> None:
+        super().__init__(
+            "this route shows every key's activity: it takes an admin key (IMAGEGEN_ADMIN_KEYS)"
+        )
+
+
 class KeyRing:
     def __init__(self, api_keys: dict[str, str], admin_keys: dict[str, str]) -> None:
         self._callers = {d: Caller(n, admin=False) for n, d in api_keys.items()}
@@ -78,6 +85,15 @@ async def _caller(  # async: trivial work, so FastAPI runs it inline, not in a t
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+async def _admin(caller: CallerDep) -> Caller:
+    if not caller.admin:
+        raise AdminOnly()
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(_admin)]
 
 
 class _ClientsBasic(HTTPBasic):

@@ -19,7 +19,9 @@ from app.a1111 import routes as a1111
 from app.admission import JobService
 from app.auth_first import AuthenticateFirst
 from app.body_limit import BodySizeLimit
+from app.errors import documented
 from app.events import JobEvents, StreamSlots
+from app.hosts import OpenModeHosts
 from app.keys import KeyRing
 from app.openai import routes as openai
 from app.openai.errors import OpenAIErrors
@@ -72,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by app.docs, without a CDN
         redoc_url=None,
+        responses=documented(421, by_reference=True),  # every route, in open mode (app.hosts)
         title="imagegen",
         version="0.1.0",
         description=DESCRIPTION,
@@ -124,7 +127,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Added last, so it runs first: no body is read for a caller without a key.
     app.add_middleware(AuthenticateFirst, keys=app.state.keys)
-    # Outermost: every /v1 error, the two above's included, in OpenAI's shape.
+    if settings.open_mode:  # before anything else reads the request (see app.hosts)
+        app.add_middleware(OpenModeHosts, names=frozenset(settings.allowed_hosts))
+    # Outermost: every /v1 error, the ones above included, in OpenAI's shape.
     app.add_middleware(OpenAIErrors)
     errors.install(app)
     docs.install(app, app.state.keys.open)

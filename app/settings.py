@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from jobs.settings import CommonSettings
 
@@ -49,6 +50,19 @@ class GatewaySettings(CommonSettings):
     allow_public_open_mode: bool = Field(
         False, description="Start in open mode on a non-loopback address anyway."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Open mode only: host names, besides localhost and IP addresses, the gateway "
+        "answers for (comma-separated; e.g. the compose service name another container uses). "
+        "Other names get 421, so a web page cannot reach a loopback gateway by DNS rebinding.",
+    )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("api_keys", "admin_keys")
     @classmethod

@@ -150,6 +150,7 @@ def gateway_settings(
         redis_url=f"redis://127.0.0.1:{redis_server.port}/1",
         registry=registry_file,
         max_pixels=1024 * 1024,
+        allowed_hosts=["testserver"],  # the name the in-process test client sends
     )
 
 

@@ -51,6 +51,7 @@ _ERRORS = {
     400: "A field breaks a rule (`param` names it; nothing was queued).",
     401: "No valid API key: send `Authorization: Bearer <key>` (the SDK's api_key).",
     413: "The request body is over the deployment's limit.",
+    421: "Open mode only: the `Host` is a name this gateway does not answer for.",
     429: "Too many unfinished jobs for this key; retry after `Retry-After` seconds.",
     502: "The job failed: `code` is its `error.type`.",
     503: "The job store (Redis) is unavailable; retry after `Retry-After` seconds.",

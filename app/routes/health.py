@@ -9,6 +9,7 @@ from redis.exceptions import OutOfMemoryError
 
 from app.deps import RegistryDep, StoreDep
 from app.errors import documented
+from app.keys import AdminDep
 from contract.envelope import Answer
 from jobs.metrics import RedisCollector
 from jobs.presence import live_workers
@@ -62,11 +63,14 @@ def readyz(store: StoreDep, registry: RegistryDep) -> Readiness:
         200: {
             "content": {"text/plain": {"schema": {"type": "string"}}},
             "description": "Prometheus text format.",
-        }
+        },
+        **documented(401, 403, by_reference=True),
     },
 )
-def metrics(store: StoreDep, registry: RegistryDep) -> Response:
-    """Jobs by event and model, queue depths, live workers, job and step time histograms."""
+def metrics(store: StoreDep, registry: RegistryDep, _: AdminDep) -> Response:
+    """Jobs by event and model, queue depths, live workers, job and step time histograms. Every
+    key's activity, so with API keys it takes an admin key (a scraper sends it as a bearer
+    token)."""
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(RedisCollector(store.redis, registry.pools()))
     return Response(generate_latest(collectors), media_type=CONTENT_TYPE_LATEST)

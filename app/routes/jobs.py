@@ -137,6 +137,14 @@ def cancel_job(
     return outcome.envelope
 
 
+def resume_after(last_event_id: str | None) -> int:
+    """The event id a reconnecting client last saw; anything but ASCII digits streams from the
+    start ("²", a header byte 0xb2, is a digit to str.isdigit and not to int())."""
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        return int(last_event_id)
+    return 0
+
+
 @router.get(
     "/{job_id}/events",
     operation_id="job_events",
@@ -165,7 +173,7 @@ async def stream_job_events(
     ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live instead of polling. Events carry ids and a `retry` hint."""
-    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    resume = resume_after(last_event_id)
     try:
         async for event in job_events(redis, hub, job_id, resume):
             yield event

@@ -14,6 +14,7 @@ from contract.latent_spaces import LatentSpaceName
 from contract.resamplers import Upscaler
 from contract.samplers import samplers_for, schedules_for
 from contract.spec import Stage
+from jobs.disclosure import public_worker_name
 from jobs.presence import live_workers
 
 router = APIRouter(tags=["models"], responses=documented(401, 503))
@@ -59,10 +60,14 @@ class ModelInfo(Answer):
 
 
 @router.get("/models", operation_id="list_models")
-def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[ModelInfo]:
+def list_models(registry: RegistryDep, store: StoreDep, caller: CallerDep) -> list[ModelInfo]:
     """Registered models, the latent space each works in (which decides latent handoffs), and
-    which live workers serve and hold them."""
+    which live workers serve and hold them (named `worker-<id>`; admin keys see host and pid)."""
     workers = live_workers(store.redis)
+
+    def shown(worker: str) -> str:
+        return worker if caller.admin else public_worker_name(worker)
+
     out = []
     for name in registry.names():
         entry = registry.models[name]
@@ -84,10 +89,10 @@ def list_models(registry: RegistryDep, store: StoreDep, _: CallerDep) -> list[Mo
                     for s in samplers_for(arch.name).values()
                 ],
                 pool=entry.pool,
-                workers_serving=[w.name for w in workers if name in w.models],
-                loaded_on=[w.name for w in workers if name in w.loaded],
+                workers_serving=[shown(w.name) for w in workers if name in w.models],
+                loaded_on=[shown(w.name) for w in workers if name in w.loaded],
                 unavailable_on={
-                    w.name: w.unavailable[name] for w in workers if name in w.unavailable
+                    shown(w.name): w.unavailable[name] for w in workers if name in w.unavailable
                 },
             )
         )

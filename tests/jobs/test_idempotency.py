@@ -50,7 +50,7 @@ def test_confirming_in_the_job_transaction_holds_the_key_for_the_full_ttl(redis:
     assert redis.ttl(claim.redis_key) <= 30
     with redis.pipeline() as pipe:
         pipe.multi()
-        keys.confirm(claim, pipe)
+        keys.confirm(claim, "job-1", pipe)
         pipe.execute()
     assert redis.ttl(claim.redis_key) > 30
 
@@ -61,3 +61,22 @@ def test_giving_a_claim_back_frees_the_key(redis: Redis) -> None:
     keys.take(claim, "job-1")
     keys.give_back(claim)
     assert keys.take(keys.claim("alice", "k1", b"other body"), "job-2") is None
+
+
+def test_a_key_whose_job_expired_is_free_again(redis: Redis) -> None:
+    # Results kept for less time than keys (a short IMAGEGEN_RESULT_TTL_S): the job is gone, the
+    # key is not. A retry must not wait on a job that will never appear.
+    keys = Idempotency(redis, ttl_s=600, wait_s=5.0)
+    claim = keys.claim("alice", "k1", b"body")
+    assert keys.take(claim, "job-1") is None
+    with redis.pipeline() as pipe:
+        pipe.multi()
+        pipe.hset(job_key("job-1"), "status", "succeeded")
+        keys.confirm(claim, "job-1", pipe)
+        pipe.execute()
+    assert keys.take(claim, "job-2") == "job-1"
+    redis.delete(job_key("job-1"))  # its results expired
+    started = time.monotonic()
+    assert keys.take(claim, "job-3") is None  # a new job, at once
+    assert time.monotonic() - started < 1.0
+    assert redis.ttl(claim.redis_key) <= keys.claim_ttl_s  # claimed again, not yet stored

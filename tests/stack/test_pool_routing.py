@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from devstack.redis_server import RedisServer
+from jobs.disclosure import public_worker_name
 from tests.conftest import Stack
 from tests.helpers import fetch_png, submit_and_wait
 
@@ -72,8 +73,12 @@ def test_pixel_handoff_crosses_worker_pools(split_stack: Stack) -> None:
         sd_stage, flux_stage = envelope["trace"]
         assert sd_stage["worker"] != flux_stage["worker"]
         models = {m["name"]: m for m in client.get("/models").json()}
-        assert sd_stage["worker"] in models["demo-sd15"]["workers_serving"]
-        assert flux_stage["worker"] in models["demo-flux"]["workers_serving"]
+
+        def serving(model: str) -> list[str]:  # as the trace names them, without host and pid
+            return [public_worker_name(w) for w in models[model]["workers_serving"]]
+
+        assert sd_stage["worker"] in serving("demo-sd15")
+        assert flux_stage["worker"] in serving("demo-flux")
         assert models["demo-sd15"]["workers_serving"] != models["demo-flux"]["workers_serving"]
         assert flux_stage["input"] == "pixels"
         _, image = fetch_png(client, envelope["images"][0]["url"])

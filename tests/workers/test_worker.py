@@ -16,6 +16,7 @@ from rq.registry import FailedJobRegistry
 
 from contract.envelope import JobStatus
 from contract.registry import ModelRegistry
+from jobs.disclosure import public_worker_name
 from jobs.presence import live_workers
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.redis_keys import init_image_key, job_key, rq_job_id
@@ -65,7 +66,7 @@ def test_a_queued_job_runs_to_succeeded_in_burst_mode(
     worker.work(burst=True)
     envelope = client.get(f"/jobs/{job_id}").json()
     assert envelope["status"] == JobStatus.SUCCEEDED.value
-    assert envelope["trace"][0]["worker"] == worker.name
+    assert envelope["trace"][0]["worker"] == public_worker_name(worker.name)
     assert pool_queue(worker.connection, "default").fetch_job(rq_job_id(job_id, 0)) is not None
 
 

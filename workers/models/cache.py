@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
 from contract.vae_files import weights_file
+from jobs.disclosure import without_host_paths
 from workers.families import pipelines_for
 from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
@@ -457,7 +458,9 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
         where = str(source.folder)
     else:
         where = source.hub
-    return f"{type(exc).__name__}: {first_line(exc)} (from {where}); check its files and entry"
+    # Every key holder reads it (GET /models, the job's error): the file, not the host's folders.
+    said = f"{type(exc).__name__}: {first_line(exc)} (from {where}); check its files and entry"
+    return without_host_paths(said)
 
 
 def _file_bytes(path: Path, dtype: torch.dtype = torch.float32) -> int:

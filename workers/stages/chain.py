@@ -28,6 +28,7 @@ from contract.registry import ModelEntry
 from contract.resamplers import Upscaler
 from contract.spec import ControlNetUse, Handoff, Mode, Stage
 from contract.upscalers import upscaler_violation
+from jobs.disclosure import public_worker_name
 from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
@@ -199,7 +200,7 @@ def _run_stages(
                 StageTrace(
                     stage=i,
                     model=stage.model,
-                    worker=worker,
+                    worker=public_worker_name(worker),  # no host, no pid (jobs.disclosure)
                     sampler=sampler,
                     input=source,
                     input_latent_space=space,

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from contract.envelope import FailureType, StageTrace
 from contract.violations import JobRejected
+from jobs.disclosure import without_host_paths
 from workers.models.cache import ModelUnavailable, first_line
 from workers.stages.errors import StageError
 
@@ -59,10 +60,11 @@ class Failed:
         model's, logged with its traceback for the operator."""
         if isinstance(exc, JobRejected):
             return cls(FailureType.INVALID_JOB, str(exc))
+        # Which file, not where the host keeps it (jobs.disclosure); the log has the path.
         if isinstance(exc, ModelUnavailable):
-            return cls(FailureType.MODEL_UNAVAILABLE, str(exc))
+            return cls(FailureType.MODEL_UNAVAILABLE, without_host_paths(str(exc)))
         if isinstance(exc, StageError):
-            return cls(exc.type, str(exc))
+            return cls(exc.type, without_host_paths(str(exc)))
         if isinstance(exc, torch.OutOfMemoryError):
             log.error("out of memory", exc_info=exc)
             return cls(FailureType.OUT_OF_MEMORY, OUT_OF_MEMORY)

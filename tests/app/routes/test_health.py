@@ -7,6 +7,7 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import GatewaySettings
+from tests.app.conftest import ALICE, ROOT, auth
 
 
 def test_readyz_is_503_when_redis_is_down(gateway_settings: GatewaySettings) -> None:
@@ -45,3 +46,14 @@ def test_readyz_says_store_full_at_redis_memory_limit(client: TestClient, redis:
     assert full.json()["detail"][0]["type"] == "store_full"
     assert full.headers["Retry-After"] == "30"
     assert client.get("/readyz").status_code == 200
+
+
+def test_with_keys_metrics_take_an_admin_key_and_health_none(secured: TestClient) -> None:
+    # /metrics counts every key's jobs by model: not for any key holder to read.
+    assert secured.get("/metrics").json()["detail"][0]["type"] == "not_authenticated"
+    refused = secured.get("/metrics", headers=auth(ALICE))
+    assert refused.status_code == 403
+    assert refused.json()["detail"][0]["type"] == "admin_only"
+    assert secured.get("/metrics", headers=auth(ROOT)).status_code == 200
+    assert secured.get("/healthz").status_code == 200
+    assert secured.get("/readyz").status_code == 200

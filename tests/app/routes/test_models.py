@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from jobs.presence import WorkerPresence, publish
+from tests.app.conftest import ALICE, ROOT, auth
 
 
 def test_models_lists_architecture_and_latent_space(client: TestClient) -> None:
@@ -41,6 +42,21 @@ def test_a_model_a_worker_could_not_load_says_why(client: TestClient, redis: Red
     }
     assert models["demo-sd15"]["unavailable_on"] == {}
     assert models["demo-sd15"]["loaded_on"] == ["gpu-host.1.abc"]
+
+
+def test_only_admin_keys_see_worker_hosts_and_pids(secured: TestClient, redis: Redis) -> None:
+    presence = WorkerPresence(
+        name="gpu-host.4242.abc123", pool="default", models=["demo-sd15"], loaded=[],
+        resident_mib=1.0, loads=0, unavailable={},
+    )  # fmt: skip
+    publish(redis, presence, ttl_s=30)
+
+    def serving(key: str) -> list[str]:
+        models = {m["name"]: m for m in secured.get("/models", headers=auth(key)).json()}
+        return list(models["demo-sd15"]["workers_serving"])
+
+    assert serving(ALICE) == ["worker-abc123"]
+    assert serving(ROOT) == ["gpu-host.4242.abc123"]
 
 
 def test_loras_are_listed_with_their_architecture(client: TestClient) -> None:

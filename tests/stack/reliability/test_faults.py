@@ -13,6 +13,7 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
+from jobs.disclosure import public_worker_name
 from jobs.redis_keys import job_key
 from jobs.settings import REPO_ROOT
 from tests.conftest import Stack
@@ -210,7 +211,7 @@ def test_kill_9_mid_batch_runs_every_member_again_and_each_ends_once(fault_stack
         assert set(final.values()) == {"succeeded"}, final
         for job_id in batch:
             envelope = client.get(f"/jobs/{job_id}").json()
-            assert {t["worker"] for t in envelope["trace"]} != {victim}
+            assert {t["worker"] for t in envelope["trace"]} != {public_worker_name(victim)}
             # Killed once, run once more: never twice to the end.
             assert redis.hget(job_key(job_id), "attempts:0") == b"2"
             assert len(envelope["images"]) == 1
@@ -242,4 +243,4 @@ def test_kill_9_while_the_finisher_stores_a_job_runs_it_again(fault_stack: Stack
         envelope = client.get(f"/jobs/{job_id}").json()
         assert len(envelope["images"]) == 4
         assert redis.hget(job_key(job_id), "attempts:0") == b"2"
-        assert {t["worker"] for t in envelope["trace"]} != {victim}
+        assert {t["worker"] for t in envelope["trace"]} != {public_worker_name(victim)}

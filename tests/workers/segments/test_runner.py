@@ -51,7 +51,7 @@ def test_a_segment_ends_succeeded_with_pngs_and_a_trace(runner: JobRunner) -> No
     assert envelope is not None
     assert envelope.status is JobStatus.SUCCEEDED, envelope.error
     assert [(t.model, t.worker, t.input) for t in envelope.trace] == [
-        ("demo-sd15", "test-worker", "text")
+        ("demo-sd15", "worker-test-worker", "text")  # shown without host and pid
     ]
     png = runner.store.image(job_id, 0)
     assert png is not None
