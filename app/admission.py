@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -31,6 +33,12 @@ from jobs.webhook_guard import refusal
 log = logging.getLogger("imagegen.gateway")
 
 MAX_IMAGES = 16
+
+
+def decode_slots() -> int:
+    """Decodes at once in one gateway process: every core but one (which keeps the event loop,
+    health checks and Redis round trips answered), at least one."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class JobNotFound(Exception):
@@ -66,6 +74,7 @@ class JobService:
         caps: Caps,
         idempotency: Idempotency,
         room: StoreRoom | None = None,
+        decodes: threading.BoundedSemaphore | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.store: JobStore = lifecycle.store
@@ -76,13 +85,16 @@ class JobService:
         self.caps = caps
         self.idempotency = idempotency
         self.room = room
+        # Decoding a picture is the one admission step that costs real CPU: at most this many at
+        # once, so request threads queue for it and the cores keep time for everything else.
+        self.decodes = decodes or threading.BoundedSemaphore(decode_slots())
 
     def submit(
         self, spec: JobSpec, owner: str, idempotency_key: str | None = None
     ) -> tuple[JobEnvelope, bool]:
         """Validate (JobRejected: nothing is stored), then queue the job. Returns the envelope
         and whether it is new (False: the same Idempotency-Key and body were seen before)."""
-        checked = check_job(spec, self.registry, self.limits)
+        checked = check_job(spec, self.registry, self.limits, self.decodes)
         if spec.webhook_url is not None:
             self._check_webhook(str(spec.webhook_url))
         if self.room is not None:

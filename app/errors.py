@@ -26,6 +26,7 @@ from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
 from app.events import TooManyStreams
 from app.keys import AdminOnly, NotAuthenticated
 from app.openai.errors import openai_error
+from app.uploads import TooManyUploads
 from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
 from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
@@ -59,6 +60,7 @@ GatewayErrorType = Literal[
     "not_served",
     "host_not_allowed",
     "admin_only",
+    "too_many_uploads",
 ]
 # Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
 FailedJobType = Literal[
@@ -126,6 +128,7 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     ),
     QueueFull: ErrorKind(429, "queue_full", retry_after_s=5),
     TooManyStreams: ErrorKind(429, "too_many_streams", retry_after_s=5),
+    TooManyUploads: ErrorKind(429, "too_many_uploads", ("body",), retry_after_s=1),
     NotServed: ErrorKind(501, "not_served"),
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
@@ -164,8 +167,9 @@ _DESCRIPTIONS = {
     "`localhost` or by address, or list the name in IMAGEGEN_ALLOWED_HOSTS).",
     422: "The request breaks a rule; nothing was queued. Each entry names the field (`loc`) and "
     "says how to fix it (`msg`).",
-    429: "Too many unfinished jobs (`queue_full`) or open event streams (`too_many_streams`) "
-    "for this key; retry after `Retry-After` seconds.",
+    429: "Too many unfinished jobs (`queue_full`), open event streams (`too_many_streams`) or "
+    "pictures being received (`too_many_uploads`) for this key; retry after `Retry-After` "
+    "seconds.",
     502: "The job failed (A1111 face, which waits for it): `type` is the job's `error.type`.",
     501: "Not served here (an A1111 route this service has no counterpart for).",
     503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "

@@ -17,7 +17,7 @@ from app import docs, errors, request_schemas
 from app.a1111 import controlnet, extras
 from app.a1111 import routes as a1111
 from app.admission import JobService
-from app.auth_first import AuthenticateFirst
+from app.auth_first import AuthenticateFirst, UploadsPerKey
 from app.body_limit import BodySizeLimit
 from app.errors import documented
 from app.events import JobEvents, StreamSlots
@@ -125,7 +125,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         StoreRoom(redis, settings.admit_below_memory_fraction),
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Added last, so it runs first: no body is read for a caller without a key.
+    app.add_middleware(UploadsPerKey, keys=app.state.keys, limit=settings.max_uploads_per_key)
+    # Added after, so it runs before: no body is read for a caller without a key.
     app.add_middleware(AuthenticateFirst, keys=app.state.keys)
     if settings.open_mode:  # before anything else reads the request (see app.hosts)
         app.add_middleware(OpenModeHosts, names=frozenset(settings.allowed_hosts))

@@ -41,6 +41,12 @@ class GatewaySettings(CommonSettings):
     max_streams_per_key: int = Field(
         20, gt=0, description="Open event streams per key, in each gateway process."
     )
+    max_uploads_per_key: int = Field(
+        8,
+        gt=0,
+        description="Requests over 64 KiB (pictures) one key may have in flight, in each gateway "
+        "process; more get 429 too_many_uploads before their body is read.",
+    )
     idempotency_ttl_s: int = Field(24 * 3600, gt=0, description="How long Idempotency-Key holds.")
     published_address: str = Field(
         "127.0.0.1",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from contract.images import InitImageRejected, decode_init_image
 from contract.registry import ControlNetEntry, ModelEntry
 from contract.spec import ControlNetUse, Handoff, JobSpec, Mode, Stage
 from contract.violations import Violation
@@ -57,11 +56,11 @@ def check_controlnets(
     spec: JobSpec,
     entry: ModelEntry,
     controlnets: Mapping[str, ControlNetEntry],
-    max_pixels: int,
     violations: list[Violation],
 ) -> None:
     """Every ControlNet of stage i exists, fits the stage's model, can be given a control image,
-    and runs in a call that can take it."""
+    and runs in a call that can take it. (Its picture is decoded after every cheap check:
+    `contract.job_rules.decode_pictures`.)"""
     stage = spec.stages[i]
     uses = stage.controlnets or []
     if not uses:
@@ -105,12 +104,10 @@ def check_controlnets(
         misfit = controlnet_violation(i, j, use, entry, controlnets)
         if misfit is not None:
             violations.append(misfit)
-        violations += _image_violations(i, j, use, stage, max_pixels)
+        violations += _image_violations(i, j, use, stage)
 
 
-def _image_violations(
-    i: int, j: int, use: ControlNetUse, stage: Stage, max_pixels: int
-) -> list[Violation]:
+def _image_violations(i: int, j: int, use: ControlNetUse, stage: Stage) -> list[Violation]:
     loc = ("stages", i, "controlnets", j)
     if use.image is not None and use.image_from is not None:
         return [
@@ -148,8 +145,4 @@ def _image_violations(
                 "image_from: previous on a later stage",
             )
         ]
-    try:
-        decode_init_image(use.image, max_pixels, (*loc, "image"), what="the control image")
-    except InitImageRejected as rejected:
-        return [rejected.violation]
     return []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from contract.images import InitImageRejected, decode_init_image
 from contract.registry import IpAdapterEntry, ModelEntry
 from contract.spec import IpAdapterUse, Stage
 from contract.violations import Violation
@@ -57,16 +56,11 @@ def check_ip_adapters(
     stage: Stage,
     entry: ModelEntry,
     adapters: Mapping[str, IpAdapterEntry],
-    max_pixels: int,
     violations: list[Violation],
 ) -> None:
-    """Every IP-Adapter of stage i exists, fits the stage's model, and has a picture."""
+    """Every IP-Adapter of stage i exists and fits the stage's model. (Its picture is decoded
+    after every cheap check: `contract.job_rules.decode_pictures`.)"""
     for j, use in enumerate(stage.ip_adapters or []):
         misfit = ip_adapter_violation(i, j, use, entry, adapters)
         if misfit is not None:
             violations.append(misfit)
-        try:
-            loc = ("stages", i, "ip_adapters", j, "image")
-            decode_init_image(use.image, max_pixels, loc, what="the IP-Adapter's picture")
-        except InitImageRejected as rejected:
-            violations.append(rejected.violation)

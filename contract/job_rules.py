@@ -10,6 +10,7 @@ the service is `latent_handoff_violation`: latents pass only between models of o
 from __future__ import annotations
 
 import secrets
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage
+from contract.stage_images import stage_pictures
 from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
 from contract.upscalers import check_upscaler
 from contract.vaes import vae_violation
@@ -57,9 +59,15 @@ class CheckedJob:
     init_image: Image | None
 
 
-def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> CheckedJob:
+def check_job(
+    spec: JobSpec,
+    registry: ModelRegistry,
+    limits: JobLimits,
+    decoding: AbstractContextManager[object] | None = None,
+) -> CheckedJob:
     """Normalize `spec` and decode its init image, or raise `JobRejected` with every violation.
-    A preset its only stage names is expanded first (`contract.presets`)."""
+    A preset its only stage names is expanded first (`contract.presets`). The pictures are
+    decoded last, inside `decoding` (the gateway's bound on decodes at once)."""
     spec = with_presets(spec, registry)
     entries: list[ModelEntry] = []
     unknown = []
@@ -110,14 +118,8 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
         if vae is not None:
             violations.append(vae)
         violations += embedding_violations(i, spec, stage, entry, registry.embeddings)
-        check_controlnets(i, spec, entry, registry.controlnets, limits.max_pixels, violations)
-        check_ip_adapters(i, stage, entry, registry.ip_adapters, limits.max_pixels, violations)
-    init_image = None
-    if spec.init_image is not None:
-        try:
-            init_image = decode_init_image(spec.init_image, limits.max_pixels)
-        except InitImageRejected as rejected:
-            violations.append(rejected.violation)
+        check_controlnets(i, spec, entry, registry.controlnets, violations)
+        check_ip_adapters(i, stage, entry, registry.ip_adapters, violations)
     if spec.timeout_s is not None and spec.timeout_s > limits.max_timeout_s:
         violations.append(
             Violation(
@@ -141,7 +143,28 @@ def check_job(spec: JobSpec, registry: ModelRegistry, limits: JobLimits) -> Chec
     )
     checked = _as_checked(spec, normalized)
     check_cost(checked, limits.max_megapixel_steps)
-    return CheckedJob(checked, init_image)
+    with decoding or nullcontext():
+        return CheckedJob(checked, decode_pictures(spec, limits.max_pixels))
+
+
+def decode_pictures(spec: JobSpec, max_pixels: int) -> Image | None:
+    """Decode the job's pictures (returning its init image), last: decoding is the one check
+    that costs real CPU, so a job any cheap check refuses never gets this far."""
+    violations = []
+    init_image = None
+    if spec.init_image is not None:
+        try:
+            init_image = decode_init_image(spec.init_image, max_pixels)
+        except InitImageRejected as rejected:
+            violations.append(rejected.violation)
+    for loc, data, what in stage_pictures(spec):
+        try:
+            decode_init_image(data, max_pixels, loc, what=what)
+        except InitImageRejected as rejected:
+            violations.append(rejected.violation)
+    if violations:
+        raise JobRejected(violations)
+    return init_image
 
 
 def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:

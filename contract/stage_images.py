@@ -21,6 +21,23 @@ UseT = TypeVar("UseT", ControlNetUse, IpAdapterUse)
 _IP = "ip."
 
 
+def stage_pictures(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Each picture a stage carries: where it stands in the spec, its base64, and its name in
+    words (for the refusal a bad one gets)."""
+    found: list[tuple[tuple[str | int, ...], str, str]] = []
+    for i, stage in enumerate(spec.stages):
+        for j, use in enumerate(stage.controlnets or []):
+            if use.image is not None:
+                found.append(
+                    (("stages", i, "controlnets", j, "image"), use.image, "the control image")
+                )
+        for j, ip in enumerate(stage.ip_adapters or []):
+            found.append(
+                (("stages", i, "ip_adapters", j, "image"), ip.image, "the IP-Adapter's picture")
+            )
+    return found
+
+
 def has_stage_images(spec: JobSpec) -> bool:
     return any(stage.controlnets or stage.ip_adapters for stage in spec.stages)
 

@@ -17,6 +17,7 @@ RuleType = Literal[
     "guidance_out_of_range",
     "handoff_across_pools",
     "image_too_large",
+    "image_too_costly",
     "invalid_base64",
     "invalid_image",
     "ip_adapter_architecture_mismatch",

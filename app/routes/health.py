@@ -28,8 +28,10 @@ class Readiness(Answer):
 
 
 @router.get("/healthz", operation_id="healthz")
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is up (it does not touch Redis)."""
+    # async: answered on the event loop, never queued behind request threads busy admitting
+    # (decoding pictures) — a probe that waits for those says "down" about a busy gateway.
     return Health(status="ok")
 
 

@@ -9,8 +9,8 @@ import io
 import pytest
 from PIL import Image
 
-from contract.images import InitImageRejected, decode_init_image
-from tests.helpers import bomb_png_b64, png_b64, truncated_png_b64
+from contract.images import MAX_JPEG_SCANS, InitImageRejected, decode_init_image
+from tests.helpers import bomb_png_b64, many_scans_jpeg_b64, png_b64, truncated_png_b64
 
 
 def rejection(data: str, max_pixels: int = 1024 * 1024) -> str:
@@ -46,6 +46,30 @@ def test_bad_pictures_are_refused_with_a_reason(data: str, kind: str) -> None:
 def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     # 20000x20000 declared: refused before the 400 MB of pixels are inflated.
     assert rejection(bomb_png_b64()) == "image_too_large"
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hostile = many_scans_jpeg_b64(2048, 1500)  # 49 KB; decoding it took 3-4 s of CPU
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the file was opened for decoding")
+
+    monkeypatch.setattr(Image, "open", never)
+    with pytest.raises(InitImageRejected) as rejected:
+        decode_init_image(hostile, 2048 * 2048)
+    violation = rejected.value.violation
+    assert violation.type == "image_too_costly"
+    assert violation.ctx == {"scans": 1510, "max_scans": MAX_JPEG_SCANS}
+    assert "1510 scans" in violation.msg
+
+
+def test_progressive_jpegs_as_encoders_write_them_decode() -> None:
+    assert decode_init_image(many_scans_jpeg_b64(64, 0), 64 * 64).size == (64, 64)  # 10 scans
+    at_limit = many_scans_jpeg_b64(64, MAX_JPEG_SCANS - 10)
+    assert decode_init_image(at_limit, 64 * 64).size == (64, 64)
+    assert rejection(many_scans_jpeg_b64(64, MAX_JPEG_SCANS - 9)) == "image_too_costly"
 
 
 def b64(image: Image.Image, fmt: str = "PNG", **save: object) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from contract import job_rules
 from contract.architectures import ARCHITECTURES
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -269,3 +270,35 @@ def test_clip_skip_1_is_the_last_layer_so_the_checked_spec_drops_it() -> None:
     assert (
         check_job(JobSpec.model_validate(body), REGISTRY, LIMITS).spec.stages[0].clip_skip is None
     )
+
+
+def test_pictures_are_decoded_only_once_every_cheap_check_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Decoding is the one check that costs real CPU: a job that breaks a cheap rule is refused
+    # without it (a hostile pass made the gateway decode before refusing on steps).
+    decoded: list[str] = []
+    real = job_rules.decode_init_image
+
+    def counting(data: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(data)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(job_rules, "decode_init_image", counting)
+    spec = {
+        "prompt": "p", "width": 512, "height": 512, "init_image": png_b64(512, 512),
+        "stages": [{"model": MODEL_OF["sd15"], "steps": 20}],
+    }  # fmt: skip
+    [violation] = rejected({**spec, "timeout_s": 80_000})
+    assert violation.type == "timeout_over_limit"
+    [violation] = rejected({**spec, "stages": [{"model": MODEL_OF["sd15"], "sampler": "nope"}]})
+    assert violation.type == "unknown_sampler"
+    with pytest.raises(JobRejected) as costly:
+        check_job(
+            JobSpec.model_validate(spec), REGISTRY, JobLimits(1024 * 1024, max_megapixel_steps=1)
+        )
+    assert costly.value.violations[0].type == "job_too_costly"
+    assert decoded == []
+    checked = check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
+    assert checked.init_image is not None
+    assert len(decoded) == 1
