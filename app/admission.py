@@ -152,7 +152,7 @@ class JobService:
                 job_id, stored, pipe, _png(checked.init_image), stage_images,
                 max_retries=self.max_retries, owner=owner,
             )  # fmt: skip
-            enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy)
+            enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy, owner)
             if claim is not None:
                 self.idempotency.confirm(claim, job_id, pipe)
             metrics.count_job(pipe, "submitted", stored.stages[0].model)

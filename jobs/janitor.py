@@ -137,9 +137,10 @@ def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> 
     retries = int(store.field(job_id, "max_retries") or 0)
     policy = QueuePolicy(envelope.spec.timeout_s, retries, store.result_ttl_s)
     pool = text(origin).removeprefix(f"{QUEUE_PREFIX}.")
+    owner = store.field(job_id, "owner") or ""
     with redis.pipeline() as pipe:
         pipe.multi()
-        enqueue_segment(redis, pipe, job_id, segment, pool, policy)
+        enqueue_segment(redis, pipe, job_id, segment, pool, policy, owner)
         pipe.execute()
     log.warning("job %s: its worker died before storing its pictures; queued again", job_id)
     return False

@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 
 from jobs.redis_keys import queue_name, rq_job_id
 from jobs.store import note_rq_job
+from jobs.turns import take_turn
 
 log = logging.getLogger("imagegen.jobs")
 
@@ -51,10 +52,17 @@ def pool_queue(redis: Redis, pool: str) -> Queue:
 
 
 def enqueue_segment(
-    redis: Redis, pipe: Pipeline, job_id: str, segment: int, pool: str, policy: QueuePolicy
+    redis: Redis,
+    pipe: Pipeline,
+    job_id: str,
+    segment: int,
+    pool: str,
+    policy: QueuePolicy,
+    owner: str,
 ) -> None:
-    """Add the RQ job for one segment to `pipe` (which must be in MULTI mode), and note it in
-    the job's record: the janitor checks that it still exists."""
+    """Add the RQ job for one segment to `pipe` (which must be in MULTI mode), at the place its
+    owner's turn gives it (`jobs.turns`), and note it in the job's record: the janitor checks
+    that it still exists."""
     note_rq_job(pipe, job_id, rq_job_id(job_id, segment))
     pool_queue(redis, pool).enqueue(
         RUN_JOB,
@@ -68,6 +76,7 @@ def enqueue_segment(
         retry=Retry(max=policy.max_retries) if policy.max_retries else None,
         on_failure=Callback(ON_FAILURE),
     )
+    take_turn(pipe, pool, owner, rq_job_id(job_id, segment))
 
 
 def cancel_rq_job(redis: Redis, rq_job: str) -> None:

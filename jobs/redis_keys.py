@@ -134,6 +134,20 @@ def rq_queue_key(pool: str) -> str:
     return f"rq:queue:{queue_name(pool)}"
 
 
+def turns_key(pool: str) -> str:
+    """Each RQ job waiting in a pool's queue, scored by its turn (`jobs.turns`)."""
+    return f"{PREFIX}:turns:{pool}"
+
+
+def lane_key(pool: str, owner: str) -> str:
+    """One key's RQ jobs waiting in a pool's queue, scored by their turns (`jobs.turns`)."""
+    return f"{PREFIX}:turns:{pool}:lane:{owner}"
+
+
+def turn_clock_key(pool: str) -> str:
+    return f"{PREFIX}:turns:{pool}:clock"
+
+
 def rq_job_id(job_id: str, segment: int) -> str:
     """The RQ job that runs one segment of a job: segment 0 keeps the job's own id."""
     return job_id if segment == 0 else f"{job_id}-s{segment}"

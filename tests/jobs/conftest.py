@@ -48,7 +48,9 @@ def queue_job(store: JobStore) -> QueueJob:
         with store.redis.pipeline() as pipe:
             pipe.multi()
             store.create(job_id, SPEC, pipe, owner=owner)
-            enqueue_segment(store.redis, pipe, job_id, 0, POOL, QueuePolicy(60, retries, 60))
+            enqueue_segment(
+                store.redis, pipe, job_id, 0, POOL, QueuePolicy(60, retries, 60), "alice"
+            )
             pipe.execute()
         return job_id
 

@@ -130,7 +130,7 @@ def hand_over(store: JobStore, job_id: str, started_ago_s: float) -> str:
     store.transition(job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), started_at=started)
     with store.redis.pipeline() as pipe:
         pipe.multi()
-        enqueue_segment(store.redis, pipe, job_id, 1, "unserved", QueuePolicy(60, 1, 60))
+        enqueue_segment(store.redis, pipe, job_id, 1, "unserved", QueuePolicy(60, 1, 60), "alice")
         pipe.execute()
     return rq_job_id(job_id, 1)
 

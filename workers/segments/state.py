@@ -241,12 +241,13 @@ class SegmentState:
     ) -> None:
         """Store the pictures for the next pool's worker and queue it, in one transaction."""
         retries = int(self.store.field(job_id, "max_retries") or 0)
+        owner = self.store.field(job_id, "owner") or ""  # its next segment waits its key's turn
         policy = QueuePolicy(spec.timeout_s, retries, self.store.result_ttl_s)
         redis = self.store.redis
         with redis.pipeline() as pipe:
             pipe.multi()
             self.store.hand_over(pipe, job_id, index, pngs, trace)
-            enqueue_segment(redis, pipe, job_id, index, segment.pool, policy)
+            enqueue_segment(redis, pipe, job_id, index, segment.pool, policy, owner)
             pipe.execute()
         log.info("handed segment %d to pool %s", index, segment.pool)
 

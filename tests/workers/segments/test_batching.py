@@ -57,7 +57,7 @@ def submit(runner: JobRunner, **fields: Any) -> str:
     with redis.pipeline() as pipe:
         pipe.multi()
         runner.store.create(job_id, spec, pipe, owner="alice")
-        enqueue_segment(redis, pipe, job_id, 0, "default", QueuePolicy(60, 0, 60))
+        enqueue_segment(redis, pipe, job_id, 0, "default", QueuePolicy(60, 0, 60), "alice")
         pipe.execute()
     return job_id
 
