@@ -1,7 +1,7 @@
 """`make run`: the service on its embedded defaults.
 
 Builds the demo models if missing, starts a private redis-server unless REDIS_URL is set, then the
-gateway, one worker and the webhook worker; stops what it started on Ctrl-C. The Redis URL it uses
+gateway, one worker and two webhook workers; stops what it started on Ctrl-C. The Redis URL it uses
 is in .run/redis-url while it runs, for `rq info --url $(cat .run/redis-url)` and rq-dashboard.
 """
 
@@ -79,7 +79,8 @@ def main(run_dir: Path = REPO_ROOT / ".run") -> int:
     print(f"Redis: {redis_url} ({started}; written to {url_file}: {rq_info})")
     env = {"REDIS_URL": redis_url}
     worker = start_worker(env, run_dir / "worker.log")
-    webhooks = start_webhook_worker(env, run_dir / "webhooks.log")
+    # Two webhook workers: a receiver that answers slowly holds one (jobs.webhooks).
+    webhooks = [start_webhook_worker(env, run_dir / f"webhooks-{i}.log") for i in (0, 1)]
     gateway = start_gateway(env, port, run_dir / "gateway.log")
     try:
         wait_for_gateway(f"http://127.0.0.1:{port}", gateway)
@@ -88,16 +89,16 @@ def main(run_dir: Path = REPO_ROOT / ".run") -> int:
         print(
             f"\n  Swagger UI: http://127.0.0.1:{port}/docs\n"
             f"  Redis: {redis_url} (in {url_file}: {rq_info})\n"
-            f"  logs: {run_dir}/gateway.log, worker.log, webhooks.log\n  Ctrl-C stops.\n"
+            f"  logs: {run_dir}/gateway.log, worker.log, webhooks-*.log\n  Ctrl-C stops.\n"
         )
-        while all(p.poll() is None for p in (gateway, worker, webhooks)):
+        while all(p.poll() is None for p in (gateway, worker, *webhooks)):
             time.sleep(0.5)
         print("a process exited; see the logs above", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
-        for process in (gateway, worker, webhooks):
+        for process in (gateway, worker, *webhooks):
             stop(process)
         if redis_server:
             redis_server.stop()

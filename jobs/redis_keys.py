@@ -148,6 +148,11 @@ def turn_clock_key(pool: str) -> str:
     return f"{PREFIX}:turns:{pool}:clock"
 
 
+def webhook_slot_key(receiver: str) -> str:
+    """Held by the one attempt in flight to a receiver (`jobs.webhooks`)."""
+    return f"{PREFIX}:webhook-slot:{receiver}"
+
+
 def rq_job_id(job_id: str, segment: int) -> str:
     """The RQ job that runs one segment of a job: segment 0 keeps the job's own id."""
     return job_id if segment == 0 else f"{job_id}-s{segment}"

@@ -10,6 +10,12 @@ receiver sent `Retry-After` (the janitor's sweep queues it when it is due); afte
 tries, or a 3xx/4xx, the record says `failed`. If the webhook worker dies mid-attempt, RQ's crash
 recovery (its `Retry`) runs the attempt again. The gateway never sends.
 
+One receiver cannot hold up the others' webhooks: attempts take turns by receiver (host and
+port) on the queue (`jobs.turns`), and a receiver has one attempt in flight at a time, across
+every webhook worker (a slot in Redis); an attempt whose receiver is busy waits out the slot
+instead of a worker, and does not count as an attempt. So a receiver that dribbles its answer
+for the whole deadline occupies one webhook worker, and the others deliver everyone else's.
+
     POST <webhook_url>
     Content-Type: application/json
     X-Imagegen-Event: completed | failed | canceled
@@ -45,14 +51,16 @@ from rq.registry import ScheduledJobRegistry
 from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import job_key, queue_name, text
+from jobs.redis_keys import job_key, queue_name, text, webhook_slot_key
 from jobs.store import JobStore, note_webhook
+from jobs.turns import take_turn
 from jobs.webhook_guard import Address, checked_address
 
 log = logging.getLogger("imagegen.webhooks")
 
 # Named as the pools' queues are (`imagegen.<pool>`: no pool may be called "webhooks").
-WEBHOOK_QUEUE = queue_name("webhooks")
+WEBHOOKS_POOL = "webhooks"
+WEBHOOK_QUEUE = queue_name(WEBHOOKS_POOL)
 # Its name before it took the pools' style; a webhook worker moves what it still holds.
 LEGACY_WEBHOOK_QUEUE = "imagegen-webhooks"
 DELIVER = "jobs.webhooks.deliver"
@@ -114,7 +122,8 @@ class Webhooks:
             next_attempt_at=datetime.now(UTC),
         )
         note_webhook(pipe, job_id, record)
-        _enqueue(webhook_queue(redis), pipe, job_id, attempt=1, delay_s=0)
+        receiver = receiver_of(str(spec.webhook_url))
+        _enqueue(webhook_queue(redis), pipe, job_id, receiver, attempt=1, delay_s=0)
 
     def signing_key(self) -> bytes:
         assert self.secret is not None
@@ -187,6 +196,11 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
         return None
 
 
+def receiver_of(url: str) -> str:
+    """Who receives a webhook, as far as taking turns goes: the URL's host and port."""
+    return hashlib.sha256(httpx.URL(url).netloc.lower()).hexdigest()[:16]
+
+
 def webhook_queue(redis: Redis) -> Queue:
     return Queue(WEBHOOK_QUEUE, connection=redis, serializer=SERIALIZER)
 
@@ -228,15 +242,28 @@ def queue_due_attempts(redis: Redis) -> int:
         for job in Job.fetch_many(due, connection=redis, serializer=SERIALIZER):
             if job is not None:
                 queue.enqueue_job(job, pipeline=pipe)
+                take_turn(pipe, WEBHOOKS_POOL, str(job.meta.get("receiver", "")), job.id)
         for job_id in due:
             registry.remove(job_id, pipeline=pipe)
         pipe.execute()
     return len(due)
 
 
-def _enqueue(queue: Queue, pipe: Pipeline, job_id: str, attempt: int, delay_s: float) -> None:
+def _enqueue(
+    queue: Queue,
+    pipe: Pipeline,
+    job_id: str,
+    receiver: str,
+    attempt: int,
+    delay_s: float,
+    waited: int = 0,
+) -> None:
+    """Queue attempt `attempt` (now, or in `delay_s`), in `receiver`'s turn. `waited`: how many
+    times it has found its receiver busy (each time is an RQ job of its own)."""
+    suffix = f"-w{waited}" if waited else ""
     options = {
-        "job_id": f"webhook-{job_id}-{attempt}",
+        "job_id": f"webhook-{job_id}-{attempt}{suffix}",
+        "meta": {"receiver": receiver, "waited": waited},
         "pipeline": pipe,
         "retry": Retry(max=ATTEMPT_RERUNS),  # the webhook worker died mid-attempt
         "on_failure": Callback(ON_LOST),
@@ -248,6 +275,26 @@ def _enqueue(queue: Queue, pipe: Pipeline, job_id: str, attempt: int, delay_s: f
         queue.enqueue_in(timedelta(seconds=delay_s), DELIVER, job_id, **options)
     else:
         queue.enqueue(DELIVER, job_id, **options)
+        take_turn(pipe, WEBHOOKS_POOL, receiver, str(options["job_id"]))
+
+
+# Compare-and-delete: a slot is given back only by the attempt that holds it.
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+def _receiver_slot(redis: Redis, receiver: str, holder: str, hold_s: float) -> float | None:
+    """Take the receiver's one slot for an attempt (None), or say in how many seconds the
+    attempt holding it runs out."""
+    key = webhook_slot_key(receiver)
+    if redis.set(key, holder, nx=True, px=int(hold_s * 1000)):
+        return None
+    if redis.get(key) == holder.encode():  # its own run that RQ runs again (its worker died)
+        redis.pexpire(key, int(hold_s * 1000))
+        return None
+    left_ms = int(redis.pttl(key))
+    return max(0.5, left_ms / 1000) if left_ms > 0 else 0.5
 
 
 class _Process:
@@ -282,6 +329,33 @@ def deliver(job_id: str) -> str:
         return off
     envelope = JobStore(redis, 0).load(job_id)
     assert envelope is not None
+    receiver = receiver_of(str(spec.webhook_url))
+    # The slot outlasts the attempt's deadline a little: a webhook worker killed mid-attempt
+    # holds it no longer than that.
+    busy_s = _receiver_slot(redis, receiver, rq_job.id, webhooks.deadline_s + 2)
+    if busy_s is not None:
+        waited = int(rq_job.meta.get("waited", 0)) + 1
+        with redis.pipeline() as pipe:
+            attempt_no = record.attempts + 1
+            _enqueue(webhook_queue(redis), pipe, job_id, receiver, attempt_no, busy_s, waited)
+            pipe.execute()
+        return f"its receiver has an attempt in flight: waits {busy_s:.1f} s"
+    try:
+        return _attempt(webhooks, redis, job_id, record, spec, envelope, receiver)
+    finally:
+        redis.eval(_RELEASE, 1, webhook_slot_key(receiver), rq_job.id)
+
+
+def _attempt(
+    webhooks: Webhooks,
+    redis: Redis,
+    job_id: str,
+    record: WebhookDelivery,
+    spec: CheckedSpec,
+    envelope: JobEnvelope,
+    receiver: str,
+) -> str:
+    assert spec.webhook_url is not None
     record = record.model_copy(update={"attempts": record.attempts + 1, "next_attempt_at": None})
     # Counted before the POST: an attempt its worker died in still counts.
     note_webhook(redis, job_id, record)
@@ -298,7 +372,7 @@ def deliver(job_id: str) -> str:
             delay = webhooks.backoff_s(attempt, record.attempts)
             due = datetime.now(UTC) + timedelta(seconds=delay)
             record = record.model_copy(update={"next_attempt_at": due})
-            _enqueue(webhook_queue(redis), pipe, job_id, record.attempts + 1, delay)
+            _enqueue(webhook_queue(redis), pipe, job_id, receiver, record.attempts + 1, delay)
         else:
             record = record.model_copy(update={"state": "failed"})
         note_webhook(pipe, job_id, record)

@@ -19,8 +19,9 @@ WEBHOOK_SECRET = "test-webhook-secret"
 
 
 class Receiver:
-    """An HTTP server that records what it is sent; answers the first `fail_first` requests with
-    `failure` (and `failure_headers`), and holds the first request `hold_first_s` seconds."""
+    """An HTTP server that records what it is sent (and when); answers the first `fail_first`
+    requests with `failure` (and `failure_headers`), holds the first request `hold_first_s`
+    seconds and every request `hold_s`."""
 
     def __init__(
         self,
@@ -28,20 +29,24 @@ class Receiver:
         hold_first_s: float = 0,
         failure: int = 503,
         failure_headers: dict[str, str] | None = None,
+        hold_s: float = 0,
     ) -> None:
         self.received: list[dict[str, Any]] = []
         self.fail_first = fail_first
         self.hold_first_s = hold_first_s
         self.failure = failure
         self.failure_headers = failure_headers or {}
+        self.hold_s = hold_s
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append({"headers": dict(self.headers), "body": body})
+                delivery = {"headers": dict(self.headers), "body": body, "at": time.time()}
+                receiver.received.append(delivery)
                 if len(receiver.received) == 1:
                     time.sleep(receiver.hold_first_s)
+                time.sleep(receiver.hold_s)
                 failing = len(receiver.received) <= receiver.fail_first
                 try:
                     self.send_response(receiver.failure if failing else 204)

@@ -185,7 +185,8 @@ def test_a_webhook_worker_runs_beside_the_workers_and_reserves_no_gpu(
 ) -> None:
     webhooks = compose["services"]["webhooks"]
     assert webhooks["command"] == ["python", "-m", "jobs.webhook_worker"]
-    assert "deploy" not in webhooks
+    # Two of them (a slow receiver holds one at most), and no GPU reserved.
+    assert webhooks["deploy"] == {"replicas": 2}
     assert webhooks["environment"]["IMAGEGEN_WEBHOOK_SECRET"] == "${IMAGEGEN_WEBHOOK_SECRET:-}"
     assert "--webhooks" in webhooks["healthcheck"]["test"]
 

@@ -48,9 +48,7 @@ def queue_job(store: JobStore) -> QueueJob:
         with store.redis.pipeline() as pipe:
             pipe.multi()
             store.create(job_id, SPEC, pipe, owner=owner)
-            enqueue_segment(
-                store.redis, pipe, job_id, 0, POOL, QueuePolicy(60, retries, 60), "alice"
-            )
+            enqueue_segment(store.redis, pipe, job_id, 0, POOL, QueuePolicy(60, retries, 60), owner)
             pipe.execute()
         return job_id
 

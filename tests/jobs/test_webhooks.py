@@ -24,7 +24,7 @@ from contract.envelope import JobStatus, WebhookDelivery
 from jobs import webhooks
 from jobs.lifecycle import Lifecycle
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import OUTSTANDING, job_key
+from jobs.redis_keys import OUTSTANDING, job_key, webhook_slot_key
 from jobs.settings import REPO_ROOT
 from jobs.store import JobStore
 from jobs.webhooks import Webhooks, queue_due_attempts, webhook_queue
@@ -160,6 +160,49 @@ def test_an_attempt_posts_the_signed_envelope_and_records_the_delivery(
     delivered = record(store, job_id)
     assert (delivered.state, delivered.attempts, delivered.last_status) == ("delivered", 1, 204)
     assert delivered.delivered_at is not None
+
+
+def test_attempts_take_turns_by_receiver(store: JobStore, queue_job: QueueJob) -> None:
+    # Four notifications owed to one receiver, then one to another: the other's is second,
+    # not fifth.
+    ends = Lifecycle(store, HOOKS)
+    slow = [queue_job() for _ in range(4)]
+    for job_id in slow:
+        with_webhook(store, job_id, "http://127.0.0.1:9/slow")
+        ends.end(job_id, JobStatus.CANCELED)
+    other = queue_job(owner="bob")
+    with_webhook(store, other, "http://127.0.0.1:10/hook")
+    ends.end(other, JobStatus.CANCELED)
+    order = [f"webhook-{j}-1" for j in (slow[0], other, *slow[1:])]
+    assert webhook_queue(store.redis).job_ids == order
+
+
+def test_an_attempt_whose_receiver_is_busy_waits_without_counting(
+    store: JobStore, queue_job: QueueJob, receiver: Receiver
+) -> None:
+    job_id = queue_job()
+    with_webhook(store, job_id, receiver.url)
+    Lifecycle(store, HOOKS).end(job_id, JobStatus.CANCELED)
+    # Another webhook worker's attempt to the same receiver is in flight (host and port).
+    slot = webhook_slot_key(webhooks.receiver_of(receiver.url.replace("/hook", "/other")))
+    store.redis.set(slot, "another attempt", px=3000)
+    run_attempts(store)
+    assert receiver.received == []
+    waiting = record(store, job_id)
+    assert (waiting.state, waiting.attempts) == ("pending", 0)  # not an attempt
+    scheduled = ScheduledJobRegistry(queue=webhook_queue(store.redis))
+    [deferred] = scheduled.get_job_ids()
+    assert deferred == f"webhook-{job_id}-1-w1"
+    due = scheduled.get_scheduled_time(deferred).timestamp() - time.time()
+    assert 1 < due <= 3  # when the slot runs out
+    store.redis.delete(slot)
+    store.redis.zadd(scheduled.key, {deferred: time.time() - 1})
+    assert queue_due_attempts(store.redis) == 1
+    run_attempts(store)
+    assert len(receiver.received) == 1
+    delivered = record(store, job_id)
+    assert (delivered.state, delivered.attempts) == ("delivered", 1)
+    assert not store.redis.exists(slot)  # given back
 
 
 def test_a_whsec_secret_is_the_key_it_encodes() -> None:

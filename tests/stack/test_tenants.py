@@ -30,10 +30,20 @@ from redis import Redis
 
 from app.keys import digest
 from app.uploads import LARGE_BODY_BYTES
-from devstack.processes import start_gateway, start_worker, stop, wait_for_gateway, wait_for_workers
+from devstack.processes import (
+    start_gateway,
+    start_webhook_worker,
+    start_worker,
+    stop,
+    wait_for_gateway,
+    wait_for_rq_worker,
+    wait_for_workers,
+)
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
+from jobs.webhooks import WEBHOOK_QUEUE
 from tests.helpers import many_scans_jpeg_b64, png_b64
+from tests.receiver import WEBHOOK_SECRET, Receiver
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
@@ -220,17 +230,25 @@ def keyed_stack(
         "IMAGEGEN_API_KEYS": json.dumps({"alice": digest(ALICE), "bob": digest(BOB)}),
         "IMAGEGEN_MAX_BATCH_IMAGES": "1",
         "IMAGEGEN_TORCH_THREADS": "1",
+        "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE": "true",  # the receivers listen on loopback
+        "IMAGEGEN_SWEEP_INTERVAL_S": "0.5",
     }
+    redis = Redis.from_url(env["REDIS_URL"])
     worker = start_worker(env, root / "worker.log")
+    # Two webhook workers, as make run and compose start them.
+    hooks = [start_webhook_worker(env, root / f"webhooks-{i}.log") for i in (0, 1)]
     gateway = start_gateway(env, port, root / "gateway.log")
     url = f"http://127.0.0.1:{port}"
     try:
+        for hook in hooks:
+            wait_for_rq_worker(redis, hook, WEBHOOK_QUEUE)
         wait_for_gateway(url, gateway)
-        wait_for_workers(Redis.from_url(env["REDIS_URL"]), [worker])
+        wait_for_workers(redis, [worker])
         yield url
     finally:
-        stop(gateway)
-        stop(worker)
+        for process in (gateway, worker, *hooks):
+            stop(process)
 
 
 def test_a_key_with_a_backlog_does_not_delay_another_keys_next_job(keyed_stack: str) -> None:
@@ -280,3 +298,39 @@ def wait_final_as(http: httpx.Client, job_id: str, key: str, timeout: float = 60
             return envelope
         assert time.monotonic() < deadline, envelope
         time.sleep(0.02)
+
+
+def test_a_slow_receiver_delays_only_its_own_webhooks(keyed_stack: str) -> None:
+    # Alice's receiver holds every POST 4 s (the hostile pass's dribbled its headers for the
+    # whole 10 s deadline); bob's answers at once.
+    slow, fast = Receiver(hold_s=4), Receiver()
+    one = {
+        "prompt": "a hook",
+        "width": 64,
+        "height": 64,
+        "stages": [{"model": "demo-sd15", "steps": 2}],
+    }
+    try:
+        with httpx.Client(base_url=keyed_stack, timeout=30) as http:
+            alices = [
+                http.post("/jobs", json={**one, "webhook_url": slow.url}, headers=bearer(ALICE))
+                for _ in range(6)
+            ]
+            assert all(r.status_code == 202 for r in alices)
+            slow.wait(1)  # the first of alice's is being delivered
+            bobs = http.post("/jobs", json={**one, "webhook_url": fast.url}, headers=bearer(BOB))
+            bob = wait_final_as(http, bobs.json()["id"], BOB)
+            [delivery] = fast.wait(1, timeout=30)
+        ended = datetime.fromisoformat(bob["finished_at"]).timestamp()
+        delay = delivery["at"] - ended
+        # One webhook worker is held by alice's receiver (one attempt in flight per receiver);
+        # the other delivers bob's. First come, first served it would wait 6 × 4 s.
+        assert delay < 3.0, delay
+        alice_received = len(slow.received)
+    finally:
+        slow.close()
+        fast.close()
+    record("webhook_isolation", {
+        "alice_owed": 6, "alice_receiver_hold_s": 4, "bob_delivered_after_s": round(delay, 3),
+        "alice_delivered_by_then": alice_received,
+    })  # fmt: skip
