@@ -76,6 +76,7 @@ FailedJobType = Literal[
     "queue_entry_lost",
     "non_finite_output",
     "storage_unavailable",
+    "store_full",
 ]
 ErrorType = Literal[GatewayErrorType, RuleType, PydanticErrorType, FailedJobType]
 

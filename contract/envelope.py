@@ -49,6 +49,7 @@ class FailureType(StrEnum):
     QUEUE_ENTRY_LOST = "queue_entry_lost"  # its RQ job was deleted from under the service
     NON_FINITE_OUTPUT = "non_finite_output"  # NaN/Inf latents or pixels, never a picture
     STORAGE_UNAVAILABLE = "storage_unavailable"  # the job store refused its writes to the end
+    STORE_FULL = "store_full"  # the store stayed at its memory limit while its pictures waited
 
 
 class Answer(BaseModel):

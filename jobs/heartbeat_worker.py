@@ -10,6 +10,7 @@ sweeps abandoned jobs (`jobs.janitor`), so a job whose worker died is retried wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -17,11 +18,15 @@ import threading
 import uuid
 from typing import Any
 
+from redis.client import Pipeline
+from redis.exceptions import OutOfMemoryError
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.utils import now as utcnow
 
 from jobs.janitor import sweep
 from jobs.lifecycle import JobFailed, Lifecycle
+from jobs.outage import wait_for_room
 
 log = logging.getLogger("imagegen.worker")
 
@@ -49,7 +54,16 @@ class HeartbeatWorker(SimpleWorker):
         self._running: Job | None = None
         self._stop = threading.Event()
 
+    # RQ's own bookkeeping writes (registration, heartbeat, state, taking a job) raised out of
+    # its loop when Redis was at its memory limit, and the worker quit: idle workers within
+    # seconds, a new one at once. Here each waits for room (`jobs.outage.wait_for_room`), and a
+    # heartbeat that cannot write keeps the worker's key alive with EXPIRE, which a full Redis
+    # still takes.
+
     def register_birth(self) -> None:
+        wait_for_room(self._register, f"worker {self.name}'s registration")
+
+    def _register(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]
         # RQ registers a queue at its first enqueue, and `rq info` lists workers by queue: a
         # worker on a queue nobody has used yet (the webhook queue before its first webhook)
@@ -59,6 +73,34 @@ class HeartbeatWorker(SimpleWorker):
                 pipe.sadd(Queue.redis_queues_keys, queue.key)
             pipe.execute()
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline)
+        except OutOfMemoryError:
+            self.connection.expire(self.key, timeout or self.worker_ttl + 60)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        with contextlib.suppress(OutOfMemoryError):  # the last state stands until there is room
+            super().set_state(state, pipeline)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        except OutOfMemoryError:
+            self.last_cleaned_at = utcnow()  # type: ignore[assignment]  # tried: next in its interval
+            log.warning("Redis is at its memory limit: RQ's registry cleanup waits")
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        # Taking a job moves it between lists, which a full Redis refuses: wait for room.
+        return wait_for_room(
+            lambda: super(HeartbeatWorker, self).dequeue_job_and_maintain_ttl(
+                timeout, max_idle_time
+            ),
+            f"worker {self.name}, to take its next job,",
+        )
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.heartbeat_ttl_s
 
@@ -66,8 +108,20 @@ class HeartbeatWorker(SimpleWorker):
         self._running = job
         try:
             super().execute_job(job, queue)
+        except OutOfMemoryError:
+            # RQ could not file the job's end (its status, its registries); the job's own
+            # writes wait for room themselves (`jobs.outage`). RQ's registry cleanup finds the
+            # RQ job abandoned later and runs its failure callback, which leaves an ended job
+            # as it is: the worker goes on instead of quitting.
+            log.warning("Redis is at its memory limit: RQ could not file job %s's end", job.id)
         finally:
             self._running = None
+
+    def register_death(self) -> None:
+        try:
+            super().register_death()  # type: ignore[no-untyped-call]
+        except OutOfMemoryError:  # the worker's key expires with its TTL instead
+            log.warning("Redis is at its memory limit: worker %s left unregistered", self.name)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         if isinstance(exc_info[1], JobFailed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,10 +30,33 @@ SEGMENT_RERUNS = Retry(
 
 T = TypeVar("T")
 
+# How long a worker waits between looks at a full Redis (it waits as long as Redis stays full).
+_ROOM_POLL_S = (0.5, 5.0)
+
 
 def through_outage(write: Callable[[], T]) -> T:
     """Run a write that is safe to repeat, waiting out a Redis restart, so that a finished job
     is not lost."""
-    return _WRITE_RETRY.call_with_retry(
-        write, lambda error: log.warning("Redis unavailable (%s); retrying the write", error)
-    )
+    return _WRITE_RETRY.call_with_retry(write, _retrying)
+
+
+def _retrying(error: Exception) -> None:
+    # The type, not the text: a refused write's text quotes the command, picture bytes and all.
+    log.warning("Redis unavailable or full (%s); retrying the write", type(error).__name__)
+
+
+def wait_for_room(write: Callable[[], T], what: str) -> T:
+    """Run a bookkeeping write (a worker's registration, its state) however long Redis stays at
+    its memory limit: a worker that cannot note its own state waits for room instead of exiting,
+    which under a restart policy is a crash loop, and under `make run` the end of the stack."""
+    pause, longest = _ROOM_POLL_S
+    warned_at = 0.0
+    while True:
+        try:
+            return write()
+        except RedisOutOfMemoryError:
+            if time.monotonic() - warned_at > 30:
+                log.warning("Redis is at its memory limit: %s waits for room", what)
+                warned_at = time.monotonic()
+            time.sleep(pause)
+            pause = min(longest, pause * 2)

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from jobs import lifecycle, logs, webhooks
 from jobs.heartbeat_worker import HeartbeatWorker, unique_name
 from jobs.lifecycle import Lifecycle
+from jobs.outage import wait_for_room
 from jobs.queues import SERIALIZER
 from jobs.settings import CommonSettings
 from jobs.store import JobStore
@@ -38,7 +39,7 @@ def main() -> None:
     webhooks.install(settings.webhooks)
     ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
     lifecycle.install(ends)  # for RQ's failure callbacks found by this worker's sweeps
-    moved = webhooks.move_legacy_queue(redis)
+    moved = wait_for_room(lambda: webhooks.move_legacy_queue(redis), "the webhook worker")
     if moved:
         log.info("moved %d owed webhooks from %s", moved, webhooks.LEGACY_WEBHOOK_QUEUE)
     worker = HeartbeatWorker(

@@ -50,6 +50,7 @@ from rq.registry import ScheduledJobRegistry
 
 from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
+from jobs.outage import through_outage
 from jobs.queues import SERIALIZER
 from jobs.redis_keys import job_key, queue_name, text, webhook_slot_key
 from jobs.store import JobStore, note_webhook
@@ -363,6 +364,19 @@ def _attempt(
     headers = webhooks.headers(record.id, record.event, body, int(time.time()))
     attempt = webhooks.post(str(spec.webhook_url), body, headers)
     record = record.model_copy(update={"last_status": attempt.status, "last_error": attempt.error})
+    # What the attempt came to waits out a full or restarting Redis (safe to repeat: the next
+    # attempt's RQ job has a fixed id).
+    return through_outage(lambda: _file_attempt(webhooks, redis, job_id, record, attempt, receiver))
+
+
+def _file_attempt(
+    webhooks: Webhooks,
+    redis: Redis,
+    job_id: str,
+    record: WebhookDelivery,
+    attempt: Attempt,
+    receiver: str,
+) -> str:
     with redis.pipeline() as pipe:
         if attempt.delivered:
             record = record.model_copy(

@@ -17,7 +17,7 @@ from contract.registry import ModelRegistry
 from jobs import lifecycle, logs
 from jobs.heartbeat_worker import HeartbeatWorker, unique_name
 from jobs.lifecycle import Lifecycle
-from jobs.outage import through_outage
+from jobs.outage import through_outage, wait_for_room
 from jobs.presence import WorkerPresence, publish, withdraw
 from jobs.queues import SERIALIZER, pool_queue
 from jobs.store import JobStore
@@ -139,7 +139,8 @@ def main() -> None:
         lifecycle=runner.lifecycle,
         worker_ttl=30,
     )
-    publish(redis, worker.presence(), ttl_s=settings.heartbeat_ttl_s)
+    presence = worker.presence()
+    wait_for_room(lambda: publish(redis, presence, ttl_s=settings.heartbeat_ttl_s), name)
     log.info(
         "worker %s serving pool %s: %s", name, settings.pool, ", ".join(worker.presence().models)
     )

@@ -12,10 +12,12 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any, assert_never
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, assert_never
 
 from PIL import Image
+from redis.exceptions import RedisError
 
 from contract.checked import CheckedSpec
 from contract.controlnet_files import controlnet_hash
@@ -28,7 +30,7 @@ from jobs import metrics
 from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
-from jobs.outage import through_outage
+from jobs.outage import REDIS_ERRORS, through_outage
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import now
 from workers.models.cache import first_line
@@ -44,7 +46,21 @@ _TIMED_OUT = (
     "the job ran longer than its {} s limit and was stopped; ask for fewer steps or a smaller "
     "size, or a larger timeout_s"
 )
+T = TypeVar("T")
 _NOT_STORED = "the pictures were made but could not be stored: "
+
+
+class NotStored(Exception):
+    """A finished segment's results (its pictures, the hand-over to the next segment, the final
+    status) that the store refused for as long as they waited (`jobs.outage.through_outage`,
+    about three minutes). Not a Redis error: a Redis error mid-segment runs it again
+    (`workers.segments.runner`), and pictures already made are never made twice for a write."""
+
+    def __init__(self, error: RedisError) -> None:
+        super().__init__(str(error))
+        self.failure = Failed.not_stored(error)
+
+
 # QUEUED: a fresh job (or one re-queued after its worker died); RUNNING: a later segment.
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -64,6 +80,7 @@ class SegmentState:
         self.claims = claims
         self.worker_name = worker_name
         self.finisher = finisher  # None: a job's call stores its pictures itself
+        self._refused_at: float | None = None  # when the store last refused results for good
 
     @contextlib.contextmanager
     def held(self, job_id: str, segment: int) -> Iterator[None]:
@@ -180,15 +197,26 @@ class SegmentState:
                         metrics.observe_step_seconds(pipe, t.model, t.step_seconds)
                 pipe.execute()
 
-        through_outage(observe)
+        try:
+            observe()
+        except REDIS_ERRORS:  # step-time metrics are not worth a finished job's wait
+            log.warning("step metrics not recorded: the store refused them")
         trace = self._trace_so_far(job_id) + [t.model_dump() for t in traces]
         if index + 1 < len(segments):
             pngs = [encode_png(image) for image in images]
             following = segments[index + 1]
-            through_outage(lambda: self._hand_over(job_id, index + 1, following, pngs, trace, spec))
+            try:
+                self._store_results(
+                    lambda: self._hand_over(job_id, index + 1, following, pngs, trace, spec)
+                )
+            except NotStored as refused:
+                self._fail_not_stored(job_id, refused)
             return
         if self.finisher is None:
-            self._store_and_finish(job_id, spec, images, trace)
+            try:
+                self._store_and_finish(job_id, spec, images, trace)
+            except NotStored as refused:
+                self._fail_not_stored(job_id, refused)
             return
         # The claim is released once the pictures are stored, not when this call returns.
         self.claims.lend(job_id, index)
@@ -197,6 +225,8 @@ class SegmentState:
             with job_context(job_id):
                 try:
                     self._store_and_finish(job_id, spec, images, trace)
+                except NotStored as refused:
+                    self._fail_not_stored(job_id, refused)
                 except Exception as exc:
                     log.exception("storing the pictures failed")
                     self._fail(job_id, FailureType.GENERATION_FAILED, _NOT_STORED + first_line(exc))
@@ -217,7 +247,7 @@ class SegmentState:
             encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
             for k, image in enumerate(images)
         ]
-        through_outage(lambda: self.store.store_images(job_id, pngs))
+        self._store_results(lambda: self.store.store_images(job_id, pngs))
         infos = [
             {
                 "index": k,
@@ -228,7 +258,41 @@ class SegmentState:
             }
             for k, im in enumerate(images)
         ]
-        self._finish(job_id, JobStatus.SUCCEEDED, images=infos, trace=trace)
+        when = now()
+        self._store_results(
+            lambda: self.lifecycle.end(
+                job_id, JobStatus.SUCCEEDED, (JobStatus.RUNNING,), finished_at=when,
+                images=infos, trace=trace,
+            )
+        )  # fmt: skip
+        log.info("job succeeded")
+
+    def _store_results(self, write: Callable[[], T]) -> T:
+        """A write of finished results: waits out a full or restarting Redis (the pictures wait
+        in memory meanwhile), then gives up as NotStored. Once one has given up, the next tries
+        once while the store still refuses (a batch's members do not wait three minutes each)."""
+        recently = self._refused_at is not None and time.monotonic() - self._refused_at < 60
+        try:
+            done = write() if recently else through_outage(write)
+        except REDIS_ERRORS as error:
+            self._refused_at = time.monotonic()
+            raise NotStored(error) from error
+        self._refused_at = None
+        return done
+
+    def _fail_not_stored(self, job_id: str, refused: NotStored) -> None:
+        """File the job failed with the store's type; never run it again for it. If the store
+        refuses even that (a few bytes) to the end, the job stays `running` and its claim
+        lapses; the janitor then queues it again once there is room (`jobs.janitor`)."""
+        log.error("the store refused the job's results: %s", refused.failure.type.value)
+        # A refused write's bytes stay in its connection's buffer on the server, counted as used
+        # memory, until Redis trims it: closed, the few bytes of the ending fit where the
+        # picture did not.
+        self.store.redis.connection_pool.disconnect()
+        try:
+            self._fail(job_id, refused.failure.type, refused.failure.message)
+        except REDIS_ERRORS:
+            log.exception("the store refused the job's failure too")
 
     def _hand_over(
         self,

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 from PIL import Image
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from contract.envelope import FailureType, StageTrace
 from contract.violations import JobRejected
@@ -72,16 +72,27 @@ class Failed:
             # Not the model's: a store that stayed full (or away) past the write's retries. Its
             # text names the refused command, a picture's bytes among its arguments: logged only.
             log.error("the job store refused a write", exc_info=exc)
-            return cls(
-                FailureType.STORAGE_UNAVAILABLE,
-                f"the job store (Redis) refused to keep the job's results ({type(exc).__name__}): "
-                "it is full or unreachable; submit the job again later",
-            )
+            return cls.not_stored(exc)
         log.error("generation failed", exc_info=exc)
         return cls(
             FailureType.GENERATION_FAILED,
             f"generation failed in the model ({type(exc).__name__}); the worker log has "
             f"details. {first_line(exc)}",
+        )
+
+    @classmethod
+    def not_stored(cls, exc: RedisError) -> Failed:
+        """The job's results were made and the store refused them to the end of their wait."""
+        if isinstance(exc, OutOfMemoryError):
+            return cls(
+                FailureType.STORE_FULL,
+                "the job store (Redis) stayed at its memory limit while the finished pictures "
+                "waited for room; submit the job again later",
+            )
+        return cls(
+            FailureType.STORAGE_UNAVAILABLE,
+            f"the job store (Redis) refused to keep the job's results ({type(exc).__name__}): "
+            "it is unreachable; submit the job again later",
         )
 
 

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 
 from contract.envelope import FailureType
@@ -55,13 +56,17 @@ def test_a_models_own_error_names_its_kind_and_first_line_and_logs_the_traceback
     assert record.exc_info is not None  # the operator gets the traceback, in the worker's log
 
 
-def test_a_store_that_refused_the_results_is_storage_unavailable_without_the_command() -> None:
+def test_a_full_store_is_store_full_and_an_away_one_unavailable_without_the_command() -> None:
     # What redis-py raises at maxmemory: its text carries the refused command, PNG bytes and all
     refused = OutOfMemoryError(
         "command not allowed when used memory > 'maxmemory'. SET imagegen:job:x:image:0 \x89PNG"
     )
     failed = Failed.of(refused)
-    assert failed.type is FailureType.STORAGE_UNAVAILABLE
-    assert "full or unreachable" in failed.message
+    assert failed.type is FailureType.STORE_FULL
+    assert "memory limit" in failed.message
     assert "SET" not in failed.message
     assert "PNG" not in failed.message
+    away = Failed.of(RedisConnectionError("Error 111 connecting to 10.0.0.9:6379"))
+    assert away.type is FailureType.STORAGE_UNAVAILABLE
+    assert "unreachable" in away.message
+    assert "10.0.0.9" not in away.message
