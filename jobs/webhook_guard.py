@@ -5,10 +5,16 @@ A name is resolved once per attempt, every address it resolves to is checked, an
 connects to the checked address itself (with the name kept for `Host` and TLS), so a DNS answer
 that changes between check and connect (rebinding) cannot lead the POST to loopback. The check
 also runs at admission, to refuse a bad URL with a 422 before anything is queued.
+
+Lookups run on a few threads of their own and are waited for a bounded time: an attempt's
+lookup counts against its deadline (`jobs.webhooks`), and admission waits `ADMISSION_LOOKUP_S`
+at most, then admits the job (the attempt checks the address again). A name whose DNS answers
+slowly, or never, holds neither a request thread nor a webhook worker past that.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 
@@ -16,10 +22,20 @@ from pydantic import AnyHttpUrl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+ADMISSION_LOOKUP_S = 2.0
+# Not the event loop's default executor: `asyncio.run` waits for that one's threads at its end,
+# which a lookup stuck in the resolver would hold up past the attempt's deadline.
+LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dns")
+
 
 def refusal(url: str, allow_private: bool) -> str | None:
-    """Why `url` may not receive webhooks, or None if it may."""
-    return checked_address(url, allow_private)[1]
+    """Why `url` may not receive webhooks, or None if it may (or if its name takes longer than
+    ADMISSION_LOOKUP_S to resolve: each attempt checks it again)."""
+    looked_up = LOOKUPS.submit(checked_address, url, allow_private)
+    try:
+        return looked_up.result(timeout=ADMISSION_LOOKUP_S)[1]
+    except concurrent.futures.TimeoutError:
+        return None
 
 
 def checked_address(url: str, allow_private: bool) -> tuple[Address | None, str | None]:

@@ -55,7 +55,7 @@ from jobs.queues import SERIALIZER
 from jobs.redis_keys import job_key, queue_name, text, webhook_slot_key
 from jobs.store import JobStore, note_webhook
 from jobs.turns import take_turn
-from jobs.webhook_guard import Address, checked_address
+from jobs.webhook_guard import LOOKUPS, Address, checked_address
 
 log = logging.getLogger("imagegen.webhooks")
 
@@ -144,16 +144,23 @@ class Webhooks:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
         """One attempt: resolve and check the address, connect to that address, and give up
         at the deadline however slowly the receiver answers. No redirects are followed."""
-        address, reason = checked_address(url, self.allow_private)
-        if address is None:
-            return Attempt(None, reason)
         try:
-            posting = _post(url, address, body, headers)
-            return asyncio.run(asyncio.wait_for(posting, self.deadline_s))
+            attempt = self._checked_post(url, body, headers)
+            return asyncio.run(asyncio.wait_for(attempt, self.deadline_s))
         except TimeoutError:
             return Attempt(None, f"no answer within {self.deadline_s:g} s")
         except httpx.HTTPError as exc:
             return Attempt(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    async def _checked_post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        # The lookup counts against the attempt's deadline, on threads of its own (LOOKUPS).
+        loop = asyncio.get_running_loop()
+        address, reason = await loop.run_in_executor(
+            LOOKUPS, checked_address, url, self.allow_private
+        )
+        if address is None:
+            return Attempt(None, reason)
+        return await _post(url, address, body, headers)
 
     def backoff_s(self, attempt: Attempt, attempts_made: int) -> float:
         backoff: float = self.first_backoff_s * 2.0 ** (attempts_made - 1)

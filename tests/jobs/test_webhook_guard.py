@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from typing import Any
+
 import pytest
 
+from jobs import webhook_guard
 from jobs.webhook_guard import checked_address, refusal
 
 
@@ -56,3 +62,25 @@ def test_the_address_checked_is_the_address_returned() -> None:
     address, reason = checked_address("http://127.0.0.1:9/x", allow_private=True)
     assert reason is None
     assert str(address) == "127.0.0.1"
+
+
+def test_admission_waits_a_bounded_time_for_a_slow_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name whose DNS never answers held a gateway request thread for the resolver's whole
+    # timeout. The slow resolver is a stand-in (this machine's resolver is not ours to slow).
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def stuck(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.test":
+            release.wait(10)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    monkeypatch.setattr(webhook_guard, "ADMISSION_LOOKUP_S", 0.2)
+    try:
+        started = time.monotonic()
+        assert refusal("http://slow.test/hook", allow_private=False) is None  # the attempt checks
+        assert time.monotonic() - started < 2.0
+        assert refusal("http://127.0.0.1:9/x", allow_private=False) is not None  # others still
+    finally:
+        release.set()

@@ -289,6 +289,31 @@ def test_the_post_goes_to_the_address_that_was_checked(
     assert delivery["headers"]["Host"] == f"hooks.test:{receiver.port}"
 
 
+def test_a_slow_lookup_counts_against_the_attempts_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The lookup ran before the deadline started: a name whose DNS hangs held the webhook worker
+    # for the resolver's timeout on top. The slow resolver is a stand-in (this machine's
+    # resolver is not ours to slow).
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def stuck(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.test":
+            release.wait(10)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    hooks = Webhooks(secret=SECRET, allow_private=True, deadline_s=0.5)
+    try:
+        started = time.monotonic()
+        attempt = hooks.post("http://slow.test/hook", b"{}", {})
+        assert time.monotonic() - started < 2.0
+        assert (attempt.status, attempt.error) == (None, "no answer within 0.5 s")
+    finally:
+        release.set()
+
+
 def test_a_trickling_receiver_is_cut_off_at_the_deadline() -> None:
     # Found by a hostile pass: one byte every 5 s held a delivery 95 s under a 10 s timeout.
     server = socket.create_server(("127.0.0.1", 0))
