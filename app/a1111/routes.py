@@ -52,6 +52,7 @@ from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.errors import documented
 from app.events import JobEvents, wait_for_end
 from app.keys import A1111CallerDep, Caller
+from app.routes.jobs import JOB_ID_HEADER, WAITED_JOB
 from contract.architectures import ARCHITECTURES
 from contract.envelope import JobEnvelope, JobStatus
 from contract.registry import ModelRegistry
@@ -72,7 +73,7 @@ router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], responses=documented(401,
 
 _RUN_RESPONSES = {
     **documented(400, 413, 422, 429, 502),
-    200: {"description": "The job ended: its PNGs (none if it was interrupted)."},
+    200: {"description": "The job ended: its PNGs (none if it was interrupted).", **WAITED_JOB},
 }
 _WAIT_MARGIN_S = 120  # past the job's own deadline, which the worker and the janitor enforce
 
@@ -164,7 +165,7 @@ async def _run(
         parameters=jsonable_encoder(echoed),
         info=json.dumps(info),
     )
-    return JSONResponse(answer.model_dump(), headers={"X-Imagegen-Job-Id": job_id})
+    return JSONResponse(answer.model_dump(), headers={JOB_ID_HEADER: job_id})
 
 
 def _info(

@@ -43,6 +43,7 @@ from app.openai.schemas import (
     ResponseFormat,
     Size,
 )
+from app.routes.jobs import JOB_ID_HEADER, WAITED_JOB
 from contract.envelope import JobStatus
 from contract.spec import JobSpec
 from contract.violations import JobRejected
@@ -87,7 +88,10 @@ def install(app: FastAPI) -> None:
 
 
 @router.post(
-    "/images/generations", operation_id="openai_images_generations", response_model=ImagesResponse
+    "/images/generations",
+    operation_id="openai_images_generations",
+    response_model=ImagesResponse,
+    responses={200: {"description": "The pictures.", **WAITED_JOB}},
 )
 async def generations(
     body: ImageGenerationRequest,
@@ -107,7 +111,12 @@ async def generations(
     return await _run(spec, answer, request, caller, jobs, hub, redis)
 
 
-@router.post("/images/edits", operation_id="openai_images_edits", response_model=ImagesResponse)
+@router.post(
+    "/images/edits",
+    operation_id="openai_images_edits",
+    response_model=ImagesResponse,
+    responses={200: {"description": "The pictures.", **WAITED_JOB}},
+)
 async def edits(
     request: Request,
     caller: CallerDep,
@@ -246,4 +255,4 @@ async def _run(
         output_format=answer.output_format,
         size=f"{final.spec.width}x{final.spec.height}",
     )
-    return JSONResponse(made.model_dump(exclude_none=True), headers={"X-Imagegen-Job-Id": job_id})
+    return JSONResponse(made.model_dump(exclude_none=True), headers={JOB_ID_HEADER: job_id})

@@ -27,10 +27,37 @@ LOCATION = {
 }
 # OpenAPI links: what a client (or a stateful fuzzer) does next with the id POST /jobs returned.
 _JOB_ID = {"job_id": "$response.body#/id"}
-JOB_LINKS = {
-    "GetJob": {"operationId": "get_job", "parameters": _JOB_ID, "description": "Poll it."},
-    "JobEvents": {"operationId": "job_events", "parameters": _JOB_ID, "description": "Follow it."},
-    "CancelJob": {"operationId": "cancel_job", "parameters": _JOB_ID, "description": "Cancel it."},
+
+
+def job_links(job_id: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Links to the job whose id `job_id` (a runtime expression) locates in an answer."""
+    return {
+        "GetJob": {"operationId": "get_job", "parameters": job_id, "description": "Poll it."},
+        "JobEvents": {
+            "operationId": "job_events",
+            "parameters": job_id,
+            "description": "Follow it.",
+        },
+        "CancelJob": {
+            "operationId": "cancel_job",
+            "parameters": job_id,
+            "description": "Cancel it.",
+        },
+    }
+
+
+JOB_LINKS = job_links(_JOB_ID)
+# The faces that wait for their job (A1111's, OpenAI's) answer its id in a header: the same job,
+# behind the native routes.
+JOB_ID_HEADER = "X-Imagegen-Job-Id"
+WAITED_JOB = {
+    "headers": {
+        JOB_ID_HEADER: {
+            "description": "The job that made the pictures: `GET /jobs/{id}` has its envelope.",
+            "schema": {"type": "string", "format": "uuid"},
+        }
+    },
+    "links": job_links({"job_id": f"$response.header.{JOB_ID_HEADER}"}),
 }
 # A job has images only once it has succeeded: the link starts from the envelope that lists them.
 IMAGE_LINKS = {
