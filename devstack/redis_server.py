@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis import Redis
@@ -18,6 +19,35 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate authority and a certificate for 127.0.0.1 it signed (`make_tls_files`)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1, with openssl (for tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+    ca_key, csr, ext = folder / "ca.key", folder / "server.csr", folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    openssl("req", "-x509", *key, "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", str(ca_key), "-out", str(files.ca))  # fmt: skip
+    openssl("req", *key, "-subj", "/CN=127.0.0.1", "-keyout", str(files.key), "-out", str(csr))
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext),
+            "-out", str(files.cert))  # fmt: skip
+    return files
+
+
 class RedisServer:
     def __init__(
         self,
@@ -25,16 +55,33 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = False,
         fsync: str = "everysec",
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync = fsync
+        self.password = password  # `requirepass`: every client must AUTH
+        self.tls = tls  # TLS only: the plain port is closed
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
+
+    def _security(self) -> list[str]:
+        args = ["--requirepass", self.password] if self.password else []
+        if self.tls is not None:
+            args += [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        return args
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -58,11 +105,12 @@ class RedisServer:
                 str(self.workdir),
                 "--logfile",
                 str(self.workdir / "redis.log"),
+                *self._security(),
             ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        client = Redis(port=self.port)
+        client = Redis.from_url(self.url)
         while True:
             try:
                 client.ping()

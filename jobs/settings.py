@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.job_rules import JobLimits
@@ -49,13 +50,25 @@ TOOLING_NAMES = frozenset(
     }
 )  # fmt: skip
 TEST_PREFIX = "IMAGEGEN_TEST_"  # knobs of the test suite
+# Secrets a deployment keeps in files (compose and Kubernetes mount their secrets as files): each
+# of these settings can also be read from the file its `<variable>_FILE` names. The Redis URL is
+# one: it carries the password (`redis://:<password>@host/0`, or `user:password@` for an ACL
+# user).
+SECRET_FILES = {
+    "redis_url": ("REDIS_URL", "IMAGEGEN_REDIS_URL"),
+    "api_keys": ("IMAGEGEN_API_KEYS",),
+    "admin_keys": ("IMAGEGEN_ADMIN_KEYS",),
+    "webhook_secret": ("IMAGEGEN_WEBHOOK_SECRET",),
+}
+SECRET_FILE_NAMES = frozenset(f"{name}_FILE" for names in SECRET_FILES.values() for name in names)
+_JSON_SECRETS = frozenset({"api_keys", "admin_keys"})
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """IMAGEGEN_* variables nothing reads, each with what it may have meant: a mistyped setting
     would otherwise be silently ignored (a hostile pass found the README's `..._PER_KEY` read
     as a name that did nothing)."""
-    known = SETTING_NAMES | TOOLING_NAMES
+    known = SETTING_NAMES | TOOLING_NAMES | SECRET_FILE_NAMES
     unknown = []
     for name in sorted(environ):
         if name.startswith("IMAGEGEN_") and name not in known and not name.startswith(TEST_PREFIX):
@@ -104,6 +117,28 @@ class CommonSettings(BaseSettings):
     webhook_first_backoff_s: float = Field(
         5.0, gt=0, description="Wait before the second attempt; doubles after each failure."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        for field, names in SECRET_FILES.items():
+            if field not in cls.model_fields:
+                continue  # the gateway's keys, on a worker
+            for name in names:
+                path = os.environ.get(f"{name}_FILE")
+                if not path:
+                    continue
+                if any(os.environ.get(n) for n in names):
+                    raise ValueError(f"{name}_FILE and {name} are both set: keep one")
+                try:
+                    text = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+                key = names[0] if field == "redis_url" else field  # its alias, as sources give it
+                values[key] = json.loads(text) if field in _JSON_SECRETS else text
+        return values
 
     def model_post_init(self, context: Any, /) -> None:
         unknown = unknown_variables(os.environ)

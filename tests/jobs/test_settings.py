@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobs.settings import CommonSettings, unknown_variables
@@ -38,3 +40,29 @@ def test_compose_and_test_variables_are_not_settings_but_are_accepted(
         monkeypatch.setenv(name, "1")
     assert unknown_variables({"IMAGEGEN_POOL": "x", "IMAGEGEN_PORT": "1", "OTHER": "y"}) == []
     CommonSettings()
+
+
+def test_secrets_are_read_from_the_files_their_file_variables_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "url").write_text("rediss://:pw@redis.internal:6380/0?ssl_ca_certs=/ca.crt\n")
+    (tmp_path / "secret").write_text("whsec_c2VjcmV0")
+    monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "url"))
+    monkeypatch.setenv("IMAGEGEN_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
+    settings = CommonSettings()
+    assert settings.redis_url == "rediss://:pw@redis.internal:6380/0?ssl_ca_certs=/ca.crt"
+    assert settings.webhook_secret == "whsec_c2VjcmV0"
+    assert unknown_variables({"IMAGEGEN_API_KEYS_FILE": "x", "REDIS_URL_FILE": "y"}) == []
+
+
+def test_a_secret_set_twice_or_in_a_missing_file_fails_start_up_saying_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match=r"REDIS_URL_FILE: cannot read .*absent"):
+        CommonSettings()
+    (tmp_path / "url").write_text("redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "url"))
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    with pytest.raises(ValueError, match="REDIS_URL_FILE and REDIS_URL are both set"):
+        CommonSettings()
