@@ -58,10 +58,8 @@ class UploadsPerKey:
         if not self.slots.take(caller.name):
             await answer_for(TooManyUploads(self.slots.limit))(scope, receive, send)
             return
-        try:
+        with self.slots.held(caller.name):
             await self.app(scope, receive, send)
-        finally:
-            self.slots.give_back(caller.name)
 
 
 def _large(scope: Scope) -> bool:

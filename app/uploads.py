@@ -5,15 +5,29 @@ from one key took a gateway to 1.3 GB. The body limit bounds one request; this b
 one key holds at once. Only bodies over `LARGE_BODY_BYTES` count (a spec without pictures is a
 few KB), and a key at its limit is told to retry (429 `too_many_uploads`) before its body is read.
 A request without a Content-Length (chunked) counts as large: its size is not known. The
-middleware that holds the slots is `app.auth_first.UploadsPerKey`.
+middleware that holds the slots is `app.auth_first.UploadsPerKey`. A route that goes on waiting
+for its job once admitted (A1111's, OpenAI's) gives its slot back then (`admitted`): a slot
+bounds bodies being received and checked, not jobs being made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 LARGE_BODY_BYTES = 64 * 1024
+# The running request's way to give its slot back early (None: it holds none).
+_HELD: ContextVar[Callable[[], None] | None] = ContextVar("upload_slot", default=None)
+
+
+def admitted() -> None:
+    """The request's job is admitted: its body is checked and stored, its slot is free."""
+    give_back = _HELD.get()
+    if give_back is not None:
+        give_back()
 
 
 class TooManyUploads(Exception):
@@ -42,3 +56,22 @@ class UploadSlots:
             self._held[owner] -= 1
             if self._held[owner] <= 0:
                 del self._held[owner]
+
+    @contextlib.contextmanager
+    def held(self, owner: str) -> Iterator[None]:
+        """Hold one of `owner`'s slots (taken already) until the request ends, or until its
+        route says `admitted`: whichever comes first gives it back, once."""
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.give_back(owner)
+
+        token = _HELD.set(give_back)
+        try:
+            yield
+        finally:
+            give_back()
+            _HELD.reset(token)

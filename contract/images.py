@@ -23,11 +23,38 @@ _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 # A JPEG's decoding time is its pixels times its scans, and nothing bounds the scans: a 49 KB
 # 2048² file that repeats one scan 1,500 times took 3 s of CPU. Encoders write one scan
 # (baseline) or about ten (progressive: libjpeg's default script has 10, mozjpeg's about as
-# many), so past 100 a file is built to cost, not to be looked at. Counted as SOS markers,
-# which the entropy-coded data cannot fake (a 0xff there is followed by 0x00 or a restart
-# marker); a thumbnail in the EXIF block counts too, an over-count that only errs on refusal.
+# many), so past 100 a file is built to cost, not to be looked at.
 MAX_JPEG_SCANS = 100
-_START_OF_SCAN = b"\xff\xda"
+
+
+def jpeg_scans(raw: bytes) -> int:
+    """The scans (SOS markers) of a JPEG, read from its marker structure up to its end marker:
+    what its header segments carry (an EXIF thumbnail) and what follows it (a Motion Photo's
+    video) are skipped, as a decoder skips them. Stops counting past MAX_JPEG_SCANS."""
+    scans, pos, end = 0, 2, len(raw)
+    while pos + 4 <= end and scans <= MAX_JPEG_SCANS:
+        if raw[pos] != 0xFF:
+            return scans  # not a marker where one must be: the decoder will say it is corrupt
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return scans
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(raw[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # SOS: its entropy-coded data runs to the next real marker
+            scans += 1
+            while (pos := raw.find(b"\xff", pos)) != -1 and pos + 1 < end:
+                following = raw[pos + 1]
+                if following != 0x00 and not 0xD0 <= following <= 0xD7:
+                    break
+                pos += 2
+            else:
+                return scans
+    return scans
 
 
 def decode_init_image(
@@ -55,15 +82,14 @@ def decode_init_image(
     fmt = next((f for magic, f in _MAGIC.items() if raw.startswith(magic)), None)
     if fmt is None:
         raise InitImageRejected(reject("unsupported_image", f"{what} must be a PNG or JPEG file"))
-    scans = raw.count(_START_OF_SCAN) if fmt == "JPEG" else 0
+    scans = jpeg_scans(raw) if fmt == "JPEG" else 0
     if scans > MAX_JPEG_SCANS:
         raise InitImageRejected(
             reject(
                 "image_too_costly",
-                f"{what} is a JPEG of {scans} scans; the limit is {MAX_JPEG_SCANS} (baseline "
+                f"{what} is a JPEG of more than {MAX_JPEG_SCANS} scans (baseline "
                 "files have one, progressive ones about ten). Save it again as PNG or as an "
                 "ordinary JPEG.",
-                scans=scans,
                 max_scans=MAX_JPEG_SCANS,
             )
         )

@@ -61,10 +61,14 @@ class HeartbeatWorker(SimpleWorker):
     # still takes.
 
     def register_birth(self) -> None:
-        wait_for_room(self._register, f"worker {self.name}'s registration")
+        # Two waits: RQ's registration, repeated once it has succeeded, refuses a second one.
+        wait_for_room(
+            lambda: super(HeartbeatWorker, self).register_birth(),  # type: ignore[no-untyped-call]
+            f"worker {self.name}'s registration",
+        )
+        wait_for_room(self._register_queues, f"worker {self.name}'s queues")
 
-    def _register(self) -> None:
-        super().register_birth()  # type: ignore[no-untyped-call]
+    def _register_queues(self) -> None:
         # RQ registers a queue at its first enqueue, and `rq info` lists workers by queue: a
         # worker on a queue nobody has used yet (the webhook queue before its first webhook)
         # was missing from it.

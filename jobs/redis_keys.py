@@ -148,9 +148,18 @@ def turn_clock_key(pool: str) -> str:
     return f"{PREFIX}:turns:{pool}:clock"
 
 
+def turn_count_key(pool: str) -> str:
+    return f"{PREFIX}:turns:{pool}:placed"
+
+
 def webhook_slot_key(receiver: str) -> str:
     """Held by the one attempt in flight to a receiver (`jobs.webhooks`)."""
     return f"{PREFIX}:webhook-slot:{receiver}"
+
+
+def webhook_waiters_key(receiver: str) -> str:
+    """The attempts waiting for a receiver's slot, in the order they found it busy."""
+    return f"{PREFIX}:webhook-waiters:{receiver}"
 
 
 def rq_job_id(job_id: str, segment: int) -> str:

@@ -26,43 +26,48 @@ from __future__ import annotations
 
 from redis.client import Pipeline
 
-from jobs.redis_keys import lane_key, rq_queue_key, turn_clock_key, turns_key
+from jobs.redis_keys import lane_key, rq_queue_key, turn_clock_key, turn_count_key, turns_key
 
 LANE_TTL_S = 7 * 24 * 3600  # a key's lane, once it has no job waiting, is only stale entries
 
-# KEYS: the queue list, all turns, the owner's lane, the clock; ARGV: the RQ job id (just pushed
-# at the tail by RQ), the lane's TTL.
-_PLACE = """
-local queue, turns, lane, clock_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+# A job's score is its turn plus a fraction that grows with each placement, so jobs of one turn
+# keep the order they came in (equal scores would sort by id, a random order for UUIDs) and every
+# job before the head in the list has a lower score. The fraction wraps once every 2^20
+# placements: one job in a million may go before others of its turn.
+_FRACTION = 2**20
+
+# KEYS: the queue list, all turns, the owner's lane, the clock, the placement counter; ARGV: the
+# RQ job id (just pushed at the tail by RQ), the lane's TTL.
+_PLACE = f"""
+local queue, turns, lane, clock_key, count_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
 if redis.call('lindex', queue, -1) ~= id then return false end
 redis.call('rpop', queue)
 local clock = tonumber(redis.call('get', clock_key) or '0')
 local head = redis.call('lindex', queue, 0)
-local h = head and redis.call('zscore', turns, head)
+local hs = head and redis.call('zscore', turns, head)
 if not head then
-  -- every job with a turn has been taken: the clock is the latest turn taken
+  -- every job with a turn has been taken (or canceled): the clock is the latest turn among them
   local top = redis.call('zrevrange', turns, 0, 0, 'WITHSCORES')
-  if #top > 0 then clock = math.max(clock, tonumber(top[2])) end
+  if #top > 0 then clock = math.max(clock, math.floor(tonumber(top[2]))) end
   redis.call('del', turns)
-elseif h then
-  h = tonumber(h)
-  -- taken: every job of an earlier turn than the head's, and any of its turn not listed
-  local below = redis.call('zrevrangebyscore', turns, '(' .. h, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #below > 0 then clock = math.max(clock, tonumber(below[2])) end
-  for _, tie in ipairs(redis.call('zrangebyscore', turns, h, h, 'LIMIT', 0, 32)) do
-    if tie ~= head and not redis.call('lpos', queue, tie) then clock = math.max(clock, h) break end
-  end
-  redis.call('zremrangebyscore', turns, '-inf', '(' .. h)
-  redis.call('zremrangebyscore', lane, '-inf', '(' .. h)
+elseif hs then
+  -- before the head in the list is what has been taken: every lower score
+  local below = redis.call(
+    'zrevrangebyscore', turns, '(' .. hs, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #below > 0 then clock = math.max(clock, math.floor(tonumber(below[2]))) end
+  redis.call('zremrangebyscore', turns, '-inf', '(' .. hs)
 end
+-- the lane keeps the key's waiting jobs, and its last one of the current turn
+redis.call('zremrangebyscore', lane, '-inf', '(' .. clock)
 local last = nil
-for _ = 1, 32 do
+for _ = 1, 64 do
   local top = redis.call('zrevrange', lane, 0, 0, 'WITHSCORES')
   if #top == 0 then break end
+  local t = math.floor(tonumber(top[2]))
   -- its latest turn: one still waiting, or one of the current turn a worker has taken
-  if tonumber(top[2]) >= clock or redis.call('lpos', queue, top[1]) then
-    last = tonumber(top[2])
+  if t <= clock or redis.call('lpos', queue, top[1]) then
+    last = t
     break
   end
   redis.call('zrem', lane, top[1])
@@ -70,12 +75,14 @@ for _ = 1, 32 do
 end
 local turn = clock
 if last and last + 1 > clock then turn = last + 1 end
+local count = redis.call('incr', count_key) % {_FRACTION}
+local score = turn + count / {_FRACTION}
 redis.call('set', clock_key, clock)
-redis.call('zadd', turns, turn, id)
-redis.call('zadd', lane, turn, id)
+redis.call('zadd', turns, score, id)
+redis.call('zadd', lane, score, id)
 redis.call('expire', lane, ARGV[2])
-for _ = 1, 32 do
-  local after = redis.call('zrangebyscore', turns, '(' .. turn, '+inf', 'LIMIT', 0, 1)
+for _ = 1, 64 do
+  local after = redis.call('zrangebyscore', turns, turn + 1, '+inf', 'LIMIT', 0, 1)
   if #after == 0 then break end
   if redis.call('linsert', queue, 'BEFORE', after[1], id) > 0 then return turn end
   redis.call('zrem', turns, after[1])
@@ -88,5 +95,8 @@ return turn
 def take_turn(pipe: Pipeline, pool: str, owner: str, rq_job: str) -> None:
     """In the transaction that just enqueued `rq_job` at the queue's tail: move it to the place
     its key's turn gives it."""
-    keys = (rq_queue_key(pool), turns_key(pool), lane_key(pool, owner), turn_clock_key(pool))
+    keys = (
+        rq_queue_key(pool), turns_key(pool), lane_key(pool, owner), turn_clock_key(pool),
+        turn_count_key(pool),
+    )  # fmt: skip
     pipe.eval(_PLACE, len(keys), *keys, rq_job, LANE_TTL_S)

@@ -44,6 +44,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -52,7 +53,7 @@ from contract.checked import CheckedSpec
 from contract.envelope import JobEnvelope, JobStatus, WebhookDelivery
 from jobs.outage import through_outage
 from jobs.queues import SERIALIZER
-from jobs.redis_keys import job_key, queue_name, text, webhook_slot_key
+from jobs.redis_keys import job_key, queue_name, text, webhook_slot_key, webhook_waiters_key
 from jobs.store import JobStore, note_webhook
 from jobs.turns import take_turn
 from jobs.webhook_guard import LOOKUPS, Address, checked_address
@@ -268,14 +269,14 @@ def _enqueue(
 ) -> None:
     """Queue attempt `attempt` (now, or in `delay_s`), in `receiver`'s turn. `waited`: how many
     times it has found its receiver busy (each time is an RQ job of its own)."""
-    suffix = f"-w{waited}" if waited else ""
     options = {
-        "job_id": f"webhook-{job_id}-{attempt}{suffix}",
+        "job_id": _attempt_id(job_id, attempt, waited),
         "meta": {"receiver": receiver, "waited": waited},
         "pipeline": pipe,
         "retry": Retry(max=ATTEMPT_RERUNS),  # the webhook worker died mid-attempt
         "on_failure": Callback(ON_LOST),
-        "result_ttl": 3600,
+        # An attempt that only waited for its receiver leaves nothing worth keeping an hour.
+        "result_ttl": 60 if waited else 3600,
         "failure_ttl": 24 * 3600,
         "job_timeout": 120,
     }
@@ -284,6 +285,10 @@ def _enqueue(
     else:
         queue.enqueue(DELIVER, job_id, **options)
         take_turn(pipe, WEBHOOKS_POOL, receiver, str(options["job_id"]))
+
+
+def _attempt_id(job_id: str, attempt: int, waited: int) -> str:
+    return f"webhook-{job_id}-{attempt}" + (f"-w{waited}" if waited else "")
 
 
 # Compare-and-delete: a slot is given back only by the attempt that holds it.
@@ -342,16 +347,41 @@ def deliver(job_id: str) -> str:
     # holds it no longer than that.
     busy_s = _receiver_slot(redis, receiver, rq_job.id, webhooks.deadline_s + 2)
     if busy_s is not None:
+        # Woken by the attempt that holds the slot when it ends (`_wake_next`); scheduled for
+        # when the slot runs out as well, in case that attempt's worker dies.
         waited = int(rq_job.meta.get("waited", 0)) + 1
+        waiter = _attempt_id(job_id, record.attempts + 1, waited)
         with redis.pipeline() as pipe:
             attempt_no = record.attempts + 1
             _enqueue(webhook_queue(redis), pipe, job_id, receiver, attempt_no, busy_s, waited)
+            pipe.rpush(webhook_waiters_key(receiver), waiter)
+            pipe.expire(webhook_waiters_key(receiver), 24 * 3600)
             pipe.execute()
-        return f"its receiver has an attempt in flight: waits {busy_s:.1f} s"
+        return f"its receiver has an attempt in flight: waits up to {busy_s:.1f} s"
     try:
         return _attempt(webhooks, redis, job_id, record, spec, envelope, receiver)
     finally:
-        redis.eval(_RELEASE, 1, webhook_slot_key(receiver), rq_job.id)
+        try:
+            redis.eval(_RELEASE, 1, webhook_slot_key(receiver), rq_job.id)
+            _wake_next(redis, receiver)
+        except RedisError:  # the slot runs out on its own; the attempt's outcome is filed
+            log.warning("webhook slot of a receiver not given back", exc_info=True)
+
+
+def _wake_next(redis: Redis, receiver: str) -> None:
+    """Queue now the first attempt waiting for this receiver's slot (it was scheduled for when
+    the slot would run out). One already queued by the sweep is passed over for the next."""
+    queue = webhook_queue(redis)
+    scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    while (popped := redis.lpop(webhook_waiters_key(receiver))) is not None:
+        waiter = text(popped)  # type: ignore[arg-type]  # one item: LPOP without a count
+        if redis.zrem(scheduled.key, waiter):  # still waiting: this call takes it
+            job = Job.fetch(waiter, connection=redis, serializer=SERIALIZER)
+            with redis.pipeline() as pipe:
+                queue.enqueue_job(job, pipeline=pipe)
+                take_turn(pipe, WEBHOOKS_POOL, receiver, job.id)
+                pipe.execute()
+            return
 
 
 def _attempt(

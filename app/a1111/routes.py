@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from app import uploads
 from app.a1111.mapping import (
     LATENT_UPSCALERS,
     PIXEL_UPSCALERS,
@@ -133,6 +134,7 @@ async def _run(
 ) -> Any:
     try:
         envelope, _ = await run_in_threadpool(jobs.submit, spec, caller.name)
+        uploads.admitted()  # from here it only waits: its body is no upload in flight
     except JobRejected as rejected:
         raise in_a1111_terms(rejected, spec, request) from None
     job_id = str(envelope.id)

@@ -18,6 +18,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from app import uploads
 from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.events import wait_for_end
 from app.keys import Caller, CallerDep
@@ -231,6 +232,7 @@ async def _run(
 ) -> Any:
     try:
         envelope, _ = await run_in_threadpool(jobs.submit, spec, caller.name)
+        uploads.admitted()  # from here it only waits: its body is no upload in flight
     except JobRejected as rejected:
         raise in_openai_terms(rejected) from None
     job_id = str(envelope.id)

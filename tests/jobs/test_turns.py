@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis import Redis
 
 from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
-from jobs.redis_keys import job_key
+from jobs.redis_keys import job_key, lane_key
 
 POOL = "turns"
 
@@ -91,3 +91,20 @@ def test_a_job_rq_pushed_itself_keeps_its_place(redis: Redis) -> None:
     queue(redis, "bob", "b0")
     queue(redis, "alice", "a1")
     assert waiting(redis) == ["a0", "retried", "b0", "a1"]
+
+
+def test_jobs_of_one_turn_keep_the_order_they_came_in_whatever_their_ids(redis: Redis) -> None:
+    # Equal scores sort by member: with UUIDs, a random order. Found by review: d0 went behind z1.
+    for owner, name in [("zed", "z0"), ("bob", "b0"), ("carol", "c0"), ("zed", "z1"), ("bob", "b1"),
+                        ("zed", "z2")]:  # fmt: skip
+        queue(redis, owner, name)
+    assert waiting(redis) == ["z0", "b0", "c0", "z1", "b1", "z2"]
+    queue(redis, "dave", "d0")
+    assert waiting(redis) == ["z0", "b0", "c0", "d0", "z1", "b1", "z2"]
+
+
+def test_a_keys_lane_holds_its_waiting_jobs_not_its_history(redis: Redis) -> None:
+    for i in range(50):  # each taken as soon as it is queued
+        queue(redis, "alice", f"a{i}")
+        assert take(redis) == f"a{i}"
+    assert redis.zcard(lane_key(POOL, "alice")) <= 2

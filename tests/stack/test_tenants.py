@@ -9,6 +9,7 @@ on the session's private Redis, no worker: admitted jobs stay queued.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -334,3 +335,27 @@ def test_a_slow_receiver_delays_only_its_own_webhooks(keyed_stack: str) -> None:
         "alice_owed": 6, "alice_receiver_hold_s": 4, "bob_delivered_after_s": round(delay, 3),
         "alice_delivered_by_then": alice_received,
     })  # fmt: skip
+
+
+def test_a_face_that_waits_for_its_job_holds_no_upload_slot_while_it_waits(gateway: str) -> None:
+    # A1111's img2img answers when its job ends (here never: no worker). Once admitted, its body
+    # is checked and stored: five of them waiting leave alice's four upload slots free.
+    picture = noise_png_b64(256)
+    a1111 = {"init_images": [picture], "prompt": "waits", "width": 256, "height": 256, "steps": 2}
+
+    def waiting_img2img() -> None:
+        client = httpx.Client(base_url=gateway, timeout=httpx.Timeout(30, read=3))
+        with client as http, contextlib.suppress(httpx.ReadTimeout):
+            http.post("/sdapi/v1/img2img", json=a1111, headers=bearer(ALICE))
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        waits = [pool.submit(waiting_img2img) for _ in range(5)]
+        time.sleep(1.5)  # admitted by now, and waiting
+        with httpx.Client(base_url=gateway, timeout=30) as http:
+            body = json.dumps(spec(picture, 256)).encode()
+            assert len(body) > LARGE_BODY_BYTES
+            headers = bearer(ALICE) | {"Content-Type": "application/json"}
+            native = http.post("/jobs", content=body, headers=headers)
+        assert native.status_code == 202, native.text
+        for waited in waits:
+            waited.result()

@@ -288,7 +288,7 @@ class SegmentState:
         # A refused write's bytes stay in its connection's buffer on the server, counted as used
         # memory, until Redis trims it: closed, the few bytes of the ending fit where the
         # picture did not.
-        self.store.redis.connection_pool.disconnect()
+        self.store.redis.connection_pool.disconnect(inuse_connections=False)  # idle ones only
         try:
             self._fail(job_id, refused.failure.type, refused.failure.message)
         except REDIS_ERRORS:
