@@ -22,6 +22,7 @@ from redis.client import Pipeline
 from redis.exceptions import OutOfMemoryError
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.utils import now as utcnow
 
 from jobs.janitor import sweep
@@ -108,15 +109,41 @@ class HeartbeatWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.heartbeat_ttl_s
 
+    # A job's own bookkeeping around its run: each is a transaction (MULTI/EXEC, which a full
+    # Redis refuses whole), so each waits for room and is run again.
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        wait_for_room(
+            lambda: super(HeartbeatWorker, self).prepare_job_execution(
+                job, remove_from_intermediate_queue
+            ),
+            f"job {job.id}'s start",
+        )
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        wait_for_room(
+            lambda: super(HeartbeatWorker, self).handle_execution_ended(job, queue, heartbeat_ttl),
+            f"job {job.id}'s end",
+        )
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry
+    ) -> None:
+        wait_for_room(
+            lambda: super(HeartbeatWorker, self).handle_job_success(
+                job, queue, started_job_registry
+            ),
+            f"job {job.id}'s success",
+        )
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running = job
         try:
             super().execute_job(job, queue)
         except OutOfMemoryError:
-            # RQ could not file the job's end (its status, its registries); the job's own
-            # writes wait for room themselves (`jobs.outage`). RQ's registry cleanup finds the
-            # RQ job abandoned later and runs its failure callback, which leaves an ended job
-            # as it is: the worker goes on instead of quitting.
+            # What is left of RQ's bookkeeping (a failure's filing): RQ's registry cleanup finds
+            # the RQ job abandoned later and runs its failure callback, which leaves an ended
+            # job as it is. The worker goes on instead of quitting.
             log.warning("Redis is at its memory limit: RQ could not file job %s's end", job.id)
         finally:
             self._running = None

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
+from rq.job import Job
 
 from devstack.processes import (
     start_gateway,
@@ -29,7 +30,7 @@ from devstack.processes import (
 )
 from devstack.redis_server import RedisServer, free_port
 from jobs.webhooks import WEBHOOK_QUEUE
-from tests.helpers import submit_and_wait
+from tests.helpers import submit_and_wait, wait_final
 from tests.receiver import WEBHOOK_SECRET, Receiver
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
@@ -94,6 +95,24 @@ def test_workers_wait_out_a_full_redis_and_work_once_there_is_room(
             redis.config_set("maxmemory", 0)
             second = submit_and_wait(http, {**JOB, "webhook_url": receiver.url}, timeout=60)
             assert second["status"] == "succeeded", second["error"]
+
+            # Full while a job runs: its pictures and RQ's filing of its end wait for room.
+            slow = {
+                **JOB,
+                "width": 128,
+                "height": 128,
+                "stages": [{"model": "demo-sd15", "steps": 40}],
+            }
+            job_id = http.post("/jobs", json=slow).json()["id"]
+            while http.get(f"/jobs/{job_id}").json()["status"] == "queued":
+                time.sleep(0.01)
+            redis.config_set("maxmemory", 1)
+            time.sleep(4)
+            alive(processes)
+            redis.config_set("maxmemory", 0)
+            third = wait_final(http, job_id, timeout=60)
+            assert third["status"] == "succeeded", third["error"]
+            assert Job.fetch(job_id, connection=redis).get_status() == "finished"
         delivered = receiver.wait(2, timeout=30)
         assert len(delivered) == 2
     finally:
