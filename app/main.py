@@ -56,7 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     logs.configure(settings.log_level)
     registry = load_registry(settings.registry)
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
     store = JobStore(redis, settings.result_ttl_s)
     ends = Lifecycle(store, settings.webhooks)
     lifecycle.install(ends)  # for jobs the janitor finds abandoned
@@ -99,7 +99,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.store = store
     # Blocking: a burst (every stream of a job waking at once) waits for a free connection
     # instead of failing with "Too many connections".
-    pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=100, timeout=10)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_connection_url, max_connections=100, timeout=10
+    )
     app.state.async_redis = AsyncRedis(connection_pool=pool)
     app.state.job_events = JobEvents(app.state.async_redis)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)

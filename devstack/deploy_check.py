@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from jobs.settings import REPO_ROOT
 CACHE = Path(os.environ.get("IMAGEGEN_DEPLOY_CACHE", "/var/cache/imagegen-deploy-check"))
 WHEELS = Path(os.environ.get("IMAGEGEN_TORCH_WHEELS", "/opt/wheels"))
 STATE = REPO_ROOT / ".run" / "deploy-check"
+REDIS_PASSWORD = STATE / "redis_password"
 BASE = "localhost/imagegen-base:bookworm"
 PROJECT = "imagegen-check"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -266,8 +268,10 @@ def scenario(port: int) -> None:
             run("podman", "healthcheck", "run", container(service))
         # The webhook worker: torch-free in the worker image, healthy once RQ lists it.
         wait_for("the webhook worker", lambda: healthy("webhooks"))
+        auth = f"REDISCLI_AUTH={REDIS_PASSWORD.read_text().strip()}"
         policy = run(
-            "podman", "exec", container("redis"), "redis-cli", "config", "get", "maxmemory-policy"
+            "podman", "exec", "--env", auth, container("redis"), "redis-cli", "config", "get",
+            "maxmemory-policy",
         ).split()  # fmt: skip
         assert policy == ["maxmemory-policy", "noeviction"], policy
         report["redis_maxmemory_policy"] = policy[1]
@@ -344,7 +348,12 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     port = free_port()
-    ENV.update({"IMAGEGEN_PORT": str(port), "IMAGEGEN_MODELS_DIR": str(REPO_ROOT / ".models")})
+    REDIS_PASSWORD.parent.mkdir(parents=True, exist_ok=True)
+    REDIS_PASSWORD.write_text(secrets.token_hex(32) + "\n")  # compose's redis_password secret
+    ENV.update({
+        "IMAGEGEN_PORT": str(port), "IMAGEGEN_MODELS_DIR": str(REPO_ROOT / ".models"),
+        "REDIS_PASSWORD_FILE": str(REDIS_PASSWORD),
+    })  # fmt: skip
     compose("down", "-v", check=False)  # what an interrupted run left
     try:
         base_image()

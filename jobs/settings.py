@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # holds this list to the settings classes.
 SETTING_NAMES = frozenset(
     {
-        "IMAGEGEN_REDIS_URL", "IMAGEGEN_REGISTRY", "IMAGEGEN_RESULT_TTL_S", "IMAGEGEN_MAX_PIXELS",
+        "IMAGEGEN_REDIS_URL", "IMAGEGEN_REDIS_PASSWORD", "IMAGEGEN_REGISTRY",
+        "IMAGEGEN_RESULT_TTL_S", "IMAGEGEN_MAX_PIXELS",
         "IMAGEGEN_MAX_JOB_MEGAPIXEL_STEPS", "IMAGEGEN_SWEEP_INTERVAL_S", "IMAGEGEN_JOB_TIMEOUT_S",
         "IMAGEGEN_MAX_JOB_TIMEOUT_S", "IMAGEGEN_LOG_LEVEL", "IMAGEGEN_WEBHOOK_SECRET",
         "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE", "IMAGEGEN_WEBHOOK_ATTEMPTS",
@@ -59,6 +61,7 @@ SECRET_FILES = {
     "api_keys": ("IMAGEGEN_API_KEYS",),
     "admin_keys": ("IMAGEGEN_ADMIN_KEYS",),
     "webhook_secret": ("IMAGEGEN_WEBHOOK_SECRET",),
+    "redis_password": ("IMAGEGEN_REDIS_PASSWORD",),
 }
 SECRET_FILE_NAMES = frozenset(f"{name}_FILE" for names in SECRET_FILES.values() for name in names)
 _JSON_SECRETS = frozenset({"api_keys", "admin_keys"})
@@ -84,6 +87,11 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "IMAGEGEN_REDIS_URL"),
+    )
+    redis_password: str | None = Field(
+        None,
+        description="Redis's password, where the URL carries none (compose reads it from a "
+        "secret: IMAGEGEN_REDIS_PASSWORD_FILE).",
     )
     registry: Path = Field(
         REPO_ROOT / "deploy" / "registry.demo.yaml", description="Model registry YAML file."
@@ -147,6 +155,17 @@ class CommonSettings(BaseSettings):
                 f"unknown settings: {', '.join(unknown)}. Nothing reads them; the settings are "
                 f"{', '.join(sorted(SETTING_NAMES))} (docs/operations.md, Settings)"
             )
+
+    @property
+    def redis_connection_url(self) -> str:
+        """The URL every process connects with: `redis_url`, with `redis_password` put in where
+        the URL has none of its own."""
+        if not self.redis_password:
+            return self.redis_url
+        scheme, _, rest = self.redis_url.partition("://")
+        if "@" in rest.split("/", 1)[0]:
+            return self.redis_url
+        return f"{scheme}://:{quote(self.redis_password, safe='')}@{rest}"
 
     @property
     def webhooks(self) -> Webhooks:

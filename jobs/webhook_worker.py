@@ -34,7 +34,7 @@ HEARTBEAT_TTL_S = 8
 def main() -> None:
     settings = CommonSettings()
     logs.configure(settings.log_level)
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
     _wait_for(redis)
     webhooks.install(settings.webhooks)
     ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)

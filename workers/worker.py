@@ -123,7 +123,7 @@ def main() -> None:
     logs.configure(settings.log_level)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)
     install_runner(runner)

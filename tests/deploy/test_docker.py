@@ -52,7 +52,21 @@ def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> 
     assert "--appendonly" in redis["command"]
     assert "yes" in redis["command"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
-    assert "redis-cli" in redis["healthcheck"]["test"]
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_redis_requires_a_password_every_service_reads_from_one_secret(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert "redis_password" in " ".join(services["redis"]["healthcheck"]["test"])
+    for name in ("redis", "api", "worker", "webhooks"):
+        assert "redis_password" in services[name]["secrets"], name
+    for name in ("api", "worker", "webhooks"):
+        environment = services[name]["environment"]
+        assert environment["IMAGEGEN_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+    assert compose["secrets"]["redis_password"]["file"].startswith("${REDIS_PASSWORD_FILE:-")
     for name in ("api", "worker", "dashboard"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])

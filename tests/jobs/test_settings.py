@@ -66,3 +66,14 @@ def test_a_secret_set_twice_or_in_a_missing_file_fails_start_up_saying_so(
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
     with pytest.raises(ValueError, match="REDIS_URL_FILE and REDIS_URL are both set"):
         CommonSettings()
+
+
+def test_a_redis_password_goes_into_a_url_that_carries_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "password").write_text("p@ss/word\n")  # as compose's secret holds it
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("IMAGEGEN_REDIS_PASSWORD_FILE", str(tmp_path / "password"))
+    assert CommonSettings().redis_connection_url == "redis://:p%40ss%2Fword@redis:6379/0"
+    monkeypatch.setenv("REDIS_URL", "rediss://app:own@redis:6380/1")  # its own: kept
+    assert CommonSettings().redis_connection_url == "rediss://app:own@redis:6380/1"
