@@ -16,6 +16,9 @@ imagegen:worker:<name>            a live worker's presence (`presence`)
 imagegen:metrics:*                counters and histograms (`metrics`)
 imagegen:a1111:checkpoint:<owner> the checkpoint POST /sdapi/v1/options chose for a key
 imagegen:a1111:current:<owner>    the job a key's A1111 request waits for (progress, interrupt)
+imagegen:turns:<pool>[:…]         waiting RQ jobs' turns, per pool and per key (`turns`)
+imagegen:webhook-slot:<receiver>  the one attempt in flight to a receiver (`webhooks`)
+imagegen:webhook-waiters:<recv.>  attempts waiting for that slot (`webhooks`)
 imagegen:janitor                  the sweep lock (`janitor`)
 imagegen:janitor:cursor           where the next sweep's check of unfinished jobs starts
 rq:*                              RQ's own keys; our queues are named imagegen.<pool>

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import socket
 import struct
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 from redis import Redis
 from rq.job import Job
@@ -100,6 +105,25 @@ def many_scans_jpeg_b64(side: int, repeats: int) -> str:
     scans = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data) - 2], strict=True)]
     smallest = min(scans, key=len)
     return base64.b64encode(data[:-2] + smallest * repeats + b"\xff\xd9").decode()
+
+
+@contextlib.contextmanager
+def dns_that_hangs(monkeypatch: pytest.MonkeyPatch, host: str) -> Iterator[None]:
+    """Lookups of `host` hang (10 s at most) until the block ends; others resolve as ever. A
+    stand-in: this machine's resolver is not ours to slow."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            release.wait(10)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        yield
+    finally:
+        release.set()
 
 
 def truncated_png_b64() -> str:

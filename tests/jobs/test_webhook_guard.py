@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from typing import Any
 
 import pytest
 
 from jobs import webhook_guard
 from jobs.webhook_guard import checked_address, refusal
+from tests.helpers import dns_that_hangs
 
 
 @pytest.mark.parametrize(
@@ -66,21 +64,10 @@ def test_the_address_checked_is_the_address_returned() -> None:
 
 def test_admission_waits_a_bounded_time_for_a_slow_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     # A name whose DNS never answers held a gateway request thread for the resolver's whole
-    # timeout. The slow resolver is a stand-in (this machine's resolver is not ours to slow).
-    release = threading.Event()
-    real = socket.getaddrinfo
-
-    def stuck(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host == "slow.test":
-            release.wait(10)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    # timeout.
     monkeypatch.setattr(webhook_guard, "ADMISSION_LOOKUP_S", 0.2)
-    try:
+    with dns_that_hangs(monkeypatch, "slow.test"):
         started = time.monotonic()
         assert refusal("http://slow.test/hook", allow_private=False) is None  # the attempt checks
         assert time.monotonic() - started < 2.0
         assert refusal("http://127.0.0.1:9/x", allow_private=False) is not None  # others still
-    finally:
-        release.set()

@@ -28,6 +28,7 @@ from jobs.redis_keys import OUTSTANDING, job_key, webhook_slot_key
 from jobs.settings import REPO_ROOT
 from jobs.store import JobStore
 from jobs.webhooks import Webhooks, queue_due_attempts, webhook_queue
+from tests.helpers import dns_that_hangs
 from tests.jobs.conftest import QueueJob
 from tests.receiver import Receiver
 
@@ -296,25 +297,13 @@ def test_a_slow_lookup_counts_against_the_attempts_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The lookup ran before the deadline started: a name whose DNS hangs held the webhook worker
-    # for the resolver's timeout on top. The slow resolver is a stand-in (this machine's
-    # resolver is not ours to slow).
-    release = threading.Event()
-    real = socket.getaddrinfo
-
-    def stuck(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host == "slow.test":
-            release.wait(10)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    # for the resolver's timeout on top.
     hooks = Webhooks(secret=SECRET, allow_private=True, deadline_s=0.5)
-    try:
+    with dns_that_hangs(monkeypatch, "slow.test"):
         started = time.monotonic()
         attempt = hooks.post("http://slow.test/hook", b"{}", {})
         assert time.monotonic() - started < 2.0
         assert (attempt.status, attempt.error) == (None, "no answer within 0.5 s")
-    finally:
-        release.set()
 
 
 def test_a_trickling_receiver_is_cut_off_at_the_deadline() -> None:

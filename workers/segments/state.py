@@ -258,14 +258,7 @@ class SegmentState:
             }
             for k, im in enumerate(images)
         ]
-        when = now()
-        self._store_results(
-            lambda: self.lifecycle.end(
-                job_id, JobStatus.SUCCEEDED, (JobStatus.RUNNING,), finished_at=when,
-                images=infos, trace=trace,
-            )
-        )  # fmt: skip
-        log.info("job succeeded")
+        self._finish(job_id, JobStatus.SUCCEEDED, self._store_results, images=infos, trace=trace)
 
     def _store_results(self, write: Callable[[], T]) -> T:
         """A write of finished results: waits out a full or restarting Redis (the pictures wait
@@ -345,9 +338,17 @@ class SegmentState:
         raw = self.store.field(job_id, "trace")
         return list(json.loads(raw)) if raw else []
 
-    def _finish(self, job_id: str, status: JobStatus, **fields: object) -> None:
+    def _finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        wait: Callable[[Callable[[], object]], object] = through_outage,
+        **fields: object,
+    ) -> None:
+        """End the job, the write waiting out Redis as `wait` does (a success's, as the rest of
+        its results: `_store_results`)."""
         when = now()
-        through_outage(
+        wait(
             lambda: self.lifecycle.end(
                 job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields
             )

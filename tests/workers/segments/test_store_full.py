@@ -12,7 +12,6 @@ hostile pass's stack.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,14 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from contract.envelope import FailureType, JobStatus
-from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
-from contract.spec import JobSpec
 from devstack.redis_server import RedisServer
 from jobs import outage
-from jobs.lifecycle import Lifecycle
-from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.redis_keys import job_key
-from jobs.store import JobStore
+from tests.workers.segments.test_batching import runner as batched_runner
+from tests.workers.segments.test_batching import submit
 from workers.models.cache import ModelCache
 from workers.segments import runner as runner_module
-from workers.segments.batching import Batching
 from workers.segments.runner import JobRunner
 
 # Room left once the pictures exist: under one 512² picture's PNG (about 700 KB), over what the
@@ -59,25 +54,9 @@ def cache(registry: ModelRegistry) -> ModelCache:
     return ModelCache(registry)
 
 
-def batched_runner(redis: Redis, registry: ModelRegistry, cache: ModelCache) -> JobRunner:
-    return JobRunner(
-        Lifecycle(JobStore(redis, 60)), cache, registry, JobLimits(), "test-worker",
-        batching=Batching("default", window_s=0.0),
-    )  # fmt: skip
-
-
-def submit(runner: JobRunner, prompt: str) -> str:
-    body = {"prompt": prompt, "seed": 1, "width": 512, "height": 512,
-            "stages": [{"model": "demo-sd15", "steps": 2}]}  # fmt: skip
-    spec = check_job(JobSpec.model_validate(body), runner.registry, runner.limits).spec
-    job_id = str(uuid.uuid4())
-    redis = runner.store.redis
-    with redis.pipeline() as pipe:
-        pipe.multi()
-        runner.store.create(job_id, spec, pipe, owner="alice")
-        enqueue_segment(redis, pipe, job_id, 0, "default", QueuePolicy(60, 0, 60), "alice")
-        pipe.execute()
-    return job_id
+def submit_all(runner: JobRunner) -> list[str]:
+    stages = [{"model": "demo-sd15", "steps": 2}]
+    return [submit(runner, prompt=p, width=512, height=512, stages=stages) for p in PROMPTS]
 
 
 def fill_when_denoised(
@@ -108,8 +87,8 @@ def test_pictures_wait_for_room_and_are_stored_once_without_denoising_again(
     cache: ModelCache,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    runner = batched_runner(private_redis, registry, cache)
-    jobs = [submit(runner, prompt) for prompt in PROMPTS]
+    runner = batched_runner(private_redis, registry, cache, batch=True)
+    jobs = submit_all(runner)
     # Room comes back 2 s after the pictures are made (finished jobs expiring, an operator
     # raising maxmemory).
     denoised = fill_when_denoised(monkeypatch, private_redis, free_after_s=2.0)
@@ -134,8 +113,8 @@ def test_with_no_room_to_the_end_every_member_fails_store_full_once(
         ExponentialBackoff(cap=0.2, base=0.05), retries=4, supported_errors=outage.REDIS_ERRORS
     )
     monkeypatch.setattr(outage, "_WRITE_RETRY", short)
-    runner = batched_runner(private_redis, registry, cache)
-    jobs = [submit(runner, prompt) for prompt in PROMPTS]
+    runner = batched_runner(private_redis, registry, cache, batch=True)
+    jobs = submit_all(runner)
     denoised = fill_when_denoised(monkeypatch, private_redis)
     runner.run(jobs[0])
     assert sorted(denoised) == sorted(jobs)  # not run again for a refused write
