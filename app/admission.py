@@ -170,12 +170,28 @@ class JobService:
     def image(self, job_id: str, index: int, caller: Caller) -> bytes:
         """A succeeded job's picture. A job canceled (or failed) after its pictures were stored
         has none to serve: its envelope lists none, and what it ended as is what is billed."""
-        envelope = self.visible(job_id, caller)
-        listed = envelope.status is JobStatus.SUCCEEDED and 0 <= index < len(envelope.images)
-        png = self.store.image(job_id, index) if listed and index < MAX_IMAGES else None
+        self._listed(job_id, index, caller)
+        png = self.store.image(job_id, index)
         if png is None:
             raise ImageNotFound(job_id, index)
         return png
+
+    def image_redirect(self, job_id: str, index: int, caller: Caller) -> tuple[str, int] | None:
+        """A presigned URL of a succeeded job's picture and how long it is valid, where the
+        deployment hands those out (pictures in S3, IMAGEGEN_S3_PRESIGN_S); None: serve the
+        bytes."""
+        pictures = self.store.pictures
+        if pictures is None or not pictures.presign_s:
+            return None
+        self._listed(job_id, index, caller)
+        url = self.store.image_redirect(job_id, index)
+        return None if url is None else (url, pictures.presign_s)
+
+    def _listed(self, job_id: str, index: int, caller: Caller) -> None:
+        envelope = self.visible(job_id, caller)
+        listed = envelope.status is JobStatus.SUCCEEDED and 0 <= index < len(envelope.images)
+        if not listed or index >= MAX_IMAGES:
+            raise ImageNotFound(job_id, index)
 
     def cancel(self, job_id: str, caller: Caller) -> CancelOutcome:
         """Cancel a queued job now, or ask a running one to stop at its next step."""

@@ -30,6 +30,7 @@ from app.uploads import TooManyUploads
 from contract.violations import JobRejected, RuleType
 from jobs.caps import QueueFull
 from jobs.idempotency import IdempotencyConflict, IdempotencyInFlight
+from jobs.pictures import PicturesUnavailable
 
 log = logging.getLogger("imagegen.gateway")
 
@@ -61,6 +62,7 @@ GatewayErrorType = Literal[
     "host_not_allowed",
     "admin_only",
     "too_many_uploads",
+    "picture_store_unavailable",
 ]
 # Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
 FailedJobType = Literal[
@@ -131,6 +133,13 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     TooManyStreams: ErrorKind(429, "too_many_streams", retry_after_s=5),
     TooManyUploads: ErrorKind(429, "too_many_uploads", ("body",), retry_after_s=1),
     NotServed: ErrorKind(501, "not_served"),
+    # The S3 bucket (IMAGEGEN_PICTURE_STORE=s3) did not answer, or refused us: the log says why.
+    PicturesUnavailable: ErrorKind(
+        503,
+        "picture_store_unavailable",
+        retry_after_s=5,
+        message="the picture store (S3) is unavailable; retry shortly",
+    ),
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
@@ -173,8 +182,9 @@ _DESCRIPTIONS = {
     "seconds.",
     502: "The job failed (A1111 face, which waits for it): `type` is the job's `error.type`.",
     501: "Not served here (an A1111 route this service has no counterpart for).",
-    503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`); "
-    "retry after `Retry-After` seconds.",
+    503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`), "
+    "or the picture store (S3) is unreachable (`picture_store_unavailable`); retry after "
+    "`Retry-After` seconds.",
 }
 
 

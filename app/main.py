@@ -57,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     logs.configure(settings.log_level)
     registry = load_registry(settings.registry)
     redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
-    store = JobStore(redis, settings.result_ttl_s)
+    store = JobStore(redis, settings.result_ttl_s, settings.pictures())
     ends = Lifecycle(store, settings.webhooks)
     lifecycle.install(ends)  # for jobs the janitor finds abandoned
 

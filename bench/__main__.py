@@ -4,7 +4,8 @@
     P3  three resident models in turn: reloads, and warm job / direct call
     P2  POST /jobs admissions per second / raw RQ enqueue per second (see bench.admission)
     P4  worker RSS with txt2img + img2img (+ refiner) of one model / RSS with one pipeline
-    P5  Redis memory per finished job (record + PNG), what the result TTL keeps per job
+    P5  Redis memory per finished job (record + PNG), what the result TTL keeps per job; and
+        with the PNGs in an S3 bucket instead (bench.pictures)
     P6  8 concurrent jobs of one shape: images/s with cross-job batching on / off
     P7  the same for jobs of two stages (base, then a 2x pixel hires fix), both stages batched
 
@@ -27,7 +28,7 @@ import httpx
 import torch
 from redis import Redis
 
-from bench import admission, throughput
+from bench import admission, pictures, throughput
 from contract.registry import ModelRegistry
 from demo.models import ensure_built
 from devstack.processes import (
@@ -231,6 +232,17 @@ def main() -> int:
         stop(gateway)
         stop(worker)
         server.stop()
+
+    in_s3 = pictures.redis_per_job_with_s3(registry_file, work, P5_SPEC, P5_JOBS)
+    rows.append(
+        (
+            "P5 with pictures in S3: Redis per finished 512² job (all / record); PNG in bucket",
+            f"{in_s3['per_job'] / 1024:.1f} / {in_s3['record'] / 1024:.1f} KiB; "
+            f"{in_s3['png'] / 1024:.0f} KiB",
+            f"{in_s3['per_job'] / 1024:.1f} KiB",
+            "< 5 KiB",
+        )
+    )
 
     variants = {"off": {"IMAGEGEN_BATCH_WINDOW_MS": "0"}, "on": {"IMAGEGEN_BATCH_WINDOW_MS": "25"}}
     p6 = throughput.service(registry_file, work, P6_SPEC, P6_JOBS, variants)

@@ -16,6 +16,7 @@ from contract.resamplers import Upscaler
 from contract.spec import (
     MAX_SEED,
     MAX_STAGES,
+    MAX_STEPS,
     Handoff,
     JobSpec,
     Mode,
@@ -24,7 +25,7 @@ from contract.spec import (
     UpscalerModelName,
 )
 
-Steps = Annotated[int, Field(ge=1, le=150)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 Guidance = Annotated[float, Field(ge=0, le=30, allow_inf_nan=False)]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from contract.checked import CheckedSpec, HiresStage, RefineStage
+from contract.spec import MAX_STEPS
 from contract.violations import JobRejected, Violation
 
 
@@ -65,20 +66,28 @@ def _check_denoising_steps(spec: CheckedSpec) -> None:
     counted in timesteps past `switch_at`, which diffusers rounds up: always at least one."""
     violations = []
     for i, stage in enumerate(spec.stages):
+        share_at: tuple[str | int, ...]
         if isinstance(stage, HiresStage):
-            name, share = "denoise", stage.denoise
+            name, share, share_at = "denoise", stage.denoise, ("stages", i, "denoise")
         elif i == 0 and spec.strength is not None:
-            name, share = "strength", spec.strength
+            name, share, share_at = "strength", spec.strength, ("strength",)
         else:
             continue
         if int(stage.steps * share + 1e-9) < 1:
-            least = math.ceil(1 / share - 1e-9)
+            # A share so small that no step count the spec allows is enough (1 / 5e-324 is
+            # infinite): the share is what to raise.
+            least = math.ceil(1 / share - 1e-9) if share * MAX_STEPS >= 1 else None
+            fix = (
+                f"ask for at least {least} steps"
+                if least is not None
+                else f"raise {name} to at least {1 / stage.steps:.3g}"
+            )
             violations.append(
                 Violation(
                     "too_few_steps",
-                    ("stages", i, "steps"),
+                    ("stages", i, "steps") if least is not None else share_at,
                     f"stage {i} would run no denoising step: steps {stage.steps} × {name} "
-                    f"{share:g} is below 1; ask for at least {least} steps",
+                    f"{share:g} is below 1; {fix}",
                     {"steps": stage.steps, name: share, "min_steps": least},
                 )
             )

@@ -26,6 +26,7 @@ from contract.resamplers import Upscaler
 
 MAX_SEED = 2**32 - 1
 MAX_STAGES = 4
+MAX_STEPS = 150  # a stage's
 MAX_PROMPT_CHARS = 4000
 # Base64 of a ~24 MB file; the decoded picture is further capped by the pixel budget.
 MAX_INIT_IMAGE_CHARS = 32_000_000
@@ -148,7 +149,7 @@ class Stage(_Strict):
         str,
         Field(pattern=MODEL_NAME_PATTERN, description="A registered model (see GET /models)."),
     ]
-    steps: Annotated[int | None, Field(ge=1, le=150)] = None
+    steps: Annotated[int | None, Field(ge=1, le=MAX_STEPS)] = None
     guidance_scale: Annotated[float | None, Field(ge=0, le=30, allow_inf_nan=False)] = None
     prompt: Prompt | None = Field(None, description="Overrides the job's prompt for this stage.")
     negative_prompt: Prompt | None = None

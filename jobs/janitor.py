@@ -16,7 +16,9 @@
 5. Its worker made its pictures and died before storing them (`workers.segments.finisher`
    stores them after the job's RQ call returned): the job is queued again.
 
-The sweep also puts webhook attempts whose backoff is over on the webhook queue.
+The sweep also puts webhook attempts whose backoff is over on the webhook queue, and, where the
+pictures live in object storage, deletes the objects of jobs whose result TTL has run out
+(`jobs.pictures`).
 
 Checks 2 to 4 read each unfinished job's record: a sweep reads at most `BATCH` of them, going on
 from where the last sweep stopped, so with up to `BATCH` unfinished jobs every one is checked by
@@ -38,6 +40,7 @@ from rq.timeouts import TimerDeathPenalty
 from contract.envelope import FINAL_STATUSES, FailureType, JobEnvelope, JobStatus
 from jobs.caps import prune
 from jobs.lifecycle import Lifecycle
+from jobs.pictures import sweep_pictures
 from jobs.queues import SERIALIZER, QueuePolicy, cancel_rq_job, enqueue_segment
 from jobs.redis_keys import (
     JANITOR_CURSOR,
@@ -48,7 +51,7 @@ from jobs.redis_keys import (
     job_key,
     text,
 )
-from jobs.store import envelope_from_hash, now
+from jobs.store import envelope_from_hash, finishing_field, now
 from jobs.webhooks import queue_due_attempts
 
 log = logging.getLogger("imagegen.jobs")
@@ -81,6 +84,8 @@ def sweep(lifecycle: Lifecycle, interval_s: float) -> bool:
     check_unfinished(lifecycle)
     prune(redis)
     queue_due_attempts(redis)
+    if lifecycle.store.pictures is not None:
+        sweep_pictures(redis, lifecycle.store.pictures)
     return True
 
 
@@ -116,18 +121,25 @@ def _stranded(lifecycle: Lifecycle, job_id: str, envelope: JobEnvelope, rq_job: 
     )
 
 
+def _segment_of(job_id: str, rq_job: str) -> int:
+    return 0 if rq_job == job_id else int(rq_job.rsplit("-s", 1)[1])
+
+
 def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> bool:
     """A worker made a job's pictures and died before storing them (`workers.segments.finisher`):
-    its RQ job is finished, so RQ will not run it again, the job is `running`, and the claim its
-    finisher held has expired. Queue the segment again. Returns False: the job goes on."""
+    its RQ call returned (RQ deleted its job: it will not run it again; the record says
+    `finishing:<segment>`), the job is `running`, and the claim its finisher held has expired.
+    Queue the segment again. Returns False: the job goes on."""
     redis = lifecycle.store.redis
     job_id = str(envelope.id)
     if envelope.status is not JobStatus.RUNNING or envelope.spec is None:
         return False
-    status, origin = redis.hmget(Job.key_for(rq_job), ["status", "origin"])
-    if status != b"finished" or origin is None:
+    segment = _segment_of(job_id, rq_job)
+    pool = redis.hget(job_key(job_id), finishing_field(segment))
+    if pool is None:
         return False
-    segment = 0 if rq_job == job_id else int(rq_job.rsplit("-s", 1)[1])
+    if redis.hget(Job.key_for(rq_job), "status") not in (None, b"finished"):
+        return False  # its call has not returned yet, or it is queued again already
     if redis.exists(claim_key(job_id, segment)):
         return False  # its finisher is still at it
     store = lifecycle.store
@@ -136,11 +148,11 @@ def _finisher_lost(lifecycle: Lifecycle, envelope: JobEnvelope, rq_job: str) -> 
         return False  # handed to its next segment, or finished, since the record was read
     retries = int(store.field(job_id, "max_retries") or 0)
     policy = QueuePolicy(envelope.spec.timeout_s, retries, store.result_ttl_s)
-    pool = text(origin).removeprefix(f"{QUEUE_PREFIX}.")
     owner = store.field(job_id, "owner") or ""
     with redis.pipeline() as pipe:
         pipe.multi()
-        enqueue_segment(redis, pipe, job_id, segment, pool, policy, owner)
+        store.forget_finishing(pipe, job_id, segment)
+        enqueue_segment(redis, pipe, job_id, segment, text(pool), policy, owner)
         pipe.execute()
     log.warning("job %s: its worker died before storing its pictures; queued again", job_id)
     return False
@@ -197,6 +209,10 @@ def _next_batch(redis: Redis, batch: int) -> list[str]:
 def _rq_job_lost(lifecycle: Lifecycle, job_id: str, rq_job: str) -> bool:
     redis = lifecycle.store.redis
     if redis.exists(Job.key_for(rq_job)):
+        return False
+    if redis.hexists(job_key(job_id), finishing_field(_segment_of(job_id, rq_job))):
+        # RQ deleted it when its call returned, and a finisher stores the job (or its worker
+        # died doing so: `_finisher_lost`).
         return False
     # A worker may have handed the job to its next segment since the record was read.
     if lifecycle.store.field(job_id, "rq_job") != rq_job:

@@ -139,7 +139,8 @@ def _lifecycle_for(connection: Redis, job: Job) -> Lifecycle:
     if installed is None:
         log.warning("no lifecycle installed in this process: job %s ends without webhooks", job.id)
         return Lifecycle(JobStore(connection, job.result_ttl or 86400))
-    return Lifecycle(JobStore(connection, installed.store.result_ttl_s), installed.webhooks)
+    store = JobStore(connection, installed.store.result_ttl_s, installed.store.pictures)
+    return Lifecycle(store, installed.webhooks)
 
 
 def on_rq_failure(

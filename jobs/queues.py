@@ -38,6 +38,12 @@ RUN_JOB = "workers.tasks.run_job"
 ON_FAILURE = "jobs.lifecycle.on_rq_failure"
 # RQ's own timeout is a backstop; the worker stops a job at its deadline first.
 HARD_TIMEOUT_MARGIN_S = 30
+# Nothing reads an RQ result: the job's record is its result. Kept for the result TTL, RQ's job
+# hash and result stream held 6.4 KiB per finished job, four times the record; the janitor tells
+# a returned call by the record's `finishing:<segment>` instead. One second, not 0: RQ 2.12
+# deletes a job kept 0 s through its execution registry, which raises ValueError (and fails the
+# job) when a killed worker's execution is listed there and has expired.
+RQ_RESULT_TTL_S = 1
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,8 @@ def enqueue_segment(
         job_id=rq_job_id(job_id, segment),
         pipeline=pipe,
         job_timeout=policy.timeout_s + HARD_TIMEOUT_MARGIN_S,
-        result_ttl=policy.result_ttl_s,
-        failure_ttl=policy.result_ttl_s,
+        result_ttl=RQ_RESULT_TTL_S,
+        failure_ttl=policy.result_ttl_s,  # failed ones stay for operators (rq info, dashboard)
         retry=Retry(max=policy.max_retries) if policy.max_retries else None,
         on_failure=Callback(ON_FAILURE),
     )

@@ -19,6 +19,7 @@ imagegen:a1111:current:<owner>    the job a key's A1111 request waits for (progr
 imagegen:turns:<pool>[:…]         waiting RQ jobs' turns, per pool and per key (`turns`)
 imagegen:webhook-slot:<receiver>  the one attempt in flight to a receiver (`webhooks`)
 imagegen:webhook-waiters:<recv.>  attempts waiting for that slot (`webhooks`)
+imagegen:pictures-due             jobs by when their objects in S3 may go (`pictures`)
 imagegen:janitor                  the sweep lock (`janitor`)
 imagegen:janitor:cursor           where the next sweep's check of unfinished jobs starts
 rq:*                              RQ's own keys; our queues are named imagegen.<pool>
@@ -60,6 +61,10 @@ EVENTS_PATTERN = f"{PREFIX}:job:*:events"
 
 def job_id_of_channel(channel: str) -> str:
     return channel.removeprefix(f"{PREFIX}:job:").removesuffix(":events")
+
+
+# Jobs whose pictures live in object storage, scored by when the sweep deletes them.
+PICTURES_DUE = f"{PREFIX}:pictures-due"
 
 
 def init_image_key(job_id: str) -> str:

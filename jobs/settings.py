@@ -7,13 +7,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.job_rules import JobLimits
+from jobs.pictures import S3Config, S3Pictures
 from jobs.webhooks import Webhooks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,9 @@ SETTING_NAMES = frozenset(
         "IMAGEGEN_MAX_JOB_MEGAPIXEL_STEPS", "IMAGEGEN_SWEEP_INTERVAL_S", "IMAGEGEN_JOB_TIMEOUT_S",
         "IMAGEGEN_MAX_JOB_TIMEOUT_S", "IMAGEGEN_LOG_LEVEL", "IMAGEGEN_WEBHOOK_SECRET",
         "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE", "IMAGEGEN_WEBHOOK_ATTEMPTS",
-        "IMAGEGEN_WEBHOOK_FIRST_BACKOFF_S",
+        "IMAGEGEN_WEBHOOK_FIRST_BACKOFF_S", "IMAGEGEN_PICTURE_STORE", "IMAGEGEN_S3_BUCKET",
+        "IMAGEGEN_S3_PREFIX", "IMAGEGEN_S3_ENDPOINT_URL", "IMAGEGEN_S3_PRESIGN_S",
+        "IMAGEGEN_S3_WRITE_WAIT_S",
         # the gateway's
         "IMAGEGEN_MAX_RETRIES", "IMAGEGEN_API_KEYS", "IMAGEGEN_ADMIN_KEYS",
         "IMAGEGEN_MAX_BODY_BYTES", "IMAGEGEN_MAX_OUTSTANDING_JOBS",
@@ -126,6 +129,38 @@ class CommonSettings(BaseSettings):
         5.0, gt=0, description="Wait before the second attempt; doubles after each failure."
     )
 
+    picture_store: Literal["redis", "s3"] = Field(
+        "redis",
+        description="Where PNGs live: `redis` (beside the records), or `s3` (an S3-compatible "
+        "bucket: IMAGEGEN_S3_BUCKET; credentials from the AWS variables or files).",
+    )
+    s3_bucket: str | None = Field(None, description="The bucket, with `picture_store: s3`.")
+    s3_prefix: str = Field("imagegen/", description="Key prefix of every object in the bucket.")
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="The S3 API's URL for a store that is not AWS (MinIO, Ceph, R2); "
+        "path-style addresses.",
+    )
+    s3_presign_s: int = Field(
+        0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="0: the gateway streams each picture; more: GET /jobs/{id}/images/{i} "
+        "answers 307 to a presigned URL valid this many seconds (clients must reach the store).",
+    )
+    s3_write_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a worker retries a picture write (or read) before the job fails "
+        "`storage_unavailable`.",
+    )
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> CommonSettings:
+        if self.picture_store == "s3" and not self.s3_bucket:
+            raise ValueError("IMAGEGEN_PICTURE_STORE=s3 needs IMAGEGEN_S3_BUCKET")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, values: Any) -> Any:
@@ -166,6 +201,20 @@ class CommonSettings(BaseSettings):
         if "@" in rest.split("/", 1)[0]:
             return self.redis_url
         return f"{scheme}://:{quote(self.redis_password, safe='')}@{rest}"
+
+    def pictures(self) -> S3Pictures | None:
+        """The object store pictures go to; None: Redis keeps them."""
+        if self.picture_store != "s3":
+            return None
+        assert self.s3_bucket is not None  # _s3_needs_a_bucket
+        config = S3Config(
+            bucket=self.s3_bucket,
+            prefix=self.s3_prefix,
+            endpoint_url=self.s3_endpoint_url,
+            presign_s=self.s3_presign_s,
+            write_wait_s=self.s3_write_wait_s,
+        )
+        return S3Pictures(config)
 
     @property
     def webhooks(self) -> Webhooks:

@@ -4,8 +4,9 @@ Status changes go through `transition`, a compare-and-set in one optimistic tran
 a cancel from the gateway and a worker finishing the job cannot both win; the same transaction
 releases the job's cap slots, owes the job's webhook and tells listeners. This module only
 stores: what else happens when a job ends (metrics, what the webhook owes) is `lifecycle`'s and
-`webhooks`' business. Finished jobs expire after the result TTL; the
-PNGs live in Redis so that gateway and workers need no shared disk.
+`webhooks`' business. Finished jobs expire after the result TTL. The PNGs (results, init image,
+hand-overs between pools) live in Redis, so that gateway and workers need no shared disk, or in
+an S3 bucket (`jobs.pictures`) with Redis keeping only the records.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from contract.envelope import (
     WebhookDelivery,
 )
 from jobs.caps import free
+from jobs.pictures import (
+    INIT_NAME,
+    S3Pictures,
+    handoff_name,
+    image_name,
+    note_due,
+)
 from jobs.redis_keys import (
     cancel_key,
     events_channel,
@@ -60,9 +68,10 @@ class Transition:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, result_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, result_ttl_s: int, pictures: S3Pictures | None = None) -> None:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
+        self.pictures = pictures  # None: the PNGs live in Redis
 
     def create(
         self,
@@ -83,7 +92,12 @@ class JobStore:
         }
         mapping.update(fields)
         pipeline.hset(job_key(job_id), mapping=mapping)  # type: ignore[arg-type]
-        if init_image is not None:
+        if init_image is not None and self.pictures is not None:
+            # Now, before the record exists: an admission does not wait for the store
+            # (PicturesUnavailable, a 503), and an object whose record never came is swept.
+            note_due(self.redis, job_id, self.result_ttl_s)
+            self.pictures.put(job_id, INIT_NAME, init_image, wait_s=0)
+        elif init_image is not None:
             # Deleted when the job ends (drop_inputs); the TTL is a backstop.
             pipeline.set(init_image_key(job_id), init_image, ex=self.result_ttl_s)
         if stage_images:
@@ -97,8 +111,19 @@ class JobStore:
         return {text(k): v for k, v in raw.items()}
 
     def init_image(self, job_id: str) -> bytes | None:
+        if self.pictures is not None:
+            return self.pictures.get(job_id, INIT_NAME, wait_s=self.pictures.config.write_wait_s)
         value = self.redis.get(init_image_key(job_id))
         return value if isinstance(value, bytes) else None
+
+    def note_finishing(self, job_id: str, segment: int, pool: str) -> None:
+        """Segment `segment`'s RQ call returns (RQ deletes its job) while this worker's finisher
+        still stores its pictures: the janitor queues it again in `pool` if that worker dies."""
+        self.redis.hset(job_key(job_id), finishing_field(segment), pool)
+
+    def forget_finishing(self, pipeline: Pipeline, job_id: str, segment: int) -> None:
+        """Into `pipeline`: the segment is queued again; no finisher stores it now."""
+        pipeline.hdel(job_key(job_id), finishing_field(segment))
 
     def count_attempt(self, job_id: str, segment: int) -> None:
         """Counts runs of each segment: a retried one shows 2 (the reliability tests read it)."""
@@ -112,12 +137,21 @@ class JobStore:
         pngs: Sequence[bytes],
         trace: list[dict[str, object]],
     ) -> None:
-        """Into `pipeline`: the pictures segment `segment` starts from, and the trace so far."""
+        """Into `pipeline`: the pictures segment `segment` starts from, and the trace so far. In
+        object storage they are written now, before the transaction that queues the segment
+        (PicturesUnavailable once the write has waited its time)."""
         for index, png in enumerate(pngs):
-            pipeline.set(handoff_key(job_id, segment, index), png, ex=self.result_ttl_s)
+            if self.pictures is not None:
+                note_due(self.redis, job_id, self.result_ttl_s)
+                self.pictures.put(job_id, handoff_name(segment, index), png)
+            else:
+                pipeline.set(handoff_key(job_id, segment, index), png, ex=self.result_ttl_s)
         pipeline.hset(job_key(job_id), "trace", json.dumps(trace))
 
     def handed_over(self, job_id: str, segment: int, index: int) -> bytes | None:
+        if self.pictures is not None:
+            name = handoff_name(segment, index)
+            return self.pictures.get(job_id, name, wait_s=self.pictures.config.write_wait_s)
         value = self.redis.get(handoff_key(job_id, segment, index))
         return value if isinstance(value, bytes) else None
 
@@ -125,10 +159,17 @@ class JobStore:
         """Into `pipeline`: delete what an ended job no longer needs, its init and control images
         and the pictures handed between pools (their TTLs are only the backstop)."""
         pipeline.delete(init_image_key(job_id), stage_images_key(job_id))
-        if spec is not None:
-            for segment in range(1, len(spec.stages)):
-                for index in range(spec.num_images):
-                    pipeline.delete(handoff_key(job_id, segment, index))
+        handoffs = [
+            (segment, index)
+            for segment in range(1, len(spec.stages) if spec is not None else 0)
+            for index in range(spec.num_images if spec is not None else 0)
+        ]
+        if self.pictures is not None:  # not in the pipeline: now, best effort
+            names = [INIT_NAME] + [handoff_name(s, i) for s, i in handoffs]
+            self.pictures.delete(job_id, names)
+            return
+        for segment, index in handoffs:
+            pipeline.delete(handoff_key(job_id, segment, index))
 
     def load(self, job_id: str) -> JobEnvelope | None:
         found = self.load_with_owner(job_id)
@@ -199,20 +240,41 @@ class JobStore:
             pipe.execute()
 
     def store_images(self, job_id: str, pngs: Sequence[bytes]) -> None:
+        if self.pictures is not None:
+            # Noted first: objects written by a worker that then dies are swept all the same.
+            note_due(self.redis, job_id, self.result_ttl_s)
+            for index, png in enumerate(pngs):
+                self.pictures.put(job_id, image_name(index), png)
+            return
         with self.redis.pipeline(transaction=False) as pipe:
             for index, png in enumerate(pngs):
                 pipe.set(image_key(job_id, index), png, ex=self.result_ttl_s)
             pipe.execute()
 
     def image(self, job_id: str, index: int) -> bytes | None:
+        """A stored result; PicturesUnavailable (at once, no wait) if its store is S3 and
+        unreachable."""
+        if self.pictures is not None:
+            return self.pictures.get(job_id, image_name(index), wait_s=0)
         value = self.redis.get(image_key(job_id, index))
         return value if isinstance(value, bytes) else None
+
+    def image_redirect(self, job_id: str, index: int) -> str | None:
+        """Where a client may fetch a stored result itself (a presigned URL), if the deployment
+        hands those out (IMAGEGEN_S3_PRESIGN_S); None: the gateway streams it."""
+        if self.pictures is None or not self.pictures.presign_s:
+            return None
+        return self.pictures.url(job_id, image_name(index))
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.set(cancel_key(job_id), "1", ex=self.result_ttl_s)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(cancel_key(job_id)))
+
+
+def finishing_field(segment: int) -> str:
+    return f"finishing:{segment}"
 
 
 def note_rq_job(pipeline: Pipeline, job_id: str, rq_job: str) -> None:

@@ -37,7 +37,7 @@ def main() -> None:
     redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
     _wait_for(redis)
     webhooks.install(settings.webhooks)
-    ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
+    ends = Lifecycle(JobStore(redis, settings.result_ttl_s, settings.pictures()), settings.webhooks)
     lifecycle.install(ends)  # for RQ's failure callbacks found by this worker's sweeps
     moved = wait_for_room(lambda: webhooks.move_legacy_queue(redis), "the webhook worker")
     if moved:

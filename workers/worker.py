@@ -90,7 +90,7 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
                 except ModelUnavailable as exc:
                     # That model is unavailable (GET /models says why); the rest are served.
                     log.error("preloading failed: %s", exc)
-    ends = Lifecycle(JobStore(redis, settings.result_ttl_s), settings.webhooks)
+    ends = Lifecycle(JobStore(redis, settings.result_ttl_s, settings.pictures()), settings.webhooks)
     batching = (
         Batching(
             settings.pool,

@@ -64,7 +64,6 @@ from jobs.redis_keys import (
     a1111_checkpoint_key,
     a1111_current_key,
     a1111_vae_key,
-    image_key,
     job_key,
     text,
 )
@@ -158,8 +157,8 @@ async def _run(
     pngs: list[bytes] = []
     if final.status is JobStatus.SUCCEEDED:
         for index in range(len(final.images)):
-            png = await redis.get(image_key(job_id, index))
-            if isinstance(png, bytes):
+            png = await run_in_threadpool(jobs.store.image, job_id, index)  # Redis or S3
+            if png is not None:
                 pngs.append(png)
     info = _info(final, echoed, pngs, checkpoint)
     answer = ImageResponse(

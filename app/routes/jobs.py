@@ -8,7 +8,9 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Response
+from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
 
 from app.deps import AsyncRedisDep, FollowedJobDep, JobEventsDep, JobServiceDep, StreamSlotDep
 from app.errors import documented
@@ -127,6 +129,14 @@ def get_job(job_id: UUID, jobs: JobServiceDep, caller: CallerDep) -> JobEnvelope
     return jobs.visible(str(job_id), caller)
 
 
+class ImageRedirect(BaseModel):
+    """Where a picture kept in object storage is fetched from (the `Location` of a 307), for
+    clients that do not follow redirects."""
+
+    url: str = Field(description="A presigned URL of the PNG; no credentials needed.")
+    expires_in_s: int = Field(description="How long the URL stays valid after this answer.")
+
+
 @router.get(
     "/{job_id}/images/{index}",
     operation_id="get_job_image",
@@ -136,10 +146,26 @@ def get_job(job_id: UUID, jobs: JobServiceDep, caller: CallerDep) -> JobEnvelope
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             "description": "The PNG.",
         },
+        307: {
+            "model": ImageRedirect,
+            "description": "Pictures in object storage with presigned URLs on "
+            "(IMAGEGEN_S3_PRESIGN_S): fetch the PNG from `Location`, valid that many seconds.",
+            "headers": {
+                "Location": {
+                    "description": "A presigned URL of the PNG.",
+                    "schema": {"type": "string", "format": "uri"},
+                }
+            },
+        },
     },
 )
 def get_job_image(job_id: UUID, index: int, jobs: JobServiceDep, caller: CallerDep) -> Response:
-    """One result image as PNG."""
+    """One result image as PNG, or a redirect to it in the deployment's object store."""
+    redirect = jobs.image_redirect(str(job_id), index, caller)
+    if redirect is not None:
+        url, expires_in_s = redirect
+        answer = ImageRedirect(url=url, expires_in_s=expires_in_s)
+        return JSONResponse(answer.model_dump(), status_code=307, headers={"Location": url})
     return Response(content=jobs.image(str(job_id), index, caller), media_type="image/png")
 
 

@@ -204,6 +204,31 @@ def test_a_stage_that_would_run_no_denoising_step_is_refused(
     check_job(JobSpec.model_validate(spec), REGISTRY, LIMITS)
 
 
+@pytest.mark.parametrize(
+    ("stages", "strength", "at"),
+    [
+        ([{"steps": 2}], 5e-324, ("strength",)),  # 1 / 5e-324 is infinite
+        (
+            [{"steps": 4}, {"mode": "hires", "steps": 3, "denoise": 1e-300}],
+            None,
+            ("stages", 1, "denoise"),
+        ),
+    ],
+)
+def test_a_share_no_step_count_can_make_up_for_is_the_field_to_raise(
+    stages: list[dict[str, Any]], strength: float | None, at: tuple[str | int, ...]
+) -> None:
+    """Found by the fuzzer: `strength: 5e-324` answered 500 (the least step count overflowed)."""
+    spec: dict[str, Any] = {"prompt": "p", "width": 64, "height": 64}
+    spec["stages"] = [{**s, "model": MODEL_OF["sd15"]} for s in stages]
+    if strength is not None:
+        spec |= {"init_image": png_b64(64, 64), "strength": strength}
+    [violation] = rejected(spec)
+    assert (violation.type, violation.loc) == ("too_few_steps", at)
+    assert violation.ctx["min_steps"] is None
+    assert f"raise {at[-1]} to at least" in violation.msg
+
+
 def test_sd35_and_flux_share_a_channel_count_but_not_a_latent_space() -> None:
     # 16 channels each, so shapes would even match: the rule is the VAE, not the tensor shape.
     assert (

@@ -180,14 +180,18 @@ def test_a_job_whose_worker_died_before_storing_its_pictures_is_queued_again(
     lost, storing = queue_job(), queue_job()
     queue = pool_queue(store.redis, POOL)
     for job_id in (lost, storing):
-        # A worker ran it and its RQ call returned; the finisher thread was to store the PNGs.
+        # A worker ran it and its RQ call returned (RQ deleted its job, as it does with no
+        # result to keep); the finisher thread was to store the PNGs.
         store.transition(
             job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker="w", started_at=now()
         )
+        store.note_finishing(job_id, 0, POOL)
         queue.remove(job_id)
-        store.redis.hset(Job.key_for(job_id), "status", "finished")
+        store.redis.delete(Job.key_for(job_id))
     store.redis.set(claim_key(storing, 0), "w", px=5000)  # that finisher is alive
     assert check_unfinished(lifecycle) == []  # neither is ended: one waits, one goes again
     assert queue.get_job_ids() == [lost]
     assert store.redis.hget(Job.key_for(lost), "status") == b"queued"
     assert store.field(lost, "status") == "running"
+    assert check_unfinished(lifecycle) == []  # queued once: not again at the next sweep
+    assert queue.get_job_ids() == [lost]

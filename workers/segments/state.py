@@ -9,6 +9,7 @@ pool or stored, `canceled`, a failure with its reason).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ from jobs.claims import Claims
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
 from jobs.outage import REDIS_ERRORS, through_outage
+from jobs.pictures import PicturesUnavailable
 from jobs.queues import QueuePolicy, enqueue_segment
 from jobs.store import now
 from workers.models.cache import first_line
@@ -54,9 +56,10 @@ class NotStored(Exception):
     """A finished segment's results (its pictures, the hand-over to the next segment, the final
     status) that the store refused for as long as they waited (`jobs.outage.through_outage`,
     about three minutes). Not a Redis error: a Redis error mid-segment runs it again
-    (`workers.segments.runner`), and pictures already made are never made twice for a write."""
+    (`workers.segments.runner`), and pictures already made are never made twice for a write.
+    Pictures kept in S3 (`jobs.pictures`) wait there the same way, for IMAGEGEN_S3_WRITE_WAIT_S."""
 
-    def __init__(self, error: RedisError) -> None:
+    def __init__(self, error: RedisError | PicturesUnavailable) -> None:
         super().__init__(str(error))
         self.failure = Failed.not_stored(error)
 
@@ -122,7 +125,7 @@ class SegmentState:
         )
 
     def init_image(self, job_id: str) -> bytes:
-        raw = self.store.init_image(job_id)
+        raw = self._read_picture(lambda: self.store.init_image(job_id))
         if raw is None:
             raise StageError(
                 FailureType.INVALID_JOB, "the job's init_image is missing from the store"
@@ -133,13 +136,21 @@ class SegmentState:
         """The pictures the previous segment handed to segment `index`."""
         pictures = []
         for k in range(count):
-            raw = self.store.handed_over(job_id, index, k)
+            raw = self._read_picture(functools.partial(self.store.handed_over, job_id, index, k))
             if raw is None:
                 raise StageError(
                     FailureType.INVALID_JOB, f"segment {index}'s input pictures are missing"
                 )
             pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
         return pictures
+
+    @staticmethod
+    def _read_picture(read: Callable[[], bytes | None]) -> bytes | None:
+        try:
+            return read()
+        except PicturesUnavailable as exc:
+            message = Failed.not_stored(exc).message
+            raise StageError(FailureType.STORAGE_UNAVAILABLE, message) from exc
 
     def end(
         self,
@@ -219,6 +230,8 @@ class SegmentState:
                 self._fail_not_stored(job_id, refused)
             return
         # The claim is released once the pictures are stored, not when this call returns.
+        pool = segments[index].pool
+        through_outage(lambda: self.store.note_finishing(job_id, index, pool))
         self.claims.lend(job_id, index)
 
         def finish() -> None:
@@ -267,7 +280,7 @@ class SegmentState:
         recently = self._refused_at is not None and time.monotonic() - self._refused_at < 60
         try:
             done = write() if recently else through_outage(write)
-        except REDIS_ERRORS as error:
+        except (*REDIS_ERRORS, PicturesUnavailable) as error:
             self._refused_at = time.monotonic()
             raise NotStored(error) from error
         self._refused_at = None

@@ -19,6 +19,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from contract.envelope import FailureType, StageTrace
 from contract.violations import JobRejected
 from jobs.disclosure import without_host_paths
+from jobs.pictures import PicturesUnavailable
 from workers.models.cache import ModelUnavailable, first_line
 from workers.stages.errors import StageError
 
@@ -81,8 +82,14 @@ class Failed:
         )
 
     @classmethod
-    def not_stored(cls, exc: RedisError) -> Failed:
+    def not_stored(cls, exc: RedisError | PicturesUnavailable) -> Failed:
         """The job's results were made and the store refused them to the end of their wait."""
+        if isinstance(exc, PicturesUnavailable):
+            return cls(
+                FailureType.STORAGE_UNAVAILABLE,
+                f"the picture store (S3) could not be reached or refused the job's pictures "
+                f"({exc}); submit the job again later",
+            )
         if isinstance(exc, OutOfMemoryError):
             return cls(
                 FailureType.STORE_FULL,

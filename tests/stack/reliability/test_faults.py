@@ -218,9 +218,9 @@ def test_kill_9_mid_batch_runs_every_member_again_and_each_ends_once(fault_stack
 
 
 def test_kill_9_while_the_finisher_stores_a_job_runs_it_again(fault_stack: Stack) -> None:
-    """The job's RQ call has returned (RQ says finished) and its PNGs are being encoded on the
-    finisher thread when the worker dies: the janitor queues the job again once its claim has
-    expired, and it succeeds, run twice, ended once."""
+    """The job's RQ call has returned (RQ says finished, for a second; the record `finishing:0`)
+    and its PNGs are being encoded on the finisher thread when the worker dies: the janitor
+    queues the job again once its claim has expired, and it succeeds, run twice, ended once."""
     redis = fault_stack.redis
     big = {**spec(77, steps=1), "width": 1024, "height": 1024, "num_images": 4}
     with fault_stack.client() as client:
@@ -228,9 +228,11 @@ def test_kill_9_while_the_finisher_stores_a_job_runs_it_again(fault_stack: Stack
         deadline = time.monotonic() + 120
         victim = None
         while time.monotonic() < deadline:
-            rq_status = redis.hget(Job.key_for(job_id), "status")
-            status, worker = redis.hmget(job_key(job_id), ["status", "worker"])
-            if rq_status == b"finished" and status == b"running" and worker:
+            returned = redis.hget(Job.key_for(job_id), "status") in (None, b"finished")
+            status, worker, finishing = redis.hmget(
+                job_key(job_id), ["status", "worker", "finishing:0"]
+            )
+            if returned and finishing and status == b"running" and worker:
                 victim = worker.decode()
                 os.kill(int(victim.split(".")[-2]), signal.SIGKILL)
                 break
