@@ -46,7 +46,7 @@ test: $(VENV)/.installed $(NPM_CLIENTS) lint typecheck
 
 ## The edit loop: every test that needs no process of its own and compiles nothing (under a
 ## minute on two cores).
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(NPM_CLIENTS)
 	$(PY) -m pytest -n 2 -m "not stack and not soak and not slow"
 
 ## The reliability suite at full strength: ten kills, 500-job burst, a ten-minute fuzz, and a kill

@@ -27,7 +27,7 @@ def finish(client: httpx.Client, spec: dict[str, Any], jobs: int) -> list[str]:
                 if line.startswith("data: ") and '"status":"succeeded"' in line:
                     break
         ids.append(job_id)
-    time.sleep(0.5)  # the worker's last writes
+    time.sleep(2)  # the worker's last writes, and RQ's 1 s keep of its job (jobs.queues)
     return ids
 
 

@@ -37,13 +37,52 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def test_compose_file_follows_the_compose_specification() -> None:
+WORKER_HOST = REPO_ROOT / "deploy" / "compose.worker-host.yml"
+REDIS_PUBLISHED = REPO_ROOT / "deploy" / "compose.redis-published.yml"
+
+
+@pytest.mark.parametrize("path", [COMPOSE, WORKER_HOST, REDIS_PUBLISHED], ids=lambda p: p.name)
+def test_compose_files_follow_the_compose_specification(path: Path) -> None:
     result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_worker_host_runs_the_primarys_worker_against_the_primarys_redis(
+    compose: dict[str, Any],
+) -> None:
+    """deploy/compose.worker-host.yml: the same worker, environment and secret as the primary
+    host's, with no Redis of its own: REDIS_URL must name the primary's."""
+    host: dict[str, Any] = yaml.safe_load(WORKER_HOST.read_text())
+    assert list(host["services"]) == ["worker"]
+    worker = host["services"]["worker"]
+    primary = compose["services"]["worker"]
+    assert set(primary["environment"]) <= set(worker["environment"])
+    assert worker["environment"]["REDIS_URL"].startswith("${REDIS_URL:?")
+    for same in ("IMAGEGEN_REDIS_PASSWORD_FILE", "IMAGEGEN_REGISTRY", "IMAGEGEN_PICTURE_STORE"):
+        assert worker["environment"][same] == primary["environment"][same], same
+    assert worker["secrets"] == ["redis_password"]
+    assert worker["deploy"] == primary["deploy"]  # a GPU
+    assert worker["image"] == compose["x-worker"]["image"]
+    # Paths are the compose file's own folder's (deploy/): the files they name exist.
+    build = WORKER_HOST.parent / worker["build"]["context"]
+    assert (build / worker["build"]["dockerfile"]).is_file()
+    registry = worker["volumes"][0].split(":-", 1)[1].split("}", 1)[0]
+    assert (WORKER_HOST.parent / registry).is_file()
+    secret = host["secrets"]["redis_password"]["file"].split(":-", 1)[1].rstrip("}")
+    assert (WORKER_HOST.parent / secret).resolve() == (
+        REPO_ROOT / compose["secrets"]["redis_password"]["file"].split(":-", 1)[1].rstrip("}")
+    ).resolve()
+
+
+def test_publishing_redis_takes_an_address_and_adds_nothing_else() -> None:
+    published: dict[str, Any] = yaml.safe_load(REDIS_PUBLISHED.read_text())
+    assert published["services"] == {
+        "redis": {"ports": ["${REDIS_PUBLISH_ADDRESS:?a private address of this host}:6379:6379"]}
+    }
 
 
 def test_redis_persists_and_everything_waits_for_it(compose: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from contract.segments import Segment
 from contract.vae_files import weights_file
 from jobs import metrics
 from jobs.claims import Claims
+from jobs.disclosure import public_worker_name
 from jobs.lifecycle import Lifecycle
 from jobs.logs import job_context
 from jobs.outage import REDIS_ERRORS, through_outage
@@ -161,7 +162,20 @@ class SegmentState:
         outcome: Outcome,
     ) -> FailureType | None:
         """File how segment `index` ended; return the failure the job was filed with, if it was.
-        `segments` is the job's plan (None if the job failed before it was planned)."""
+        `segments` is the job's plan (None if the job failed before it was planned).
+
+        Nothing is filed once the record names another worker: this one was cut off (its host
+        paused or off the network) for longer than its heartbeat, and the job was run again
+        elsewhere. What it made now would overwrite that run's pictures."""
+        runner = self.store.field(job_id, "worker")
+        if runner is not None and runner != self.worker_name:
+            log.warning(
+                "segment %d was run again by %s while this worker was cut off; this run's "
+                "outcome is dropped",
+                index,
+                public_worker_name(runner),
+            )
+            return None
         match outcome:
             case Made(pictures, traces):
                 assert segments is not None, "pictures are made only by a planned segment"

@@ -246,3 +246,40 @@ def test_kill_9_while_the_finisher_stores_a_job_runs_it_again(fault_stack: Stack
         assert len(envelope["images"]) == 4
         assert redis.hget(job_key(job_id), "attempts:0") == b"2"
         assert {t["worker"] for t in envelope["trace"]} != {public_worker_name(victim)}
+
+
+def test_a_worker_cut_off_mid_job_is_replaced_and_its_late_outcome_dropped(
+    fault_stack: Stack,
+) -> None:
+    """Another host's worker, cut off mid-job (SIGSTOP: as a paused VM or a host off the network,
+    its process alive but silent): its heartbeat lapses, the job runs again on the live worker
+    and succeeds there. When the cut-off one comes back (SIGCONT) and finishes its run, nothing
+    of it is filed: the job stays as the live worker ended it, pictures included."""
+    redis = fault_stack.redis
+    with fault_stack.client() as client:
+        job_id = client.post("/jobs", json=spec(91, steps=60)).json()["id"]
+        deadline = time.monotonic() + 60
+        while redis.hget(job_key(job_id), "status") != b"running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        victim = redis.hget(job_key(job_id), "worker")
+        assert victim is not None
+        pid = int(victim.decode().split(".")[-2])
+        [paused] = [p for p in fault_stack.workers if p.pid == pid]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            final = wait_all_final(redis, [job_id], timeout=120)
+            assert final == {job_id: "succeeded"}
+            ended = client.get(f"/jobs/{job_id}").json()
+            png = client.get(ended["images"][0]["url"]).content
+            assert {t["worker"] for t in ended["trace"]} != {public_worker_name(victim.decode())}
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        log = fault_stack.logs / f"worker-{fault_stack.workers.index(paused)}.log"
+        deadline = time.monotonic() + 120
+        while "outcome is dropped" not in log.read_text():
+            assert time.monotonic() < deadline, "the cut-off worker never finished its run"
+            time.sleep(0.2)
+        assert client.get(f"/jobs/{job_id}").json() == ended
+        assert client.get(ended["images"][0]["url"]).content == png
+        assert redis.hget(job_key(job_id), "attempts:0") == b"2"  # run twice, filed once
