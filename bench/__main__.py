@@ -102,15 +102,7 @@ def redis_memory_per_job(client: httpx.Client, redis: Redis) -> dict[str, float]
     """Bytes Redis holds per finished 512² job: `used_memory` before and after, and the two
     parts it is made of (the PNG, the job's record)."""
     before = int(redis.info("memory")["used_memory"])
-    ids = []
-    for seed in range(P5_JOBS):  # distinct seeds: distinct pictures, as real jobs have
-        job_id = client.post("/jobs", json={**P5_SPEC, "seed": seed}).json()["id"]
-        with client.stream("GET", f"/jobs/{job_id}/events") as response:
-            for line in response.iter_lines():
-                if line.startswith("data: ") and '"status":"succeeded"' in line:
-                    break
-        ids.append(job_id)
-    time.sleep(2)  # the worker's last writes, and RQ's 1 s keep of its job (jobs.queues)
+    ids = pictures.finish(client, P5_SPEC, P5_JOBS)
     after = int(redis.info("memory")["used_memory"])
     png = statistics.mean(int(redis.strlen(image_key(i, 0))) for i in ids)
     record = statistics.mean(int(redis.memory_usage(job_key(i)) or 0) for i in ids)

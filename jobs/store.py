@@ -140,9 +140,10 @@ class JobStore:
         """Into `pipeline`: the pictures segment `segment` starts from, and the trace so far. In
         object storage they are written now, before the transaction that queues the segment
         (PicturesUnavailable once the write has waited its time)."""
+        if self.pictures is not None:
+            note_due(self.redis, job_id, self.result_ttl_s)
         for index, png in enumerate(pngs):
             if self.pictures is not None:
-                note_due(self.redis, job_id, self.result_ttl_s)
                 self.pictures.put(job_id, handoff_name(segment, index), png)
             else:
                 pipeline.set(handoff_key(job_id, segment, index), png, ex=self.result_ttl_s)
@@ -159,11 +160,11 @@ class JobStore:
         """Into `pipeline`: delete what an ended job no longer needs, its init and control images
         and the pictures handed between pools (their TTLs are only the backstop)."""
         pipeline.delete(init_image_key(job_id), stage_images_key(job_id))
-        handoffs = [
-            (segment, index)
-            for segment in range(1, len(spec.stages) if spec is not None else 0)
-            for index in range(spec.num_images if spec is not None else 0)
-        ]
+        handoffs = (
+            []
+            if spec is None
+            else [(s, i) for s in range(1, len(spec.stages)) for i in range(spec.num_images)]
+        )
         if self.pictures is not None:  # not in the pipeline: now, best effort
             names = [INIT_NAME] + [handoff_name(s, i) for s, i in handoffs]
             self.pictures.delete(job_id, names)

@@ -9,7 +9,6 @@ pool or stored, `canceled`, a failure with its reason).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import logging
@@ -126,7 +125,7 @@ class SegmentState:
         )
 
     def init_image(self, job_id: str) -> bytes:
-        raw = self._read_picture(lambda: self.store.init_image(job_id))
+        raw = self._read_picture(self.store.init_image, job_id)
         if raw is None:
             raise StageError(
                 FailureType.INVALID_JOB, "the job's init_image is missing from the store"
@@ -137,7 +136,7 @@ class SegmentState:
         """The pictures the previous segment handed to segment `index`."""
         pictures = []
         for k in range(count):
-            raw = self._read_picture(functools.partial(self.store.handed_over, job_id, index, k))
+            raw = self._read_picture(self.store.handed_over, job_id, index, k)
             if raw is None:
                 raise StageError(
                     FailureType.INVALID_JOB, f"segment {index}'s input pictures are missing"
@@ -146,9 +145,10 @@ class SegmentState:
         return pictures
 
     @staticmethod
-    def _read_picture(read: Callable[[], bytes | None]) -> bytes | None:
+    def _read_picture(read: Callable[..., bytes | None], *args: str | int) -> bytes | None:
+        """`read(*args)`, a store that stays away failing the job `storage_unavailable`."""
         try:
-            return read()
+            return read(*args)
         except PicturesUnavailable as exc:
             message = Failed.not_stored(exc).message
             raise StageError(FailureType.STORAGE_UNAVAILABLE, message) from exc
