@@ -52,6 +52,15 @@ class ImageNotFound(Exception):
         super().__init__(f"job {job_id} has no image {index}")
 
 
+class NotReplicated(Exception):
+    """No replica took the job within IMAGEGEN_REDIS_REPLICA_WAIT_MS: it was withdrawn."""
+
+    def __init__(self, job_id: str, replicas: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"job {job_id}: {replicas} of {wanted} Redis replicas confirmed it in {timeout_ms} ms"
+        )
+
+
 class JobAlreadyFinished(Exception):
     def __init__(self, job_id: str, status: JobStatus) -> None:
         super().__init__(f"job {job_id} has already finished ({status.value})")
@@ -157,8 +166,25 @@ class JobService:
                 self.idempotency.confirm(claim, job_id, pipe)
             metrics.count_job(pipe, "submitted", stored.stages[0].model)
             pipe.execute()
+        self._replicate(job_id)
         log.info("job queued", extra={"job_id": job_id, "owner": owner, "pool": first.pool})
         return JobEnvelope(id=job_id, status=JobStatus.QUEUED, created_at=created, spec=stored)
+
+    def _replicate(self, job_id: str) -> None:
+        """A 202 says the job is on a replica too (where the deployment asks for replicas), so
+        that a failover right after it loses nothing. If none confirms it in time, withdraw it:
+        canceled before any worker runs it, and the client told to submit again. (Should the
+        primary die during the withdrawal, a retry with the same Idempotency-Key finds the job
+        if it survived on the new primary.)"""
+        replication = self.store.replication
+        short = self.store.unreplicated()
+        if replication is None or short is None:
+            return
+        log.warning("no replica confirmed job %s: withdrawn", job_id)
+        self.store.request_cancel(job_id)
+        if self.lifecycle.end(job_id, JobStatus.CANCELED, (JobStatus.QUEUED,)).applied:
+            self._cancel_rq_job(job_id)
+        raise NotReplicated(job_id, short, replication.replicas, replication.timeout_ms)
 
     def visible(self, job_id: str, caller: Caller) -> JobEnvelope:
         """The job's envelope, if the caller may see it."""

@@ -22,7 +22,7 @@ from pydantic_core.core_schema import ErrorType as PydanticErrorType
 from starlette.exceptions import HTTPException
 
 from app import body_limit
-from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound
+from app.admission import ImageNotFound, JobAlreadyFinished, JobNotFound, NotReplicated
 from app.events import TooManyStreams
 from app.keys import AdminOnly, NotAuthenticated
 from app.openai.errors import openai_error
@@ -63,6 +63,7 @@ GatewayErrorType = Literal[
     "admin_only",
     "too_many_uploads",
     "picture_store_unavailable",
+    "not_replicated",
 ]
 # Why a job failed (`FailureType`'s values), for the A1111 face's 502, which waits for the job.
 FailedJobType = Literal[
@@ -140,6 +141,14 @@ ERRORS: dict[type[Exception], ErrorKind] = {
         retry_after_s=5,
         message="the picture store (S3) is unavailable; retry shortly",
     ),
+    # IMAGEGEN_REDIS_MIN_REPLICAS: no replica confirmed the job in time; it was withdrawn.
+    NotReplicated: ErrorKind(
+        503,
+        "not_replicated",
+        retry_after_s=1,
+        message="the job store's replicas did not confirm the job in time, so it was withdrawn "
+        "and will not run; submit it again",
+    ),
     redis.exceptions.ConnectionError: _STORE_DOWN,
     redis.exceptions.TimeoutError: _STORE_DOWN,
     redis.exceptions.BusyLoadingError: _STORE_DOWN,
@@ -183,7 +192,8 @@ _DESCRIPTIONS = {
     502: "The job failed (A1111 face, which waits for it): `type` is the job's `error.type`.",
     501: "Not served here (an A1111 route this service has no counterpart for).",
     503: "Redis is unreachable (`store_unavailable`) or at its memory limit (`store_full`), "
-    "or the picture store (S3) is unreachable (`picture_store_unavailable`); retry after "
+    "or the picture store (S3) is unreachable (`picture_store_unavailable`), or no Redis "
+    "replica confirmed the job in time (`not_replicated`: it was withdrawn); retry after "
     "`Retry-After` seconds.",
 }
 

@@ -9,9 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from redis import Redis
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio import Redis as AsyncRedis
 
 from app import docs, errors, request_schemas
 from app.a1111 import controlnet, extras
@@ -33,6 +30,7 @@ from jobs.caps import Caps
 from jobs.idempotency import Idempotency
 from jobs.janitor import sweep
 from jobs.lifecycle import Lifecycle
+from jobs.redis_client import connect_async
 from jobs.room import StoreRoom
 from jobs.store import JobStore
 
@@ -56,8 +54,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     logs.configure(settings.log_level)
     registry = load_registry(settings.registry)
-    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
-    store = JobStore(redis, settings.result_ttl_s, settings.pictures())
+    redis = settings.redis(health_check_interval=30)
+    store = JobStore(redis, settings.result_ttl_s, settings.pictures(), settings.replication)
     ends = Lifecycle(store, settings.webhooks)
     lifecycle.install(ends)  # for jobs the janitor finds abandoned
 
@@ -99,10 +97,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.store = store
     # Blocking: a burst (every stream of a job waking at once) waits for a free connection
     # instead of failing with "Too many connections".
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_connection_url, max_connections=100, timeout=10
-    )
-    app.state.async_redis = AsyncRedis(connection_pool=pool)
+    app.state.async_redis = connect_async(settings.redis_target, max_connections=100, timeout=10)
     app.state.job_events = JobEvents(app.state.async_redis)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     app.state.keys = KeyRing(settings.api_keys, settings.admin_keys)

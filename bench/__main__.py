@@ -8,6 +8,8 @@
         with the PNGs in an S3 bucket instead (bench.pictures)
     P6  8 concurrent jobs of one shape: images/s with cross-job batching on / off
     P7  the same for jobs of two stages (base, then a 2x pixel hires fix), both stages batched
+    P8  POST /jobs latency waiting for a Redis replica (WAIT) / not; Sentinel failover time
+        (bench.replication)
 
 Direct and service runs are interleaved so that drift on a noisy machine hits both alike.
 """
@@ -28,7 +30,7 @@ import httpx
 import torch
 from redis import Redis
 
-from bench import admission, pictures, throughput
+from bench import admission, pictures, replication, throughput
 from contract.registry import ModelRegistry
 from demo.models import ensure_built
 from devstack.processes import (
@@ -306,6 +308,24 @@ def main() -> int:
             f"{xl['with_refiner'] / 2**20:.1f} / {xl['one'] / 2**20:.1f} MiB",
             f"{xl['with_refiner'] / xl['one']:.4f}",
             "refiner UNet only",
+        )
+    )
+
+    p8 = replication.measure()
+    rows.append(
+        (
+            "P8 POST /jobs p50 waiting for 1 replica / primary only",
+            f"{p8['replicated_p50_ms']:.2f} / {p8['alone_p50_ms']:.2f} ms",
+            f"{p8['replicated_p50_ms'] / p8['alone_p50_ms']:.3f}",
+            "reported",
+        )
+    )
+    rows.append(
+        (
+            "P8 Sentinel failover: SIGKILL to a write on the new primary",
+            f"{p8['failover_s']:.2f} s",
+            "-",
+            "reported",
         )
     )
 

@@ -57,6 +57,7 @@ class RedisServer:
         fsync: str = "everysec",
         password: str | None = None,
         tls: TlsFiles | None = None,
+        replica_of: RedisServer | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -64,6 +65,7 @@ class RedisServer:
         self.fsync = fsync
         self.password = password  # `requirepass`: every client must AUTH
         self.tls = tls  # TLS only: the plain port is closed
+        self.replica_of = replica_of  # a replica of that server (the same password, no TLS)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +76,10 @@ class RedisServer:
         return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
 
     def _security(self) -> list[str]:
-        args = ["--requirepass", self.password] if self.password else []
+        # masterauth too: any node may be made a replica of another (Sentinel does so).
+        args = (
+            ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        )
         if self.tls is not None:
             args += [
                 "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
@@ -82,6 +87,13 @@ class RedisServer:
                 "--tls-auth-clients", "no",
             ]  # fmt: skip
         return args
+
+    def _replication(self) -> list[str]:
+        # Any node may become the primary: none waits its default 5 s before a replica's sync.
+        args = ["--repl-diskless-sync-delay", "0"]
+        if self.replica_of is None:
+            return args
+        return [*args, "--replicaof", "127.0.0.1", str(self.replica_of.port)]
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -106,6 +118,7 @@ class RedisServer:
                 "--logfile",
                 str(self.workdir / "redis.log"),
                 *self._security(),
+                *self._replication(),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -119,6 +132,22 @@ class RedisServer:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError(f"redis-server did not start; see {self.workdir}") from None
                 time.sleep(0.02)
+
+    def wait_in_sync(self, timeout: float = 10) -> None:
+        """A replica: wait until it has its primary's data and follows its writes."""
+        client = Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica did not sync in {timeout} s; see {self.workdir}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, whatever it had not yet replicated lost with it."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

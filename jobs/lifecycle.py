@@ -139,7 +139,8 @@ def _lifecycle_for(connection: Redis, job: Job) -> Lifecycle:
     if installed is None:
         log.warning("no lifecycle installed in this process: job %s ends without webhooks", job.id)
         return Lifecycle(JobStore(connection, job.result_ttl or 86400))
-    store = JobStore(connection, installed.store.result_ttl_s, installed.store.pictures)
+    kept = installed.store
+    store = JobStore(connection, kept.result_ttl_s, kept.pictures, kept.replication)
     return Lifecycle(store, installed.webhooks)
 
 

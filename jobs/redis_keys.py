@@ -21,6 +21,7 @@ imagegen:webhook-slot:<receiver>  the one attempt in flight to a receiver (`webh
 imagegen:webhook-waiters:<recv.>  attempts waiting for that slot (`webhooks`)
 imagegen:pictures-due             jobs by when their objects in S3 may go (`pictures`)
 imagegen:janitor                  the sweep lock (`janitor`)
+imagegen:replication-tick         written before each WAIT (`redis_client.replicated`)
 imagegen:janitor:cursor           where the next sweep's check of unfinished jobs starts
 rq:*                              RQ's own keys; our queues are named imagegen.<pool>
 """
@@ -53,6 +54,9 @@ def a1111_vae_key(owner: str) -> str:
 
 def a1111_current_key(owner: str) -> str:
     return f"{PREFIX}:a1111:current:{owner}"
+
+
+REPLICATION_TICK_KEY = f"{PREFIX}:replication-tick"
 
 
 # Every job's events channel, for one pattern subscription per gateway process (`app.events`).

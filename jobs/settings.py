@@ -12,9 +12,11 @@ from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis import Redis
 
 from contract.job_rules import JobLimits
 from jobs.pictures import S3Config, S3Pictures
+from jobs.redis_client import RedisTarget, Replication, connect, parse_sentinels
 from jobs.webhooks import Webhooks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +33,8 @@ SETTING_NAMES = frozenset(
         "IMAGEGEN_WEBHOOK_ALLOW_PRIVATE", "IMAGEGEN_WEBHOOK_ATTEMPTS",
         "IMAGEGEN_WEBHOOK_FIRST_BACKOFF_S", "IMAGEGEN_PICTURE_STORE", "IMAGEGEN_S3_BUCKET",
         "IMAGEGEN_S3_PREFIX", "IMAGEGEN_S3_ENDPOINT_URL", "IMAGEGEN_S3_PRESIGN_S",
-        "IMAGEGEN_S3_WRITE_WAIT_S",
+        "IMAGEGEN_S3_WRITE_WAIT_S", "IMAGEGEN_REDIS_SENTINELS", "IMAGEGEN_REDIS_SENTINEL_MASTER",
+        "IMAGEGEN_REDIS_MIN_REPLICAS", "IMAGEGEN_REDIS_REPLICA_WAIT_MS",
         # the gateway's
         "IMAGEGEN_MAX_RETRIES", "IMAGEGEN_API_KEYS", "IMAGEGEN_ADMIN_KEYS",
         "IMAGEGEN_MAX_BODY_BYTES", "IMAGEGEN_MAX_OUTSTANDING_JOBS",
@@ -96,6 +99,27 @@ class CommonSettings(BaseSettings):
         description="Redis's password, where the URL carries none (compose reads it from a "
         "secret: IMAGEGEN_REDIS_PASSWORD_FILE).",
     )
+    redis_sentinels: str | None = Field(
+        None,
+        description="Redis Sentinel's addresses, `host:port,host:port`: every process then "
+        "connects to the primary they name (IMAGEGEN_REDIS_SENTINEL_MASTER), and follows a "
+        "failover. The Redis URL still gives the password, database and TLS options.",
+    )
+    redis_sentinel_master: str = Field(
+        "imagegen", description="The name the sentinels monitor the primary under."
+    )
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must hold a job before POST /jobs answers 202 (and a "
+        "worker's ending before it moves on); 0: no wait. Redis' WAIT.",
+    )
+    redis_replica_wait_ms: int = Field(
+        1000,
+        gt=0,
+        description="How long to wait for them: then the gateway withdraws the job and "
+        "answers 503 `not_replicated`; a worker logs it and goes on.",
+    )
     registry: Path = Field(
         REPO_ROOT / "deploy" / "registry.demo.yaml", description="Model registry YAML file."
     )
@@ -156,6 +180,12 @@ class CommonSettings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _sentinels_parse(self) -> CommonSettings:
+        if self.redis_sentinels:
+            parse_sentinels(self.redis_sentinels)  # ValueError names the bad entry
+        return self
+
+    @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> CommonSettings:
         if self.picture_store == "s3" and not self.s3_bucket:
             raise ValueError("IMAGEGEN_PICTURE_STORE=s3 needs IMAGEGEN_S3_BUCKET")
@@ -201,6 +231,21 @@ class CommonSettings(BaseSettings):
         if "@" in rest.split("/", 1)[0]:
             return self.redis_url
         return f"{scheme}://:{quote(self.redis_password, safe='')}@{rest}"
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        sentinels = parse_sentinels(self.redis_sentinels) if self.redis_sentinels else ()
+        return RedisTarget(self.redis_connection_url, sentinels, self.redis_sentinel_master)
+
+    def redis(self, **options: Any) -> Redis:
+        """A client of the primary: the URL's server, or the one the sentinels name."""
+        return connect(self.redis_target, **options)
+
+    @property
+    def replication(self) -> Replication | None:
+        if not self.redis_min_replicas:
+            return None
+        return Replication(self.redis_min_replicas, self.redis_replica_wait_ms)
 
     def pictures(self) -> S3Pictures | None:
         """The object store pictures go to; None: Redis keeps them."""

@@ -41,6 +41,7 @@ from jobs.pictures import (
     image_name,
     note_due,
 )
+from jobs.redis_client import Replication
 from jobs.redis_keys import (
     cancel_key,
     events_channel,
@@ -68,10 +69,25 @@ class Transition:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, result_ttl_s: int, pictures: S3Pictures | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        result_ttl_s: int,
+        pictures: S3Pictures | None = None,
+        replication: Replication | None = None,
+    ) -> None:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
         self.pictures = pictures  # None: the PNGs live in Redis
+        self.replication = replication  # None: no replica is waited for
+
+    def unreplicated(self) -> int | None:
+        """None where the writes so far are on as many replicas as the deployment asks (or it
+        asks none); else how many replicas hold them (after waiting IMAGEGEN_REDIS_REPLICA_WAIT_MS
+        for them)."""
+        if self.replication is None:
+            return None
+        return self.replication.confirmed(self.redis)
 
     def create(
         self,

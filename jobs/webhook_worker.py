@@ -34,10 +34,11 @@ HEARTBEAT_TTL_S = 8
 def main() -> None:
     settings = CommonSettings()
     logs.configure(settings.log_level)
-    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
+    redis = settings.redis(health_check_interval=30)
     _wait_for(redis)
     webhooks.install(settings.webhooks)
-    ends = Lifecycle(JobStore(redis, settings.result_ttl_s, settings.pictures()), settings.webhooks)
+    store = JobStore(redis, settings.result_ttl_s, settings.pictures(), settings.replication)
+    ends = Lifecycle(store, settings.webhooks)
     lifecycle.install(ends)  # for RQ's failure callbacks found by this worker's sweeps
     moved = wait_for_room(lambda: webhooks.move_legacy_queue(redis), "the webhook worker")
     if moved:

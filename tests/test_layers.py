@@ -106,6 +106,8 @@ UNMIRRORED = {
     "workers/stages/errors.py": "an exception class; tests/workers/stages/test_chain.py raises it",
     "app/a1111/schemas.py": "fields only; tests/app/a1111/ and the webuiapi tests use them",
     "devstack/processes.py": "starts every process of tests/stack/",
+    "devstack/sentinel.py": "the sentinels of tests/jobs/test_redis_client.py and "
+    "tests/stack/reliability/test_failover.py",
     "devstack/s3_server.py": "the S3 stand-in of tests/jobs/test_pictures.py and "
     "tests/stack/test_pictures_in_s3.py",
     "jobs/heartbeat_worker.py": "the workers' base: tests/workers/test_worker.py, "

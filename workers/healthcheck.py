@@ -36,7 +36,7 @@ def webhook_worker_alive(redis: Redis) -> bool:
 def main() -> int:
     settings = WorkerSettings()
     try:
-        redis = Redis.from_url(settings.redis_connection_url, socket_timeout=3)
+        redis = settings.redis(socket_timeout=3)
         ok = webhook_worker_alive(redis) if "--webhooks" in sys.argv[1:] else alive(settings, redis)
     except Exception as error:  # Redis unreachable: not healthy, and say why
         print(f"unhealthy: {error}", file=sys.stderr)

@@ -90,7 +90,8 @@ def build_runner(settings: WorkerSettings, redis: Redis, name: str) -> JobRunner
                 except ModelUnavailable as exc:
                     # That model is unavailable (GET /models says why); the rest are served.
                     log.error("preloading failed: %s", exc)
-    ends = Lifecycle(JobStore(redis, settings.result_ttl_s, settings.pictures()), settings.webhooks)
+    store = JobStore(redis, settings.result_ttl_s, settings.pictures(), settings.replication)
+    ends = Lifecycle(store, settings.webhooks)
     batching = (
         Batching(
             settings.pool,
@@ -123,7 +124,7 @@ def main() -> None:
     logs.configure(settings.log_level)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    redis = Redis.from_url(settings.redis_connection_url, health_check_interval=30)
+    redis = settings.redis(health_check_interval=30)
     name = unique_name(settings.name)
     runner = build_runner(settings, redis, name)
     install_runner(runner)

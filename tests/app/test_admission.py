@@ -10,6 +10,7 @@ from app.main import create_app
 from app.settings import GatewaySettings
 from contract.spec import JobSpec
 from jobs.idempotency import Idempotency
+from tests.app.conftest import queued
 
 QUICK = {
     "prompt": "hook",
@@ -68,3 +69,28 @@ def test_a_claim_whose_job_never_appeared_is_409_in_flight_not_500(
     assert retried.status_code == 202
     again = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "retry-me"})
     assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])
+
+
+def test_a_job_no_replica_confirms_is_withdrawn_and_answered_503_not_replicated(
+    gateway_settings: GatewaySettings, redis: Redis
+) -> None:
+    # The test's Redis has no replica: WAIT counts none, as when the only one is down.
+    settings = gateway_settings.model_copy(
+        update={"redis_min_replicas": 1, "redis_replica_wait_ms": 50}
+    )
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "k1"})
+        again = client.post("/jobs", json=QUICK, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 503, first.text
+    assert first.headers["Retry-After"] == "1"
+    [error] = first.json()["detail"]
+    assert error["type"] == "not_replicated"
+    assert "submit it again" in error["msg"]
+    # Nothing will run: the RQ queue is empty and the record ended canceled.
+    assert queued(redis) == 0
+    records = [k for k in redis.scan_iter("imagegen:job:*") if k.count(b":") == 2]
+    assert sorted(redis.hget(k, "status") for k in records) == [b"canceled"] * 2
+    # The key was given back: the retry was admitted anew (and withdrawn again), not 409; and
+    # neither holds a slot of the key's queue cap.
+    assert again.status_code == 503, again.text
+    assert redis.zcard("imagegen:outstanding") == 0

@@ -77,3 +77,26 @@ def test_a_redis_password_goes_into_a_url_that_carries_none(
     assert CommonSettings().redis_connection_url == "redis://:p%40ss%2Fword@redis:6379/0"
     monkeypatch.setenv("REDIS_URL", "rediss://app:own@redis:6380/1")  # its own: kept
     assert CommonSettings().redis_connection_url == "rediss://app:own@redis:6380/1"
+
+
+def test_sentinels_and_replicas_are_read_and_a_bad_address_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEGEN_REDIS_SENTINELS", "s1:26379,s2:26379,s3:26379")
+    monkeypatch.setenv("IMAGEGEN_REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("IMAGEGEN_REDIS_MIN_REPLICAS", "1")
+    settings = CommonSettings()
+    target = settings.redis_target
+    assert target.sentinels == (("s1", 26379), ("s2", 26379), ("s3", 26379))
+    assert target.master == "imagegen"
+    assert target.url == "redis://:pw@127.0.0.1:6379/0"  # its password reaches every node
+    assert settings.replication is not None
+    assert settings.replication.replicas == 1
+    assert settings.replication.timeout_ms == 1000
+    monkeypatch.setenv("IMAGEGEN_REDIS_SENTINELS", "s1:26379,s2")
+    with pytest.raises(ValueError, match="IMAGEGEN_REDIS_SENTINELS: 's2' is not host:port"):
+        CommonSettings()
+    monkeypatch.delenv("IMAGEGEN_REDIS_SENTINELS")
+    monkeypatch.setenv("IMAGEGEN_REDIS_MIN_REPLICAS", "0")
+    assert CommonSettings().replication is None  # no WAIT at all
+    assert CommonSettings().redis_target.sentinels == ()

@@ -34,7 +34,7 @@ from jobs.logs import job_context
 from jobs.outage import REDIS_ERRORS, through_outage
 from jobs.pictures import PicturesUnavailable
 from jobs.queues import QueuePolicy, enqueue_segment
-from jobs.store import now
+from jobs.store import Transition, now
 from workers.models.cache import first_line
 from workers.models.weights import file_hash
 from workers.segments.finisher import Finisher
@@ -167,7 +167,9 @@ class SegmentState:
         Nothing is filed once the record names another worker: this one was cut off (its host
         paused or off the network) for longer than its heartbeat, and the job was run again
         elsewhere. What it made now would overwrite that run's pictures."""
-        runner = self.store.field(job_id, "worker")
+        # Waits out Redis like the writes after it (a failover found the bare read failing a
+        # finished job `generation_failed`).
+        runner = through_outage(lambda: self.store.field(job_id, "worker"))
         if runner is not None and runner != self.worker_name:
             log.warning(
                 "segment %d was run again by %s while this worker was cut off; this run's "
@@ -375,19 +377,33 @@ class SegmentState:
         """End the job, the write waiting out Redis as `wait` does (a success's, as the rest of
         its results: `_store_results`)."""
         when = now()
-        wait(
-            lambda: self.lifecycle.end(
-                job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields
-            )
-        )
+
+        def end() -> None:
+            self.lifecycle.end(job_id, status, (JobStatus.RUNNING,), finished_at=when, **fields)
+            self._replicated()
+
+        wait(end)
         log.info("job %s", status.value)
+
+    def _replicated(self) -> None:
+        """Wait for the replicas to hold a job's ending (IMAGEGEN_REDIS_MIN_REPLICAS) before
+        this worker moves on: a failover right after would otherwise lose it, and the job would
+        run again. Losing the primary meanwhile raises, and the caller's wait writes the ending
+        again on the new one (an ending already there is not written twice)."""
+        short = self.store.unreplicated()
+        if short is not None:
+            log.warning("only %d Redis replicas confirmed the job's ending; going on", short)
 
     def _fail(self, job_id: str, type_: FailureType, message: str) -> FailureType | None:
         when = now()
-        outcome = through_outage(
-            lambda: self.lifecycle.fail(
+
+        def fail() -> Transition:
+            ended = self.lifecycle.fail(
                 job_id, type_, message, allowed_from=(JobStatus.RUNNING,), finished_at=when
             )
-        )
+            self._replicated()
+            return ended
+
+        outcome = through_outage(fail)
         log.info("job failed (%s)", type_.value)
         return type_ if outcome.applied else None
