@@ -70,6 +70,8 @@ class Pipelines:
     image_takes_size: bool = False
     # A single file read the family's own way, instead of diffusers' from_single_file.
     read_single_file: SingleFileReader | None = None
+    # That reader multiplies a ComfyUI scaled-fp8 file's weights by their scales.
+    reads_scaled_fp8: bool = False
     # Checks the loaded weights against the entry (a Flux variant); raises ArchitectureMismatch.
     check_weights: Callable[[ModelEntry, DiffusionPipeline], None] | None = None
     # Mends the img2img pipeline once made (where diffusers' own needs it).

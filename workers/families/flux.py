@@ -76,6 +76,7 @@ PIPELINES = {
     "flux": Pipelines(
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
+        reads_scaled_fp8=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(
             FluxControlNetPipeline, FluxControlNetImg2ImgPipeline, FluxControlNetModel,

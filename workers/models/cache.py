@@ -450,7 +450,8 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     """The cause in a user's words: what the file is instead, where its header says so."""
     source = entry.source
     if isinstance(source, SingleFileSource):
-        found = diagnose(source.single_file)
+        reads_scaled = pipelines_for(entry.architecture).reads_scaled_fp8
+        found = diagnose(source.single_file, reads_scaled)
         if found is not None:
             return found
         where = str(source.single_file)

@@ -11,6 +11,7 @@ UNet, a scaled-fp8 file, a truncated download, or not safetensors at all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from contract.architectures import most_specific_first
@@ -43,9 +44,16 @@ _INPAINT_CONV_IN = (
 )
 
 
-def diagnose(path: Path) -> str | None:
+def is_scaled_fp8(keys: Iterable[str]) -> bool:
+    """ComfyUI's scaled fp8: its `scaled_fp8` marker, or a `<layer>.scale_weight` per layer (the
+    stored fp8 weight times it is the weight)."""
+    return any(key == "scaled_fp8" or key.endswith(".scale_weight") for key in keys)
+
+
+def diagnose(path: Path, reads_scaled_fp8: bool = False) -> str | None:
     """Why a checkpoint file cannot be loaded, in a user's words; None if nothing is visibly
-    wrong with it (the loader's own error then says more)."""
+    wrong with it (the loader's own error then says more). `reads_scaled_fp8`: the loader
+    multiplies a ComfyUI scaled-fp8 file's weights by their scales (Flux's does)."""
     if not path.is_file():
         return f"{path} does not exist (or is not a file)"
     size = path.stat().st_size
@@ -71,10 +79,11 @@ def diagnose(path: Path) -> str | None:
     keys = [k for k in header if k != "__metadata__"]
     if any(mark in key for key in keys for mark in _LORA_MARKS):
         return f"{path.name} is a LoRA, not a checkpoint: it adapts a model, it cannot be one"
-    if "scaled_fp8" in header or any(key.endswith(".scale_weight") for key in keys):
+    if not reads_scaled_fp8 and is_scaled_fp8(keys):
         return (
-            f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported: its weights "
-            "need their scales; use a bf16 or plain fp8 file without scales"
+            f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported for this "
+            "architecture (Flux's are): its weights need their scales, which diffusers' loader "
+            "ignores; use a bf16 or plain fp8 file without scales"
         )
     for key in _INPAINT_CONV_IN:
         shape = header.get(key, {}).get("shape")

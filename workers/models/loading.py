@@ -120,10 +120,10 @@ def _load_single_file(
             f"{entry.architecture}; fix the entry's architecture"
         )
     # Refused before loading: a scaled-fp8 file, for one, loads "fine" and draws NaN.
-    unloadable = diagnose(source.single_file)
+    classes = pipelines_for(entry.architecture)
+    unloadable = diagnose(source.single_file, classes.reads_scaled_fp8)
     if unloadable is not None:
         raise ArchitectureMismatch(unloadable)
-    classes = pipelines_for(entry.architecture)
     if classes.read_single_file is not None:
         return classes.read_single_file(entry, source, cls, common["torch_dtype"])
     path, config = str(_as_safetensors(source.single_file)), str(source.config)

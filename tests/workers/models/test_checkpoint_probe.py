@@ -87,3 +87,10 @@ def test_truncated_and_foreign_files_are_named_so(tmp_path: Path) -> None:
     pickle.write_bytes(b"PK\x03\x04 a zip, as torch.save writes")
     assert "is not a safetensors file" in (diagnose(pickle) or "")
     assert "does not exist" in (diagnose(tmp_path / "missing.safetensors") or "")
+
+
+def test_a_scaled_fp8_file_passes_where_the_loader_applies_its_scales(tmp_path: Path) -> None:
+    path = tmp_path / "flux1-dev-fp8-scaled.safetensors"
+    save_file({"scaled_fp8": torch.zeros(0), "img_in.scale_weight": torch.ones(())}, path)
+    assert "not supported for this architecture" in (diagnose(path) or "")
+    assert diagnose(path, reads_scaled_fp8=True) is None  # Flux's reader (workers/families)
