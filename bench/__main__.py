@@ -10,6 +10,8 @@
     P7  the same for jobs of two stages (base, then a 2x pixel hires fix), both stages batched
     P8  POST /jobs latency waiting for a Redis replica (WAIT) / not; Sentinel failover time
         (bench.replication)
+    P9  a Flux transformer at released width held in fp8 / in bf16: resident bytes, step time
+        (bench.fp8)
 
 Direct and service runs are interleaved so that drift on a noisy machine hits both alike.
 """
@@ -30,7 +32,7 @@ import httpx
 import torch
 from redis import Redis
 
-from bench import admission, pictures, replication, throughput
+from bench import admission, fp8, pictures, replication, throughput
 from contract.registry import ModelRegistry
 from demo.models import ensure_built
 from devstack.processes import (
@@ -325,6 +327,24 @@ def main() -> int:
             "P8 Sentinel failover: SIGKILL to a write on the new primary",
             f"{p8['failover_s']:.2f} s",
             "-",
+            "reported",
+        )
+    )
+
+    p9 = fp8.measure()
+    rows.append(
+        (
+            "P9 Flux blocks at width 3072: resident fp8 / bf16",
+            f"{p9['fp8_bytes'] / 2**20:.0f} / {p9['bf16_bytes'] / 2**20:.0f} MiB",
+            f"{p9['fp8_bytes'] / p9['bf16_bytes']:.3f}",
+            "<= 0.55",
+        )
+    )
+    rows.append(
+        (
+            "P9 the same: step time fp8 / bf16 (CPU)",
+            f"{p9['fp8_step_s']:.2f} / {p9['bf16_step_s']:.2f} s",
+            f"{p9['fp8_step_s'] / p9['bf16_step_s']:.3f}",
             "reported",
         )
     )

@@ -28,6 +28,7 @@ from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
 from workers.models.controlnets import LoadedControlNet, load_controlnet
 from workers.models.embeddings import LoadedEmbedding, read_embedding
+from workers.models.fp8 import adapters_made_in_compute_dtype, fp8_storage
 from workers.models.ip_adapters import LoadedIpAdapter, load_ip_adapter
 from workers.models.loading import (
     image_pipeline_of,
@@ -68,7 +69,9 @@ class LoadedModel:
         """Load the LoRA `name` into the model's modules unless it is there; `keep` are the
         adapters the running stage needs, which the memory budget never deletes."""
         if name not in self.adapters:
-            self.text.load_lora_weights(str(file), adapter_name=name)
+            denoiser = pipelines_for(self.entry.architecture).denoiser_of(self.text)
+            with adapters_made_in_compute_dtype(denoiser):
+                self.text.load_lora_weights(str(file), adapter_name=name)
             if self.on_adapter_loaded is not None:
                 self.on_adapter_loaded(self, keep)
         self.adapters[name] = time.monotonic()
@@ -341,8 +344,12 @@ class ModelCache:
                 if source.config.is_dir()
                 else []
             )
-            files = [source.single_file, *(f for d in added for f in weight_files(d))]
-            return estimated_bytes(files, dtype)
+            added_files = [f for d in added for f in weight_files(d)]
+            # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight.
+            kept = fp8_storage(source.single_file) is not None and not entry.compile
+            return estimated_bytes([source.single_file], dtype, fp8_kept=kept) + estimated_bytes(
+                added_files, dtype
+            )
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
     def _adapter_loaded(self, model: LoadedModel, keep: set[str]) -> None:

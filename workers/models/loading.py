@@ -21,6 +21,7 @@ from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSou
 from contract.safetensors_header import read_header
 from workers.families import ArchitectureMismatch, pipelines_for
 from workers.models.checkpoint_probe import diagnose, probe_architecture
+from workers.models.fp8 import fp8_storage, keep_in_fp8
 
 log = logging.getLogger("imagegen.worker")
 
@@ -71,6 +72,12 @@ def load_text_pipeline(
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if isinstance(source, SingleFileSource):
+        storage = fp8_storage(source.single_file)
+        # A plain fp8 file: held as it was shipped (not under torch.compile, whose graphs the
+        # per-layer casts would break).
+        if storage is not None and not entry.compile:
+            keep_in_fp8(classes.denoiser_of(pipe), storage, dtype)
     return pipe
 
 

@@ -13,9 +13,10 @@ from safetensors import safe_open
 
 # Components whose modules may be shared between pipelines when their weights are identical.
 SHAREABLE = ("vae", "text_encoder", "text_encoder_2")
-# Floating tensors are held at the model's dtype (fp8 ones too: loading casts them); others at
-# their own size.
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+# Floating tensors are held at the model's dtype (fp8 ones too, unless the file is kept in fp8:
+# workers.models.fp8); others at their own size.
+_FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", *_FP8_DTYPES}
 _OTHER_SIZES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1}
 
 
@@ -23,8 +24,9 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def estimated_bytes(files: list[Path], dtype: torch.dtype) -> int:
-    """Bytes the tensors in `files` take once loaded as `dtype` (from the headers alone)."""
+def estimated_bytes(files: list[Path], dtype: torch.dtype, fp8_kept: bool = False) -> int:
+    """Bytes the tensors in `files` take once loaded as `dtype` (from the headers alone);
+    `fp8_kept`: their fp8 matrices stay fp8 (`workers.models.fp8`: layer weights, not biases)."""
     size = torch.tensor([], dtype=dtype).element_size()
     total = 0
     for path in files:
@@ -36,7 +38,10 @@ def estimated_bytes(files: list[Path], dtype: torch.dtype) -> int:
                     numel *= dim
                 dtype_name = tensor.get_dtype()
                 own = _OTHER_SIZES.get(dtype_name, 1)
-                total += numel * (size if dtype_name in _FLOAT_DTYPES else own)
+                if fp8_kept and dtype_name in _FP8_DTYPES and len(tensor.get_shape()) >= 2:
+                    total += numel
+                else:
+                    total += numel * (size if dtype_name in _FLOAT_DTYPES else own)
     return total
 
 

@@ -1,0 +1,108 @@
+"""P9: a Flux transformer at its released width held in fp8 (a plain fp8 file's weights) against
+the same weights in bf16: resident bytes and the time of one denoising step, on this CPU.
+
+    python -m bench.fp8
+
+The module: one double and one single block at Flux's width (3,072; 24 heads of 128) and its
+embedders (T5-XXL's 4,096-wide context), random weights rounded to e4m3 as an fp8 file stores
+them, 256 image tokens (a 256² picture) and 64 text tokens. fp8 is held by
+`workers.models.fp8.keep_in_fp8`, each layer computing in bf16. bf16 is timed before and after
+(the machine drifts).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from diffusers import FluxTransformer2DModel
+
+from workers.models.fp8 import adapters_made_in_compute_dtype, keep_in_fp8
+
+IMAGE_TOKENS = 256
+TEXT_TOKENS = 64
+RUNS = 3
+
+
+def _module() -> FluxTransformer2DModel:
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+        guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+    ).to(torch.bfloat16)  # fmt: skip
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Linear):  # what an fp8 file holds
+                layer.weight.data = layer.weight.data.to(torch.float8_e4m3fn).to(torch.bfloat16)
+    return model.eval()
+
+
+def _inputs() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+
+    def noise(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    return {
+        "hidden_states": noise(1, IMAGE_TOKENS, 64),
+        "encoder_hidden_states": noise(1, TEXT_TOKENS, 4096),
+        "pooled_projections": noise(1, 768),
+        "timestep": torch.tensor([0.5], dtype=torch.bfloat16),
+        "guidance": torch.tensor([3.5], dtype=torch.bfloat16),
+        "img_ids": torch.zeros(IMAGE_TOKENS, 3),
+        "txt_ids": torch.zeros(TEXT_TOKENS, 3),
+    }
+
+
+def _held_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _step_s(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+    times = []
+    with torch.no_grad():
+        for _ in range(RUNS):
+            started = time.perf_counter()
+            out = model(**inputs, return_dict=False)[0]
+            times.append(time.perf_counter() - started)
+    return statistics.median(times), out
+
+
+def measure() -> dict[str, Any]:
+    model, inputs = _module(), _inputs()
+    bf16_bytes = _held_bytes(model)
+    _step_s(model, inputs)  # warm up
+    bf16_before, reference = _step_s(model, inputs)
+    held = keep_in_fp8(model, torch.float8_e4m3fn, torch.bfloat16)
+    fp8_bytes = _held_bytes(model)
+    fp8_s, out = _step_s(model, inputs)
+    with adapters_made_in_compute_dtype(model):  # every weight in bf16 again, for the "after"
+        bf16_after, _ = _step_s(model, inputs)
+    return {
+        "weights_in_fp8": held,
+        "bf16_bytes": bf16_bytes,
+        "fp8_bytes": fp8_bytes,
+        "bf16_step_s": statistics.mean([bf16_before, bf16_after]),
+        "fp8_step_s": fp8_s,
+        "max_difference": float((out.float() - reference.float()).abs().max()),
+    }
+
+
+def main() -> int:
+    m = measure()
+    print(
+        f"P9 Flux blocks at width 3072 ({m['weights_in_fp8']} weights held in fp8): resident "
+        f"{m['fp8_bytes'] / 2**20:.0f} / {m['bf16_bytes'] / 2**20:.0f} MiB = "
+        f"{m['fp8_bytes'] / m['bf16_bytes']:.3f} (target <= 0.55); step "
+        f"{m['fp8_step_s']:.2f} / {m['bf16_step_s']:.2f} s = "
+        f"{m['fp8_step_s'] / m['bf16_step_s']:.3f}; fp8 and bf16 outputs differ by at most "
+        f"{m['max_difference']:.2e}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
