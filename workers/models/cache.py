@@ -88,6 +88,18 @@ class LoadedModel:
         return self._image
 
 
+def component_dtypes(pipe: DiffusionPipeline) -> dict[str, list[str]]:
+    """Each module component's parameter dtypes (two where fp8 weights are held beside the
+    model's dtype: `workers.models.fp8`), for the load log: what a model really computes in."""
+    held = {}
+    for name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            dtypes = {str(p.dtype).removeprefix("torch.") for p in component.parameters()}
+            if dtypes:
+                held[name] = sorted(dtypes)
+    return held
+
+
 def _tensors(pipe: DiffusionPipeline) -> Iterable[torch.Tensor]:
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
@@ -304,6 +316,15 @@ class ModelCache:
             f", sharing {', '.join(sorted(shared))}" if shared else "",
             seconds,
         )
+        held = component_dtypes(pipe)
+        log.info("%s holds %s", name, ", ".join(f"{c} in {'+'.join(d)}" for c, d in held.items()))
+        wide = sorted(c for c, d in held.items() if "float32" in d)
+        if device != "cpu" and wide:
+            log.warning(
+                "%s computes in fp32 on %s (%s): several times slower than bf16 or fp16 on a "
+                "GPU; set the entry's dtype (bf16)",
+                name, device, ", ".join(wide),
+            )  # fmt: skip
         self._make_room(0, keep={name})
         return model
 

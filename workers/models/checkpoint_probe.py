@@ -38,6 +38,9 @@ def probe_architecture(path: Path) -> str | None:
 _LORA_MARKS = (
     "lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te", ".lora.up.", ".lora.down.",
 )  # fmt: skip
+# Forge's NF4 files: each quantized weight's bitsandbytes state beside it.
+_BNB_MARKS = (".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
+_GGUF_MAGIC = b"GGUF"
 _INPAINT_CONV_IN = (
     "model.diffusion_model.input_blocks.0.0.weight",
     "conv_in.weight",
@@ -56,6 +59,13 @@ def diagnose(path: Path, reads_scaled_fp8: bool = False) -> str | None:
     multiplies a ComfyUI scaled-fp8 file's weights by their scales (Flux's does)."""
     if not path.is_file():
         return f"{path} does not exist (or is not a file)"
+    with path.open("rb") as handle:
+        if handle.read(4) == _GGUF_MAGIC:
+            return (
+                f"{path.name} is a GGUF file (city96's quantized Flux and SD3.5 files are), "
+                "which this service does not load yet; use a bf16 file, or a plain fp8 one, "
+                "which is kept in fp8 (half of bf16's memory)"
+            )
     size = path.stat().st_size
     declared = declared_header_length(path)
     if declared is not None and size < 8 + declared:
@@ -79,6 +89,12 @@ def diagnose(path: Path, reads_scaled_fp8: bool = False) -> str | None:
     keys = [k for k in header if k != "__metadata__"]
     if any(mark in key for key in keys for mark in _LORA_MARKS):
         return f"{path.name} is a LoRA, not a checkpoint: it adapts a model, it cannot be one"
+    if any(mark in key for key in keys for mark in _BNB_MARKS):
+        return (
+            f"{path.name} is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout), which "
+            "this service does not load: bitsandbytes needs a CUDA GPU, and its layout is not "
+            "read here yet; use a bf16 file, or a plain fp8 one, which is kept in fp8"
+        )
     if not reads_scaled_fp8 and is_scaled_fp8(keys):
         return (
             f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported for this "

@@ -62,6 +62,15 @@ def test_the_header_is_read_whatever_the_extension(tmp_path: Path) -> None:
             "scaled-fp8 file, which is not supported",
         ),
         (
+            {
+                "model.diffusion_model.double_blocks.0.img_attn.proj.weight": (8, 1),
+                "model.diffusion_model.double_blocks.0.img_attn.proj.weight.absmax": (1,),
+                "model.diffusion_model.double_blocks.0.img_attn.proj.weight.quant_state."
+                "bitsandbytes__nf4": (1,),
+            },
+            "is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout)",
+        ),
+        (
             {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)},
             "is an inpainting UNet (9 input channels)",
         ),
@@ -94,3 +103,9 @@ def test_a_scaled_fp8_file_passes_where_the_loader_applies_its_scales(tmp_path: 
     save_file({"scaled_fp8": torch.zeros(0), "img_in.scale_weight": torch.ones(())}, path)
     assert "not supported for this architecture" in (diagnose(path) or "")
     assert diagnose(path, reads_scaled_fp8=True) is None  # Flux's reader (workers/families)
+
+
+def test_a_gguf_file_is_named_for_what_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "flux1-dev-Q8_0.gguf"  # GGUF's magic, version 3, then its tables
+    path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
+    assert "is a GGUF file" in (diagnose(path) or "")

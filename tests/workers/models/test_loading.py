@@ -243,3 +243,14 @@ def test_an_a1111_inpainting_checkpoint_is_unavailable_for_a_reason_a_user_under
     with pytest.raises(ModelUnavailable, match=r"is an inpainting UNet \(9 input channels\)"):
         cache.get("inpaint")
     assert "inpaint" in cache.unavailable
+
+
+def test_a_gguf_model_is_unavailable_for_a_reason_not_a_parse_error(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    single = tmp_path / "flux1-dev-Q8_0.gguf"
+    single.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
+    source = {"single_file": str(single), "config": str(demo_models / "demo-flux")}
+    cache = ModelCache(registry_of({"q8": {"architecture": "flux", "source": source}}))
+    with pytest.raises(ModelUnavailable, match=r"is a GGUF file .* does not load yet"):
+        cache.get("q8")
