@@ -10,8 +10,8 @@
     P7  the same for jobs of two stages (base, then a 2x pixel hires fix), both stages batched
     P8  POST /jobs latency waiting for a Redis replica (WAIT) / not; Sentinel failover time
         (bench.replication)
-    P9  a Flux transformer at released width held in fp8 / in bf16: resident bytes, step time
-        (bench.fp8)
+    P9  a Flux transformer at released width held in fp8, in GGUF Q8_0 / in bf16: resident
+        bytes, step time (bench.quantized)
 
 Direct and service runs are interleaved so that drift on a noisy machine hits both alike.
 """
@@ -32,7 +32,7 @@ import httpx
 import torch
 from redis import Redis
 
-from bench import admission, fp8, pictures, replication, throughput
+from bench import admission, pictures, quantized, replication, throughput
 from contract.registry import ModelRegistry
 from demo.models import ensure_built
 from devstack.processes import (
@@ -331,7 +331,7 @@ def main() -> int:
         )
     )
 
-    p9 = fp8.measure()
+    p9 = quantized.measure()
     rows.append(
         (
             "P9 Flux blocks at width 3072: resident fp8 / bf16",
@@ -345,6 +345,23 @@ def main() -> int:
             "P9 the same: step time fp8 / bf16 (CPU)",
             f"{p9['fp8_step_s']:.2f} / {p9['bf16_step_s']:.2f} s",
             f"{p9['fp8_step_s'] / p9['bf16_step_s']:.3f}",
+            "reported",
+        )
+    )
+
+    rows.append(
+        (
+            "P9 the same in GGUF Q8_0: resident Q8_0 / bf16",
+            f"{p9['q8_0_bytes'] / 2**20:.0f} / {p9['bf16_bytes'] / 2**20:.0f} MiB",
+            f"{p9['q8_0_bytes'] / p9['bf16_bytes']:.3f}",
+            "<= 0.6",
+        )
+    )
+    rows.append(
+        (
+            "P9 the same: step time Q8_0 / bf16 (CPU)",
+            f"{p9['q8_0_step_s']:.2f} / {p9['bf16_step_s']:.2f} s",
+            f"{p9['q8_0_step_s'] / p9['bf16_step_s']:.3f}",
             "reported",
         )
     )

@@ -6,7 +6,10 @@ Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, and
 wide Flux (released width, 4+8 blocks, bf16; bench/full_size.py) at 1024², 10 steps; calls each
 pipeline directly (loaded by the worker's own loader), then starts a private Redis, a worker on
 CUDA and the gateway, and runs the same job through HTTP. Prints and writes per-step and
-end-to-end times.
+end-to-end times. Before any timing it reports the machine (TF32 settings, power limit, MIG
+state) and, per model, each component's storage, the attention kernels its denoiser ran and one
+step's FLOPs, so that each step time comes with its dtype, kernel and achieved TFLOP/s
+(bench/gpu_facts.py).
 
 --throughput then runs 8 concurrent jobs of each model through workers with batching off, on,
 on with the PNGs stored within each job's call (not on the finisher thread), and compiled (with
@@ -34,7 +37,7 @@ import torch
 import yaml
 from redis import Redis
 
-from bench import throughput
+from bench import gpu_facts, throughput
 from bench.full_size import build_flux_wide, build_sd15, build_sdxl
 from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
@@ -48,6 +51,7 @@ from devstack.processes import (
 )
 from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
+from workers.families import pipelines_for
 from workers.models.cache import ModelCache
 from workers.models.loading import load_text_pipeline, resolve_dtype
 from workers.stages.chain import run_chain
@@ -65,7 +69,20 @@ def direct(registry: ModelRegistry, name: str, size: int, steps: int) -> dict[st
     """Median wall time and per-step time of the pipeline called directly."""
     entry = registry.models[name]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = load_text_pipeline(entry, device, resolve_dtype(entry.dtype, device), shared={})
+    dtype = resolve_dtype(entry.dtype, device)
+    pipe = load_text_pipeline(entry, device, dtype, shared={})
+    denoiser = pipelines_for(entry.architecture).denoiser_of(pipe)
+    # Before timing: what it holds, the attention kernels it runs, one step's FLOPs.
+    facts = gpu_facts.model_facts(
+        pipe, denoiser, {"prompt": "a test", "height": size, "width": size}
+    )
+    if entry.architecture == "flux":  # the issue's estimate, beside the counted FLOPs
+        config = denoiser.config
+        width = config.num_attention_heads * config.attention_head_dim
+        tokens = (size // 16) ** 2 + 512  # image tokens (2x2-packed latents) + T5's 512
+        blocks = config.num_layers + config.num_single_layers
+        facts["flux_estimate_flops_per_step"] = blocks * gpu_facts.flux_block_flops(tokens, width)
+    print(name, "facts", facts, flush=True)
     stamps: list[float] = []
 
     def on_step(_pipe: Any, _i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +111,13 @@ def direct(registry: ModelRegistry, name: str, size: int, steps: int) -> dict[st
     chain = _chain_in_process(registry, name, size, steps)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    step_ms = statistics.median(per_step) * 1e3
     return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "facts": facts,
         "total_s": statistics.median(totals),
-        "step_ms": statistics.median(per_step) * 1e3,
+        "step_ms": step_ms,
+        "achieved_tflops": gpu_facts.achieved_tflops(facts["denoiser_flops_per_step"], step_ms),
         "workers_chain_in_process_s": chain,
     }
 
@@ -194,7 +215,12 @@ def main() -> int:
     registry = ModelRegistry.load(registry_file)
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    results: dict[str, Any] = {"device": device, "torch": torch.__version__}
+    results: dict[str, Any] = {
+        "device": device,
+        "torch": torch.__version__,
+        "environment": gpu_facts.environment(),
+    }
+    print("environment", results["environment"], flush=True)
     for name, _, _, size, steps in cases:
         results[name] = {
             "size": size,
@@ -202,6 +228,10 @@ def main() -> int:
             "direct": direct(registry, name, size, steps),
         }
         print(name, "direct", results[name]["direct"], flush=True)
+    rates = {n: r["direct"]["achieved_tflops"] for n, r in results.items() if n in models}
+    if "flux-wide" in rates and "sdxl-full" in rates:
+        # The issue's target: the wide Flux within 2x of the SDXL UNet's achieved rate.
+        results["flux_rate_over_sdxl_rate"] = rates["flux-wide"] / rates["sdxl-full"]
 
     redis_server = RedisServer(work / "redis").start()
     port = free_port()

@@ -7,6 +7,14 @@ import re
 
 import torch
 
+from workers.families.flux_files import (
+    _DOUBLE_BLOCK,
+    _DOUBLE_FUSED,
+    _SINGLE_BLOCK,
+    _SINGLE_FUSED,
+    _TOP_LEVEL,
+)
+
 # diffusers VAE name patterns -> LDM ones (the layout of SD checkpoints and BFL's ae.safetensors)
 _VAE_RENAMES = [
     (r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
@@ -37,4 +45,44 @@ def diffusers_vae_to_ldm(weights: dict[str, torch.Tensor], levels: int) -> dict[
         if ".mid.attn_1." in new and new.endswith("weight") and tensor.ndim == 2:
             tensor = tensor[:, :, None, None]  # LDM's attention projections are 1x1 convs
         out[new] = tensor
+    return out
+
+
+def diffusers_to_bfl(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers Flux transformer's weights under BFL's names (q/k/v fused, shift first)."""
+    top = {v: k for k, v in _TOP_LEVEL.items()}
+    out: dict[str, torch.Tensor] = {}
+    # fused BFL name -> (the order of its parts, the parts by diffusers name)
+    pending: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
+    for key, tensor in weights.items():
+        stem, _, leaf = key.rpartition(".")
+        if stem in top:
+            out[f"{top[stem]}.{leaf}"] = tensor
+        elif stem == "norm_out.linear":
+            scale, shift = tensor.chunk(2, dim=0)
+            out[f"final_layer.adaLN_modulation.1.{leaf}"] = torch.cat([shift, scale])
+        else:
+            match = re.fullmatch(
+                r"(single_transformer_blocks|transformer_blocks)\.(\d+)\.(.+)", key
+            )
+            assert match, key
+            double = match[1] == "transformer_blocks"
+            prefix = f"{'double' if double else 'single'}_blocks.{match[2]}."
+            rest = match[3]
+            renames = {v: k for k, v in (_DOUBLE_BLOCK if double else _SINGLE_BLOCK).items()}
+            rest_stem, _, rest_leaf = rest.rpartition(".")
+            if rest in renames:
+                out[prefix + renames[rest]] = tensor
+            elif rest_stem in renames:
+                out[f"{prefix}{renames[rest_stem]}.{rest_leaf}"] = tensor
+            else:
+                fused: dict[str, tuple[str, ...]] = (
+                    dict(_DOUBLE_FUSED) if double else {"linear1": _SINGLE_FUSED}
+                )
+                name, order = next((f, parts) for f, parts in fused.items() if rest_stem in parts)
+                pending.setdefault(f"{prefix}{name}.{rest_leaf}", (order, {}))[1][rest_stem] = (
+                    tensor
+                )
+    for key, (fused_order, parts) in pending.items():
+        out[key] = torch.cat([parts[n] for n in fused_order])
     return out

@@ -29,10 +29,10 @@ from contract.architectures import ARCHITECTURES
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
 # Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py,
-# demo/vaes.py, demo/embeddings.py, demo/controlnets.py, demo/ip_adapters.py).
+# demo/vaes.py, demo/embeddings.py, demo/controlnets.py, demo/ip_adapters.py, demo/quantized.py).
 DEMO_EXTRAS = (
     "demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings", "demo-controlnets",
-    "demo-ip-adapters",
+    "demo-ip-adapters", "demo-quantized",
 )  # fmt: skip
 # Extras made from demo models under the same root (built first): name -> (builder as
 # "module:function", models).
@@ -45,6 +45,7 @@ FROM_MODELS = {
         ("demo-sd15", "demo-sdxl", "demo-flux"),
     ),
     "demo-ip-adapters": ("demo.ip_adapters:build_demo_ip_adapters", ("demo-sd15", "demo-sdxl")),
+    "demo-quantized": ("demo.quantized:build_demo_quantized", ("demo-flux",)),
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.

@@ -1,6 +1,7 @@
 """Which live workers hold which models: each worker republishes this every few seconds.
 
-Each is JSON {pool, models, loaded, resident_mib, loads, unavailable} under `presence_key(name)`,
+Each is JSON {pool, models, loaded, holds, resident_mib, loads, unavailable} under
+`presence_key(name)`,
 expiring after the worker's heartbeat TTL: a dead worker disappears by itself.
 """
 
@@ -12,11 +13,17 @@ from redis import Redis
 from jobs.redis_keys import PRESENCE_PATTERN, presence_key
 
 
+class ComponentHolding(BaseModel):
+    storage: list[str]  # its weights' dtypes, or a GGUF file's quantization (Q8_0)
+    mib: float
+
+
 class WorkerPresence(BaseModel):
     name: str
     pool: str
     models: list[str]  # what it serves
     loaded: list[str]  # what it holds in memory now
+    holds: dict[str, dict[str, ComponentHolding]] = {}  # model -> component -> as loaded
     resident_mib: float
     loads: int  # times it read weights from disk since it started
     unavailable: dict[str, str] = {}  # model -> why it could not be loaded here

@@ -8,7 +8,6 @@ itself checked against diffusers' forward converter (tests/workers/families/test
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -17,56 +16,13 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from demo.layouts import diffusers_vae_to_ldm
+from demo.layouts import diffusers_to_bfl, diffusers_vae_to_ldm
 from workers.families.flux_files import (
-    _DOUBLE_BLOCK,
-    _DOUBLE_FUSED,
-    _SINGLE_BLOCK,
-    _SINGLE_FUSED,
-    _TOP_LEVEL,
     CLIP_PREFIX,
     T5_PREFIX,
     TRANSFORMER_PREFIX,
     VAE_PREFIX,
 )
-
-
-def diffusers_to_bfl(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A diffusers Flux transformer's weights under BFL's names (q/k/v fused, shift first)."""
-    top = {v: k for k, v in _TOP_LEVEL.items()}
-    out: dict[str, torch.Tensor] = {}
-    # fused BFL name -> (the order of its parts, the parts by diffusers name)
-    pending: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
-    for key, tensor in weights.items():
-        stem, _, leaf = key.rpartition(".")
-        if stem in top:
-            out[f"{top[stem]}.{leaf}"] = tensor
-        elif stem == "norm_out.linear":
-            scale, shift = tensor.chunk(2, dim=0)
-            out[f"final_layer.adaLN_modulation.1.{leaf}"] = torch.cat([shift, scale])
-        else:
-            match = re.fullmatch(
-                r"(single_transformer_blocks|transformer_blocks)\.(\d+)\.(.+)", key
-            )
-            assert match, key
-            double = match[1] == "transformer_blocks"
-            prefix = f"{'double' if double else 'single'}_blocks.{match[2]}."
-            rest = match[3]
-            renames = {v: k for k, v in (_DOUBLE_BLOCK if double else _SINGLE_BLOCK).items()}
-            rest_stem, _, rest_leaf = rest.rpartition(".")
-            if rest in renames:
-                out[prefix + renames[rest]] = tensor
-            elif rest_stem in renames:
-                out[f"{prefix}{renames[rest_stem]}.{rest_leaf}"] = tensor
-            else:
-                fused = _DOUBLE_FUSED if double else {"linear1": _SINGLE_FUSED}
-                name, order = next((f, parts) for f, parts in fused.items() if rest_stem in parts)
-                pending.setdefault(f"{prefix}{name}.{rest_leaf}", (order, {}))[1][rest_stem] = (
-                    tensor
-                )
-    for key, (order, parts) in pending.items():
-        out[key] = torch.cat([parts[n] for n in order])
-    return out
 
 
 def comfy_flux_all_in_one(folder: Path) -> dict[str, torch.Tensor]:

@@ -66,6 +66,17 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         for name in DEMO_MODELS
     }
     models["demo-broken"] = {"architecture": "sd15", "source": {"folder": str(broken)}}
+    # demo-flux's transformer as quantized single files (demo/quantized.py), as make run's.
+    for name, file in (("demo-flux-q8", "demo-flux-Q8_0.gguf"),
+                       ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors")):  # fmt: skip
+        models[name] = {
+            "architecture": "flux",
+            "source": {
+                "single_file": str(demo_models / "demo-quantized" / file),
+                "config": str(demo_models / "demo-flux"),
+            },
+            "preload": True,
+        }
     # A pool no worker serves: its jobs stay queued (for cancel and janitor tests).
     models["demo-sd15-unserved"] = {
         "architecture": "sd15",

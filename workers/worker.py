@@ -68,6 +68,7 @@ class GenerationWorker(HeartbeatWorker):
             pool=self.settings.pool,
             models=self.cache.registry.pool(self.settings.pool),
             loaded=self.cache.loaded(),
+            holds=self.cache.holdings(),
             resident_mib=round(self.cache.resident_bytes() / 2**20, 1),
             loads=self.cache.loads,
             unavailable=dict(self.cache.unavailable),

@@ -34,6 +34,15 @@ class SamplerInfo(Answer):
     schedules: list[str] = Field(description="The `scheduler` values it takes.")
 
 
+class ComponentInfo(Answer):
+    storage: list[str] = Field(
+        description="How its weights are held: dtypes (float16, bfloat16, float8_e4m3fn), or "
+        "a GGUF file's quantization (Q8_0, Q4_K); two where fp8 or quantized matrices sit "
+        "beside norms and biases kept wider."
+    )
+    mib: float = Field(description="Its weights' size in memory, MiB.")
+
+
 class ModelInfo(Answer):
     name: str
     architecture: ArchitectureName
@@ -54,6 +63,11 @@ class ModelInfo(Answer):
     pool: str
     workers_serving: list[str] = Field(description="Live workers of this model's pool.")
     loaded_on: list[str] = Field(description="Live workers holding it in memory now.")
+    held_on: dict[str, dict[str, ComponentInfo]] = Field(
+        description="What each worker in `loaded_on` holds of it, component by component "
+        "(transformer, unet, vae, text_encoder…), as loaded: a component it shares with "
+        "another model (the same VAE file) is counted in each."
+    )
     unavailable_on: dict[str, str] = Field(
         description="Live workers that could not load it, and why (its file, in words)."
     )
@@ -91,6 +105,14 @@ def list_models(registry: RegistryDep, store: StoreDep, caller: CallerDep) -> li
                 pool=entry.pool,
                 workers_serving=[shown(w.name) for w in workers if name in w.models],
                 loaded_on=[shown(w.name) for w in workers if name in w.loaded],
+                held_on={
+                    shown(w.name): {
+                        c: ComponentInfo(storage=h.storage, mib=h.mib)
+                        for c, h in w.holds[name].items()
+                    }
+                    for w in workers
+                    if name in w.holds
+                },
                 unavailable_on={
                     shown(w.name): w.unavailable[name] for w in workers if name in w.unavailable
                 },

@@ -72,6 +72,8 @@ class Pipelines:
     read_single_file: SingleFileReader | None = None
     # That reader multiplies a ComfyUI scaled-fp8 file's weights by their scales.
     reads_scaled_fp8: bool = False
+    # That reader reads GGUF files, their weights kept quantized (`gguf_files`).
+    reads_gguf: bool = False
     # Checks the loaded weights against the entry (a Flux variant); raises ArchitectureMismatch.
     check_weights: Callable[[ModelEntry, DiffusionPipeline], None] | None = None
     # Mends the img2img pipeline once made (where diffusers' own needs it).

@@ -20,9 +20,8 @@ from diffusers import (
 from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
 
 from contract.registry import ModelEntry, SingleFileSource
-from contract.safetensors_header import read_header
 from workers.families import ArchitectureMismatch, ControlNetPipelines, Pipelines
-from workers.families.flux_files import load_flux_file
+from workers.families.flux_files import file_keys, load_flux_file
 
 
 def _variant_of_config(transformer_config: dict[str, object]) -> str:
@@ -50,8 +49,7 @@ def _check_file_against_config(path: Path, config: Path) -> None:
     """A Flux file and its config folder must be the same variant: dev weights with a schnell
     config lose their guidance weights silently; schnell weights with a dev config fail with a
     meta-tensor error that names neither."""
-    header = read_header(path) or {}
-    guided = any("guidance_in." in k or "guidance_embedder" in k for k in header)
+    guided = any("guidance_in." in k or "guidance_embedder" in k for k in file_keys(path))
     in_file = "dev" if guided else "schnell"
     settings = config / "transformer" / "config.json"
     if not settings.is_file():
@@ -76,7 +74,7 @@ PIPELINES = {
     "flux": Pipelines(
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
-        reads_scaled_fp8=True,
+        reads_scaled_fp8=True, reads_gguf=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(
             FluxControlNetPipeline, FluxControlNetImg2ImgPipeline, FluxControlNetModel,

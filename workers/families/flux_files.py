@@ -23,6 +23,8 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+from workers.families.gguf_files import assign_quantized, is_gguf, read_gguf, tensor_names
+
 TRANSFORMER_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "vae."
 CLIP_PREFIX = "text_encoders.clip_l.transformer."
@@ -175,25 +177,42 @@ def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str)
     model.eval()
 
 
+def file_keys(path: Path) -> set[str]:
+    """Every tensor's name in a Flux single file, safetensors or GGUF."""
+    if is_gguf(path):
+        return tensor_names(path)
+    with safe_open(str(path), "pt") as handle:
+        return set(handle.keys())
+
+
 def load_flux_file(
     path: Path, config: Path, cls: type[DiffusionPipeline], dtype: torch.dtype
 ) -> DiffusionPipeline:
-    """A Flux pipeline from a single file of any of the layouts above plus its config folder."""
-    with safe_open(str(path), "pt") as handle:
-        keys = set(handle.keys())
+    """A Flux pipeline from a single file of any of the layouts above, or a GGUF one
+    (`gguf_files`: its transformer stays quantized), plus its config folder."""
+    quantized = is_gguf(path)
+    keys = file_keys(path)
     components: dict[str, torch.nn.Module] = {}
     name = path.name
 
     prefix = TRANSFORMER_PREFIX if any(k.startswith(TRANSFORMER_PREFIX) for k in keys) else ""
     bundled = (VAE_PREFIX, CLIP_PREFIX, T5_PREFIX, "text_encoders.")
-    weights = _read(path, prefix, dtype, skip=bundled)
+    if quantized:  # city96's files hold the transformer alone
+        weights = read_gguf(path, dtype, prefix)
+    else:
+        weights = _read(path, prefix, dtype, skip=bundled)
     if is_bfl_layout(set(weights)):
+        # Splitting and joining along the output dimension keeps a quantized matrix's blocks
+        # whole: each row is quantized on its own.
         weights = bfl_to_diffusers(weights)
     with init_empty_weights():
         transformer = FluxTransformer2DModel.from_config(
             FluxTransformer2DModel.load_config(str(config), subfolder="transformer")
         )
-    _assign(transformer, weights, f"the transformer in {name}")
+    if quantized:
+        assign_quantized(transformer, weights, dtype, f"the transformer in {name}")
+    else:
+        _assign(transformer, weights, f"the transformer in {name}")
     components["transformer"] = transformer
 
     if any(k.startswith(VAE_PREFIX) for k in keys):

@@ -23,7 +23,10 @@ from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFil
 from contract.safetensors_header import SAFETENSORS_SUFFIXES
 from contract.vae_files import weights_file
 from jobs.disclosure import without_host_paths
-from workers.families import pipelines_for
+from jobs.presence import ComponentHolding
+from workers.families import ArchitectureMismatch, pipelines_for
+from workers.families.gguf_files import is_gguf, storage_of, stored_bytes
+from workers.models.attention import log_first_call, watch_first_call
 from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
 from workers.models.controlnets import LoadedControlNet, load_controlnet
@@ -63,6 +66,7 @@ class LoadedModel:
     on_adapter_loaded: Callable[[LoadedModel, set[str]], None] | None = None
     last_used: float = field(default_factory=time.monotonic)
     compiled: CompiledDenoiser | None = None  # registry `compile: true`
+    held: dict[str, ComponentHeld] = field(default_factory=dict)  # as loaded (before LoRAs)
     _image: DiffusionPipeline | None = None
 
     def use_adapter(self, name: str, file: Path, keep: set[str]) -> None:
@@ -88,15 +92,27 @@ class LoadedModel:
         return self._image
 
 
-def component_dtypes(pipe: DiffusionPipeline) -> dict[str, list[str]]:
-    """Each module component's parameter dtypes (two where fp8 weights are held beside the
-    model's dtype: `workers.models.fp8`), for the load log: what a model really computes in."""
+@dataclass(frozen=True)
+class ComponentHeld:
+    """What one component of a loaded model holds: its weights' storage (dtypes, or a GGUF
+    file's quantization: Q8_0) and their bytes."""
+
+    storage: list[str]
+    nbytes: int
+
+
+def components_held(pipe: DiffusionPipeline) -> dict[str, ComponentHeld]:
+    """Each module component's storage and bytes, for the load log and GET /models: what a model
+    really computes from (two storages where fp8 or quantized weights sit beside the model's
+    dtype: `workers.models.fp8`, `workers.families.gguf_files`)."""
     held = {}
     for name, component in sorted(pipe.components.items()):
         if isinstance(component, torch.nn.Module):
-            dtypes = {str(p.dtype).removeprefix("torch.") for p in component.parameters()}
-            if dtypes:
-                held[name] = sorted(dtypes)
+            params = list(component.parameters())
+            if params:
+                held[name] = ComponentHeld(
+                    sorted({storage_of(p) for p in params}), sum(p.nbytes for p in params)
+                )
     return held
 
 
@@ -143,6 +159,16 @@ class ModelCache:
 
     def resident_bytes(self) -> int:
         return self._resident
+
+    def holdings(self) -> dict[str, dict[str, ComponentHolding]]:
+        """What each loaded model's components hold, as loaded: for GET /models."""
+        return {
+            name: {
+                component: ComponentHolding(storage=held.storage, mib=round(held.nbytes / 2**20, 3))
+                for component, held in model.held.items()
+            }
+            for name, model in sorted(self._loaded.items())
+        }
 
     def _recount(self) -> None:
         self._resident = (
@@ -305,6 +331,7 @@ class ModelCache:
         )
         model.on_adapter_loaded = self._adapter_loaded
         model.compiled = compiled
+        model.held = components_held(pipe)
         self._loaded[name] = model
         self._recount()
         log.info(
@@ -316,15 +343,20 @@ class ModelCache:
             f", sharing {', '.join(sorted(shared))}" if shared else "",
             seconds,
         )
-        held = component_dtypes(pipe)
-        log.info("%s holds %s", name, ", ".join(f"{c} in {'+'.join(d)}" for c, d in held.items()))
-        wide = sorted(c for c, d in held.items() if "float32" in d)
+        log.info(
+            "%s holds %s", name,
+            ", ".join(f"{c} in {'+'.join(h.storage)}" for c, h in model.held.items()),
+        )  # fmt: skip
+        wide = sorted(c for c, h in model.held.items() if "float32" in h.storage)
         if device != "cpu" and wide:
             log.warning(
                 "%s computes in fp32 on %s (%s): several times slower than bf16 or fp16 on a "
                 "GPU; set the entry's dtype (bf16)",
                 name, device, ", ".join(wide),
             )  # fmt: skip
+        if not entry.compile:  # a compiled denoiser's graphs would break under the observers
+            denoiser = pipelines_for(entry.architecture).denoiser_of(pipe)
+            watch_first_call(denoiser, log_first_call(name, device))
         self._make_room(0, keep={name})
         return model
 
@@ -366,11 +398,12 @@ class ModelCache:
                 else []
             )
             added_files = [f for d in added for f in weight_files(d)]
+            added_bytes = estimated_bytes(added_files, dtype)
+            if is_gguf(source.single_file):  # stays quantized (workers.families.gguf_files)
+                return stored_bytes(source.single_file, dtype) + added_bytes
             # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight.
             kept = fp8_storage(source.single_file) is not None and not entry.compile
-            return estimated_bytes([source.single_file], dtype, fp8_kept=kept) + estimated_bytes(
-                added_files, dtype
-            )
+            return estimated_bytes([source.single_file], dtype, fp8_kept=kept) + added_bytes
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
     def _adapter_loaded(self, model: LoadedModel, keep: set[str]) -> None:
@@ -477,9 +510,11 @@ def _unavailable_if_it_fails(kind: str, name: str, file: Path) -> Iterator[None]
 def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     """The cause in a user's words: what the file is instead, where its header says so."""
     source = entry.source
+    if isinstance(exc, ArchitectureMismatch):  # the loader's own words on the file
+        return without_host_paths(str(exc))
     if isinstance(source, SingleFileSource):
-        reads_scaled = pipelines_for(entry.architecture).reads_scaled_fp8
-        found = diagnose(source.single_file, reads_scaled)
+        classes = pipelines_for(entry.architecture)
+        found = diagnose(source.single_file, classes.reads_scaled_fp8, classes.reads_gguf)
         if found is not None:
             return found
         where = str(source.single_file)

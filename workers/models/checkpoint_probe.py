@@ -21,11 +21,26 @@ from contract.safetensors_header import (
     header_with_length,
     read_header,
 )
+from workers.families.gguf_files import (
+    damage,
+    declared_architecture,
+    is_gguf,
+    tensor_names,
+    unsupported_quantization,
+)
 
 
 def probe_architecture(path: Path) -> str | None:
     """The architecture the file's keys show, or None if they match none we know."""
-    header = read_header(path)
+    if path.is_file() and is_gguf(path):
+        if damage(path) is not None:
+            return None  # `diagnose` says why
+        declared = declared_architecture(path)
+        if declared is not None:
+            return declared
+        header: dict[str, object] | None = dict.fromkeys(tensor_names(path))
+    else:
+        header = read_header(path)
     if header is None:
         return None
     for arch in most_specific_first():
@@ -40,7 +55,6 @@ _LORA_MARKS = (
 )  # fmt: skip
 # Forge's NF4 files: each quantized weight's bitsandbytes state beside it.
 _BNB_MARKS = (".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
-_GGUF_MAGIC = b"GGUF"
 _INPAINT_CONV_IN = (
     "model.diffusion_model.input_blocks.0.0.weight",
     "conv_in.weight",
@@ -53,19 +67,14 @@ def is_scaled_fp8(keys: Iterable[str]) -> bool:
     return any(key == "scaled_fp8" or key.endswith(".scale_weight") for key in keys)
 
 
-def diagnose(path: Path, reads_scaled_fp8: bool = False) -> str | None:
+def diagnose(path: Path, reads_scaled_fp8: bool = False, reads_gguf: bool = False) -> str | None:
     """Why a checkpoint file cannot be loaded, in a user's words; None if nothing is visibly
     wrong with it (the loader's own error then says more). `reads_scaled_fp8`: the loader
     multiplies a ComfyUI scaled-fp8 file's weights by their scales (Flux's does)."""
     if not path.is_file():
         return f"{path} does not exist (or is not a file)"
-    with path.open("rb") as handle:
-        if handle.read(4) == _GGUF_MAGIC:
-            return (
-                f"{path.name} is a GGUF file (city96's quantized Flux and SD3.5 files are), "
-                "which this service does not load yet; use a bf16 file, or a plain fp8 one, "
-                "which is kept in fp8 (half of bf16's memory)"
-            )
+    if is_gguf(path):
+        return _gguf_diagnosis(path, reads_gguf)
     size = path.stat().st_size
     declared = declared_header_length(path)
     if declared is not None and size < 8 + declared:
@@ -127,3 +136,23 @@ def bundled_components(path: Path) -> set[str]:
     if any(key.startswith(_BUNDLED["text_encoders"]) for key in keys):
         found |= {"text_encoder", "text_encoder_2", "text_encoder_3"}
     return found
+
+
+def _gguf_diagnosis(path: Path, reads_gguf: bool) -> str | None:
+    if not reads_gguf:
+        return (
+            f"{path.name} is a GGUF file, which this service reads for Flux only so far; use a "
+            "bf16 file, or a plain fp8 one, which is kept in fp8 (half of bf16's memory)"
+        )
+    damaged = damage(path)
+    if damaged is not None:
+        return f"{path.name} is a damaged GGUF file (truncated?): {damaged}; download it again"
+    if not tensor_names(path):
+        return f"{path.name} is a GGUF file that holds no weights; download it again"
+    unsupported = unsupported_quantization(path)
+    if unsupported is not None:
+        return (
+            f"{path.name} holds {unsupported} weights, a GGUF quantization diffusers does not "
+            "dequantize; use a Q8_0, Q6_K, Q5_K, Q4_K or Q4_0 file"
+        )
+    return None

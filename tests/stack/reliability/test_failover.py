@@ -94,7 +94,12 @@ def test_killing_the_primary_mid_burst_loses_no_job_and_runs_none_twice(
     primary = RedisServer(tmp_path / "primary", password=PASSWORD).start()
     replica = RedisServer(tmp_path / "replica", password=PASSWORD, replica_of=primary).start()
     replica.wait_in_sync()
-    sentinels = [SentinelServer(tmp_path / f"sentinel-{i}", primary).start() for i in range(3)]
+    # Down after 2 s: at 1 s, a loaded 2-core machine once kept the just-promoted primary silent
+    # that long, and the sentinels failed over again, to the old primary restarted empty.
+    sentinels = [
+        SentinelServer(tmp_path / f"sentinel-{i}", primary, down_after_ms=2000).start()
+        for i in range(3)
+    ]
     target = RedisTarget(primary.url, tuple(("127.0.0.1", s.port) for s in sentinels), "imagegen")
     stack = Stack(primary, registry_file, tmp_path)
     stack.redis = connect(target, socket_timeout=5)  # the test's own reads follow it too

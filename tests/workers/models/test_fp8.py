@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tests.checkpoint_layouts import diffusers_to_bfl
 from tests.helpers import registry_of
 from workers.families.flux_files import TRANSFORMER_PREFIX
-from workers.models.cache import LoadedModel, ModelCache, component_dtypes
+from workers.models.cache import LoadedModel, ModelCache
 from workers.models.fp8 import fp8_storage
 
 LORA = "demo-flux-lora"
@@ -127,6 +127,6 @@ def test_the_budget_counts_one_byte_per_fp8_weight(
 
 
 def test_the_load_log_says_what_each_component_holds(cache: ModelCache) -> None:
-    held = component_dtypes(cache.get("fp8").text)
-    assert held["transformer"] == ["float32", "float8_e4m3fn"]
-    assert held["vae"] == ["float32"]
+    held = cache.get("fp8").held
+    assert held["transformer"].storage == ["float32", "float8_e4m3fn"]
+    assert held["vae"].storage == ["float32"]

@@ -245,12 +245,23 @@ def test_an_a1111_inpainting_checkpoint_is_unavailable_for_a_reason_a_user_under
     assert "inpaint" in cache.unavailable
 
 
-def test_a_gguf_model_is_unavailable_for_a_reason_not_a_parse_error(
+def test_a_damaged_gguf_file_or_one_of_another_architecture_is_unavailable_for_a_reason(
     tmp_path: Path, demo_models: Path
 ) -> None:
-    single = tmp_path / "flux1-dev-Q8_0.gguf"
-    single.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
-    source = {"single_file": str(single), "config": str(demo_models / "demo-flux")}
-    cache = ModelCache(registry_of({"q8": {"architecture": "flux", "source": source}}))
-    with pytest.raises(ModelUnavailable, match=r"is a GGUF file .* does not load yet"):
+    gguf_file = demo_models / "demo-quantized" / "demo-flux-Q8_0.gguf"
+    truncated = tmp_path / "flux1-dev-Q8_0.gguf"
+    truncated.write_bytes(gguf_file.read_bytes()[:50_000])  # a download cut short
+    models = {
+        "q8": {"architecture": "flux",
+               "source": {"single_file": str(truncated), "config": str(demo_models / "demo-flux")}},
+        # city96's SD3.5 files: GGUF for an architecture diffusers reads (not read as GGUF yet).
+        "sd35-q8": {"architecture": "sd35",
+                    "source": {"single_file": str(gguf_file),
+                               "config": str(demo_models / "demo-sd35")}},
+    }  # fmt: skip
+    cache = ModelCache(registry_of(models))
+    with pytest.raises(ModelUnavailable, match=r"is a damaged GGUF file \(truncated\?\)"):
         cache.get("q8")
+    # The file's metadata says Flux: the entry's architecture is refused first.
+    with pytest.raises(ModelUnavailable, match="is a flux checkpoint, but the registry says sd35"):
+        cache.get("sd35-q8")

@@ -1,0 +1,101 @@
+"""Quantized files written from the demo models, as the model sites ship them: GGUF as
+city96's converter writes Flux and SD3.5 (the denoiser under its original key names, matrices
+quantized, norms and biases in fp32), and fp8 as Kijai's Flux files (every matrix in e4m3fn).
+`make run`'s registry serves both, from `demo-quantized/`.
+
+The `gguf` package quantizes Q8_0 (and Q4_0…Q5_1) but none of the K-quants, which most files
+on the model sites use (Q4_K_S, Q5_K_M, Q6_K): `quantize_q6_k` writes Q6_K's layout, read back by
+the package's own dequantizer in the tests. Like llama.cpp's K-quant files, a Q6_K file holds the
+matrices whose rows are not a multiple of 256 values in Q8_0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import gguf
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from demo.layouts import diffusers_to_bfl
+
+Quantization = Literal["Q8_0", "Q6_K"]
+_Q8_0 = gguf.GGMLQuantizationType.Q8_0
+_Q6_K = gguf.GGMLQuantizationType.Q6_K
+_SUPER_BLOCK = 256  # values in a K-quant super-block
+_GROUP = 16  # values sharing one of its 16 int8 scales
+
+
+def quantize_q6_k(values: np.ndarray) -> np.ndarray:
+    """Rows of fp32 values (a multiple of 256 each) in Q6_K's bytes: for each 256 values, the
+    low four bits of each 6-bit value (128 bytes), the high two (64), an int8 scale per 16
+    values, one fp16 scale for those (210 bytes, 6.56 bits a weight)."""
+    rows = values.shape[0]
+    blocks = values.astype(np.float32).reshape(-1, _SUPER_BLOCK)
+    groups = blocks.reshape(len(blocks), -1, _GROUP)
+    group_scale = np.abs(groups).max(axis=2) / 31  # 6-bit values: -32…31
+    d = group_scale.max(axis=1, keepdims=True) / 127
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = np.where(d > 0, np.round(group_scale / d), 0).clip(-128, 127)
+        step = (d * scales)[:, :, None]
+        q = np.where(step > 0, np.round(groups / step), 0)
+    q = (q.clip(-32, 31) + 32).astype(np.uint8).reshape(len(blocks), 2, 128)
+    # Value j of a half (128 values): its low nibble in byte j % 64, shifted by 4 · (j // 64);
+    # its high two bits in byte j % 32, shifted by 2 · (j // 32) (`gguf.quants.Q6_K`).
+    low = q & 0x0F
+    ql = (low[:, :, :64] | (low[:, :, 64:] << 4)).reshape(len(blocks), 128)
+    high = (q >> 4).reshape(len(blocks), 2, 4, 32)
+    qh = (high[:, :, 0] | high[:, :, 1] << 2 | high[:, :, 2] << 4 | high[:, :, 3] << 6).reshape(
+        len(blocks), 64
+    )
+    packed = np.concatenate(
+        [
+            ql,
+            qh.astype(np.uint8),
+            scales.astype(np.int8).view(np.uint8),
+            d.astype(np.float16).view(np.uint8),
+        ],
+        axis=1,
+    )
+    return packed.reshape(rows, -1)
+
+
+def _stored(tensor: np.ndarray, quantization: Quantization) -> tuple[np.ndarray, int]:
+    if tensor.ndim != 2:
+        return tensor, gguf.GGMLQuantizationType.F32
+    cols = tensor.shape[1]
+    if quantization == "Q6_K" and cols % _SUPER_BLOCK == 0:
+        return quantize_q6_k(tensor), _Q6_K
+    if cols % gguf.GGML_QUANT_SIZES[_Q8_0][0] == 0:
+        return gguf.quants.quantize(tensor, _Q8_0), _Q8_0
+    return tensor, gguf.GGMLQuantizationType.F32
+
+
+def write_gguf(
+    path: Path, tensors: dict[str, torch.Tensor], architecture: str, quantization: Quantization
+) -> Path:
+    """`tensors` in a GGUF file whose metadata names `architecture` (city96's names: flux,
+    sd3, sdxl, sd1)."""
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for name, tensor in tensors.items():
+        data, kind = _stored(tensor.detach().float().numpy(), quantization)
+        writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType(kind))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def build_demo_quantized(demo_models: Path, out: Path) -> None:
+    """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file and as a plain fp8 file;
+    each is a single file whose text encoders and VAE come from demo-flux's folder."""
+    out.mkdir(parents=True)
+    transformer = demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
+    bfl = diffusers_to_bfl(load_file(transformer))
+    write_gguf(out / "demo-flux-Q8_0.gguf", bfl, "flux", "Q8_0")
+    fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in bfl.items()}
+    save_file(fp8, out / "demo-flux-fp8-e4m3fn.safetensors")

@@ -1,0 +1,54 @@
+"""Quantized Flux files through the running stack (demo/quantized.py: demo-flux's transformer as a
+Q8_0 GGUF file and as a plain fp8 file, its text encoders and VAE from demo-flux's folder): jobs
+on them succeed with finite pictures, a hires stage after SD1.5 runs on one, and GET /models says
+how each worker holds them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import Stack
+from tests.helpers import fetch_png, submit_and_wait
+
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
+
+
+@pytest.mark.parametrize("model", ["demo-flux-q8", "demo-flux-fp8"])
+def test_a_job_on_a_quantized_flux_file_draws_a_picture(stack: Stack, model: str) -> None:
+    spec = {"prompt": "a harbour at dusk", "seed": 11, "width": 64, "height": 64,
+            "stages": [{"model": model, "steps": 2}]}  # fmt: skip
+    with stack.client() as client:
+        envelope = submit_and_wait(client, spec)
+        assert envelope["status"] == "succeeded", envelope
+        _, image = fetch_png(client, envelope["images"][0]["url"])
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert image.size == (64, 64)
+    assert pixels.std() > 1  # a picture, not a flat (black) field
+
+
+def test_a_gguf_flux_file_serves_as_hires_fix_for_an_sd15_picture(stack: Stack) -> None:
+    spec = {"prompt": "a lighthouse", "seed": 4, "width": 64, "height": 64,
+            "stages": [{"model": "demo-sd15", "steps": 2},
+                       {"model": "demo-flux-q8", "mode": "hires", "steps": 2}]}  # fmt: skip
+    with stack.client() as client:
+        envelope = submit_and_wait(client, spec)
+    assert envelope["status"] == "succeeded", envelope
+    assert [t["model"] for t in envelope["trace"]] == ["demo-sd15", "demo-flux-q8"]
+
+
+def test_models_say_how_each_worker_holds_a_quantized_file(stack: Stack) -> None:
+    with stack.client() as client:
+        models = {m["name"]: m for m in client.get("/models").json()}
+    held = {
+        name: next(iter(models[name]["held_on"].values()))
+        for name in ("demo-flux", "demo-flux-q8", "demo-flux-fp8")
+    }
+    assert held["demo-flux"]["transformer"]["storage"] == ["float32"]
+    # Matrices quantized or in fp8, norms and biases in the model's dtype (fp32 on this CPU).
+    assert held["demo-flux-q8"]["transformer"]["storage"] == ["Q8_0", "float32"]
+    assert held["demo-flux-fp8"]["transformer"]["storage"] == ["float32", "float8_e4m3fn"]
+    full = held["demo-flux"]["transformer"]["mib"]
+    for name in ("demo-flux-q8", "demo-flux-fp8"):
+        assert held[name]["transformer"]["mib"] < 0.35 * full  # measured: 0.28 and 0.27
+        assert held[name]["vae"] == held["demo-flux"]["vae"]  # the config folder's, as loaded
