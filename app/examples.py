@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 from fastapi.openapi.models import Example
+from PIL import Image, ImageDraw
+
+
+def _png(image: Image.Image) -> str:
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def _scene() -> Image.Image:
+    """A 64x64 picture to inpaint: sky over a field, a grey block where the door goes."""
+    scene = Image.new("RGB", (64, 64), (120, 170, 230))
+    draw = ImageDraw.Draw(scene)
+    draw.rectangle((0, 40, 63, 63), fill=(70, 140, 60))
+    draw.rectangle((24, 20, 39, 47), fill=(128, 128, 128))
+    return scene
+
+
+def _door_mask() -> Image.Image:
+    """White over the grey block: what the job repaints."""
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((22, 18, 41, 49), fill=255)
+    return mask
+
 
 JOB_EXAMPLES: dict[str, Example] = {
     "sd15_txt2img": Example(
@@ -81,6 +107,24 @@ JOB_EXAMPLES: dict[str, Example] = {
                     "steps": 8,
                 },
             ],
+        },
+    ),
+    "sd15_inpaint": Example(
+        summary="SD1.5 inpainting (a mask on the init image)",
+        description="White in `mask` repaints, black keeps; outside the mask and its 4-pixel "
+        "blur the result is `init_image`, pixel for pixel (the init image is pasted back, as "
+        "A1111 does).",
+        value={
+            "prompt": "a red wooden door",
+            "seed": 11,
+            "width": 64,
+            "height": 64,
+            "init_image": _png(_scene()),
+            "mask": _png(_door_mask()),
+            "strength": 0.9,
+            "mask_blur": 4,
+            "masked_content": "original",
+            "stages": [{"model": "demo-sd15", "steps": 12}],
         },
     ),
     "refused_latent_mismatch": Example(

@@ -63,7 +63,18 @@ def decode_init_image(
     loc: tuple[str | int, ...] = ("init_image",),
     what: str = "init_image",
 ) -> Image.Image:
-    """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed."""
+    """Decode a base64 PNG/JPEG, refusing anything over `max_pixels` before it is decompressed;
+    in RGB, a transparent one composited on white."""
+    return to_rgb(decode_picture(data, max_pixels, loc, what))
+
+
+def decode_picture(
+    data: str,
+    max_pixels: int,
+    loc: tuple[str | int, ...] = ("init_image",),
+    what: str = "init_image",
+) -> Image.Image:
+    """`decode_init_image`, in the file's own mode (a mask's alpha kept)."""
 
     def reject(kind: RuleType, msg: str, **ctx: object) -> Violation:
         return Violation(kind, loc, msg, dict(ctx))
@@ -130,7 +141,7 @@ def decode_init_image(
                 f"{what} could not be decoded as {fmt}; it is truncated or corrupt",
             )
         ) from None
-    return to_rgb(image)
+    return image
 
 
 # Where an init image is transparent, it is composited on white, as A1111 does by default

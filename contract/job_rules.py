@@ -26,6 +26,7 @@ from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
+from contract.masks import DEFAULT_MASK_BLUR, decode_mask
 from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
@@ -57,6 +58,7 @@ class JobLimits:
 class CheckedJob:
     spec: CheckedSpec  # seed, defaults, every stage's kind and size filled in
     init_image: Image | None
+    mask: Image | None = None  # read (contract.masks): L, 255 repaints, inverted if asked
 
 
 def check_job(
@@ -137,6 +139,7 @@ def check_job(
         update={
             "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
             "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
+            **_mask_defaults(spec),
             "stages": stages,
             "timeout_s": spec.timeout_s or limits.default_timeout_s,
         }
@@ -144,17 +147,33 @@ def check_job(
     checked = _as_checked(spec, normalized)
     check_cost(checked, limits.max_megapixel_steps)
     with decoding or nullcontext():
-        return CheckedJob(checked, decode_pictures(spec, limits.max_pixels))
+        return CheckedJob(checked, *decode_pictures(spec, limits.max_pixels))
 
 
-def decode_pictures(spec: JobSpec, max_pixels: int) -> Image | None:
-    """Decode the job's pictures (returning its init image), last: decoding is the one check
-    that costs real CPU, so a job any cheap check refuses never gets this far."""
+def _mask_defaults(spec: JobSpec) -> dict[str, object]:
+    """A masked job's mask settings with their defaults filled in (none without a mask)."""
+    if not spec.mask:
+        return {}
+    return {
+        "mask_blur": DEFAULT_MASK_BLUR if spec.mask_blur is None else spec.mask_blur,
+        "invert_mask": bool(spec.invert_mask),
+        "masked_content": spec.masked_content or "original",
+    }
+
+
+def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image | None]:
+    """Decode the job's pictures (returning its init image and its mask, read), last: decoding is
+    the one check that costs real CPU, so a job any cheap check refuses never gets this far."""
     violations = []
-    init_image = None
+    init_image = mask = None
     if spec.init_image is not None:
         try:
             init_image = decode_init_image(spec.init_image, max_pixels)
+        except InitImageRejected as rejected:
+            violations.append(rejected.violation)
+    if spec.mask and init_image is not None:
+        try:
+            mask = decode_mask(spec.mask, max_pixels, init_image.size, bool(spec.invert_mask))
         except InitImageRejected as rejected:
             violations.append(rejected.violation)
     for loc, data, what in stage_pictures(spec):
@@ -164,7 +183,7 @@ def decode_pictures(spec: JobSpec, max_pixels: int) -> Image | None:
             violations.append(rejected.violation)
     if violations:
         raise JobRejected(violations)
-    return init_image
+    return init_image, mask
 
 
 def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
@@ -191,6 +210,53 @@ def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
                 )
             )
         raise JobRejected(violations) from None
+
+
+def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
+    """A mask needs an init image; its settings need a mask; the first stage's ControlNets and
+    IP-Adapters do not meet one yet (their pipelines are not the inpainting ones)."""
+    if spec.mask and spec.init_image is None:
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("mask",),
+                "a mask says which part of init_image to repaint; send the init_image too",
+            )
+        )
+    if not spec.mask:
+        for name in ("mask_blur", "invert_mask", "masked_content"):
+            if getattr(spec, name) is not None:
+                violations.append(
+                    Violation(
+                        "field_not_allowed", (name,), f"{name} applies to mask; send one or drop it"
+                    )
+                )
+        return
+    if len(spec.stages) > 1:
+        second = spec.stages[1]
+        if second.handoff is Handoff.LATENT or (
+            second.handoff is None and second.mode is Mode.REFINE
+        ):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", 1, "handoff"),
+                    "a masked first stage hands on pictures, the init image pasted back where "
+                    "the mask keeps it, not latents; use handoff: pixel (mode hires), or drop "
+                    "the mask",
+                )
+            )
+    first = spec.stages[0]
+    for name in ("controlnets", "ip_adapters"):
+        if getattr(first, name):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", 0, name),
+                    f"a masked first stage takes no {name} yet; drop them, or the mask (a later "
+                    "stage may use them on the inpainted picture)",
+                )
+            )
 
 
 def _check_first_stage(
@@ -227,6 +293,7 @@ def _check_first_stage(
                 "strength applies to init_image; send one or drop it",
             )
         )
+    _check_mask_fields(spec, violations)
     if spec.negative_prompt and not arch.negative_prompt:
         violations.append(
             Violation(

@@ -236,6 +236,27 @@ class JobSpec(_Strict):
     strength: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         None, description="With init_image: how much of the picture is re-noised (default 0.75)."
     )
+    mask: Annotated[str | None, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
+        None,
+        description="With init_image: base64 PNG or JPEG of its size saying what the first stage "
+        "repaints: white repaints, black keeps (a mask with transparency is read by its alpha: "
+        "opaque repaints). Outside it and its blur the picture stays init_image's, pixel for "
+        "pixel.",
+    )
+    mask_blur: Annotated[int | None, Field(ge=0, le=64)] = Field(
+        None,
+        description="With mask: pixels of Gaussian blur over its edge, where the repainted part "
+        "fades into the kept one (default 4, as A1111's Mask blur).",
+    )
+    invert_mask: bool | None = Field(
+        None, description="With mask: repaint the black part and keep the white (default false)."
+    )
+    masked_content: Literal["original", "fill"] | None = Field(
+        None,
+        description="With mask: what the repainted part starts from: init_image's pixels "
+        "(`original`, the default), or the colours around it blurred in (`fill`, for something "
+        "new where something else stood), as A1111's Masked content.",
+    )
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
     timeout_s: Annotated[int | None, Field(ge=1, le=86400)] = Field(
         None, description="Stop the job after this many seconds (capped by the deployment)."

@@ -1,4 +1,4 @@
-"""The pictures a job's stages carry besides its init image (ControlNet control images,
+"""The pictures a job carries besides its init image (its mask, ControlNet control images,
 IP-Adapter pictures), kept apart from the spec the envelope serves.
 
 A job's record is what `GET /jobs/{id}` answers; megabytes of base64 there would be sent back
@@ -17,8 +17,9 @@ SpecT = TypeVar("SpecT", bound=JobSpec)
 UseT = TypeVar("UseT", ControlNetUse, IpAdapterUse)
 
 # A hash field per picture: "<stage>.<unit>" for a ControlNet's (as jobs stored before
-# IP-Adapters wrote them), "ip.<stage>.<unit>" for an IP-Adapter's.
+# IP-Adapters wrote them), "ip.<stage>.<unit>" for an IP-Adapter's, "mask" for the mask.
 _IP = "ip."
+_MASK = "mask"
 
 
 def stage_pictures(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]]:
@@ -39,7 +40,9 @@ def stage_pictures(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]
 
 
 def has_stage_images(spec: JobSpec) -> bool:
-    return any(stage.controlnets or stage.ip_adapters for stage in spec.stages)
+    return spec.mask is not None or any(
+        stage.controlnets or stage.ip_adapters for stage in spec.stages
+    )
 
 
 def without_stage_images(spec: SpecT) -> tuple[SpecT, dict[str, bytes]]:
@@ -59,7 +62,11 @@ def without_stage_images(spec: SpecT) -> tuple[SpecT, dict[str, bytes]]:
             images[f"{_IP}{i}.{j}"] = _bytes(ip.image)
             adapters.append(ip.model_copy(update={"image": ""}))
         stages.append(_with_units(stage, controls, adapters))
-    return spec.model_copy(update={"stages": stages}), images
+    update: dict[str, object] = {"stages": stages}
+    if spec.mask:
+        images[_MASK] = _bytes(spec.mask)
+        update["mask"] = ""  # there is one, kept apart
+    return spec.model_copy(update=update), images
 
 
 def with_stage_images(spec: SpecT, images: dict[str, bytes]) -> SpecT:
@@ -78,7 +85,10 @@ def with_stage_images(spec: SpecT, images: dict[str, bytes]) -> SpecT:
         controls = [back(f"{i}.{j}", u) for j, u in enumerate(stage.controlnets or [])]
         adapters = [back(f"{_IP}{i}.{j}", u) for j, u in enumerate(stage.ip_adapters or [])]
         stages.append(_with_units(stage, controls, adapters))
-    return spec.model_copy(update={"stages": stages})
+    update: dict[str, object] = {"stages": stages}
+    if _MASK in images:
+        update["mask"] = base64.b64encode(images[_MASK]).decode()
+    return spec.model_copy(update=update)
 
 
 def _with_units(stage: Stage, controls: list[ControlNetUse], adapters: list[IpAdapterUse]) -> Stage:

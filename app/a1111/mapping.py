@@ -192,7 +192,11 @@ def img2img_spec(
     if len(request.init_images) != 1:
         _refuse(("init_images",), "send exactly one picture in init_images")
     if request.mask is not None:
-        _refuse(("mask",), "inpainting is not supported here; send no mask")
+        _refuse(
+            ("mask",),
+            "this face does not inpaint yet (A1111's only-masked area is not served); send no "
+            "mask, or POST /jobs with init_image and mask",
+        )
     if request.resize_mode != 0:
         _refuse(("resize_mode",), "only resize_mode 0 (just resize) is supported")
     top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}

@@ -18,7 +18,8 @@ from contract.violations import JobRejected
 OPENAI_MODELS = ("dall-e-", "gpt-image-")
 _FIELDS: dict[str, str] = {
     "width": "size", "height": "size", "num_images": "n", "init_image": "image",
-    "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed",
+    "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "mask": "mask",
+    "invert_mask": "mask",
 }  # fmt: skip
 _STAGE_FIELDS = {"model": "model", "steps": "steps", "guidance_scale": "guidance_scale"}
 

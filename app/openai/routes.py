@@ -1,8 +1,8 @@
 """The OpenAI Images API: `POST /v1/images/generations`, `POST /v1/images/edits` (multipart; a
-picture without a mask is re-drawn from it, img2img), `GET /v1/models`. Each request is a job
-on the same admission, keys, caps and budgets as `POST /jobs`; the answer waits for it, as
-OpenAI's does, and carries its pictures (`b64_json`) or their URLs (`url`: the job's image
-route, with the same key). Errors are OpenAI's shape (`app.openai.errors`)."""
+picture is re-drawn from it, img2img, inside its mask if it has one), `GET /v1/models`. Each
+request is a job on the same admission, keys, caps and budgets as `POST /jobs`; the answer waits
+for it, as OpenAI's does, and carries its pictures (`b64_json`) or their URLs (`url`: the job's
+image route, with the same key). Errors are OpenAI's shape (`app.openai.errors`)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,13 @@ async def edits(
     image: Annotated[
         list[UploadFile] | None, File(description="The picture (PNG, JPEG); or as image[].")
     ] = None,
-    mask: Annotated[UploadFile | None, File(description="Not served yet: send none.")] = None,
+    mask: Annotated[
+        UploadFile | None,
+        File(
+            description="A PNG of the picture's size whose transparent parts are re-drawn (alpha "
+            "below half), the rest kept pixel for pixel, as OpenAI's."
+        ),
+    ] = None,
     model: Annotated[str | None, Form()] = None,
     n: Annotated[int, Form(ge=1, le=4)] = 1,
     size: Annotated[Size, Form()] = "auto",
@@ -146,10 +152,8 @@ async def edits(
     guidance_scale: Annotated[float | None, Form(ge=0, le=30)] = None,
 ) -> Any:
     """A picture re-drawn from a prompt (OpenAI's `images.edit`): img2img from the picture at
-    `strength`. An edit inside a mask is not served yet."""
-    if mask is not None:
-        refuse("mask", "editing inside a mask is not served yet; send no mask to re-draw the "
-               "whole picture from it (strength says how much)")  # fmt: skip
+    `strength`; with a mask, only its transparent part (the job's mask, inverted: a mask with
+    transparency is read by its alpha, opaque repaints)."""
     listed = (await request.form()).getlist("image[]")
     sent = [*(image or []), *(f for f in listed if isinstance(f, StarletteUpload))]
     if len(sent) != 1:
@@ -161,8 +165,12 @@ async def edits(
         size = _own_size(picture, registry.models[first_model(chosen, registry)].arch.size_multiple)
     asked = {"prompt": prompt, "n": n, "negative_prompt": negative_prompt, "seed": seed,
              "steps": steps, "guidance_scale": guidance_scale}  # fmt: skip
+    masked = {}
+    if mask is not None:
+        masked = {"mask": base64.b64encode(await mask.read()).decode(), "invert_mask": True}
     body = job_body(chosen, size_of(size, chosen, registry), asked,
-                    init_image=base64.b64encode(picture).decode(), strength=strength)  # fmt: skip
+                    init_image=base64.b64encode(picture).decode(), strength=strength,
+                    **masked)  # fmt: skip
     spec = spec_of(body)
     answer = _Answer(response_format, output_format, None)
     return await _run(spec, answer, request, caller, jobs, hub, redis)

@@ -9,10 +9,11 @@ import io
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.conftest import Stack
 from tests.helpers import png_b64
@@ -65,10 +66,29 @@ def test_edit_redraws_the_picture_it_is_sent(client: OpenAI) -> None:
     listed = client.images.edit(model="demo-sd15", image=[("in.png", source, "image/png")],
                                 prompt="night", size="64x64", extra_body=FAST)  # fmt: skip
     assert picture((listed.data or [])[0].b64_json).size == (64, 64)
-    with pytest.raises(openai.BadRequestError) as masked:
-        client.images.edit(image=("in.png", source, "image/png"), prompt="p",
-                           mask=("m.png", source, "image/png"))  # fmt: skip
-    assert masked.value.body["param"] == "mask"  # type: ignore[index]
+
+
+def test_an_edit_with_a_mask_redraws_only_its_transparent_part(client: OpenAI) -> None:
+    rng = np.random.default_rng(1)
+    source = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))  # opaque: kept
+    ImageDraw.Draw(mask).rectangle((24, 24, 39, 39), fill=(0, 0, 0, 0))  # transparent: re-drawn
+    edited = client.images.edit(
+        model="demo-sd15", image=("in.png", encoded(source), "image/png"), prompt="a window",
+        mask=("mask.png", encoded(mask), "image/png"), extra_body={**FAST, "strength": 0.9},
+    )  # fmt: skip
+    out = np.asarray(picture((edited.data or [])[0].b64_json).convert("RGB"), np.int16)
+    original = np.asarray(source, np.int16)
+    far = np.ones((64, 64), bool)
+    far[24 - 10 : 40 + 10, 24 - 10 : 40 + 10] = False  # the square and its blur's reach
+    assert (out[far] == original[far]).all()
+    assert np.abs(out[24:40, 24:40] - original[24:40, 24:40]).mean() > 5
+
+
+def encoded(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_refusals_are_the_sdks_bad_requests_naming_the_field(client: OpenAI) -> None:

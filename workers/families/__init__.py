@@ -66,6 +66,9 @@ class Pipelines:
     # The denoiser's folder in a diffusers layout, and its attribute on the pipeline.
     denoiser_folder: Literal["unet", "transformer"]
     guidance: GuidanceStyle
+    # Its inpainting pipeline (a masked first stage: `workers.stages.masks`), built from the
+    # loaded components like the img2img one.
+    inpaint: type[DiffusionPipeline] | None = None
     # Its img2img resizes its input to its default sample size unless given height and width.
     image_takes_size: bool = False
     # A single file read the family's own way, instead of diffusers' from_single_file.

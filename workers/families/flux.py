@@ -14,6 +14,7 @@ from diffusers import (
     FluxControlNetModel,
     FluxControlNetPipeline,
     FluxImg2ImgPipeline,
+    FluxInpaintPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
 )
@@ -74,6 +75,7 @@ PIPELINES = {
     "flux": Pipelines(
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
+        inpaint=FluxInpaintPipeline,
         reads_scaled_fp8=True, reads_gguf=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(

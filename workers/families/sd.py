@@ -8,10 +8,12 @@ from diffusers import (
     StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLControlNetImg2ImgPipeline,
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -22,7 +24,7 @@ from workers.families import ControlNetPipelines, Pipelines
 PIPELINES = {
     "sd15": Pipelines(
         StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, UNet2DConditionModel, "unet",
-        guidance="halves",
+        guidance="halves", inpaint=StableDiffusionInpaintPipeline,
         controlnet=ControlNetPipelines(
             StableDiffusionControlNetPipeline, StableDiffusionControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="per_picture",
@@ -31,7 +33,7 @@ PIPELINES = {
     ),
     "sdxl": Pipelines(
         StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel, "unet",
-        guidance="halves",
+        guidance="halves", inpaint=StableDiffusionXLInpaintPipeline,
         controlnet=ControlNetPipelines(
             StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="shared",
@@ -41,6 +43,6 @@ PIPELINES = {
     # The refiner starts from a picture or latents: its text pipeline is its img2img.
     "sdxl-refiner": Pipelines(
         StableDiffusionXLImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel,
-        "unet", guidance="halves",
+        "unet", guidance="halves", inpaint=StableDiffusionXLInpaintPipeline,
     ),
 }  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3InpaintPipeline,
     StableDiffusion3Pipeline,
 )
 
@@ -15,5 +16,6 @@ PIPELINES = {
     "sd35": Pipelines(
         StableDiffusion3Pipeline, StableDiffusion3Img2ImgPipeline, SD3Transformer2DModel,
         "transformer", guidance="halves", image_takes_size=True,
+        inpaint=StableDiffusion3InpaintPipeline,
     ),
 }  # fmt: skip

@@ -35,6 +35,7 @@ from workers.models.fp8 import adapters_made_in_compute_dtype, fp8_storage
 from workers.models.ip_adapters import LoadedIpAdapter, load_ip_adapter
 from workers.models.loading import (
     image_pipeline_of,
+    inpaint_pipeline_of,
     load_text_pipeline,
     resolve_device,
     resolve_dtype,
@@ -68,6 +69,7 @@ class LoadedModel:
     compiled: CompiledDenoiser | None = None  # registry `compile: true`
     held: dict[str, ComponentHeld] = field(default_factory=dict)  # as loaded (before LoRAs)
     _image: DiffusionPipeline | None = None
+    _inpaint: DiffusionPipeline | None = None
 
     def use_adapter(self, name: str, file: Path, keep: set[str]) -> None:
         """Load the LoRA `name` into the model's modules unless it is there; `keep` are the
@@ -90,6 +92,18 @@ class LoadedModel:
         if self._image is None:
             self._image = image_pipeline_of(self.entry, self.text)
         return self._image
+
+    @property
+    def pipelines(self) -> list[DiffusionPipeline]:
+        """Its pipelines built so far, for what a stage lends them all (a VAE, embeddings)."""
+        return [self.text, self.image, *([self._inpaint] if self._inpaint else [])]
+
+    @property
+    def inpaint(self) -> DiffusionPipeline:
+        """The inpainting pipeline; shares every module with `text` (built on first use)."""
+        if self._inpaint is None:
+            self._inpaint = inpaint_pipeline_of(self.entry, self.text)
+        return self._inpaint
 
 
 @dataclass(frozen=True)

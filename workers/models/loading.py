@@ -103,6 +103,18 @@ def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diffus
     return pipe
 
 
+def inpaint_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:
+    """The family's inpainting pipeline over the loaded modules (no second copy of a weight)."""
+    classes = pipelines_for(entry.architecture)
+    if classes.inpaint is None:
+        raise ArchitectureMismatch(f"{entry.architecture} has no inpainting pipeline here")
+    pipe = classes.inpaint.from_pipe(text_pipe)
+    pipe.set_progress_bar_config(disable=True)
+    if classes.mend_image is not None:
+        classes.mend_image(pipe)
+    return pipe
+
+
 def _as_safetensors(path: Path) -> Path:
     """The file under a `.safetensors` name if it is one: diffusers picks its reader by the
     extension, and read BFL's `.sft` or a `.SAFETENSORS` as a pickle, which fails."""

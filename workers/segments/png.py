@@ -83,6 +83,13 @@ def parameters_text(
         fields.append(("Denoising strength", spec.strength))
     elif hires is not None:
         fields.append(("Denoising strength", hires.denoise))
+    # A masked job (its settings filled in), as A1111's img2img writes one.
+    if spec.mask_blur is not None:
+        fields += [
+            ("Mask blur", spec.mask_blur),
+            ("Mask mode", "Inpaint not masked" if spec.invert_mask else None),
+            ("Masked content", spec.masked_content),
+        ]
     fields.append(("Clip skip", base.clip_skip))  # None (A1111's 1) is not written
     if hires is not None:
         if hires.scale is None:  # the client gave the size itself

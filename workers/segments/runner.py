@@ -116,7 +116,8 @@ class JobRunner:
         else:
             pictures = self.state.handed_over(job_id, index, spec.num_images)
         monitor = self._monitor(job_id, spec, began)
-        leader = Member(job_id, spec, monitor, None if pictures is None else Pictures(pictures))
+        carry = None if pictures is None else Pictures(pictures)
+        leader = Member(job_id, spec, monitor, carry, mask=checked.mask if index == 0 else None)
         companions: list[Member] = []
         key = batch_key(spec, segments) if index == 0 and self.gatherer else None
         if key is not None:

@@ -37,6 +37,7 @@ from workers.stages.control_images import control_image
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
+from workers.stages.masks import inpaint_input, pasted_back
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -93,6 +94,7 @@ class Member:
     spec: CheckedSpec  # the group's members share every stage but their prompts
     monitor: StepMonitor
     carry: Carry | None = None  # what its last stage handed on (None: text to image)
+    mask: Image.Image | None = None  # its first stage's (contract.masks): that stage inpaints
     traces: list[StageTrace] = field(default_factory=list)
     outcome: Outcome | None = None  # None while it runs
 
@@ -120,12 +122,14 @@ def run_chain(
     monitor: StepMonitor,
     worker: str,
     components: Components | None = None,
+    mask: Image.Image | None = None,
 ) -> Outcome:
     """Run `stages` of a normalized spec, starting from `pictures` (an init image or what the
     previous segment handed over) or from text, for one job alone; return how they ended.
     `components` are the registry's LoRAs, VAEs and upscaler models, for stages that name some,
-    with the loaders of those that load apart from a model."""
-    member = Member("", spec, monitor, Pictures(pictures) if pictures is not None else None)
+    with the loaders of those that load apart from a model; `mask`, the job's read mask."""
+    carry = Pictures(pictures) if pictures is not None else None
+    member = Member("", spec, monitor, carry, mask=mask)
     run_group([member], stages, models, worker, components)
     assert member.outcome is not None  # run_group ends every member
     return member.outcome
@@ -176,6 +180,8 @@ def _run_stages(
         stage = group[0].spec.stages[i]
         started = time.perf_counter()
         model = models(stage.model)
+        if _masked(i, group) is not None:
+            model.inpaint  # noqa: B018 - built before the stage lends its pipelines a VAE
         received = [_describe(m.carry, i) for m in group]
         with (
             stage_loras(model, i, stage, components.loras),
@@ -223,6 +229,14 @@ def _run_stages(
                     batch_size=made_together,
                 )
             )
+
+
+def _masked(i: int, group: list[Member]) -> Image.Image | None:
+    """The mask stage i inpaints with: the job's, on its first stage from its init image."""
+    member = group[0]
+    if i != 0 or member.mask is None or not isinstance(member.carry, Pictures):
+        return None
+    return member.mask
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -299,6 +313,16 @@ def _run_stage(
             # Without an explicit size it resizes its input to its default sample size.
             kwargs.update(height=height, width=width)
 
+    mask = _masked(i, group)
+    soft_mask, originals = None, []
+    if mask is not None:
+        if len(group) > 1 or want_latents:  # the gathering and the rules keep them apart
+            raise StageError(
+                FailureType.INVALID_JOB, "a masked stage runs alone and hands on pixels"
+            )
+        pipe, originals = model.inpaint, kwargs["image"]  # at the stage's size
+        masked, soft_mask = inpaint_input(spec, mask, originals, (width, height))
+        kwargs.update(masked)
     if steering is not None:
         pipe, control = _steered(i, group, model, steering, carries, (width, height))
         kwargs.update(control)
@@ -331,6 +355,11 @@ def _run_stage(
                     pipe, output[rows], None if at_end is None else at_end[rows], i, model,
                     (width, height),
                 )  # fmt: skip
+                if soft_mask is not None:  # the init image back wherever the mask keeps it
+                    pictures = [
+                        pasted_back(made, original, soft_mask)
+                        for made, original in zip(pictures, originals, strict=True)
+                    ]
                 member.carry = Pictures(pictures, again)
         except StageError as error:
             member.outcome = Failed.of(error)  # fails this member alone

@@ -193,7 +193,7 @@ def stage_ip_adapter(
     except InitImageRejected as rejected:  # the gateway decoded it: only a record changed since
         raise StageError(FailureType.INVALID_JOB, rejected.violation.msg) from rejected
     unet = pipelines_for(model.entry.architecture).denoiser_of(model.text)
-    with lent_ip_adapter([model.text, model.image], unet, loaded, use.weight):
+    with lent_ip_adapter(model.pipelines, unet, loaded, use.weight):
         yield ImagePrompt(use, picture)
 
 
@@ -224,7 +224,7 @@ def stage_vae(
     # Tiling and slicing are the model's settings (registry vae_tiling), not the file's.
     loaded.vae.use_tiling = getattr(own, "use_tiling", False)
     loaded.vae.use_slicing = getattr(own, "use_slicing", False)
-    pipes = [model.text, model.image]
+    pipes = model.pipelines
     for pipe in pipes:
         pipe.vae = loaded.vae
     try:
@@ -261,7 +261,7 @@ def stage_embeddings(
     except ModelUnavailable as unavailable:
         raise StageError(FailureType.MODEL_UNAVAILABLE, str(unavailable)) from unavailable
     try:
-        with lent([model.text, model.image], loaded) as tokens:
+        with lent(model.pipelines, loaded) as tokens:
             yield lambda text: spelled(text, tokens)
     except ValueError as unfit:  # a width the registry could not check (a pickle)
         raise StageError(FailureType.MODEL_UNAVAILABLE, str(unfit)) from unfit

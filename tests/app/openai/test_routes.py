@@ -52,7 +52,7 @@ def test_what_cannot_be_made_is_refused_at_its_field_before_anything_is_queued(
     assert queued(redis) == 0
 
 
-def test_an_edit_takes_one_picture_and_no_mask_yet(client: TestClient, redis: Redis) -> None:
+def test_an_edit_takes_one_picture(client: TestClient, redis: Redis) -> None:
     picture = base64.b64decode(png_b64(64, 64))
     edits = sdk(client, "any").images
     with pytest.raises(openai.BadRequestError) as two:
@@ -64,4 +64,18 @@ def test_an_edit_takes_one_picture_and_no_mask_yet(client: TestClient, redis: Re
                            files={"image": ("a.png", b"not a picture", "image/png")})  # fmt: skip
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "image"
+    assert queued(redis) == 0
+
+
+def test_an_edits_mask_of_another_size_is_a_bad_request_at_mask(
+    client: TestClient, redis: Redis
+) -> None:
+    picture = base64.b64decode(png_b64(64, 64))
+    mask = base64.b64decode(png_b64(32, 32))
+    with pytest.raises(openai.BadRequestError) as wrong:
+        sdk(client, "any").images.edit(image=("a.png", picture, "image/png"), prompt="p",
+                                       mask=("m.png", mask, "image/png"))  # fmt: skip
+    assert isinstance(wrong.value.body, dict)
+    assert wrong.value.body["param"] == "mask"
+    assert "mask is 32x32 but init_image is 64x64" in wrong.value.body["message"]
     assert queued(redis) == 0

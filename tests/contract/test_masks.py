@@ -1,0 +1,128 @@
+"""Masks read as A1111 reads them, and checked at admission where they stand: white repaints,
+black keeps; transparency by its alpha; another size than the init image, nothing to repaint, a
+mask without an init image, its settings without a mask, a ControlNet or a latent handoff with
+one: each a 422 naming the field."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+
+from contract.job_rules import JobLimits, check_job
+from contract.masks import KEEP, REPAINT, decode_mask, read_mask
+from contract.registry import ModelRegistry
+from contract.spec import JobSpec
+from contract.violations import JobRejected
+
+
+@pytest.fixture(scope="module")
+def registry() -> ModelRegistry:
+    models = {
+        f"demo-{arch}": {"architecture": arch, "source": {"folder": f"/models/{arch}"}}
+        for arch in ("sd15", "sdxl", "sdxl-refiner")
+    }
+    controlnets = {"demo-sd15-canny": {"architecture": "sd15", "file": "/cn/sd15"}}
+    return ModelRegistry.model_validate({"models": models, "controlnets": controlnets})
+
+
+def png(image: Image.Image, fmt: str = "PNG") -> str:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def painted(size: tuple[int, int] = (64, 64), mode: str = "L") -> Image.Image:
+    """A square painted white (or opaque) in the middle, the rest black (or transparent)."""
+    if mode == "RGBA":
+        mask = Image.new("RGBA", size, (0, 0, 0, 0))
+        ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=(255, 0, 0, 255))
+        return mask
+    mask = Image.new(mode, size, 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255 if mode == "L" else (255,) * 3)
+    return mask
+
+
+def test_white_repaints_and_black_keeps_in_any_mode() -> None:
+    for mode in ("L", "RGB", "RGBA"):
+        mask = read_mask(painted(mode=mode))
+        assert mask.mode == "L"
+        assert mask.getpixel((32, 32)) == REPAINT
+        assert mask.getpixel((2, 2)) == KEEP
+    # A transparent cut-out is read by its alpha: its colour under transparency says nothing.
+    assert read_mask(painted(mode="RGBA")).getpixel((32, 32)) == REPAINT
+    assert read_mask(painted(), invert=True).getpixel((32, 32)) == KEEP
+
+
+def test_gray_is_rounded_to_repaint_or_keep() -> None:
+    gray = Image.new("L", (8, 8), 127)
+    gray.putpixel((0, 0), 128)
+    mask = read_mask(gray)
+    assert sorted(c for _, c in mask.getcolors()) == [KEEP, REPAINT]
+    assert mask.getpixel((0, 0)) == REPAINT
+
+
+def test_a_mask_of_another_size_or_with_nothing_to_repaint_is_named() -> None:
+    with pytest.raises(Exception, match="mask is 32x32 but init_image is 64x64") as wrong:
+        decode_mask(png(painted((32, 32))), 2**20, (64, 64))
+    assert wrong.value.violation.type == "mask_size_mismatch"  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="repaints nothing") as empty:
+        decode_mask(png(Image.new("L", (64, 64), 0)), 2**20, (64, 64))
+    assert empty.value.violation.type == "mask_empty"  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="once inverted"):
+        decode_mask(png(Image.new("L", (64, 64), 255)), 2**20, (64, 64), invert=True)
+
+
+def job(**fields: Any) -> dict[str, Any]:
+    return {
+        "prompt": "a door", "width": 64, "height": 64,
+        "init_image": png(Image.new("RGB", (64, 64), (90, 90, 90))), "mask": png(painted()),
+        "stages": [{"model": "demo-sd15"}], **fields,
+    }  # fmt: skip
+
+
+def refusals(registry: ModelRegistry, body: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    with pytest.raises(JobRejected) as refused:
+        check_job(JobSpec.model_validate(body), registry, JobLimits())
+    return [(v.type, v.loc) for v in refused.value.violations]
+
+
+def test_a_masked_job_is_checked_and_its_settings_filled_in(registry: ModelRegistry) -> None:
+    checked = check_job(JobSpec.model_validate(job()), registry, JobLimits())
+    assert (checked.spec.mask_blur, checked.spec.invert_mask, checked.spec.masked_content) == (
+        4, False, "original",
+    )  # fmt: skip
+    assert checked.mask is not None
+    assert checked.mask.getpixel((32, 32)) == REPAINT
+
+
+def test_every_mask_field_is_refused_where_it_stands(registry: ModelRegistry) -> None:
+    no_init = {k: v for k, v in job().items() if k != "init_image"}
+    assert refusals(registry, no_init) == [("field_not_allowed", ("mask",))]
+    no_mask = {**{k: v for k, v in job().items() if k != "mask"}, "mask_blur": 8,
+               "invert_mask": True, "masked_content": "fill"}  # fmt: skip
+    assert refusals(registry, no_mask) == [
+        ("field_not_allowed", ("mask_blur",)),
+        ("field_not_allowed", ("invert_mask",)),
+        ("field_not_allowed", ("masked_content",)),
+    ]
+    assert refusals(registry, job(mask=png(painted((32, 32))))) == [
+        ("mask_size_mismatch", ("mask",))
+    ]
+    assert refusals(registry, job(mask=png(Image.new("L", (64, 64))))) == [
+        ("mask_empty", ("mask",))
+    ]
+
+
+def test_a_masked_first_stage_takes_no_controlnet_and_hands_on_no_latents(
+    registry: ModelRegistry,
+) -> None:
+    control = {"name": "demo-sd15-canny", "image": png(Image.new("RGB", (64, 64)))}
+    steered = job(stages=[{"model": "demo-sd15", "controlnets": [control]}])
+    assert ("mask_unsupported", ("stages", 0, "controlnets")) in refusals(registry, steered)
+    refined = job(stages=[{"model": "demo-sdxl"},
+                          {"model": "demo-sdxl-refiner", "mode": "refine"}])  # fmt: skip
+    assert ("mask_unsupported", ("stages", 1, "handoff")) in refusals(registry, refined)

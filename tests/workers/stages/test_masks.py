@@ -1,0 +1,154 @@
+"""A masked first stage on every architecture's ordinary model, run by the worker's own chain on
+the tiny models: only the masked part changes (every pixel farther than the blur's reach from it
+is the init image's, exactly), invert_mask flips which part, `fill` starts from other pixels
+than `original`, and a hires stage after it takes the inpainted picture."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from contract.job_rules import CheckedJob, JobLimits, check_job
+from contract.registry import ModelRegistry
+from contract.spec import JobSpec
+from workers.models.cache import ModelCache
+from workers.stages.chain import run_chain
+from workers.stages.masks import blurred, filled, pasted_back, reach
+from workers.stages.outcomes import Made
+
+SIZE = 64
+BLUR = 4
+
+
+@pytest.fixture(scope="module")
+def cache(registry: ModelRegistry) -> ModelCache:
+    return ModelCache(registry)
+
+
+def png(image: Image.Image) -> str:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def init_picture() -> Image.Image:
+    """A picture with structure everywhere, so that any change of a kept pixel shows."""
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+
+
+def square_mask() -> Image.Image:
+    """White repaints: a square in the middle."""
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((24, 24, 39, 39), fill=255)
+    return mask
+
+
+def checked(registry: ModelRegistry, model: str, **fields: Any) -> CheckedJob:
+    body = {
+        "prompt": "a red door", "seed": 7, "width": SIZE, "height": SIZE,
+        "init_image": png(init_picture()), "mask": png(square_mask()), "strength": 0.9,
+        "mask_blur": BLUR, "stages": [{"model": model, "steps": 4}], **fields,
+    }  # fmt: skip
+    return check_job(JobSpec.model_validate(body), registry, JobLimits())
+
+
+def inpainted(registry: ModelRegistry, cache: ModelCache, model: str, **fields: Any) -> np.ndarray:
+    job = checked(registry, model, **fields)
+    assert job.init_image is not None
+    outcome = run_chain(
+        job.spec, range(len(job.spec.stages)), [job.init_image], cache.get,
+        lambda *_: None, "test-worker", mask=job.mask,
+    )  # fmt: skip
+    assert isinstance(outcome, Made), outcome
+    return np.asarray(outcome.pictures[0].convert("RGB"), dtype=np.int16)
+
+
+def near(mask: Image.Image, distance: int) -> np.ndarray:
+    """Where a pixel is within `distance` (Chebyshev) of the mask's white."""
+    white = np.asarray(mask) > 0
+    grown = white.copy()
+    for dy in range(-distance, distance + 1):
+        for dx in range(-distance, distance + 1):
+            grown |= np.roll(np.roll(white, dy, axis=0), dx, axis=1)
+    return grown
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["demo-sd15", "demo-sdxl", "demo-sdxl-refiner", "demo-sd35", "demo-flux", "demo-chroma"],
+)
+def test_a_masked_job_changes_only_the_masked_part(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    original = np.asarray(init_picture(), dtype=np.int16)
+    out = inpainted(registry, cache, model)
+    affected = near(square_mask(), reach(BLUR))
+    assert (out[~affected] == original[~affected]).all()  # kept: the input's, bit for bit
+    inside = np.asarray(square_mask()) > 0
+    assert np.abs(out[inside] - original[inside]).mean() > 5  # repainted
+
+    flipped = inpainted(registry, cache, model, invert_mask=True)
+    # Inverted, the square is what stays: exactly, away from its edge.
+    core = ~near(Image.fromarray(255 - np.asarray(square_mask())), reach(BLUR))
+    assert (flipped[core] == original[core]).all()
+    assert np.abs(flipped[~affected] - original[~affected]).mean() > 5
+
+
+def test_fill_starts_from_other_pixels_than_original(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    original = inpainted(registry, cache, "demo-sd15")
+    fill = inpainted(registry, cache, "demo-sd15", masked_content="fill")
+    inside = np.asarray(square_mask()) > 0
+    assert np.abs(fill[inside] - original[inside]).mean() > 2
+    outside = ~near(square_mask(), reach(BLUR))
+    assert (fill[outside] == original[outside]).all()
+
+
+def test_a_hires_stage_after_a_masked_one_takes_the_inpainted_picture(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    stages = [
+        {"model": "demo-sd15", "steps": 4},
+        {"model": "demo-flux", "mode": "hires", "steps": 2, "scale": 2},
+    ]
+    out = inpainted(registry, cache, "demo-sd15", stages=stages)
+    assert out.shape == (2 * SIZE, 2 * SIZE, 3)
+
+
+def test_the_blur_reaches_as_far_as_a1111s_kernel() -> None:
+    mask = square_mask()
+    soft = np.asarray(blurred(mask, BLUR))
+    assert reach(BLUR) == 10  # A1111: a kernel of 2 * int(2.5 * 4 + 0.5) + 1 = 21 pixels
+    beyond = ~near(mask, reach(BLUR))
+    assert (soft[beyond] == 0).all()
+    assert 0 < soft[24, 24 - reach(BLUR) // 2] < 255  # soft inside its reach
+    assert blurred(mask, 0) is mask
+
+
+def test_fill_paints_the_masked_part_with_the_colours_around_it() -> None:
+    picture = Image.new("RGB", (SIZE, SIZE), (200, 40, 40))
+    ImageDraw.Draw(picture).rectangle((24, 24, 39, 39), fill=(0, 0, 255))  # under the mask
+    out = np.asarray(filled(picture, square_mask()), dtype=np.int16)
+    # The blue square is gone: the red around it flowed in.
+    assert np.abs(out[32, 32] - np.array([200, 40, 40])).max() < 30
+
+
+def test_paste_back_keeps_what_the_mask_keeps() -> None:
+    made = Image.new("RGB", (SIZE, SIZE), (0, 255, 0))
+    original = init_picture()
+    soft = blurred(square_mask(), BLUR)
+    out = np.asarray(pasted_back(made, original, soft))
+    keep = np.asarray(soft) == 0
+    assert (out[keep] == np.asarray(original)[keep]).all()
+    # The square's middle is mostly the made picture (a 16-pixel square blurred with sigma 4 is
+    # not fully white anywhere).
+    green = np.asarray(soft)[32, 32] / 255
+    assert green > 0.8
+    assert out[32, 32, 1] >= round(green * 255) - 1
