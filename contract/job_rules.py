@@ -26,7 +26,7 @@ from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
-from contract.masks import DEFAULT_MASK_BLUR, decode_mask
+from contract.masks import DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR, decode_mask
 from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
@@ -158,6 +158,12 @@ def _mask_defaults(spec: JobSpec) -> dict[str, object]:
         "mask_blur": DEFAULT_MASK_BLUR if spec.mask_blur is None else spec.mask_blur,
         "invert_mask": bool(spec.invert_mask),
         "masked_content": spec.masked_content or "original",
+        "inpaint_area": spec.inpaint_area or "whole",
+        "inpaint_padding": (
+            (DEFAULT_INPAINT_PADDING if spec.inpaint_padding is None else spec.inpaint_padding)
+            if spec.inpaint_area == "masked"
+            else None
+        ),
     }
 
 
@@ -224,7 +230,13 @@ def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
             )
         )
     if not spec.mask:
-        for name in ("mask_blur", "invert_mask", "masked_content"):
+        for name in (
+            "mask_blur",
+            "invert_mask",
+            "masked_content",
+            "inpaint_area",
+            "inpaint_padding",
+        ):
             if getattr(spec, name) is not None:
                 violations.append(
                     Violation(
@@ -232,6 +244,15 @@ def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
                     )
                 )
         return
+    if spec.inpaint_padding is not None and spec.inpaint_area != "masked":
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("inpaint_padding",),
+                "inpaint_padding is the context around the mask with inpaint_area: masked; set "
+                "that, or drop inpaint_padding",
+            )
+        )
     if len(spec.stages) > 1:
         second = spec.stages[1]
         if second.handoff is Handoff.LATENT or (

@@ -17,6 +17,7 @@ from contract.violations import Violation
 
 REPAINT, KEEP = 255, 0
 DEFAULT_MASK_BLUR = 4  # pixels, A1111's default
+DEFAULT_INPAINT_PADDING = 32  # pixels around an "only masked" region, A1111's UI default
 # Rounding thresholds: a gray above 127 repaints (A1111's mask_round); an alpha above 128.
 _GRAY_ABOVE, _ALPHA_ABOVE = 127, 128
 

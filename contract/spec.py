@@ -251,6 +251,17 @@ class JobSpec(_Strict):
     invert_mask: bool | None = Field(
         None, description="With mask: repaint the black part and keep the white (default false)."
     )
+    inpaint_area: Literal["whole", "masked"] | None = Field(
+        None,
+        description="With mask: `whole` (the default) works on the whole picture; `masked` on "
+        "the mask's region only, scaled up to the job's size and pasted back (more pixels for a "
+        "small mask), as A1111's Inpaint area: Only masked.",
+    )
+    inpaint_padding: Annotated[int | None, Field(ge=0, le=1024)] = Field(
+        None,
+        description="With inpaint_area masked: pixels of context around the mask's region "
+        "(default 32, as A1111's Only masked padding).",
+    )
     masked_content: Literal["original", "fill"] | None = Field(
         None,
         description="With mask: what the repainted part starts from: init_image's pixels "

@@ -97,6 +97,12 @@ _TOP_FIELDS: dict[str, tuple[str | int, ...]] = {
     "seed": ("seed",),
     "init_image": ("init_images", 0),
     "strength": ("denoising_strength",),
+    "mask": ("mask",),
+    "mask_blur": ("mask_blur",),
+    "invert_mask": ("inpainting_mask_invert",),
+    "masked_content": ("inpainting_fill",),
+    "inpaint_area": ("inpaint_full_res",),
+    "inpaint_padding": ("inpaint_full_res_padding",),
     "prompt": ("prompt",),
     "negative_prompt": ("negative_prompt",),
 }
@@ -191,20 +197,52 @@ def img2img_spec(
 ) -> JobSpec:
     if len(request.init_images) != 1:
         _refuse(("init_images",), "send exactly one picture in init_images")
-    if request.mask is not None:
-        _refuse(
-            ("mask",),
-            "this face does not inpaint yet (A1111's only-masked area is not served); send no "
-            "mask, or POST /jobs with init_image and mask",
-        )
     if request.resize_mode != 0:
         _refuse(("resize_mode",), "only resize_mode 0 (just resize) is supported")
     top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}
+    if request.mask is not None:
+        top.update(_inpainting(request))
     stages = [_base_stage(request, checkpoint)]
     _with_clip_skip(request, stages, registry)
     _with_vae(request, stages, registry, stored_vae)
     with_controlnets(request, stages, ["base"], registry, request.init_images[0])
     return _spec(request, stages, ["base"], top)
+
+
+# A1111's inpainting_fill, by number; 2 and 3 (latent noise, latent nothing) are not served yet.
+_MASKED_CONTENT = {0: "fill", 1: "original"}
+
+
+def _inpainting(request: Img2ImgRequest) -> dict[str, Any]:
+    """A1111's mask fields as the job's (`mask`, `mask_blur`, …), or the field's 422."""
+    blur = request.mask_blur
+    if blur is None:
+        if request.mask_blur_x != request.mask_blur_y:
+            _refuse(("mask_blur_y",), "a blur of its own along y is not served; send mask_blur")
+        blur = request.mask_blur_x
+    content = _MASKED_CONTENT.get(request.inpainting_fill)
+    if content is None:
+        _refuse(
+            ("inpainting_fill",),
+            "latent noise (2) and latent nothing (3) are not served yet; send 0 (fill) or 1 "
+            "(original)",
+        )
+    if not request.mask_round:
+        _refuse(("mask_round",), "masks are always rounded here (white repaints); send true")
+    if request.initial_noise_multiplier not in (None, 1, 1.0):
+        _refuse(("initial_noise_multiplier",), "only 1 (A1111's default) is served")
+    if request.latent_mask is not None:
+        _refuse(("latent_mask",), "a second mask for the latents is not served; send none")
+    fields: dict[str, Any] = {
+        "mask": request.mask,
+        "mask_blur": blur,
+        "invert_mask": bool(request.inpainting_mask_invert),
+        "masked_content": content,
+        "inpaint_area": "masked" if request.inpaint_full_res else "whole",
+    }
+    if request.inpaint_full_res:
+        fields["inpaint_padding"] = request.inpaint_full_res_padding
+    return fields
 
 
 def _with_vae(

@@ -2,7 +2,7 @@
 clients send and read them.
 
 Requests accept every field A1111 declares; fields that cannot apply here (scripts, face
-restoration, saving to the server's disk, inpainting masks) are accepted and ignored where A1111
+restoration, saving to the server's disk) are accepted and ignored where A1111
 clients send them by default, and refused with a 422 naming the field where a client asks for
 something this service would silently not do (docs/a1111.md). Unknown extra fields are
 ignored, as A1111 itself does.
@@ -109,17 +109,23 @@ class Img2ImgRequest(_Request):
     init_images: list[str] = Field(default_factory=list, description="Base64 PNG/JPEG; one.")
     resize_mode: int = Field(0, ge=0, le=3, description="0 (just resize) only.")
     image_cfg_scale: float | None = None
-    mask: str | None = Field(None, description="Inpainting is not supported: leave it null.")
-    mask_blur_x: int = Field(4, ge=0, le=_SIDE)
-    mask_blur_y: int = Field(4, ge=0, le=_SIDE)
-    mask_blur: int | None = Field(None, ge=0, le=_SIDE)
-    mask_round: bool = True
-    inpainting_fill: int = Field(0, ge=0, le=3)
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = Field(0, ge=0, le=_SIDE)
+    mask: str | None = Field(
+        None,
+        description="Base64 PNG of the init image's size: white repaints, black keeps (the "
+        "init image stays exact outside it and its blur).",
+    )
+    mask_blur_x: int = Field(4, ge=0, le=64)
+    mask_blur_y: int = Field(4, ge=0, le=64, description="Only as mask_blur_x.")
+    mask_blur: int | None = Field(None, ge=0, le=64, description="Over mask_blur_x/_y.")
+    mask_round: bool = Field(True, description="Only true: masks are rounded.")
+    inpainting_fill: int = Field(
+        0, ge=0, le=3, description="0 fill, 1 original; 2 and 3 (latent) not served yet."
+    )
+    inpaint_full_res: bool = Field(True, description="Only masked: the mask's region, scaled up.")
+    inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
-    initial_noise_multiplier: float | None = None
-    latent_mask: str | None = None
+    initial_noise_multiplier: float | None = Field(None, description="Only 1.")
+    latent_mask: str | None = Field(None, description="Not served: send none.")
     include_init_images: bool = False
 
 

@@ -1,7 +1,7 @@
 """The A1111 face driven by `webuiapi`, an A1111 API client from PyPI (not code written here),
 against the running stack: txt2img, hires fix through another checkpoint (SD1.5 -> Flux, pixel),
-refiner, img2img, a latent upscaler refused across latent spaces, progress while running, and
-interrupt."""
+refiner, img2img, inpainting, a latent upscaler refused across latent spaces, progress while
+running, and interrupt."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from webuiapi import ControlNetUnit, WebUIApi, WebUIApiResult
 
 from tests.conftest import Stack
@@ -208,6 +209,26 @@ def test_img2img_renoises_the_picture_it_is_given(api: WebUIApi) -> None:
     assert result.images[0].size == (64, 64)
     assert "Denoising strength: 0.5" in parameters(result)
     assert result.parameters["init_images"] is None  # as A1111 echoes a request
+
+
+def test_webuiapi_inpaints_only_the_masked_part(api: WebUIApi) -> None:
+    rng = np.random.default_rng(2)
+    picture = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    mask = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(mask).rectangle((80, 16, 95, 31), fill=255)
+    # webuiapi's defaults: fill, only masked (padding 0), mask blur 4.
+    result = api.img2img(
+        images=[picture], mask_image=mask, prompt="a window", seed=3, width=128, height=128,
+        steps=4, denoising_strength=0.9, override_settings=SD15,
+    )  # fmt: skip
+    out = np.asarray(result.images[0].convert("RGB"), np.int16)
+    original = np.asarray(picture, np.int16)
+    far = np.ones((128, 128), bool)
+    far[16 - 10 : 32 + 10, 80 - 10 : 96 + 10] = False  # the square and its blur's reach
+    assert (out[far] == original[far]).all()
+    assert np.abs(out[16:32, 80:96] - original[16:32, 80:96]).mean() > 5
+    assert "Mask blur: 4, Masked content: fill" in parameters(result)
+    assert result.parameters["mask"] is None  # as A1111 echoes a request
 
 
 def test_options_choose_the_checkpoint_and_the_lists_name_what_exists(api: WebUIApi) -> None:

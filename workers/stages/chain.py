@@ -37,7 +37,7 @@ from workers.stages.control_images import control_image
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
-from workers.stages.masks import inpaint_input, pasted_back
+from workers.stages.masks import inpaint_input
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -314,15 +314,15 @@ def _run_stage(
             kwargs.update(height=height, width=width)
 
     mask = _masked(i, group)
-    soft_mask, originals = None, []
+    inpainting, originals = None, []
     if mask is not None:
         if len(group) > 1 or want_latents:  # the gathering and the rules keep them apart
             raise StageError(
                 FailureType.INVALID_JOB, "a masked stage runs alone and hands on pixels"
             )
         pipe, originals = model.inpaint, kwargs["image"]  # at the stage's size
-        masked, soft_mask = inpaint_input(spec, mask, originals, (width, height))
-        kwargs.update(masked)
+        inpainting = inpaint_input(spec, mask, originals, (width, height))
+        kwargs.update(inpainting.kwargs)
     if steering is not None:
         pipe, control = _steered(i, group, model, steering, carries, (width, height))
         kwargs.update(control)
@@ -355,9 +355,9 @@ def _run_stage(
                     pipe, output[rows], None if at_end is None else at_end[rows], i, model,
                     (width, height),
                 )  # fmt: skip
-                if soft_mask is not None:  # the init image back wherever the mask keeps it
+                if inpainting is not None:  # the init image back wherever the mask keeps it
                     pictures = [
-                        pasted_back(made, original, soft_mask)
+                        inpainting.finished(made, original)
                         for made, original in zip(pictures, originals, strict=True)
                     ]
                 member.carry = Pictures(pictures, again)

@@ -9,6 +9,7 @@ than `reach(blur)` from the mask are the input's, bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -56,13 +57,70 @@ def pasted_back(made: Image.Image, original: Image.Image, soft_mask: Image.Image
     return Image.composite(made.convert("RGB"), original.convert("RGB"), soft_mask)
 
 
+def crop_region(soft_mask: Image.Image, padding: int, size: tuple[int, int]) -> Box:
+    """A1111's "only masked" region: the blurred mask's bounding box grown by `padding`, then
+    grown to the stage's aspect ratio (a 128x32 mask worked at 512x512 takes a 128x128 region),
+    kept inside the picture (`masking.get_crop_region_v2` and `expand_crop_region`)."""
+    width, height = soft_mask.size
+    box = soft_mask.getbbox()
+    assert box is not None, "an empty mask was refused at admission"
+    x1, y1, x2, y2 = box
+    x1, y1 = max(x1 - padding, 0), max(y1 - padding, 0)
+    x2, y2 = min(x2 + padding, width), min(y2 + padding, height)
+    target = size[0] / size[1]
+    if (x2 - x1) / (y2 - y1) > target:
+        y1, y2 = _grown(y1, y2, int((x2 - x1) / target - (y2 - y1)), height)
+    else:
+        x1, x2 = _grown(x1, x2, int((y2 - y1) * target - (x2 - x1)), width)
+    return x1, y1, x2, y2
+
+
+def _grown(low: int, high: int, by: int, limit: int) -> tuple[int, int]:
+    low, high = low - by // 2, high + by - by // 2
+    if high >= limit:
+        low, high = low - (high - limit), limit
+    if low < 0:
+        low, high = 0, high - low
+    return low, min(high, limit)
+
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Inpainting:
+    """One masked stage's pipeline arguments, and how each picture it makes is finished."""
+
+    kwargs: dict[str, Any]
+    soft_mask: Image.Image  # at the stage's size: where the made picture shows
+    region: Box | None  # "only masked": where the made picture goes, scaled down
+
+    def finished(self, made: Image.Image, original: Image.Image) -> Image.Image:
+        """The made picture in place (its region's, when it was made from one) and the init
+        picture pasted back over everything the blurred mask keeps."""
+        if self.region is not None:
+            x1, y1, x2, y2 = self.region
+            placed = original.convert("RGB")  # a copy
+            placed.paste(made.resize((x2 - x1, y2 - y1), Image.Resampling.LANCZOS), (x1, y1))
+            made = placed
+        return pasted_back(made, original, self.soft_mask)
+
+
 def inpaint_input(
     spec: CheckedSpec, mask: Image.Image, images: list[Image.Image], size: tuple[int, int]
-) -> tuple[dict[str, Any], Image.Image]:
-    """The inpainting pipeline's arguments for the init pictures `images` (at the stage's size),
-    and the blurred mask their outputs are pasted back with."""
+) -> Inpainting:
+    """The inpainting pipeline's arguments for the init pictures `images` (at the stage's size).
+    With `inpaint_area: masked` the pipeline works on the mask's region only, scaled up to the
+    stage's size (more pixels for a small mask), as A1111's "only masked"."""
     sharp = mask.resize(size, Image.Resampling.NEAREST)  # a mask stays repaint-or-keep
     soft = blurred(sharp, spec.mask_blur or 0)
     start = [filled(im, sharp) for im in images] if spec.masked_content == "fill" else images
     width, height = size
-    return {"image": start, "mask_image": soft, "height": height, "width": width}, soft
+    region = None
+    pipeline_mask = soft
+    if spec.inpaint_area == "masked":
+        region = crop_region(soft, spec.inpaint_padding or 0, size)
+        start = [im.crop(region).resize(size, Image.Resampling.LANCZOS) for im in start]
+        pipeline_mask = soft.crop(region).resize(size, Image.Resampling.LANCZOS)
+    kwargs = {"image": start, "mask_image": pipeline_mask, "height": height, "width": width}
+    return Inpainting(kwargs, soft, region)

@@ -130,8 +130,31 @@ def test_img2img_takes_one_picture_and_its_strength(registry: ModelRegistry) -> 
     )
     spec = img2img_spec(request, "demo-sd15", registry)
     assert (spec.init_image, spec.strength) == ("aGk=", 0.3)
-    with pytest.raises(RequestValidationError):
-        img2img_spec(request.model_copy(update={"mask": "aGk="}), "demo-sd15", registry)
+
+
+def test_img2img_with_a_mask_inpaints_as_a1111_means_its_fields(registry: ModelRegistry) -> None:
+    request = Img2ImgRequest(prompt="p", width=64, height=64, init_images=["aGk="], mask="bWFzaw==")
+    spec = img2img_spec(request, "demo-sd15", registry)  # webuiapi's defaults
+    assert (spec.mask, spec.mask_blur, spec.invert_mask, spec.masked_content) == (
+        "bWFzaw==", 4, False, "fill",
+    )  # fmt: skip
+    assert (spec.inpaint_area, spec.inpaint_padding) == ("masked", 0)
+    whole = img2img_spec(
+        request.model_copy(update={"inpaint_full_res": False, "inpainting_fill": 1,
+                                   "inpainting_mask_invert": 1, "mask_blur": 9}),
+        "demo-sd15", registry,
+    )  # fmt: skip
+    assert (whole.inpaint_area, whole.inpaint_padding, whole.masked_content) == (
+        "whole",
+        None,
+        "original",
+    )
+    assert (whole.invert_mask, whole.mask_blur) == (True, 9)
+    for field, value in (("inpainting_fill", 2), ("mask_blur_y", 7), ("mask_round", False),
+                         ("initial_noise_multiplier", 0.5), ("latent_mask", "aGk=")):  # fmt: skip
+        with pytest.raises(RequestValidationError) as refused:
+            img2img_spec(request.model_copy(update={field: value}), "demo-sd15", registry)
+        assert refused.value.errors()[0]["loc"] == ("body", field)
 
 
 def test_every_field_a1111_clients_send_by_default_is_accepted() -> None:

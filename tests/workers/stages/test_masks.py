@@ -18,7 +18,7 @@ from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.models.cache import ModelCache
 from workers.stages.chain import run_chain
-from workers.stages.masks import blurred, filled, pasted_back, reach
+from workers.stages.masks import blurred, crop_region, filled, pasted_back, reach
 from workers.stages.outcomes import Made
 
 SIZE = 64
@@ -152,3 +152,34 @@ def test_paste_back_keeps_what_the_mask_keeps() -> None:
     green = np.asarray(soft)[32, 32] / 255
     assert green > 0.8
     assert out[32, 32, 1] >= round(green * 255) - 1
+
+
+def test_only_masked_works_on_the_masks_region_at_the_stages_size(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    # A small mask in a corner of a 128x128 picture: the region around it is repainted at
+    # 128x128 and scaled back into place.
+    big = init_picture().resize((128, 128))
+    small = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(small).rectangle((90, 20, 101, 31), fill=255)
+    fields = {"width": 128, "height": 128, "init_image": png(big), "mask": png(small)}
+    whole = inpainted(registry, cache, "demo-sd15", **fields)
+    masked = inpainted(
+        registry, cache, "demo-sd15", **fields, inpaint_area="masked", inpaint_padding=8
+    )
+    original = np.asarray(big, dtype=np.int16)
+    outside = ~near(small, reach(BLUR))
+    assert (masked[outside] == original[outside]).all()
+    inside = np.asarray(small) > 0
+    assert np.abs(masked[inside] - original[inside]).mean() > 5
+    assert np.abs(masked[inside] - whole[inside]).mean() > 2  # made otherwise, at more pixels
+
+
+def test_the_only_masked_region_is_a1111s() -> None:
+    soft = Image.new("L", (512, 512), 0)
+    ImageDraw.Draw(soft).rectangle((100, 200, 227, 231), fill=255)  # 128x32
+    assert crop_region(soft, 0, (512, 512)) == (100, 152, 228, 280)  # grown to 128x128
+    assert crop_region(soft, 16, (512, 512)) == (84, 136, 244, 296)
+    corner = Image.new("L", (512, 512), 0)
+    ImageDraw.Draw(corner).rectangle((0, 0, 63, 15), fill=255)
+    assert crop_region(corner, 0, (512, 256)) == (0, 0, 64, 32)  # kept inside, the stage's 2:1
