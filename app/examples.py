@@ -127,6 +127,22 @@ JOB_EXAMPLES: dict[str, Example] = {
             "stages": [{"model": "demo-sd15", "steps": 12}],
         },
     ),
+    "sd15_outpaint": Example(
+        summary="SD1.5 outpainting (the canvas grown 32 pixels to the right)",
+        description="The init image keeps its pixels where they were; the padding is the mask "
+        "(no mask is sent), started from the picture's edge colours (masked_content fill). "
+        "width and height are the grown canvas's: 64 + 32 by 64.",
+        value={
+            "prompt": "a field under a blue sky",
+            "seed": 5,
+            "width": 96,
+            "height": 64,
+            "init_image": _png(_scene()),
+            "outpaint": {"right": 32},
+            "strength": 1.0,
+            "stages": [{"model": "demo-sd15", "steps": 12}],
+        },
+    ),
     "refused_latent_mismatch": Example(
         summary="Refused: SD1.5 latents into Flux (422)",
         description="Answered 422 `latent_space_mismatch` before anything is queued; change "

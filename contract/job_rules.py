@@ -26,7 +26,13 @@ from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
-from contract.masks import DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR, decode_mask
+from contract.masks import (
+    DEFAULT_INPAINT_PADDING,
+    DEFAULT_MASK_BLUR,
+    canvas_size,
+    decode_mask,
+    outpaint_mask,
+)
 from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
@@ -151,13 +157,14 @@ def check_job(
 
 
 def _mask_defaults(spec: JobSpec) -> dict[str, object]:
-    """A masked job's mask settings with their defaults filled in (none without a mask)."""
-    if not spec.mask:
+    """A masked (or outpainted) job's mask settings with their defaults filled in (none
+    without one). An outpainted canvas's padding starts as the picture's edge, spread by fill."""
+    if not _masked(spec):
         return {}
     return {
         "mask_blur": DEFAULT_MASK_BLUR if spec.mask_blur is None else spec.mask_blur,
         "invert_mask": bool(spec.invert_mask),
-        "masked_content": spec.masked_content or "original",
+        "masked_content": spec.masked_content or ("fill" if spec.outpaint else "original"),
         "inpaint_area": spec.inpaint_area or "whole",
         "inpaint_padding": (
             (DEFAULT_INPAINT_PADDING if spec.inpaint_padding is None else spec.inpaint_padding)
@@ -165,6 +172,11 @@ def _mask_defaults(spec: JobSpec) -> dict[str, object]:
             else None
         ),
     }
+
+
+def _masked(spec: JobSpec) -> bool:
+    """Whether the first stage inpaints: a mask sent, or the padding of an outpainted canvas."""
+    return bool(spec.mask) or spec.outpaint is not None
 
 
 def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image | None]:
@@ -182,6 +194,12 @@ def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image
             mask = decode_mask(spec.mask, max_pixels, init_image.size, bool(spec.invert_mask))
         except InitImageRejected as rejected:
             violations.append(rejected.violation)
+    if spec.outpaint is not None and init_image is not None:
+        canvas = canvas_size(init_image.size, spec.outpaint)
+        if canvas != (spec.width, spec.height):
+            violations.append(_canvas_violation(spec, init_image.size, canvas))
+        else:
+            mask = outpaint_mask(init_image.size, spec.outpaint)
     for loc, data, what in stage_pictures(spec):
         try:
             decode_init_image(data, max_pixels, loc, what=what)
@@ -190,6 +208,32 @@ def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image
     if violations:
         raise JobRejected(violations)
     return init_image, mask
+
+
+def _canvas_violation(
+    spec: JobSpec, init_size: tuple[int, int], canvas: tuple[int, int]
+) -> Violation:
+    """An outpaint whose grown canvas is not the job's size, at the side to change."""
+    assert spec.outpaint is not None
+    (init_width, init_height), pad = init_size, spec.outpaint
+    if canvas[0] != spec.width:
+        side, size = (
+            ("width", "left or right"),
+            (f"init_image's {init_width} + left {pad.left} + right {pad.right} = {canvas[0]}"),
+        )
+    else:
+        side, size = (
+            ("height", "top or bottom"),
+            (f"init_image's {init_height} + top {pad.top} + bottom {pad.bottom} = {canvas[1]}"),
+        )
+    return Violation(
+        "outpaint_size_mismatch",
+        ("outpaint",),
+        f"the outpainted canvas's {side[0]} is {size}, but the job's {side[0]} is "
+        f"{getattr(spec, side[0])}; send {side[0]} {canvas[0] if side[0] == 'width' else canvas[1]}"
+        f", or change {side[1]}",
+        {"canvas_width": canvas[0], "canvas_height": canvas[1]},
+    )
 
 
 def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
@@ -229,7 +273,25 @@ def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
                 "a mask says which part of init_image to repaint; send the init_image too",
             )
         )
-    if not spec.mask:
+    if spec.outpaint is not None:
+        if spec.init_image is None:
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("outpaint",),
+                    "outpaint grows init_image's canvas; send the init_image too",
+                )
+            )
+        for name in ("mask", "invert_mask"):
+            if getattr(spec, name):
+                violations.append(
+                    Violation(
+                        "field_not_allowed",
+                        (name,),
+                        f"outpaint makes its own mask (the padding); drop {name}, or outpaint",
+                    )
+                )
+    if not _masked(spec):
         for name in (
             "mask_blur",
             "invert_mask",

@@ -10,9 +10,10 @@ edge is the worker's (`workers.stages.masks`); here the mask is only read and ch
 
 from __future__ import annotations
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from contract.images import InitImageRejected, decode_picture, to_rgb
+from contract.spec import Outpaint
 from contract.violations import Violation
 
 REPAINT, KEEP = 255, 0
@@ -71,4 +72,18 @@ def decode_mask(
                 "repaint the whole picture",
             )
         )
+    return mask
+
+
+def canvas_size(init_size: tuple[int, int], outpaint: Outpaint) -> tuple[int, int]:
+    width, height = init_size
+    return width + outpaint.left + outpaint.right, height + outpaint.top + outpaint.bottom
+
+
+def outpaint_mask(init_size: tuple[int, int], outpaint: Outpaint) -> Image.Image:
+    """The grown canvas's mask: the padding repaints, the picture keeps."""
+    mask = Image.new("L", canvas_size(init_size, outpaint), REPAINT)
+    width, height = init_size
+    box = (outpaint.left, outpaint.top, outpaint.left + width - 1, outpaint.top + height - 1)
+    ImageDraw.Draw(mask).rectangle(box, fill=KEEP)
     return mask

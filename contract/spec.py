@@ -144,6 +144,21 @@ class IpAdapterUse(_Strict):
     )
 
 
+class Outpaint(_Strict):
+    """Pixels added on each side of the init image, for the first stage to paint."""
+
+    left: Annotated[int, Field(ge=0, le=2048)] = 0
+    right: Annotated[int, Field(ge=0, le=2048)] = 0
+    top: Annotated[int, Field(ge=0, le=2048)] = 0
+    bottom: Annotated[int, Field(ge=0, le=2048)] = 0
+
+    @model_validator(mode="after")
+    def _grows(self) -> Outpaint:
+        if not (self.left or self.right or self.top or self.bottom):
+            raise ValueError("outpaint adds nothing; give left, right, top or bottom pixels")
+        return self
+
+
 class Stage(_Strict):
     model: Annotated[
         str,
@@ -251,6 +266,13 @@ class JobSpec(_Strict):
     invert_mask: bool | None = Field(
         None, description="With mask: repaint the black part and keep the white (default false)."
     )
+    outpaint: Outpaint | None = Field(
+        None,
+        description="With init_image: grow its canvas by these pixels and paint them (the "
+        "padding is the mask: no mask is sent); width and height are the grown canvas's. "
+        "The padding starts as the picture's edge pixels spread outwards (masked_content "
+        "defaults to fill); the picture itself stays where it was, pixel for pixel.",
+    )
     inpaint_area: Literal["whole", "masked"] | None = Field(
         None,
         description="With mask: `whole` (the default) works on the whole picture; `masked` on "
@@ -262,11 +284,12 @@ class JobSpec(_Strict):
         description="With inpaint_area masked: pixels of context around the mask's region "
         "(default 32, as A1111's Only masked padding).",
     )
-    masked_content: Literal["original", "fill"] | None = Field(
+    masked_content: Literal["original", "fill", "latent_noise", "latent_nothing"] | None = Field(
         None,
         description="With mask: what the repainted part starts from: init_image's pixels "
-        "(`original`, the default), or the colours around it blurred in (`fill`, for something "
-        "new where something else stood), as A1111's Masked content.",
+        "(`original`, the default), the colours around it blurred in (`fill`, for something new "
+        "where something else stood; the default for outpaint), or, in latent space, noise "
+        "(`latent_noise`) or zeros (`latent_nothing`), as A1111's Masked content.",
     )
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
     timeout_s: Annotated[int | None, Field(ge=1, le=86400)] = Field(

@@ -29,6 +29,7 @@ RuleType = Literal[
     "mask_unsupported",
     "missing",
     "negative_prompt_unsupported",
+    "outpaint_size_mismatch",
     "pixel_budget_exceeded",
     "refine_needs_latent_handoff",
     "refine_unsupported",

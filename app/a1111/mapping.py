@@ -209,8 +209,8 @@ def img2img_spec(
     return _spec(request, stages, ["base"], top)
 
 
-# A1111's inpainting_fill, by number; 2 and 3 (latent noise, latent nothing) are not served yet.
-_MASKED_CONTENT = {0: "fill", 1: "original"}
+# A1111's inpainting_fill, by number.
+_MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 
 
 def _inpainting(request: Img2ImgRequest) -> dict[str, Any]:
@@ -220,13 +220,7 @@ def _inpainting(request: Img2ImgRequest) -> dict[str, Any]:
         if request.mask_blur_x != request.mask_blur_y:
             _refuse(("mask_blur_y",), "a blur of its own along y is not served; send mask_blur")
         blur = request.mask_blur_x
-    content = _MASKED_CONTENT.get(request.inpainting_fill)
-    if content is None:
-        _refuse(
-            ("inpainting_fill",),
-            "latent noise (2) and latent nothing (3) are not served yet; send 0 (fill) or 1 "
-            "(original)",
-        )
+    content = _MASKED_CONTENT[request.inpainting_fill]  # 0-3, by its schema
     if not request.mask_round:
         _refuse(("mask_round",), "masks are always rounded here (white repaints); send true")
     if request.initial_noise_multiplier not in (None, 1, 1.0):

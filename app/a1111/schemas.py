@@ -119,7 +119,7 @@ class Img2ImgRequest(_Request):
     mask_blur: int | None = Field(None, ge=0, le=64, description="Over mask_blur_x/_y.")
     mask_round: bool = Field(True, description="Only true: masks are rounded.")
     inpainting_fill: int = Field(
-        0, ge=0, le=3, description="0 fill, 1 original; 2 and 3 (latent) not served yet."
+        0, ge=0, le=3, description="0 fill, 1 original, 2 latent noise, 3 latent nothing."
     )
     inpaint_full_res: bool = Field(True, description="Only masked: the mask's region, scaled up.")
     inpaint_full_res_padding: int = Field(0, ge=0, le=1024)

@@ -126,3 +126,30 @@ def test_a_masked_first_stage_takes_no_controlnet_and_hands_on_no_latents(
     refined = job(stages=[{"model": "demo-sdxl"},
                           {"model": "demo-sdxl-refiner", "mode": "refine"}])  # fmt: skip
     assert ("mask_unsupported", ("stages", 1, "handoff")) in refusals(registry, refined)
+
+
+def test_an_outpaint_is_checked_against_the_jobs_size_naming_the_side(
+    registry: ModelRegistry,
+) -> None:
+    body = {k: v for k, v in job().items() if k != "mask"}
+    grown = check_job(
+        JobSpec.model_validate({**body, "width": 96, "outpaint": {"left": 32}}), registry,
+        JobLimits(),
+    )  # fmt: skip
+    assert grown.mask is not None
+    assert grown.mask.size == (96, 64)
+    assert (grown.mask.getpixel((0, 0)), grown.mask.getpixel((40, 10))) == (REPAINT, KEEP)
+    [(kind, loc)] = refusals(registry, {**body, "outpaint": {"left": 32}})
+    assert (kind, loc) == ("outpaint_size_mismatch", ("outpaint",))
+    with pytest.raises(JobRejected, match=r"64 \+ left 32 \+ right 0 = 96.*send width 96"):
+        check_job(JobSpec.model_validate({**body, "outpaint": {"left": 32}}), registry,
+                  JobLimits())  # fmt: skip
+    assert refusals(registry, {**job(), "width": 96, "outpaint": {"left": 32}}) == [
+        ("field_not_allowed", ("mask",))
+    ]
+    no_init = {k: v for k, v in body.items() if k != "init_image"}
+    assert ("field_not_allowed", ("outpaint",)) in refusals(
+        registry, {**no_init, "outpaint": {"top": 8}}
+    )
+    with pytest.raises(ValueError, match="outpaint adds nothing"):
+        JobSpec.model_validate({**body, "outpaint": {}})

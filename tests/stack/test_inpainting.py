@@ -1,6 +1,7 @@
-"""Inpainting through the running stack: Swagger's worked example succeeds, the PNG keeps the
-init image outside the mask and its blur exactly and says Mask blur as A1111 writes it, the
-envelope serves no mask bytes, and a bad mask is refused at admission (422)."""
+"""Inpainting and outpainting through the running stack: Swagger's worked examples succeed, the
+PNG keeps the init image outside the mask and its blur exactly (an outpainted one where it was on
+the grown canvas) and says Mask blur as A1111 writes it, the envelope serves no mask bytes, and a
+bad mask is refused at admission (422)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from tests.helpers import fetch_png, png_b64, submit_and_wait
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 
-def example() -> dict[str, Any]:
-    value = JOB_EXAMPLES["sd15_inpaint"]["value"]
+def example(name: str = "sd15_inpaint") -> dict[str, Any]:
+    value = JOB_EXAMPLES[name]["value"]
     assert isinstance(value, dict)
     return json.loads(json.dumps(value))
 
@@ -51,6 +52,21 @@ def test_the_inpainting_example_repaints_only_the_masked_part(stack: Stack) -> N
     assert np.abs(out[mask] - original[mask]).mean() > 5
     parameters = image.text["parameters"]  # type: ignore[attr-defined]
     assert "Denoising strength: 0.9, Mask blur: 4, Masked content: original" in parameters
+
+
+def test_the_outpainting_example_grows_the_canvas_around_the_picture(stack: Stack) -> None:
+    spec = example("sd15_outpaint")
+    with stack.client() as client:
+        envelope = submit_and_wait(client, spec)
+        assert envelope["status"] == "succeeded", envelope["error"]
+        _, image = fetch_png(client, envelope["images"][0]["url"])
+    assert image.size == (96, 64)
+    out, original = np.asarray(image.convert("RGB"), np.int16), picture(spec["init_image"])
+    reach = 10  # the default mask_blur 4
+    assert (out[:, : 64 - reach] == original[:, : 64 - reach]).all()  # where it was
+    stretched = np.repeat(original[:, 63:64], 32, axis=1)  # where the padding started
+    assert np.abs(out[:, 64:] - stretched).mean() > 2  # painted
+    assert envelope["spec"]["masked_content"] == "fill"
 
 
 def test_a_mask_of_another_size_is_refused_at_admission(stack: Stack) -> None:

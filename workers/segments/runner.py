@@ -30,6 +30,7 @@ from workers.segments.gathering import Gatherer
 from workers.segments.progress import StepMonitor
 from workers.segments.state import SegmentState
 from workers.stages.chain import Components, Member, Pictures, run_group
+from workers.stages.masks import outpaint_canvas
 from workers.stages.outcomes import Failed, Outcome
 
 log = logging.getLogger("imagegen.worker")
@@ -112,6 +113,8 @@ class JobRunner:
         (each companion's is filed as soon as it ends)."""
         spec, init = checked.spec, checked.init_image
         if index == 0:
+            if init is not None and spec.outpaint is not None:  # the grown canvas
+                init = outpaint_canvas(init, spec.outpaint)
             pictures = [init] * spec.num_images if init else None
         else:
             pictures = self.state.handed_over(job_id, index, spec.num_images)

@@ -37,7 +37,7 @@ from workers.stages.control_images import control_image
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
-from workers.stages.masks import inpaint_input
+from workers.stages.masks import LATENT_CONTENT, inpaint_input, latent_start
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -323,6 +323,11 @@ def _run_stage(
         pipe, originals = model.inpaint, kwargs["image"]  # at the stage's size
         inpainting = inpaint_input(spec, mask, originals, (width, height))
         kwargs.update(inpainting.kwargs)
+        if spec.masked_content in LATENT_CONTENT:  # the start is latents, the mask in them
+            encoded = latent_start(
+                pipe, kwargs["image"], kwargs["mask_image"], spec.masked_content, generators
+            )
+            kwargs.update(image=encoded, masked_image_latents=encoded)
     if steering is not None:
         pipe, control = _steered(i, group, model, steering, carries, (width, height))
         kwargs.update(control)

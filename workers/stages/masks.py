@@ -14,9 +14,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+from diffusers import DiffusionPipeline
 from PIL import Image, ImageFilter, ImageOps
 
 from contract.checked import CheckedSpec
+from contract.spec import Outpaint
 
 # A1111's fill: the kept part's colours spread into the masked part by ever finer blurs.
 _FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
@@ -124,3 +127,44 @@ def inpaint_input(
         pipeline_mask = soft.crop(region).resize(size, Image.Resampling.LANCZOS)
     kwargs = {"image": start, "mask_image": pipeline_mask, "height": height, "width": width}
     return Inpainting(kwargs, soft, region)
+
+
+def outpaint_canvas(image: Image.Image, outpaint: Outpaint) -> Image.Image:
+    """The init picture on its grown canvas, the padding its edge pixels repeated outwards: a
+    start whose colours continue the picture's (noise would show through wherever the stage
+    denoises less than all of it), for `masked_content: fill` to blur further."""
+    values = np.asarray(image.convert("RGB"))
+    pad = ((outpaint.top, outpaint.bottom), (outpaint.left, outpaint.right), (0, 0))
+    return Image.fromarray(np.pad(values, pad, mode="edge"))
+
+
+# A1111's latent masked-content modes: the masked part of the encoded picture replaced.
+LATENT_CONTENT = ("latent_noise", "latent_nothing")
+
+
+def latent_start(
+    pipe: DiffusionPipeline,
+    images: list[Image.Image],
+    mask: Image.Image,
+    content: str,
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """The init pictures as the inpainting pipeline's starting latents (encoded by the stage's
+    VAE, scaled as the pipeline scales its own), their masked part replaced by each picture's
+    own noise (`latent_noise`) or by zeros (`latent_nothing`), as A1111 does; the pipeline then
+    noises them to its strength as it would its own."""
+    width, height = images[0].size
+    pixels = pipe.image_processor.preprocess(images, height=height, width=width)
+    pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+    with torch.no_grad():
+        latents = pipe._encode_vae_image(image=pixels, generator=generators)
+    rows, cols = latents.shape[-2:]
+    repaint = torch.from_numpy(np.asarray(mask.convert("L").resize((cols, rows))) >= 128)
+    repaint = repaint.to(latents.device)[None, None]
+    if content == "latent_noise":
+        fresh = torch.stack(
+            [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
+        ).to(latents)
+    else:
+        fresh = torch.zeros_like(latents)
+    return torch.where(repaint, fresh, latents)

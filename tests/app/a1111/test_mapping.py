@@ -150,7 +150,9 @@ def test_img2img_with_a_mask_inpaints_as_a1111_means_its_fields(registry: ModelR
         "original",
     )
     assert (whole.invert_mask, whole.mask_blur) == (True, 9)
-    for field, value in (("inpainting_fill", 2), ("mask_blur_y", 7), ("mask_round", False),
+    latent = img2img_spec(request.model_copy(update={"inpainting_fill": 3}), "demo-sd15", registry)
+    assert latent.masked_content == "latent_nothing"
+    for field, value in (("mask_blur_y", 7), ("mask_round", False),
                          ("initial_noise_multiplier", 0.5), ("latent_mask", "aGk=")):  # fmt: skip
         with pytest.raises(RequestValidationError) as refused:
             img2img_spec(request.model_copy(update={field: value}), "demo-sd15", registry)

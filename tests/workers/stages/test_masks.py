@@ -18,7 +18,14 @@ from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.models.cache import ModelCache
 from workers.stages.chain import run_chain
-from workers.stages.masks import blurred, crop_region, filled, pasted_back, reach
+from workers.stages.masks import (
+    blurred,
+    crop_region,
+    filled,
+    outpaint_canvas,
+    pasted_back,
+    reach,
+)
 from workers.stages.outcomes import Made
 
 SIZE = 64
@@ -183,3 +190,55 @@ def test_the_only_masked_region_is_a1111s() -> None:
     corner = Image.new("L", (512, 512), 0)
     ImageDraw.Draw(corner).rectangle((0, 0, 63, 15), fill=255)
     assert crop_region(corner, 0, (512, 256)) == (0, 0, 64, 32)  # kept inside, the stage's 2:1
+
+
+@pytest.mark.parametrize("model", ["demo-sd15", "demo-flux"])
+def test_an_outpaint_grows_the_canvas_and_keeps_the_picture_where_it_was(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    body = {
+        "prompt": "a wide beach", "seed": 7, "width": 96, "height": 80,
+        "init_image": png(init_picture()), "outpaint": {"right": 32, "top": 16},
+        "stages": [{"model": model, "steps": 4}],
+    }  # fmt: skip
+    job = check_job(JobSpec.model_validate(body), registry, JobLimits())
+    assert job.init_image is not None
+    assert job.mask is not None
+    assert job.spec.masked_content == "fill"  # the padding's default start
+    assert job.spec.outpaint is not None
+    canvas = outpaint_canvas(job.init_image, job.spec.outpaint)
+    outcome = run_chain(
+        job.spec, range(1), [canvas], cache.get, lambda *_: None, "test-worker", mask=job.mask
+    )
+    assert isinstance(outcome, Made), outcome
+    out = np.asarray(outcome.pictures[0].convert("RGB"), dtype=np.int16)
+    assert out.shape == (80, 96, 3)
+    # The picture sits at (0, 16): exact but within the blur's reach of the padding.
+    kept = ~near(job.mask, reach(BLUR))
+    placed = np.asarray(canvas, dtype=np.int16)
+    assert kept.sum() > 1500
+    assert (out[kept] == placed[kept]).all()
+    assert (out[16 + 20, 0:40] == np.asarray(init_picture(), np.int16)[20, 0:40]).all()
+    padding = np.asarray(job.mask) > 0
+    assert np.abs(out[padding] - placed[padding]).mean() > 5  # painted, not the stretched edge
+
+
+@pytest.mark.parametrize(
+    "model", ["demo-sd15", "demo-sdxl", "demo-sd35", "demo-flux", "demo-chroma"]
+)
+def test_the_four_masked_content_modes_start_from_different_things(
+    registry: ModelRegistry, cache: ModelCache, model: str
+) -> None:
+    made = {
+        content: inpainted(registry, cache, model, masked_content=content, strength=0.6)
+        for content in ("original", "fill", "latent_noise", "latent_nothing")
+    }
+    inside = np.asarray(square_mask()) > 0
+    outside = ~near(square_mask(), reach(BLUR))
+    original = np.asarray(init_picture(), dtype=np.int16)
+    for content, out in made.items():
+        assert (out[outside] == original[outside]).all(), content
+    contents = sorted(made)
+    for k, a in enumerate(contents):
+        for b in contents[k + 1 :]:
+            assert np.abs(made[a][inside] - made[b][inside]).mean() > 1, (a, b)
