@@ -23,11 +23,15 @@ ArchitectureName = Literal["sd15", "sdxl", "sdxl-refiner", "flux", "sd35", "chro
 
 @dataclass(frozen=True)
 class Variant:
-    """A named kind of one architecture's weights, with defaults of its own (Flux dev/schnell)."""
+    """A named kind of one architecture's weights, with defaults of its own (Flux dev/schnell;
+    SD1.5's and SDXL's inpainting UNets)."""
 
     name: str
     default_steps: int
     default_guidance: float
+    # Its denoiser takes the masked picture and the mask beside the latents (9 input channels):
+    # it only inpaints, a masked first stage.
+    inpainting: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             lora_keys=LoraKeys(cross_attention_width=768),
             checkpoint_keys=("model.diffusion_model.output_blocks.11.0.skip_connection.weight",),
             family="sd", embedding_keys=EmbeddingKeys(("emb_params",), (768,)),
+            variants=(Variant("inpainting", 25, 7.0, inpainting=True),),
             controlnet_keys=ControlNetKeys(
                 cross_attention_width=768, several_per_picture=("text",)
             ),
@@ -158,6 +163,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
             ),
             family="sd", embedding_keys=EmbeddingKeys(("clip_l", "clip_g"), (768, 1280)),
+            variants=(Variant("inpainting", 30, 7.0, inpainting=True),),
             controlnet_keys=ControlNetKeys(cross_attention_width=2048, several_per_picture=()),
             ip_adapter_keys=IpAdapterKeys(cross_attention_width=2048),
         ),

@@ -97,6 +97,7 @@ def check_job(
         raise JobRejected(unknown)
 
     violations: list[Violation] = []
+    violations += _inpainting_checkpoints(spec, entries)
     stages = [_check_first_stage(spec, entries[0], limits, violations)]
     width, height = spec.width, spec.height
     for i in range(1, len(spec.stages)):
@@ -260,6 +261,27 @@ def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
                 )
             )
         raise JobRejected(violations) from None
+
+
+def _inpainting_checkpoints(spec: JobSpec, entries: list[ModelEntry]) -> list[Violation]:
+    """An inpainting checkpoint (a 9-channel UNet) runs only as a masked first stage: its
+    denoiser takes the masked picture and the mask, which only that stage has."""
+    found = []
+    for i, entry in enumerate(entries):
+        if not entry.inpainting or (i == 0 and _masked(spec)):
+            continue
+        where = "the first stage with init_image and mask (or outpaint)"
+        found.append(
+            Violation(
+                "mask_required",
+                ("stages", i, "model"),
+                f"{entry.name!r} is an inpainting checkpoint: it repaints the masked part of a "
+                f"picture, so it runs only as {where}; "
+                + ("send them" if i == 0 else "use an ordinary model for this stage"),
+                {"model": entry.name},
+            )
+        )
+    return found
 
 
 def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:

@@ -16,6 +16,7 @@ A YAML file maps a model name to its architecture and source:
       flux-dev:
         architecture: flux
         variant: dev                               # or schnell: checked against the weights
+                                                   # (SD1.5, SDXL: inpainting, a 9-channel UNet)
         source: {hub: black-forest-labs/FLUX.1-dev}  # only where the hub is reachable
 
 LoRAs are listed beside the models; the architecture each was trained for is read from its
@@ -221,6 +222,16 @@ class ModelEntry(_Strict):
         return self
 
     @property
+    def inpainting(self) -> bool:
+        """An inpainting checkpoint: it runs only as a masked first stage."""
+        variant = self.arch.variant(self.variant)
+        return variant is not None and variant.inpainting
+
+    @property
+    def text_to_image(self) -> bool:
+        return self.arch.text_to_image and not self.inpainting
+
+    @property
     def default_steps(self) -> int:
         variant = self.arch.variant(self.variant)
         return self.arch.default_steps if variant is None else variant.default_steps
@@ -370,11 +381,11 @@ class ModelRegistry(_Strict):
         entry = self.models.get(name)
         if entry is None:
             why = "is not a registered model"
-        elif not entry.arch.text_to_image:
+        elif not entry.text_to_image:
             why = f"is {entry.architecture}, which does not draw from text"
         else:
             return self
-        drawing = [n for n, e in self.models.items() if e.arch.text_to_image]
+        drawing = [n for n, e in self.models.items() if e.text_to_image]
         raise ValueError(
             f"a1111_default_checkpoint: {name!r} {why}; name a text-to-image model of this "
             f"registry ({', '.join(drawing) or 'it has none'})"
@@ -400,7 +411,7 @@ class ModelRegistry(_Strict):
         first text-to-image model as the file lists them (None if no model draws from text)."""
         if self.a1111_default_checkpoint is not None:
             return self.a1111_default_checkpoint
-        return next((n for n, e in self.models.items() if e.arch.text_to_image), None)
+        return next((n for n, e in self.models.items() if e.text_to_image), None)
 
     @model_validator(mode="before")
     @classmethod

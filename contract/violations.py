@@ -25,6 +25,7 @@ RuleType = Literal[
     "latent_space_mismatch",
     "lora_architecture_mismatch",
     "mask_empty",
+    "mask_required",
     "mask_size_mismatch",
     "mask_unsupported",
     "missing",

@@ -29,10 +29,11 @@ from contract.architectures import ARCHITECTURES
 
 DEMO_MODELS = tuple(f"demo-{name}" for name in ARCHITECTURES)
 # Not models: files other registry sections point at (demo/upscalers.py, demo/loras.py,
-# demo/vaes.py, demo/embeddings.py, demo/controlnets.py, demo/ip_adapters.py, demo/quantized.py).
+# demo/vaes.py, demo/embeddings.py, demo/controlnets.py, demo/ip_adapters.py, demo/quantized.py,
+# demo/inpainting.py).
 DEMO_EXTRAS = (
     "demo-upscalers", "demo-loras", "demo-vaes", "demo-embeddings", "demo-controlnets",
-    "demo-ip-adapters", "demo-quantized",
+    "demo-ip-adapters", "demo-quantized", "demo-inpainting",
 )  # fmt: skip
 # Extras made from demo models under the same root (built first): name -> (builder as
 # "module:function", models).
@@ -46,6 +47,7 @@ FROM_MODELS = {
     ),
     "demo-ip-adapters": ("demo.ip_adapters:build_demo_ip_adapters", ("demo-sd15", "demo-sdxl")),
     "demo-quantized": ("demo.quantized:build_demo_quantized", ("demo-flux",)),
+    "demo-inpainting": ("demo.inpainting:build_demo_inpainting", ("demo-sd15", "demo-sdxl")),
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.

@@ -66,6 +66,14 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         for name in DEMO_MODELS
     }
     models["demo-broken"] = {"architecture": "sd15", "source": {"folder": str(broken)}}
+    # The tiny inpainting checkpoints (demo/inpainting.py), as make run's.
+    for arch in ("sd15", "sdxl"):
+        models[f"demo-{arch}-inpainting"] = {
+            "architecture": arch,
+            "variant": "inpainting",
+            "source": {"folder": str(demo_models / "demo-inpainting" / arch)},
+            "preload": True,
+        }
     # demo-flux's transformer as quantized single files (demo/quantized.py), as make run's.
     for name, file in (("demo-flux-q8", "demo-flux-Q8_0.gguf"),
                        ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors")):  # fmt: skip

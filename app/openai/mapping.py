@@ -45,7 +45,7 @@ def model_for(name: str | None, registry: ModelRegistry) -> str:
 
 def drawing(registry: ModelRegistry) -> list[str]:
     """The models that draw from text, then the presets (each a chain under one name)."""
-    models = [n for n in registry.names() if registry.models[n].arch.text_to_image]
+    models = [n for n in registry.names() if registry.models[n].text_to_image]
     return [*models, *sorted(registry.presets)]
 
 

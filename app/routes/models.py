@@ -92,7 +92,7 @@ def list_models(registry: RegistryDep, store: StoreDep, caller: CallerDep) -> li
                 architecture=arch.name,
                 latent_space=LatentSpaceInfo(**entry.latent_space.as_ctx()),
                 size_multiple=arch.size_multiple,
-                text_to_image=arch.text_to_image,
+                text_to_image=entry.text_to_image,
                 negative_prompt=arch.negative_prompt,
                 guidance_range=arch.guidance_range,
                 default_steps=entry.default_steps,

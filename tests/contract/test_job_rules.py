@@ -260,11 +260,19 @@ def test_flux_schnell_defaults_to_four_steps_and_no_guidance() -> None:
     body = {"prompt": "p", "width": 64, "height": 64, "stages": [{"model": "schnell"}]}
     [stage] = check_job(JobSpec.model_validate(body), registry, LIMITS).spec.stages
     assert (stage.steps, stage.guidance_scale) == (4, 0.0)
-    with pytest.raises(ValueError, match="'x' is sd15, which has no variants"):
+    with pytest.raises(ValueError, match="'x' is sd35, which has no variants"):
         ModelRegistry.model_validate(
             {
                 "models": {
-                    "x": {"architecture": "sd15", "variant": "dev", "source": {"folder": "/m"}}
+                    "x": {"architecture": "sd35", "variant": "dev", "source": {"folder": "/m"}}
+                }
+            }
+        )
+    with pytest.raises(ValueError, match="'y' is sd15, which has the variants inpainting, not"):
+        ModelRegistry.model_validate(
+            {
+                "models": {
+                    "y": {"architecture": "sd15", "variant": "dev", "source": {"folder": "/m"}}
                 }
             }
         )

@@ -25,6 +25,9 @@ def registry() -> ModelRegistry:
         f"demo-{arch}": {"architecture": arch, "source": {"folder": f"/models/{arch}"}}
         for arch in ("sd15", "sdxl", "sdxl-refiner")
     }
+    models["demo-sd15-inpainting"] = {
+        "architecture": "sd15", "variant": "inpainting", "source": {"folder": "/models/i"},
+    }  # fmt: skip
     controlnets = {"demo-sd15-canny": {"architecture": "sd15", "file": "/cn/sd15"}}
     return ModelRegistry.model_validate({"models": models, "controlnets": controlnets})
 
@@ -153,3 +156,20 @@ def test_an_outpaint_is_checked_against_the_jobs_size_naming_the_side(
     )
     with pytest.raises(ValueError, match="outpaint adds nothing"):
         JobSpec.model_validate({**body, "outpaint": {}})
+
+
+def test_an_inpainting_checkpoint_runs_only_as_a_masked_first_stage(
+    registry: ModelRegistry,
+) -> None:
+    assert registry.models["demo-sd15-inpainting"].text_to_image is False
+    masked = check_job(
+        JobSpec.model_validate(job(stages=[{"model": "demo-sd15-inpainting"}])), registry,
+        JobLimits(),
+    )  # fmt: skip
+    assert masked.mask is not None
+    plain = {k: v for k, v in job(stages=[{"model": "demo-sd15-inpainting"}]).items()
+             if k not in ("init_image", "mask")}  # fmt: skip
+    assert refusals(registry, plain) == [("mask_required", ("stages", 0, "model"))]
+    later = job(stages=[{"model": "demo-sd15"},
+                        {"model": "demo-sd15-inpainting", "mode": "hires"}])  # fmt: skip
+    assert ("mask_required", ("stages", 1, "model")) in refusals(registry, later)

@@ -231,6 +231,27 @@ def test_webuiapi_inpaints_only_the_masked_part(api: WebUIApi) -> None:
     assert result.parameters["mask"] is None  # as A1111 echoes a request
 
 
+def test_an_inpainting_checkpoint_inpaints_through_webuiapi(api: WebUIApi) -> None:
+    rng = np.random.default_rng(4)
+    picture = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((24, 24, 39, 39), fill=255)
+    result = api.img2img(
+        images=[picture], mask_image=mask, prompt="a window", seed=3, width=64, height=64,
+        steps=4, denoising_strength=0.75, inpainting_fill=1, inpaint_full_res=False,
+        override_settings={"sd_model_checkpoint": "demo-sd15-inpainting"},
+    )  # fmt: skip
+    out = np.asarray(result.images[0].convert("RGB"), np.int16)
+    original = np.asarray(picture, np.int16)
+    far = np.ones((64, 64), bool)
+    far[24 - 10 : 40 + 10, 24 - 10 : 40 + 10] = False
+    assert (out[far] == original[far]).all()
+    assert "Model: demo-sd15-inpainting" in parameters(result)
+    with pytest.raises(RuntimeError, match="inpainting checkpoint"):  # no mask: refused
+        api.txt2img(prompt="p", width=64, height=64,
+                    override_settings={"sd_model_checkpoint": "demo-sd15-inpainting"})  # fmt: skip
+
+
 def test_options_choose_the_checkpoint_and_the_lists_name_what_exists(api: WebUIApi) -> None:
     api.set_options({"sd_model_checkpoint": "demo-sdxl [0123abcd]"})  # an A1111 title
     assert api.get_options()["sd_model_checkpoint"] == "demo-sdxl"

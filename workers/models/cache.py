@@ -528,7 +528,9 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
         return without_host_paths(str(exc))
     if isinstance(source, SingleFileSource):
         classes = pipelines_for(entry.architecture)
-        found = diagnose(source.single_file, classes.reads_scaled_fp8, classes.reads_gguf)
+        found = diagnose(
+            source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting
+        )
         if found is not None:
             return found
         where = str(source.single_file)

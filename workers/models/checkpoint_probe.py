@@ -6,7 +6,8 @@ file's extension (BFL ships Flux as `.sft`). A few keys identify each architectu
 `checkpoint_keys`: the keys diffusers' single-file loader uses), so a registry entry whose
 declared architecture contradicts its file fails with a clear reason at load time, and
 `diagnose` says in a user's words what a file that cannot load is instead: a LoRA, an inpainting
-UNet, a scaled-fp8 file, a truncated download, or not safetensors at all.
+UNet registered as an ordinary model, a scaled-fp8 file, a truncated download, or not
+safetensors at all.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def is_scaled_fp8(keys: Iterable[str]) -> bool:
     return any(key == "scaled_fp8" or key.endswith(".scale_weight") for key in keys)
 
 
-def diagnose(path: Path, reads_scaled_fp8: bool = False, reads_gguf: bool = False) -> str | None:
+def diagnose(
+    path: Path, reads_scaled_fp8: bool = False, reads_gguf: bool = False, inpainting: bool = False
+) -> str | None:
     """Why a checkpoint file cannot be loaded, in a user's words; None if nothing is visibly
     wrong with it (the loader's own error then says more). `reads_scaled_fp8`: the loader
     multiplies a ComfyUI scaled-fp8 file's weights by their scales (Flux's does)."""
@@ -110,14 +113,21 @@ def diagnose(path: Path, reads_scaled_fp8: bool = False, reads_gguf: bool = Fals
             "architecture (Flux's are): its weights need their scales, which diffusers' loader "
             "ignores; use a bf16 or plain fp8 file without scales"
         )
+    if not inpainting and is_inpainting_unet(header):
+        return (
+            f"{path.name} is an inpainting UNet (9 input channels); register it with "
+            "variant: inpainting (it runs as a masked first stage)"
+        )
+    return None
+
+
+def is_inpainting_unet(header: dict[str, dict]) -> bool:
+    """Whether a checkpoint's UNet takes 9 channels (latents, mask, masked picture)."""
     for key in _INPAINT_CONV_IN:
         shape = header.get(key, {}).get("shape")
         if shape is not None and len(shape) == 4 and shape[1] == 9:
-            return (
-                f"{path.name} is an inpainting UNet (9 input channels); inpainting models are "
-                "not supported here"
-            )
-    return None
+            return True
+    return False
 
 
 _BUNDLED = {

@@ -140,7 +140,9 @@ def _load_single_file(
         )
     # Refused before loading: a scaled-fp8 file, for one, loads "fine" and draws NaN.
     classes = pipelines_for(entry.architecture)
-    unloadable = diagnose(source.single_file, classes.reads_scaled_fp8, classes.reads_gguf)
+    unloadable = diagnose(
+        source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting
+    )
     if unloadable is not None:
         raise ArchitectureMismatch(unloadable)
     if classes.read_single_file is not None:

@@ -324,10 +324,10 @@ def _run_stage(
         inpainting = inpaint_input(spec, mask, originals, (width, height))
         kwargs.update(inpainting.kwargs)
         if spec.masked_content in LATENT_CONTENT:  # the start is latents, the mask in them
-            encoded = latent_start(
+            encoded, masked = latent_start(
                 pipe, kwargs["image"], kwargs["mask_image"], spec.masked_content, generators
             )
-            kwargs.update(image=encoded, masked_image_latents=encoded)
+            kwargs.update(image=encoded, masked_image_latents=masked)
     if steering is not None:
         pipe, control = _steered(i, group, model, steering, carries, (width, height))
         kwargs.update(control)

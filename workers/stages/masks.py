@@ -148,16 +148,20 @@ def latent_start(
     mask: Image.Image,
     content: str,
     generators: list[torch.Generator],
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The init pictures as the inpainting pipeline's starting latents (encoded by the stage's
     VAE, scaled as the pipeline scales its own), their masked part replaced by each picture's
     own noise (`latent_noise`) or by zeros (`latent_nothing`), as A1111 does; the pipeline then
-    noises them to its strength as it would its own."""
+    noises them to its strength as it would its own. Also the masked picture's latents, which
+    an inpainting UNet takes beside them (what the pipeline makes itself from pixels)."""
     width, height = images[0].size
     pixels = pipe.image_processor.preprocess(images, height=height, width=width)
     pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+    gray = np.asarray(mask.convert("L").resize((width, height)))
+    keep = torch.from_numpy(gray < 128).to(pixels.device)[None, None]
     with torch.no_grad():
         latents = pipe._encode_vae_image(image=pixels, generator=generators)
+        masked = pipe._encode_vae_image(image=pixels * keep, generator=generators)
     rows, cols = latents.shape[-2:]
     repaint = torch.from_numpy(np.asarray(mask.convert("L").resize((cols, rows))) >= 128)
     repaint = repaint.to(latents.device)[None, None]
@@ -167,4 +171,4 @@ def latent_start(
         ).to(latents)
     else:
         fresh = torch.zeros_like(latents)
-    return torch.where(repaint, fresh, latents)
+    return torch.where(repaint, fresh, latents), masked

@@ -245,6 +245,26 @@ def test_an_a1111_inpainting_checkpoint_is_unavailable_for_a_reason_a_user_under
     assert "inpaint" in cache.unavailable
 
 
+def test_an_a1111_inpainting_checkpoint_registered_as_one_loads_and_inpaints(
+    tmp_path: Path, demo_models: Path
+) -> None:
+    folder = at_real_depth(demo_models / "demo-inpainting" / "sd15", tmp_path / "deep", "sd15")
+    single = tmp_path / "sd15-inpainting.safetensors"
+    save_file(a1111_checkpoint(folder, "sd15"), single)
+    source = {"single_file": str(single), "config": str(folder)}
+    entry = {"architecture": "sd15", "variant": "inpainting", "source": source}
+    model = ModelCache(registry_of({"inpaint": entry})).get("inpaint")
+    assert model.text.unet.config.in_channels == 9
+    picture = Image.new("RGB", (64, 64), (120, 80, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    out = model.inpaint(
+        "a window", image=picture, mask_image=mask, num_inference_steps=2, height=64, width=64,
+        generator=torch.Generator().manual_seed(0), output_type="np",
+    ).images[0]  # fmt: skip
+    assert np.isfinite(out).all()
+
+
 def test_a_damaged_gguf_file_or_one_of_another_architecture_is_unavailable_for_a_reason(
     tmp_path: Path, demo_models: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw
 from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
-from workers.models.cache import ModelCache
+from workers.models.cache import ModelCache, ModelUnavailable
 from workers.stages.chain import run_chain
 from workers.stages.masks import (
     blurred,
@@ -242,3 +243,52 @@ def test_the_four_masked_content_modes_start_from_different_things(
     for k, a in enumerate(contents):
         for b in contents[k + 1 :]:
             assert np.abs(made[a][inside] - made[b][inside]).mean() > 1, (a, b)
+
+
+@pytest.fixture(scope="module")
+def with_inpainting(registry: ModelRegistry, demo_models: Path) -> ModelRegistry:
+    """The demo registry and the tiny inpainting checkpoints (demo/inpainting.py)."""
+    models = registry.model_dump(mode="json")["models"]
+    for arch in ("sd15", "sdxl"):
+        models[f"demo-{arch}-inpainting"] = {
+            "architecture": arch, "variant": "inpainting", "device": "cpu",
+            "source": {"folder": str(demo_models / "demo-inpainting" / arch)},
+        }  # fmt: skip
+    return ModelRegistry.model_validate({"models": models})
+
+
+@pytest.mark.parametrize("model", ["demo-sd15-inpainting", "demo-sdxl-inpainting"])
+def test_an_inpainting_checkpoint_changes_only_the_masked_part(
+    with_inpainting: ModelRegistry, model: str
+) -> None:
+    cache = ModelCache(with_inpainting)
+    assert cache.get(model).text.unet.config.in_channels == 9
+    original = np.asarray(init_picture(), dtype=np.int16)
+    affected = near(square_mask(), reach(BLUR))
+    inside = np.asarray(square_mask()) > 0
+    made = {}
+    for content in ("original", "fill", "latent_noise", "latent_nothing"):
+        out = inpainted(with_inpainting, cache, model, masked_content=content, strength=0.3)
+        assert (out[~affected] == original[~affected]).all(), content
+        made[content] = out
+    assert np.abs(made["original"][inside] - original[inside]).mean() > 5
+    contents = sorted(made)
+    for k, a in enumerate(contents):
+        for b in contents[k + 1 :]:
+            assert np.abs(made[a][inside] - made[b][inside]).mean() > 1, (a, b)
+    flipped = inpainted(with_inpainting, cache, model, invert_mask=True)
+    core = ~near(Image.fromarray(255 - np.asarray(square_mask())), reach(BLUR))
+    assert (flipped[core] == original[core]).all()
+
+
+def test_an_inpainting_checkpoint_is_told_from_an_ordinary_one_by_its_unet(
+    with_inpainting: ModelRegistry, demo_models: Path
+) -> None:
+    models = with_inpainting.model_dump(mode="json")["models"]
+    models["claims-inpainting"] = {**models["demo-sd15"], "variant": "inpainting"}
+    models["claims-ordinary"] = {**models["demo-sd15-inpainting"], "variant": None}
+    cache = ModelCache(ModelRegistry.model_validate({"models": models}))
+    with pytest.raises(ModelUnavailable, match="takes 4 channels, not 9; drop variant"):
+        cache.get("claims-inpainting")
+    with pytest.raises(ModelUnavailable, match="register it with variant: inpainting"):
+        cache.get("claims-ordinary")
