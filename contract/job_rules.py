@@ -268,9 +268,9 @@ def _inpainting_checkpoints(spec: JobSpec, entries: list[ModelEntry]) -> list[Vi
     denoiser takes the masked picture and the mask, which only that stage has."""
     found = []
     for i, entry in enumerate(entries):
-        if not entry.inpainting or (i == 0 and _masked(spec)):
+        if not entry.inpainting or (_masked(spec) and (i == 0 or spec.stages[i].masked)):
             continue
-        where = "the first stage with init_image and mask (or outpaint)"
+        where = "the first stage with init_image and mask (or outpaint), or a masked hires stage"
         found.append(
             Violation(
                 "mask_required",
@@ -313,6 +313,35 @@ def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
                         f"outpaint makes its own mask (the padding); drop {name}, or outpaint",
                     )
                 )
+    for i, stage in enumerate(spec.stages):
+        if stage.masked is None:
+            continue
+        if i == 0 or not _masked(spec):
+            where = "the first stage is masked by mask itself" if i == 0 else "no mask is sent"
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("stages", i, "masked"),
+                    f"masked keeps a hires stage to the job's mask, and {where}; drop it",
+                )
+            )
+        elif stage.masked and (stage.handoff is Handoff.LATENT or stage.mode is not Mode.HIRES):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", i, "masked"),
+                    "a masked stage pastes pictures back: it must be a hires stage with "
+                    "handoff: pixel",
+                )
+            )
+        elif stage.masked and (stage.controlnets or stage.ip_adapters):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", i, "masked"),
+                    "a masked stage takes no ControlNets or IP-Adapter yet; drop them, or masked",
+                )
+            )
     if not _masked(spec):
         for name in (
             "mask_blur",

@@ -225,6 +225,12 @@ class Stage(_Strict):
         description="A registered VAE (GET /vaes) to decode (and encode) this stage's pictures "
         "in place of its model's own; it must be of the model's latent space.",
     )
+    masked: bool | None = Field(
+        None,
+        description="hires, after a masked first stage (mask or outpaint): repaint only the "
+        "mask (scaled to this stage's size) and keep the rest of the upscaled picture exactly, "
+        "as the first stage did (A1111 keeps the mask through its hires pass).",
+    )
     # One: diffusers takes several only with one picture encoder for all, which h94's SD1.5
     # and SDXL adapters do not share.
     ip_adapters: Annotated[list[IpAdapterUse] | None, Field(max_length=1)] = Field(

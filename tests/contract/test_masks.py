@@ -173,3 +173,21 @@ def test_an_inpainting_checkpoint_runs_only_as_a_masked_first_stage(
     later = job(stages=[{"model": "demo-sd15"},
                         {"model": "demo-sd15-inpainting", "mode": "hires"}])  # fmt: skip
     assert ("mask_required", ("stages", 1, "model")) in refusals(registry, later)
+
+
+def test_a_hires_stage_may_keep_to_the_mask_with_pictures_only(registry: ModelRegistry) -> None:
+    hires = {"model": "demo-sd15", "mode": "hires", "masked": True}
+    checked = check_job(
+        JobSpec.model_validate(job(stages=[{"model": "demo-sd15"}, hires])), registry, JobLimits()
+    )
+    assert checked.spec.stages[1].masked is True
+    # An inpainting checkpoint may run such a stage.
+    inpainting_hires = {**hires, "model": "demo-sd15-inpainting"}
+    check_job(JobSpec.model_validate(job(stages=[{"model": "demo-sd15"}, inpainting_hires])),
+              registry, JobLimits())  # fmt: skip
+    unmasked = {k: v for k, v in job(stages=[{"model": "demo-sd15"}, hires]).items() if k != "mask"}
+    assert refusals(registry, unmasked) == [("field_not_allowed", ("stages", 1, "masked"))]
+    latent = job(stages=[{"model": "demo-sd15"}, {**hires, "handoff": "latent"}])
+    assert ("mask_unsupported", ("stages", 1, "masked")) in refusals(registry, latent)
+    first = job(stages=[{"model": "demo-sd15", "masked": True}])
+    assert refusals(registry, first) == [("field_not_allowed", ("stages", 0, "masked"))]

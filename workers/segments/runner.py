@@ -120,7 +120,8 @@ class JobRunner:
             pictures = self.state.handed_over(job_id, index, spec.num_images)
         monitor = self._monitor(job_id, spec, began)
         carry = None if pictures is None else Pictures(pictures)
-        leader = Member(job_id, spec, monitor, carry, mask=checked.mask if index == 0 else None)
+        # The job's mask, for its masked stages in this segment (the first, masked hires ones).
+        leader = Member(job_id, spec, monitor, carry, mask=checked.mask)
         companions: list[Member] = []
         key = batch_key(spec, segments) if index == 0 and self.gatherer else None
         if key is not None:

@@ -232,9 +232,12 @@ def _run_stages(
 
 
 def _masked(i: int, group: list[Member]) -> Image.Image | None:
-    """The mask stage i inpaints with: the job's, on its first stage from its init image."""
+    """The mask stage i inpaints with: the job's, on its first stage from its init image, and on
+    each hires stage marked `masked` (handed pictures), scaled to its size there."""
     member = group[0]
-    if i != 0 or member.mask is None or not isinstance(member.carry, Pictures):
+    if member.mask is None or not isinstance(member.carry, Pictures):
+        return None
+    if i != 0 and not member.spec.stages[i].masked:
         return None
     return member.mask
 

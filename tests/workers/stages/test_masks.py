@@ -292,3 +292,23 @@ def test_an_inpainting_checkpoint_is_told_from_an_ordinary_one_by_its_unet(
         cache.get("claims-inpainting")
     with pytest.raises(ModelUnavailable, match="register it with variant: inpainting"):
         cache.get("claims-ordinary")
+
+
+def test_a_masked_hires_stage_keeps_the_upscaled_picture_outside_the_mask(
+    registry: ModelRegistry, cache: ModelCache
+) -> None:
+    first = {"model": "demo-sd15", "steps": 4}
+    base = made_picture(inpainted(registry, cache, "demo-sd15", stages=[first]))
+    hires = {"model": "demo-flux", "mode": "hires", "steps": 2, "scale": 2, "masked": True}
+    out = inpainted(registry, cache, "demo-sd15", stages=[first, hires])
+    assert out.shape == (2 * SIZE, 2 * SIZE, 3)
+    upscaled = np.asarray(base.resize((2 * SIZE, 2 * SIZE), Image.Resampling.LANCZOS), np.int16)
+    big_mask = square_mask().resize((2 * SIZE, 2 * SIZE), Image.Resampling.NEAREST)
+    outside = ~near(big_mask, reach(BLUR))
+    assert (out[outside] == upscaled[outside]).all()
+    inside = np.asarray(big_mask) > 0
+    assert np.abs(out[inside] - upscaled[inside]).mean() > 5
+
+
+def made_picture(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels.astype(np.uint8))
