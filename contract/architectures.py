@@ -32,6 +32,11 @@ class Variant:
     # Its denoiser takes the masked picture and the mask beside the latents (9 input channels):
     # it only inpaints, a masked first stage.
     inpainting: bool = False
+    # Its pipeline takes a latent start (A1111's latent masked-content modes); FLUX.1 Fill's
+    # makes its masked picture from the pixels it is given, so it takes none.
+    latent_start: bool = True
+    # Its own guidance range, where it is not the architecture's (FLUX.1 Fill: 30 is typical).
+    guidance_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,14 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "single_transformer_blocks.0.attn.norm_k.weight",
             ),
             # dev is guidance-distilled (it embeds the scale); schnell timestep-distilled.
-            variants=(Variant("dev", 28, 3.5), Variant("schnell", 4, 0.0)),
+            variants=(
+                Variant("dev", 28, 3.5), Variant("schnell", 4, 0.0),
+                # FLUX.1 Fill: the transformer takes the masked picture and the mask too.
+                Variant(
+                    "fill", 28, 30.0, inpainting=True, latent_start=False,
+                    guidance_range=(0.0, 30.0),
+                ),
+            ),
             family="flux",
             # diffusers' (InstantX, Shakker) and XLabs' layouts
             controlnet_keys=ControlNetKeys(

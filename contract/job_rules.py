@@ -98,6 +98,7 @@ def check_job(
 
     violations: list[Violation] = []
     violations += _inpainting_checkpoints(spec, entries)
+    _check_mask_fields(spec, entries, violations)
     stages = [_check_first_stage(spec, entries[0], limits, violations)]
     width, height = spec.width, spec.height
     for i in range(1, len(spec.stages)):
@@ -284,7 +285,9 @@ def _inpainting_checkpoints(spec: JobSpec, entries: list[ModelEntry]) -> list[Vi
     return found
 
 
-def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
+def _check_mask_fields(
+    spec: JobSpec, entries: list[ModelEntry], violations: list[Violation]
+) -> None:
     """A mask needs an init image; its settings need a mask; the first stage's ControlNets and
     IP-Adapters do not meet one yet (their pipelines are not the inpainting ones)."""
     if spec.mask and spec.init_image is None:
@@ -381,6 +384,22 @@ def _check_mask_fields(spec: JobSpec, violations: list[Violation]) -> None:
                 )
             )
     first = spec.stages[0]
+    if spec.masked_content in ("latent_noise", "latent_nothing"):
+        for i, entry in enumerate(entries):
+            variant = entry.arch.variant(entry.variant)
+            if (
+                variant is not None
+                and not variant.latent_start
+                and (i == 0 or spec.stages[i].masked)
+            ):
+                violations.append(
+                    Violation(
+                        "mask_unsupported",
+                        ("masked_content",),
+                        f"{entry.name!r} ({entry.architecture} {variant.name}) inpaints from "
+                        "pixels, not from a latent start; use original or fill",
+                    )
+                )
     for name in ("controlnets", "ip_adapters"):
         if getattr(first, name):
             violations.append(
@@ -427,7 +446,6 @@ def _check_first_stage(
                 "strength applies to init_image; send one or drop it",
             )
         )
-    _check_mask_fields(spec, violations)
     if spec.negative_prompt and not arch.negative_prompt:
         violations.append(
             Violation(
@@ -576,14 +594,14 @@ def _check_stage_conditioning(
     i: int, stage: Stage, entry: ModelEntry, violations: list[Violation]
 ) -> None:
     arch = entry.arch
-    low, high = arch.guidance_range
+    low, high = entry.guidance_range
     if stage.guidance_scale is not None and not low <= stage.guidance_scale <= high:
         violations.append(
             Violation(
                 "guidance_out_of_range",
                 ("stages", i, "guidance_scale"),
                 f"{entry.name!r} ({arch.name}) takes guidance_scale from {low} to {high}; "
-                f"typical is {arch.default_guidance}",
+                f"typical is {entry.default_guidance}",
                 {"ge": low, "le": high},
             )
         )

@@ -237,6 +237,13 @@ class ModelEntry(_Strict):
         return self.arch.default_steps if variant is None else variant.default_steps
 
     @property
+    def guidance_range(self) -> tuple[float, float]:
+        variant = self.arch.variant(self.variant)
+        if variant is not None and variant.guidance_range is not None:
+            return variant.guidance_range
+        return self.arch.guidance_range
+
+    @property
     def default_guidance(self) -> float:
         variant = self.arch.variant(self.variant)
         return self.arch.default_guidance if variant is None else variant.default_guidance

@@ -47,7 +47,10 @@ FROM_MODELS = {
     ),
     "demo-ip-adapters": ("demo.ip_adapters:build_demo_ip_adapters", ("demo-sd15", "demo-sdxl")),
     "demo-quantized": ("demo.quantized:build_demo_quantized", ("demo-flux",)),
-    "demo-inpainting": ("demo.inpainting:build_demo_inpainting", ("demo-sd15", "demo-sdxl")),
+    "demo-inpainting": (
+        "demo.inpainting:build_demo_inpainting",
+        ("demo-sd15", "demo-sdxl", "demo-flux"),
+    ),
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.

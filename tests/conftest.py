@@ -74,6 +74,12 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
             "source": {"folder": str(demo_models / "demo-inpainting" / arch)},
             "preload": True,
         }
+    models["demo-flux-fill"] = {
+        "architecture": "flux",
+        "variant": "fill",
+        "source": {"folder": str(demo_models / "demo-inpainting" / "flux")},
+        "preload": True,
+    }
     # demo-flux's transformer as quantized single files (demo/quantized.py), as make run's.
     for name, file in (("demo-flux-q8", "demo-flux-Q8_0.gguf"),
                        ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors")):  # fmt: skip

@@ -54,7 +54,8 @@ class ModelInfo(Answer):
     default_steps: int
     variant: str | None = Field(
         description="The kind of its architecture's weights, where it has kinds (Flux: dev, "
-        "guidance-distilled, or schnell, 1-4 steps and no guidance)."
+        "guidance-distilled, schnell, 1-4 steps and no guidance, or fill, FLUX.1 Fill; SD1.5 "
+        "and SDXL: inpainting, a 9-channel UNet). Inpainting kinds run only as a masked stage."
     )
     text_encoders: list[str] = Field(description="Its architecture's text encoders.")
     samplers: list[SamplerInfo] = Field(
@@ -94,7 +95,7 @@ def list_models(registry: RegistryDep, store: StoreDep, caller: CallerDep) -> li
                 size_multiple=arch.size_multiple,
                 text_to_image=entry.text_to_image,
                 negative_prompt=arch.negative_prompt,
-                guidance_range=arch.guidance_range,
+                guidance_range=entry.guidance_range,
                 default_steps=entry.default_steps,
                 variant=entry.variant,
                 text_encoders=list(arch.text_encoders),

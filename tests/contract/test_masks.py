@@ -28,6 +28,9 @@ def registry() -> ModelRegistry:
     models["demo-sd15-inpainting"] = {
         "architecture": "sd15", "variant": "inpainting", "source": {"folder": "/models/i"},
     }  # fmt: skip
+    models["demo-flux-fill"] = {
+        "architecture": "flux", "variant": "fill", "source": {"folder": "/models/f"},
+    }  # fmt: skip
     controlnets = {"demo-sd15-canny": {"architecture": "sd15", "file": "/cn/sd15"}}
     return ModelRegistry.model_validate({"models": models, "controlnets": controlnets})
 
@@ -191,3 +194,17 @@ def test_a_hires_stage_may_keep_to_the_mask_with_pictures_only(registry: ModelRe
     assert ("mask_unsupported", ("stages", 1, "masked")) in refusals(registry, latent)
     first = job(stages=[{"model": "demo-sd15", "masked": True}])
     assert refusals(registry, first) == [("field_not_allowed", ("stages", 0, "masked"))]
+
+
+def test_flux_fill_inpaints_from_pixels_only(registry: ModelRegistry) -> None:
+    fill = job(stages=[{"model": "demo-flux-fill"}])
+    checked = check_job(JobSpec.model_validate(fill), registry, JobLimits())
+    assert checked.mask is not None
+    # FLUX.1 Fill's typical guidance (30) is its own, past ordinary Flux's range (10), and the
+    # normalized spec passes the rules again (the worker checks it so).
+    assert checked.spec.stages[0].guidance_scale == 30.0
+    check_job(JobSpec.model_validate(checked.spec.model_dump()), registry, JobLimits())
+    assert refusals(registry, {**fill, "masked_content": "latent_noise"}) == [
+        ("mask_unsupported", ("masked_content",))
+    ]
+    assert registry.models["demo-flux-fill"].text_to_image is False

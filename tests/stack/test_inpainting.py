@@ -54,6 +54,25 @@ def test_the_inpainting_example_repaints_only_the_masked_part(stack: Stack) -> N
     assert "Denoising strength: 0.9, Mask blur: 4, Masked content: original" in parameters
 
 
+@pytest.mark.parametrize("model", ["demo-sd15-inpainting", "demo-flux-fill"])
+def test_an_inpainting_checkpoint_runs_the_example(stack: Stack, model: str) -> None:
+    spec = {**example(), "stages": [{"model": model, "steps": 4}]}
+    with stack.client() as client:
+        envelope = submit_and_wait(client, spec)
+        assert envelope["status"] == "succeeded", envelope["error"]
+        _, image = fetch_png(client, envelope["images"][0]["url"])
+        plain = client.post("/jobs", json={"prompt": "p", "width": 64, "height": 64,
+                                           "stages": [{"model": model}]})  # fmt: skip
+    out, original = np.asarray(image.convert("RGB"), np.int16), picture(spec["init_image"])
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(spec["mask"])))) > 0
+    ys, xs = np.nonzero(mask)
+    far = np.ones_like(mask)
+    far[ys.min() - 10 : ys.max() + 11, xs.min() - 10 : xs.max() + 11] = False
+    assert (out[far] == original[far]).all()
+    assert plain.status_code == 422
+    assert plain.json()["detail"][0]["type"] == "mask_required"
+
+
 def test_the_outpainting_example_grows_the_canvas_around_the_picture(stack: Stack) -> None:
     spec = example("sd15_outpaint")
     with stack.client() as client:

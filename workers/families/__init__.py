@@ -69,6 +69,8 @@ class Pipelines:
     # Its inpainting pipeline (a masked first stage: `workers.stages.masks`), built from the
     # loaded components like the img2img one.
     inpaint: type[DiffusionPipeline] | None = None
+    # An inpainting variant's own pipeline, where it is not `inpaint` (FLUX.1 Fill's).
+    fill: type[DiffusionPipeline] | None = None
     # Its img2img resizes its input to its default sample size unless given height and width.
     image_takes_size: bool = False
     # A single file read the family's own way, instead of diffusers' from_single_file.

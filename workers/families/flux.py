@@ -13,6 +13,7 @@ from diffusers import (
     FluxControlNetImg2ImgPipeline,
     FluxControlNetModel,
     FluxControlNetPipeline,
+    FluxFillPipeline,
     FluxImg2ImgPipeline,
     FluxInpaintPipeline,
     FluxPipeline,
@@ -35,10 +36,20 @@ def _with_or_without(variant: str) -> str:
 
 
 def check_variant(entry: ModelEntry, pipe: DiffusionPipeline) -> None:
-    """The registry's `variant` against the weights."""
-    if entry.variant is None:
+    """The registry's `variant` against the weights (FLUX.1 Fill's transformer takes the masked
+    picture's latents and the mask beside the packed latents: more input than output)."""
+    config = pipe.transformer.config
+    fill = config.in_channels != (config.out_channels or config.in_channels)
+    if fill != (entry.variant == "fill"):
+        said = "is FLUX.1 Fill" if fill else f"is not FLUX.1 Fill ({config.in_channels} inputs)"
+        raise ArchitectureMismatch(
+            f"{entry.name!r}'s transformer {said}, but the registry says "
+            f"{entry.variant or 'no variant'}; "
+            + ("register it with variant: fill" if fill else "drop variant: fill")
+        )
+    if entry.variant in (None, "fill"):
         return
-    loaded = _variant_of_config(dict(pipe.transformer.config))
+    loaded = _variant_of_config(dict(config))
     if loaded != entry.variant:
         raise ArchitectureMismatch(
             f"the registry says Flux {entry.variant}, but the weights are Flux {loaded} "
@@ -75,7 +86,7 @@ PIPELINES = {
     "flux": Pipelines(
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
-        inpaint=FluxInpaintPipeline,
+        inpaint=FluxInpaintPipeline, fill=FluxFillPipeline,
         reads_scaled_fp8=True, reads_gguf=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(

@@ -106,9 +106,10 @@ def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diffus
 def inpaint_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:
     """The family's inpainting pipeline over the loaded modules (no second copy of a weight)."""
     classes = pipelines_for(entry.architecture)
-    if classes.inpaint is None:
+    cls = classes.fill if entry.inpainting and classes.fill is not None else classes.inpaint
+    if cls is None:
         raise ArchitectureMismatch(f"{entry.architecture} has no inpainting pipeline here")
-    pipe = classes.inpaint.from_pipe(text_pipe)
+    pipe = cls.from_pipe(text_pipe)
     pipe.set_progress_bar_config(disable=True)
     if classes.mend_image is not None:
         classes.mend_image(pipe)

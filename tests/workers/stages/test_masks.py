@@ -254,20 +254,29 @@ def with_inpainting(registry: ModelRegistry, demo_models: Path) -> ModelRegistry
             "architecture": arch, "variant": "inpainting", "device": "cpu",
             "source": {"folder": str(demo_models / "demo-inpainting" / arch)},
         }  # fmt: skip
+    models["demo-flux-fill"] = {
+        "architecture": "flux", "variant": "fill", "device": "cpu",
+        "source": {"folder": str(demo_models / "demo-inpainting" / "flux")},
+    }  # fmt: skip
     return ModelRegistry.model_validate({"models": models})
 
 
-@pytest.mark.parametrize("model", ["demo-sd15-inpainting", "demo-sdxl-inpainting"])
+@pytest.mark.parametrize(
+    "model", ["demo-sd15-inpainting", "demo-sdxl-inpainting", "demo-flux-fill"]
+)
 def test_an_inpainting_checkpoint_changes_only_the_masked_part(
     with_inpainting: ModelRegistry, model: str
 ) -> None:
     cache = ModelCache(with_inpainting)
-    assert cache.get(model).text.unet.config.in_channels == 9
+    denoiser = cache.get(model).text.components.get("unet") or cache.get(model).text.transformer
+    assert denoiser.config.in_channels in (9, 384)  # SD's 4 + 1 + 4; Fill's 64 + 64 + 256
     original = np.asarray(init_picture(), dtype=np.int16)
     affected = near(square_mask(), reach(BLUR))
     inside = np.asarray(square_mask()) > 0
     made = {}
-    for content in ("original", "fill", "latent_noise", "latent_nothing"):
+    # FLUX.1 Fill makes its masked picture from pixels: no latent start (refused at admission).
+    latent = () if model == "demo-flux-fill" else ("latent_noise", "latent_nothing")
+    for content in ("original", "fill", *latent):
         out = inpainted(with_inpainting, cache, model, masked_content=content, strength=0.3)
         assert (out[~affected] == original[~affected]).all(), content
         made[content] = out
@@ -279,6 +288,19 @@ def test_an_inpainting_checkpoint_changes_only_the_masked_part(
     flipped = inpainted(with_inpainting, cache, model, invert_mask=True)
     core = ~near(Image.fromarray(255 - np.asarray(square_mask())), reach(BLUR))
     assert (flipped[core] == original[core]).all()
+
+
+def test_flux_fill_is_told_from_an_ordinary_flux_by_its_transformer(
+    with_inpainting: ModelRegistry,
+) -> None:
+    models = with_inpainting.model_dump(mode="json")["models"]
+    models["claims-fill"] = {**models["demo-flux"], "variant": "fill"}
+    models["claims-dev"] = {**models["demo-flux-fill"], "variant": "dev"}
+    cache = ModelCache(ModelRegistry.model_validate({"models": models}))
+    with pytest.raises(ModelUnavailable, match=r"is not FLUX\.1 Fill .* drop variant: fill"):
+        cache.get("claims-fill")
+    with pytest.raises(ModelUnavailable, match=r"is FLUX\.1 Fill.* register it with variant: fill"):
+        cache.get("claims-dev")
 
 
 def test_an_inpainting_checkpoint_is_told_from_an_ordinary_one_by_its_unet(
