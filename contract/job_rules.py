@@ -438,14 +438,15 @@ def _check_first_stage(
                 {"architecture": arch.name},
             )
         )
-    if spec.strength is not None and spec.init_image is None:
-        violations.append(
-            Violation(
-                "field_not_allowed",
-                ("strength",),
-                "strength applies to init_image; send one or drop it",
+    for name in ("strength", "init_resize"):
+        if getattr(spec, name) is not None and spec.init_image is None:
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    (name,),
+                    f"{name} applies to init_image; send one or drop it",
+                )
             )
-        )
     if spec.negative_prompt and not arch.negative_prompt:
         violations.append(
             Violation(

@@ -257,6 +257,13 @@ class JobSpec(_Strict):
     strength: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         None, description="With init_image: how much of the picture is re-noised (default 0.75)."
     )
+    init_resize: ControlResize | None = Field(
+        None,
+        description="With init_image: how it meets the job's size, as A1111's resize modes: "
+        "stretched (`just_resize`, the default), scaled to cover and centre-cropped "
+        "(`crop_and_resize`), or scaled to fit and padded with its edge colours "
+        "(`resize_and_fill`). A mask meets it the same way.",
+    )
     mask: Annotated[str | None, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
         None,
         description="With init_image: base64 PNG or JPEG of its size saying what the first stage "

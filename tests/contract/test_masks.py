@@ -208,3 +208,14 @@ def test_flux_fill_inpaints_from_pixels_only(registry: ModelRegistry) -> None:
         ("mask_unsupported", ("masked_content",))
     ]
     assert registry.models["demo-flux-fill"].text_to_image is False
+
+
+def test_init_resize_applies_to_an_init_image(registry: ModelRegistry) -> None:
+    no_init = {k: v for k, v in job().items() if k not in ("init_image", "mask")}
+    assert refusals(registry, {**no_init, "init_resize": "crop_and_resize"}) == [
+        ("field_not_allowed", ("init_resize",))
+    ]
+    cropped = check_job(
+        JobSpec.model_validate(job(init_resize="resize_and_fill")), registry, JobLimits()
+    )
+    assert cropped.spec.init_resize == "resize_and_fill"

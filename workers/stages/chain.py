@@ -33,11 +33,11 @@ from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
 from workers.models.upscalers import upscale
-from workers.stages.control_images import control_image
+from workers.stages.control_images import control_image, fitted
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
-from workers.stages.masks import LATENT_CONTENT, inpaint_input, latent_start
+from workers.stages.masks import LATENT_CONTENT, fitted_mask, inpaint_input, latent_start
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -239,7 +239,8 @@ def _masked(i: int, group: list[Member]) -> Image.Image | None:
         return None
     if i != 0 and not member.spec.stages[i].masked:
         return None
-    return member.mask
+    spec = member.spec
+    return fitted_mask(member.mask, spec.size_of(0), spec.init_resize or "just_resize")
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -501,8 +502,9 @@ def _image_input(
         )  # fmt: skip
         return {"image": resized, "strength": stage.denoise}
     # Pixels: the init image (first stage) or the previous stage's decoded pictures.
-    if i == 0:
-        return {"image": [im.resize(size, Image.Resampling.LANCZOS) for im in carry.images],
+    if i == 0:  # met with the stage's size as asked (A1111's resize modes)
+        mode = spec.init_resize or "just_resize"
+        return {"image": [fitted(im, size, mode) for im in carry.images],
                 "strength": spec.strength}  # fmt: skip
     if stage.mode is Mode.REFINE:
         raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")

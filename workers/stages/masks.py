@@ -19,7 +19,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image, ImageFilter, ImageOps
 
 from contract.checked import CheckedSpec
-from contract.spec import Outpaint
+from contract.spec import ControlResize, Outpaint
+from workers.stages.control_images import fitted
 
 # A1111's fill: the kept part's colours spread into the masked part by ever finer blurs.
 _FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
@@ -172,3 +173,12 @@ def latent_start(
     else:
         fresh = torch.zeros_like(latents)
     return torch.where(repaint, fresh, latents), masked
+
+
+def fitted_mask(mask: Image.Image, size: tuple[int, int], mode: ControlResize) -> Image.Image:
+    """The mask at the first stage's size, met with it as the init image is (`fitted`), still
+    repaint-or-keep (a stretched one by nearest pixels; a cropped or padded one rounded)."""
+    if mode == "just_resize":
+        return mask.resize(size, Image.Resampling.NEAREST)
+    met = fitted(mask.convert("RGB"), size, mode).convert("L")
+    return met.point(lambda v: 255 if v > 127 else 0)

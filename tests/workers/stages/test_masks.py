@@ -19,10 +19,12 @@ from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.models.cache import ModelCache, ModelUnavailable
 from workers.stages.chain import run_chain
+from workers.stages.control_images import fitted
 from workers.stages.masks import (
     blurred,
     crop_region,
     filled,
+    fitted_mask,
     outpaint_canvas,
     pasted_back,
     reach,
@@ -334,3 +336,23 @@ def test_a_masked_hires_stage_keeps_the_upscaled_picture_outside_the_mask(
 
 def made_picture(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["crop_and_resize", "resize_and_fill"])
+def test_the_init_image_and_its_mask_meet_the_jobs_size_alike(
+    registry: ModelRegistry, cache: ModelCache, mode: str
+) -> None:
+    # A 128x64 picture and mask into a 64x64 job: cropped to its middle, or fitted and padded.
+    wide = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 128, 3), np.uint8))
+    mask = Image.new("L", (128, 64), 0)
+    ImageDraw.Draw(mask).rectangle((56, 24, 71, 39), fill=255)
+    out = inpainted(
+        registry, cache, "demo-sd15", init_image=png(wide), mask=png(mask), init_resize=mode
+    )
+    start = np.asarray(fitted(wide, (SIZE, SIZE), mode), np.int16)  # what the stage starts from
+    met = fitted_mask(mask, (SIZE, SIZE), mode)
+    assert met.getbbox() is not None
+    outside = ~near(met, reach(BLUR))
+    assert (out[outside] == start[outside]).all()
+    inside = np.asarray(met) > 0
+    assert np.abs(out[inside] - start[inside]).mean() > 5
