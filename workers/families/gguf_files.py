@@ -12,6 +12,8 @@ at load, as diffusers does.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -38,33 +40,73 @@ def is_gguf(path: Path) -> bool:
         return handle.read(4) == GGUF_MAGIC
 
 
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    kind: int  # its GGMLQuantizationType
+    elements: int
+    stored: int  # bytes in the file
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What the questions below ask of a file's index, read once (`_index`)."""
+
+    tensors: tuple[_Tensor, ...]
+    architecture: str | None
+    error: str | None  # the reader's words where the index cannot be read
+
+
+def _index(path: Path) -> _Index:
+    stat = path.stat()
+    return _read_index(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_index(path: str, _size: int, _mtime_ns: int) -> _Index:
+    """A file's index, parsed once per version of the file (size and mtime in the key): a load
+    asks the probe, the diagnosis, the variant check and the budget, each of which read it."""
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, OSError) as exc:
+        return _Index((), None, f"{type(exc).__name__}: {exc}")
+    field = reader.get_field("general.architecture")
+    tensors = tuple(
+        _Tensor(t.name, int(t.tensor_type), int(t.n_elements), int(t.n_bytes))
+        for t in reader.tensors
+    )
+    architecture = None if field is None else _ARCHITECTURES.get(str(field.contents()))
+    return _Index(tensors, architecture, None)
+
+
+def _readable(path: Path) -> _Index:
+    index = _index(path)
+    if index.error is not None:
+        raise ValueError(f"{path.name} is not a readable GGUF file: {index.error}")
+    return index
+
+
 def damage(path: Path) -> str | None:
     """Why the file's index cannot be read (a truncated download, most often), in the reader's
     words; None if it reads."""
-    try:
-        gguf.GGUFReader(path)
-    except (ValueError, IndexError, OSError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _index(path).error
 
 
 def tensor_names(path: Path) -> set[str]:
     """Every tensor's name, from the file's index (memory-mapped: no weight is read)."""
-    return {tensor.name for tensor in gguf.GGUFReader(path).tensors}
+    return {tensor.name for tensor in _readable(path).tensors}
 
 
 def declared_architecture(path: Path) -> str | None:
     """The architecture the file's metadata names, in this service's names (None: unnamed)."""
-    field = gguf.GGUFReader(path).get_field("general.architecture")
-    return None if field is None else _ARCHITECTURES.get(str(field.contents()))
+    return _readable(path).architecture
 
 
 def unsupported_quantization(path: Path) -> str | None:
     """The first quantization type in the file that diffusers cannot dequantize, by name."""
-    for tensor in gguf.GGUFReader(path).tensors:
-        kind = tensor.tensor_type
-        if kind not in _PLAIN and kind not in SUPPORTED_GGUF_QUANT_TYPES:
-            return gguf.GGMLQuantizationType(kind).name
+    for tensor in _readable(path).tensors:
+        if tensor.kind not in _PLAIN and tensor.kind not in SUPPORTED_GGUF_QUANT_TYPES:
+            return gguf.GGMLQuantizationType(tensor.kind).name
     return None
 
 
@@ -88,10 +130,7 @@ def read_gguf(path: Path, dtype: torch.dtype, prefix: str = "") -> dict[str, tor
 def stored_bytes(path: Path, dtype: torch.dtype) -> int:
     """Bytes the file's tensors take once read by `read_gguf` (from its index alone)."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return sum(
-        int(t.n_elements) * size if t.tensor_type in _PLAIN else int(t.n_bytes)
-        for t in gguf.GGUFReader(path).tensors
-    )
+    return sum(t.elements * size if t.kind in _PLAIN else t.stored for t in _readable(path).tensors)
 
 
 def storage_of(weight: torch.Tensor) -> str:
