@@ -149,6 +149,13 @@ def decode_picture(
 BACKGROUND = (255, 255, 255)
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the picture carries transparency (an alpha channel, or a palette's)."""
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """The picture as the client sees it, in 8-bit RGB: turned upright by its EXIF orientation,
     16-bit samples scaled (not clipped) to 8 bits, transparency composited on `BACKGROUND`.
@@ -158,10 +165,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale (PNG): scale 0..65535 to 0..255.
         image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
+    if has_alpha(image):
         rgba = image.convert("RGBA")
         flat = Image.new("RGB", rgba.size, BACKGROUND)
         flat.paste(rgba, mask=rgba.getchannel("A"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageOps
 
-from contract.images import InitImageRejected, decode_picture, to_rgb
+from contract.images import InitImageRejected, decode_picture, has_alpha, to_rgb
 from contract.spec import Outpaint
 from contract.violations import Violation
 
@@ -27,7 +27,7 @@ def read_mask(image: Image.Image, invert: bool = False) -> Image.Image:
     """The mask as an L picture, REPAINT where the stage repaints and KEEP where it keeps."""
     image = ImageOps.exif_transpose(image)
     alpha = None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if has_alpha(image):
         alpha = image.convert("RGBA").getchannel("A")
         if alpha.getextrema()[0] == 255:  # fully opaque: its alpha says nothing
             alpha = None

@@ -19,7 +19,7 @@ from transformers import CLIPTextModel
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
-from workers.families import ArchitectureMismatch, pipelines_for
+from workers.families import ArchitectureMismatch, Pipelines, pipelines_for
 from workers.models.checkpoint_probe import diagnose, probe_architecture
 from workers.models.fp8 import fp8_storage, keep_in_fp8
 
@@ -96,11 +96,7 @@ def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diffus
     classes = pipelines_for(entry.architecture)
     if isinstance(text_pipe, classes.image):
         return text_pipe
-    pipe = classes.image.from_pipe(text_pipe)
-    pipe.set_progress_bar_config(disable=True)
-    if classes.mend_image is not None:
-        classes.mend_image(pipe)
-    return pipe
+    return _derived(classes.image, text_pipe, classes)
 
 
 def inpaint_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:
@@ -109,6 +105,13 @@ def inpaint_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> Diff
     cls = classes.fill if entry.inpainting and classes.fill is not None else classes.inpaint
     if cls is None:
         raise ArchitectureMismatch(f"{entry.architecture} has no inpainting pipeline here")
+    return _derived(cls, text_pipe, classes)
+
+
+def _derived(
+    cls: type[DiffusionPipeline], text_pipe: DiffusionPipeline, classes: Pipelines
+) -> DiffusionPipeline:
+    """A pipeline of `cls` sharing every module of `text_pipe`, mended as its family says."""
     pipe = cls.from_pipe(text_pipe)
     pipe.set_progress_bar_config(disable=True)
     if classes.mend_image is not None:
