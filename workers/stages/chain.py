@@ -37,7 +37,7 @@ from workers.stages.control_images import control_image, fitted
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
-from workers.stages.masks import LATENT_CONTENT, fitted_mask, inpaint_input, latent_start
+from workers.stages.masks import LATENT_CONTENT, inpaint_input, latent_start
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -232,15 +232,15 @@ def _run_stages(
 
 
 def _masked(i: int, group: list[Member]) -> Image.Image | None:
-    """The mask stage i inpaints with: the job's, on its first stage from its init image, and on
-    each hires stage marked `masked` (handed pictures), scaled to its size there."""
+    """The mask stage i inpaints with (as read, at the init image's size): the job's, on its
+    first stage from its init image, and on each hires stage marked `masked` (handed
+    pictures); `inpaint_input` meets it with the stage's size."""
     member = group[0]
     if member.mask is None or not isinstance(member.carry, Pictures):
         return None
     if i != 0 and not member.spec.stages[i].masked:
         return None
-    spec = member.spec
-    return fitted_mask(member.mask, spec.size_of(0), spec.init_resize or "just_resize")
+    return member.mask
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -329,8 +329,9 @@ def _run_stage(
         kwargs.update(inpainting.kwargs)
         if spec.masked_content in LATENT_CONTENT:  # the start is latents, the mask in them
             encoded, masked = latent_start(
-                pipe, kwargs["image"], kwargs["mask_image"], spec.masked_content, generators
-            )
+                pipe, kwargs["image"], kwargs["mask_image"], spec.masked_content, generators,
+                masked_picture=model.entry.inpainting,
+            )  # fmt: skip
             kwargs.update(image=encoded, masked_image_latents=masked)
     if steering is not None:
         pipe, control = _steered(i, group, model, steering, carries, (width, height))

@@ -116,7 +116,10 @@ def inpaint_input(
     """The inpainting pipeline's arguments for the init pictures `images` (at the stage's size).
     With `inpaint_area: masked` the pipeline works on the mask's region only, scaled up to the
     stage's size (more pixels for a small mask), as A1111's "only masked"."""
-    sharp = mask.resize(size, Image.Resampling.NEAREST)  # a mask stays repaint-or-keep
+    # Met with the first stage's size as the init image was, then scaled to this stage's (a
+    # mask stays repaint-or-keep).
+    first = fitted_mask(mask, spec.size_of(0), spec.init_resize or "just_resize")
+    sharp = first.resize(size, Image.Resampling.NEAREST)
     soft = blurred(sharp, spec.mask_blur or 0)
     start = [filled(im, sharp) for im in images] if spec.masked_content == "fill" else images
     width, height = size
@@ -149,20 +152,24 @@ def latent_start(
     mask: Image.Image,
     content: str,
     generators: list[torch.Generator],
+    masked_picture: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The init pictures as the inpainting pipeline's starting latents (encoded by the stage's
     VAE, scaled as the pipeline scales its own), their masked part replaced by each picture's
     own noise (`latent_noise`) or by zeros (`latent_nothing`), as A1111 does; the pipeline then
     noises them to its strength as it would its own. Also the masked picture's latents, which
-    an inpainting UNet takes beside them (what the pipeline makes itself from pixels)."""
+    an inpainting UNet takes beside them (what the pipeline makes itself from pixels); without
+    `masked_picture` (an ordinary model reads none) the start stands in for them, unencoded."""
     width, height = images[0].size
     pixels = pipe.image_processor.preprocess(images, height=height, width=width)
     pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
-    gray = np.asarray(mask.convert("L").resize((width, height)))
-    keep = torch.from_numpy(gray < 128).to(pixels.device)[None, None]
     with torch.no_grad():
         latents = pipe._encode_vae_image(image=pixels, generator=generators)
-        masked = pipe._encode_vae_image(image=pixels * keep, generator=generators)
+        masked = None
+        if masked_picture:
+            keep = np.asarray(mask.convert("L").resize((width, height))) < 128
+            kept = pixels * torch.from_numpy(keep).to(pixels.device)[None, None]
+            masked = pipe._encode_vae_image(image=kept, generator=generators)
     rows, cols = latents.shape[-2:]
     repaint = torch.from_numpy(np.asarray(mask.convert("L").resize((cols, rows))) >= 128)
     repaint = repaint.to(latents.device)[None, None]
@@ -172,7 +179,8 @@ def latent_start(
         ).to(latents)
     else:
         fresh = torch.zeros_like(latents)
-    return torch.where(repaint, fresh, latents), masked
+    start = torch.where(repaint, fresh, latents)
+    return start, start if masked is None else masked
 
 
 def fitted_mask(mask: Image.Image, size: tuple[int, int], mode: ControlResize) -> Image.Image:
