@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from demo.quantized import write_gguf
 from tests.checkpoint_layouts import diffusers_to_bfl
+from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.families.gguf_files import (
     declared_architecture,
@@ -30,7 +31,7 @@ from workers.families.gguf_files import (
     stored_bytes,
     unsupported_quantization,
 )
-from workers.models.cache import LoadedModel, ModelCache
+from workers.models.cache import ModelCache
 from workers.models.checkpoint_probe import diagnose, probe_architecture
 
 TRANSFORMER = Path("transformer") / "diffusion_pytorch_model.safetensors"
@@ -86,14 +87,6 @@ def cache(files: dict[str, Path], demo_models: Path) -> ModelCache:
         if name != "config-256"
     }
     return ModelCache(registry_of(models))
-
-
-def picture(model: LoadedModel) -> np.ndarray:
-    out = model.text(
-        "a harbour", num_inference_steps=2, height=64, width=64,
-        generator=torch.Generator().manual_seed(3), output_type="np",
-    )  # fmt: skip
-    return np.asarray(out.images[0])
 
 
 def quantization_types(path: Path) -> set[str]:

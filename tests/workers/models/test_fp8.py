@@ -14,9 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.checkpoint_layouts import diffusers_to_bfl
+from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.families.flux_files import TRANSFORMER_PREFIX
-from workers.models.cache import LoadedModel, ModelCache
+from workers.models.cache import ModelCache
 from workers.models.fp8 import fp8_storage
 
 LORA = "demo-flux-lora"
@@ -54,14 +55,6 @@ def cache(files: dict[str, Path], demo_models: Path) -> ModelCache:
 
 def held_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
-
-
-def picture(model: LoadedModel) -> np.ndarray:
-    out = model.text(
-        "a harbour", num_inference_steps=2, height=64, width=64,
-        generator=torch.Generator().manual_seed(3), output_type="np",
-    )  # fmt: skip
-    return np.asarray(out.images[0])
 
 
 def test_only_a_plain_fp8_file_is_kept_in_fp8(files: dict[str, Path], tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth, diffusers_to_bfl
+from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.families.flux_files import TRANSFORMER_PREFIX
-from workers.models.cache import LoadedModel, ModelCache, ModelUnavailable
+from workers.models.cache import ModelCache, ModelUnavailable
 from workers.models.checkpoint_probe import probe_architecture
 
 
@@ -157,13 +158,6 @@ def test_a_scaled_fp8_flux_file_loads_with_its_scales_and_draws_what_full_precis
     for key, weight in full.text.transformer.state_dict().items():
         loaded = scaled.text.transformer.state_dict()[key]
         assert torch.allclose(loaded, weight, rtol=1 / 16, atol=1e-6), key
-
-    def picture(model: LoadedModel) -> np.ndarray:
-        out = model.text(
-            "a harbour", num_inference_steps=2, height=64, width=64,
-            generator=torch.Generator().manual_seed(3), output_type="np",
-        )  # fmt: skip
-        return np.asarray(out.images[0])
 
     drawn, reference = picture(scaled), picture(full)
     assert np.isfinite(drawn).all()
