@@ -26,13 +26,7 @@ from contract.ip_adapters import check_ip_adapters
 from contract.job_cost import check_cost
 from contract.latent_spaces import can_hand_off_latents
 from contract.loras import check_loras
-from contract.masks import (
-    DEFAULT_INPAINT_PADDING,
-    DEFAULT_MASK_BLUR,
-    canvas_size,
-    decode_mask,
-    outpaint_mask,
-)
+from contract.masks import check_masks, job_mask, mask_defaults
 from contract.presets import with_presets
 from contract.registry import ModelEntry, ModelRegistry
 from contract.samplers import check_sampler
@@ -97,8 +91,7 @@ def check_job(
         raise JobRejected(unknown)
 
     violations: list[Violation] = []
-    violations += _inpainting_checkpoints(spec, entries)
-    _check_mask_fields(spec, entries, violations)
+    check_masks(spec, entries, violations)
     stages = [_check_first_stage(spec, entries[0], limits, violations)]
     width, height = spec.width, spec.height
     for i in range(1, len(spec.stages)):
@@ -147,7 +140,7 @@ def check_job(
         update={
             "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
             "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
-            **_mask_defaults(spec),
+            **mask_defaults(spec),
             "stages": stages,
             "timeout_s": spec.timeout_s or limits.default_timeout_s,
         }
@@ -156,29 +149,6 @@ def check_job(
     check_cost(checked, limits.max_megapixel_steps)
     with decoding or nullcontext():
         return CheckedJob(checked, *decode_pictures(spec, limits.max_pixels))
-
-
-def _mask_defaults(spec: JobSpec) -> dict[str, object]:
-    """A masked (or outpainted) job's mask settings with their defaults filled in (none
-    without one). An outpainted canvas's padding starts as the picture's edge, spread by fill."""
-    if not _masked(spec):
-        return {}
-    return {
-        "mask_blur": DEFAULT_MASK_BLUR if spec.mask_blur is None else spec.mask_blur,
-        "invert_mask": bool(spec.invert_mask),
-        "masked_content": spec.masked_content or ("fill" if spec.outpaint else "original"),
-        "inpaint_area": spec.inpaint_area or "whole",
-        "inpaint_padding": (
-            (DEFAULT_INPAINT_PADDING if spec.inpaint_padding is None else spec.inpaint_padding)
-            if spec.inpaint_area == "masked"
-            else None
-        ),
-    }
-
-
-def _masked(spec: JobSpec) -> bool:
-    """Whether the first stage inpaints: a mask sent, or the padding of an outpainted canvas."""
-    return bool(spec.mask) or spec.outpaint is not None
 
 
 def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image | None]:
@@ -191,17 +161,11 @@ def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image
             init_image = decode_init_image(spec.init_image, max_pixels)
         except InitImageRejected as rejected:
             violations.append(rejected.violation)
-    if spec.mask and init_image is not None:
+    if init_image is not None:
         try:
-            mask = decode_mask(spec.mask, max_pixels, init_image.size, bool(spec.invert_mask))
+            mask = job_mask(spec, init_image.size, max_pixels)
         except InitImageRejected as rejected:
             violations.append(rejected.violation)
-    if spec.outpaint is not None and init_image is not None:
-        canvas = canvas_size(init_image.size, spec.outpaint)
-        if canvas != (spec.width, spec.height):
-            violations.append(_canvas_violation(spec, init_image.size, canvas))
-        else:
-            mask = outpaint_mask(init_image.size, spec.outpaint)
     for loc, data, what in stage_pictures(spec):
         try:
             decode_init_image(data, max_pixels, loc, what=what)
@@ -210,32 +174,6 @@ def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image
     if violations:
         raise JobRejected(violations)
     return init_image, mask
-
-
-def _canvas_violation(
-    spec: JobSpec, init_size: tuple[int, int], canvas: tuple[int, int]
-) -> Violation:
-    """An outpaint whose grown canvas is not the job's size, at the side to change."""
-    assert spec.outpaint is not None
-    (init_width, init_height), pad = init_size, spec.outpaint
-    if canvas[0] != spec.width:
-        side, size = (
-            ("width", "left or right"),
-            (f"init_image's {init_width} + left {pad.left} + right {pad.right} = {canvas[0]}"),
-        )
-    else:
-        side, size = (
-            ("height", "top or bottom"),
-            (f"init_image's {init_height} + top {pad.top} + bottom {pad.bottom} = {canvas[1]}"),
-        )
-    return Violation(
-        "outpaint_size_mismatch",
-        ("outpaint",),
-        f"the outpainted canvas's {side[0]} is {size}, but the job's {side[0]} is "
-        f"{getattr(spec, side[0])}; send {side[0]} {canvas[0] if side[0] == 'width' else canvas[1]}"
-        f", or change {side[1]}",
-        {"canvas_width": canvas[0], "canvas_height": canvas[1]},
-    )
 
 
 def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
@@ -262,154 +200,6 @@ def _as_checked(request: JobSpec, normalized: JobSpec) -> CheckedSpec:
                 )
             )
         raise JobRejected(violations) from None
-
-
-def _inpainting_checkpoints(spec: JobSpec, entries: list[ModelEntry]) -> list[Violation]:
-    """An inpainting checkpoint (a 9-channel UNet) runs only as a masked first stage: its
-    denoiser takes the masked picture and the mask, which only that stage has."""
-    found = []
-    for i, entry in enumerate(entries):
-        if not entry.inpainting or (_masked(spec) and (i == 0 or spec.stages[i].masked)):
-            continue
-        where = "the first stage with init_image and mask (or outpaint), or a masked hires stage"
-        found.append(
-            Violation(
-                "mask_required",
-                ("stages", i, "model"),
-                f"{entry.name!r} is an inpainting checkpoint: it repaints the masked part of a "
-                f"picture, so it runs only as {where}; "
-                + ("send them" if i == 0 else "use an ordinary model for this stage"),
-                {"model": entry.name},
-            )
-        )
-    return found
-
-
-def _check_mask_fields(
-    spec: JobSpec, entries: list[ModelEntry], violations: list[Violation]
-) -> None:
-    """A mask needs an init image; its settings need a mask; the first stage's ControlNets and
-    IP-Adapters do not meet one yet (their pipelines are not the inpainting ones)."""
-    if spec.mask and spec.init_image is None:
-        violations.append(
-            Violation(
-                "field_not_allowed",
-                ("mask",),
-                "a mask says which part of init_image to repaint; send the init_image too",
-            )
-        )
-    if spec.outpaint is not None:
-        if spec.init_image is None:
-            violations.append(
-                Violation(
-                    "field_not_allowed",
-                    ("outpaint",),
-                    "outpaint grows init_image's canvas; send the init_image too",
-                )
-            )
-        for name in ("mask", "invert_mask"):
-            if getattr(spec, name):
-                violations.append(
-                    Violation(
-                        "field_not_allowed",
-                        (name,),
-                        f"outpaint makes its own mask (the padding); drop {name}, or outpaint",
-                    )
-                )
-    for i, stage in enumerate(spec.stages):
-        if stage.masked is None:
-            continue
-        if i == 0 or not _masked(spec):
-            where = "the first stage is masked by mask itself" if i == 0 else "no mask is sent"
-            violations.append(
-                Violation(
-                    "field_not_allowed",
-                    ("stages", i, "masked"),
-                    f"masked keeps a hires stage to the job's mask, and {where}; drop it",
-                )
-            )
-        elif stage.masked and (stage.handoff is Handoff.LATENT or stage.mode is not Mode.HIRES):
-            violations.append(
-                Violation(
-                    "mask_unsupported",
-                    ("stages", i, "masked"),
-                    "a masked stage pastes pictures back: it must be a hires stage with "
-                    "handoff: pixel",
-                )
-            )
-        elif stage.masked and (stage.controlnets or stage.ip_adapters):
-            violations.append(
-                Violation(
-                    "mask_unsupported",
-                    ("stages", i, "masked"),
-                    "a masked stage takes no ControlNets or IP-Adapter yet; drop them, or masked",
-                )
-            )
-    if not _masked(spec):
-        for name in (
-            "mask_blur",
-            "invert_mask",
-            "masked_content",
-            "inpaint_area",
-            "inpaint_padding",
-        ):
-            if getattr(spec, name) is not None:
-                violations.append(
-                    Violation(
-                        "field_not_allowed", (name,), f"{name} applies to mask; send one or drop it"
-                    )
-                )
-        return
-    if spec.inpaint_padding is not None and spec.inpaint_area != "masked":
-        violations.append(
-            Violation(
-                "field_not_allowed",
-                ("inpaint_padding",),
-                "inpaint_padding is the context around the mask with inpaint_area: masked; set "
-                "that, or drop inpaint_padding",
-            )
-        )
-    if len(spec.stages) > 1:
-        second = spec.stages[1]
-        if second.handoff is Handoff.LATENT or (
-            second.handoff is None and second.mode is Mode.REFINE
-        ):
-            violations.append(
-                Violation(
-                    "mask_unsupported",
-                    ("stages", 1, "handoff"),
-                    "a masked first stage hands on pictures, the init image pasted back where "
-                    "the mask keeps it, not latents; use handoff: pixel (mode hires), or drop "
-                    "the mask",
-                )
-            )
-    first = spec.stages[0]
-    if spec.masked_content in ("latent_noise", "latent_nothing"):
-        for i, entry in enumerate(entries):
-            variant = entry.arch.variant(entry.variant)
-            if (
-                variant is not None
-                and not variant.latent_start
-                and (i == 0 or spec.stages[i].masked)
-            ):
-                violations.append(
-                    Violation(
-                        "mask_unsupported",
-                        ("masked_content",),
-                        f"{entry.name!r} ({entry.architecture} {variant.name}) inpaints from "
-                        "pixels, not from a latent start; use original or fill",
-                    )
-                )
-    for name in ("controlnets", "ip_adapters"):
-        if getattr(first, name):
-            violations.append(
-                Violation(
-                    "mask_unsupported",
-                    ("stages", 0, name),
-                    f"a masked first stage takes no {name} yet; drop them, or the mask (a later "
-                    "stage may use them on the inpainted picture)",
-                )
-            )
 
 
 def _check_first_stage(

@@ -5,7 +5,8 @@ or RGB with white strokes) or cut out of a layer (transparent where nothing is t
 Krita and Photoshop plugins send those). A mask that is not fully opaque is read by its alpha,
 one that is by its gray; either is rounded to repaint or keep (A1111's `mask_round`, on by
 default), so a JPEG's ringing does not leave a faint halo repainted. The blur that softens the
-edge is the worker's (`workers.stages.masks`); here the mask is only read and checked.
+edge is the worker's (`workers.stages.masks`); here the mask is read, and the job's mask fields
+checked (`check_masks`, called by `contract.job_rules.check_job`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from PIL import Image, ImageDraw, ImageOps
 
 from contract.images import InitImageRejected, decode_picture, has_alpha, to_rgb
-from contract.spec import Outpaint
+from contract.registry import ModelEntry
+from contract.spec import Handoff, JobSpec, Mode, Outpaint
 from contract.violations import Violation
 
 REPAINT, KEEP = 255, 0
@@ -87,3 +89,214 @@ def outpaint_mask(init_size: tuple[int, int], outpaint: Outpaint) -> Image.Image
     box = (outpaint.left, outpaint.top, outpaint.left + width - 1, outpaint.top + height - 1)
     ImageDraw.Draw(mask).rectangle(box, fill=KEEP)
     return mask
+
+
+def job_mask(spec: JobSpec, init_size: tuple[int, int], max_pixels: int) -> Image.Image | None:
+    """The job's mask once its init image is decoded: the one it sent, read, or an outpainted
+    canvas's padding; `InitImageRejected` naming what is wrong."""
+    if spec.mask:
+        return decode_mask(spec.mask, max_pixels, init_size, bool(spec.invert_mask))
+    if spec.outpaint is None:
+        return None
+    canvas = canvas_size(init_size, spec.outpaint)
+    if canvas != (spec.width, spec.height):
+        raise InitImageRejected(_canvas_violation(spec, init_size, canvas))
+    return outpaint_mask(init_size, spec.outpaint)
+
+
+def check_masks(spec: JobSpec, entries: list[ModelEntry], violations: list[Violation]) -> None:
+    """The mask fields where they stand, and where an inpainting checkpoint may run."""
+    violations += _inpainting_checkpoints(spec, entries)
+    _check_mask_fields(spec, entries, violations)
+
+
+def masked(spec: JobSpec) -> bool:
+    """Whether the first stage inpaints: a mask sent, or the padding of an outpainted canvas."""
+    return bool(spec.mask) or spec.outpaint is not None
+
+
+def mask_defaults(spec: JobSpec) -> dict[str, object]:
+    """A masked (or outpainted) job's mask settings with their defaults filled in (none
+    without one). An outpainted canvas's padding starts as the picture's edge, spread by fill."""
+    if not masked(spec):
+        return {}
+    return {
+        "mask_blur": DEFAULT_MASK_BLUR if spec.mask_blur is None else spec.mask_blur,
+        "invert_mask": bool(spec.invert_mask),
+        "masked_content": spec.masked_content or ("fill" if spec.outpaint else "original"),
+        "inpaint_area": spec.inpaint_area or "whole",
+        "inpaint_padding": (
+            (DEFAULT_INPAINT_PADDING if spec.inpaint_padding is None else spec.inpaint_padding)
+            if spec.inpaint_area == "masked"
+            else None
+        ),
+    }
+
+
+def _canvas_violation(
+    spec: JobSpec, init_size: tuple[int, int], canvas: tuple[int, int]
+) -> Violation:
+    """An outpaint whose grown canvas is not the job's size, at the side to change."""
+    assert spec.outpaint is not None
+    (init_width, init_height), pad = init_size, spec.outpaint
+    if canvas[0] != spec.width:
+        side, sides, grown, asked = "width", "left or right", canvas[0], spec.width
+        parts = f"init_image's {init_width} + left {pad.left} + right {pad.right}"
+    else:
+        side, sides, grown, asked = "height", "top or bottom", canvas[1], spec.height
+        parts = f"init_image's {init_height} + top {pad.top} + bottom {pad.bottom}"
+    return Violation(
+        "outpaint_size_mismatch",
+        ("outpaint",),
+        f"the outpainted canvas's {side} is {parts} = {grown}, but the job's {side} is {asked}; "
+        f"send {side} {grown}, or change {sides}",
+        {"canvas_width": canvas[0], "canvas_height": canvas[1]},
+    )
+
+
+def _inpainting_checkpoints(spec: JobSpec, entries: list[ModelEntry]) -> list[Violation]:
+    """An inpainting checkpoint (a 9-channel UNet) runs only as a masked first stage: its
+    denoiser takes the masked picture and the mask, which only that stage has."""
+    found = []
+    for i, entry in enumerate(entries):
+        if not entry.inpainting or (masked(spec) and (i == 0 or spec.stages[i].masked)):
+            continue
+        where = "the first stage with init_image and mask (or outpaint), or a masked hires stage"
+        found.append(
+            Violation(
+                "mask_required",
+                ("stages", i, "model"),
+                f"{entry.name!r} is an inpainting checkpoint: it repaints the masked part of a "
+                f"picture, so it runs only as {where}; "
+                + ("send them" if i == 0 else "use an ordinary model for this stage"),
+                {"model": entry.name},
+            )
+        )
+    return found
+
+
+def _check_mask_fields(
+    spec: JobSpec, entries: list[ModelEntry], violations: list[Violation]
+) -> None:
+    """A mask needs an init image; its settings need a mask; the first stage's ControlNets and
+    IP-Adapters do not meet one yet (their pipelines are not the inpainting ones)."""
+    if spec.mask and spec.init_image is None:
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("mask",),
+                "a mask says which part of init_image to repaint; send the init_image too",
+            )
+        )
+    if spec.outpaint is not None:
+        if spec.init_image is None:
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("outpaint",),
+                    "outpaint grows init_image's canvas; send the init_image too",
+                )
+            )
+        for name in ("mask", "invert_mask"):
+            if getattr(spec, name):
+                violations.append(
+                    Violation(
+                        "field_not_allowed",
+                        (name,),
+                        f"outpaint makes its own mask (the padding); drop {name}, or outpaint",
+                    )
+                )
+    for i, stage in enumerate(spec.stages):
+        if stage.masked is None:
+            continue
+        if i == 0 or not masked(spec):
+            where = "the first stage is masked by mask itself" if i == 0 else "no mask is sent"
+            violations.append(
+                Violation(
+                    "field_not_allowed",
+                    ("stages", i, "masked"),
+                    f"masked keeps a hires stage to the job's mask, and {where}; drop it",
+                )
+            )
+        elif stage.masked and (stage.handoff is Handoff.LATENT or stage.mode is not Mode.HIRES):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", i, "masked"),
+                    "a masked stage pastes pictures back: it must be a hires stage with "
+                    "handoff: pixel",
+                )
+            )
+        elif stage.masked and (stage.controlnets or stage.ip_adapters):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", i, "masked"),
+                    "a masked stage takes no ControlNets or IP-Adapter yet; drop them, or masked",
+                )
+            )
+    if not masked(spec):
+        for name in (
+            "mask_blur",
+            "invert_mask",
+            "masked_content",
+            "inpaint_area",
+            "inpaint_padding",
+        ):
+            if getattr(spec, name) is not None:
+                violations.append(
+                    Violation(
+                        "field_not_allowed", (name,), f"{name} applies to mask; send one or drop it"
+                    )
+                )
+        return
+    if spec.inpaint_padding is not None and spec.inpaint_area != "masked":
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("inpaint_padding",),
+                "inpaint_padding is the context around the mask with inpaint_area: masked; set "
+                "that, or drop inpaint_padding",
+            )
+        )
+    if len(spec.stages) > 1:
+        second = spec.stages[1]
+        if second.handoff is Handoff.LATENT or (
+            second.handoff is None and second.mode is Mode.REFINE
+        ):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", 1, "handoff"),
+                    "a masked first stage hands on pictures, the init image pasted back where "
+                    "the mask keeps it, not latents; use handoff: pixel (mode hires), or drop "
+                    "the mask",
+                )
+            )
+    first = spec.stages[0]
+    if spec.masked_content in ("latent_noise", "latent_nothing"):
+        for i, entry in enumerate(entries):
+            variant = entry.arch.variant(entry.variant)
+            if (
+                variant is not None
+                and not variant.latent_start
+                and (i == 0 or spec.stages[i].masked)
+            ):
+                violations.append(
+                    Violation(
+                        "mask_unsupported",
+                        ("masked_content",),
+                        f"{entry.name!r} ({entry.architecture} {variant.name}) inpaints from "
+                        "pixels, not from a latent start; use original or fill",
+                    )
+                )
+    for name in ("controlnets", "ip_adapters"):
+        if getattr(first, name):
+            violations.append(
+                Violation(
+                    "mask_unsupported",
+                    ("stages", 0, name),
+                    f"a masked first stage takes no {name} yet; drop them, or the mask (a later "
+                    "stage may use them on the inpainted picture)",
+                )
+            )
