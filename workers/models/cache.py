@@ -95,8 +95,10 @@ class LoadedModel:
 
     @property
     def pipelines(self) -> list[DiffusionPipeline]:
-        """Its pipelines built so far, for what a stage lends them all (a VAE, embeddings)."""
-        return [self.text, self.image, *([self._inpaint] if self._inpaint else [])]
+        """Its pipelines, for what a stage lends them all (a VAE, embeddings, an IP-Adapter):
+        each built here if it was not, so that none made during the loan keeps what was lent."""
+        inpaint = [self.inpaint] if pipelines_for(self.entry.architecture).inpaint else []
+        return [self.text, self.image, *inpaint]
 
     @property
     def inpaint(self) -> DiffusionPipeline:

@@ -180,8 +180,6 @@ def _run_stages(
         stage = group[0].spec.stages[i]
         started = time.perf_counter()
         model = models(stage.model)
-        if _masked(i, group) is not None:
-            model.inpaint  # noqa: B018 - built before the stage lends its pipelines a VAE
         received = [_describe(m.carry, i) for m in group]
         with (
             stage_loras(model, i, stage, components.loras),
