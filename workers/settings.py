@@ -31,7 +31,7 @@ class WorkerSettings(CommonSettings):
         25,
         ge=0,
         le=2000,
-        description="How long a job starting from text waits, while other jobs are queued, "
+        description="How long a job waits, while other jobs are queued, "
         "for jobs whose first stages ask the same (model, size, steps, sampler, LoRAs...) to "
         "run with it in shared calls; 0 turns batching off.",
     )

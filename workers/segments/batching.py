@@ -8,9 +8,12 @@ job batches its base and its refiner. Each member keeps its own prompt, negative
 canceled mid-batch ends `canceled` at once and its pictures are dropped while the others go on.
 Guidance scales may differ (workers.stages.guidance); whether a stage guides at all may not.
 
-Which jobs qualify (`batch_key`): any first segment that starts from text (no init image).
-Everything a stage asks of its pipeline call but its prompts and guidance scale is part of the
-key: diffusers applies one strength, one step count, one sampler to a whole call.
+Which jobs qualify (`batch_key`): any first segment, from text or from an init image (each
+member brings its own picture and its own mask: img2img and inpainting pipelines take one per
+row). Everything a stage asks of its pipeline call but its prompts and guidance scale is part of
+the key, and so is how the init image and the mask are met (strength, resize mode, blur, masked
+content, inpaint area, outpaint): diffusers applies one strength, one step count, one sampler to
+a whole call, and a batch's rows are one size.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class BatchKey:
     # each stage of the segment as JSON, all but its prompts, and whether it has a negative
     # prompt (SDXL encodes "none" as zeros, an empty one as text: they cannot share a call)
     stages: tuple[str, ...]
+    start: str  # how the first stage starts: from text, or how its init image and mask are met
     sizes: tuple[tuple[int, int], ...]  # each stage's picture size
 
     @property
@@ -51,10 +55,7 @@ class BatchKey:
 
 
 def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
-    """What a job's first segment must share with others to run in shared calls; None if it
-    cannot run batched (an init image is the job's own input)."""
-    if spec.strength is not None:
-        return None
+    """What a job's first segment must share with others to run in shared calls."""
     stages = range(segments[0].start, segments[0].end)
     described = []
     for i in stages:
@@ -81,7 +82,23 @@ def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
         # all (a scale above 1) is one choice per call.
         fields["guided"] = stage.guidance_scale > 1
         described.append(json.dumps(fields, sort_keys=True))
-    return BatchKey(tuple(described), tuple(spec.size_of(i) for i in stages))
+    return BatchKey(tuple(described), _start(spec), tuple(spec.size_of(i) for i in stages))
+
+
+# What a job's first stage starts from, but its pictures: each member keeps its own init image
+# and mask.
+_START_FIELDS = (
+    "strength", "init_resize", "mask_blur", "invert_mask", "outpaint", "inpaint_area",
+    "inpaint_padding", "masked_content",
+)  # fmt: skip
+
+
+def _start(spec: CheckedSpec) -> str:
+    if spec.strength is None:
+        return "text"
+    fields = spec.model_dump(mode="json", include=set(_START_FIELDS))
+    fields["mask"] = spec.mask is not None
+    return json.dumps(fields, sort_keys=True)
 
 
 class DeviceMemory(Protocol):
@@ -197,8 +214,8 @@ def run_within_memory(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the failed call's tensors went with its frames
     for member in ran_out:
-        # From the segment's first stage (a batch starts from text), whichever stage ran out:
-        # its pictures are made as they would be alone.
+        # From the segment's first stage (its text or its own init image), whichever stage ran
+        # out: its pictures are made as they would be alone.
         member.again()
     for part in _parts(ran_out, bound):
         run_within_memory(run, part, key, batching)

@@ -9,17 +9,17 @@ RQ job runs it again.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
 from contract.checked import CheckedSpec
 from contract.envelope import JobStatus
-from contract.job_rules import JobLimits, check_job
+from contract.job_rules import CheckedJob
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
-from contract.stage_images import has_stage_images, with_stage_images
-from contract.violations import JobRejected
 from jobs.claims import Claims
+from jobs.outage import REDIS_ERRORS
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
 from jobs.redis_keys import rq_job_id
 from jobs.store import JobStore, now
@@ -32,18 +32,18 @@ class Gatherer:
         self,
         store: JobStore,
         registry: ModelRegistry,
-        limits: JobLimits,
         claims: Claims,
         batching: Batching,
         worker_name: str,
+        read: Callable[[str, CheckedSpec], CheckedJob],
         monitor: Callable[[str, CheckedSpec, float], StepMonitor],
     ) -> None:
         self.store = store
         self.registry = registry
-        self.limits = limits
         self.claims = claims
         self.batching = batching
         self.worker_name = worker_name
+        self.read = read  # (job id, stored spec) -> checked again, with its pictures
         self.monitor = monitor  # (job id, spec, started) -> its step monitor
 
     def gather(self, leader: str, key: BatchKey, images: int, ends_by: float) -> list[Member]:
@@ -80,12 +80,18 @@ class Gatherer:
         if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
             return None
         stored = envelope.spec
-        if has_stage_images(stored):  # its stage pictures: apart
-            stored = with_stage_images(stored, self.store.stage_images(job_id))
+        # Its pictures are read and decoded only for a job that could fit: the leader's model,
+        # at the leader's size.
+        leading = json.loads(key.stages[0])["model"]
+        if stored.stages[0].model != leading or stored.size_of(0) != key.sizes[0]:
+            return None
         try:
-            spec = check_job(stored, self.registry, self.limits).spec
-        except JobRejected:
-            return None  # its own run fails it, with the reason
+            checked = self.read(job_id, stored)
+        except REDIS_ERRORS:
+            raise
+        except Exception:  # broken rules, a picture missing: its own run fails it, saying why
+            return None
+        spec = checked.spec
         fits = batch_key(spec, plan_segments(spec, self.registry)) == key
         # RQ stops the leader's call at the leader's limit plus HARD_TIMEOUT_MARGIN_S, and
         # every member's pictures with it: a member must have been stopped by its own by then.
@@ -101,4 +107,4 @@ class Gatherer:
             return None
         self.store.count_attempt(job_id, 0)
         monitor = self.monitor(job_id, spec, time.time())
-        return Member(job_id, spec, monitor)
+        return Member.first(job_id, checked, monitor)

@@ -30,7 +30,6 @@ from workers.segments.gathering import Gatherer
 from workers.segments.progress import StepMonitor
 from workers.segments.state import SegmentState
 from workers.stages.chain import Components, Member, Pictures, run_group
-from workers.stages.masks import outpaint_canvas
 from workers.stages.outcomes import Failed, Outcome
 
 log = logging.getLogger("imagegen.worker")
@@ -60,11 +59,11 @@ class JobRunner:
         self.finisher = finisher
         claims = Claims(self.store.redis, worker_name, claim_ttl_s)
         self.state = SegmentState(lifecycle, registry, claims, worker_name, finisher)
-        self.gatherer = (
-            Gatherer(self.store, registry, limits, claims, batching, worker_name, self._monitor)
-            if batching is not None
-            else None
-        )
+        self.gatherer = None
+        if batching is not None:
+            self.gatherer = Gatherer(
+                self.store, registry, claims, batching, worker_name, self._checked, self._monitor
+            )
 
     def run(self, job_id: str, segment: int = 0) -> FailureType | None:
         """Run one segment; return the failure it ended the job with, if it did."""
@@ -111,17 +110,14 @@ class JobRunner:
     ) -> Outcome:
         """Run segment `index`, with companions gathered if it may batch; return its outcome
         (each companion's is filed as soon as it ends)."""
-        spec, init = checked.spec, checked.init_image
+        spec = checked.spec
+        monitor = self._monitor(job_id, spec, began)
         if index == 0:
-            if init is not None and spec.outpaint is not None:  # the grown canvas
-                init = outpaint_canvas(init, spec.outpaint)
-            pictures = [init] * spec.num_images if init else None
+            leader = Member.first(job_id, checked, monitor)
         else:
             pictures = self.state.handed_over(job_id, index, spec.num_images)
-        monitor = self._monitor(job_id, spec, began)
-        carry = None if pictures is None else Pictures(pictures)
-        # The job's mask, for its masked stages in this segment (the first, masked hires ones).
-        leader = Member(job_id, spec, monitor, carry, mask=checked.mask)
+            # The job's mask, for its masked hires stages in this segment.
+            leader = Member(job_id, spec, monitor, Pictures(pictures), mask=checked.mask)
         companions: list[Member] = []
         key = batch_key(spec, segments) if index == 0 and self.gatherer else None
         if key is not None:

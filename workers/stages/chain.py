@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from contract.checked import CheckedSpec, RefineStage
 from contract.embeddings import embeddings_of
 from contract.envelope import ControlNetTrace, FailureType, IpAdapterTrace, StageTrace
 from contract.images import InitImageRejected, decode_init_image
-from contract.job_rules import latent_handoff_violation
+from contract.job_rules import CheckedJob, latent_handoff_violation
 from contract.latent_spaces import LatentSpace
 from contract.registry import ModelEntry
 from contract.resamplers import Upscaler
@@ -37,7 +37,13 @@ from workers.stages.control_images import control_image, fitted
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
-from workers.stages.masks import LATENT_CONTENT, inpaint_input, latent_start
+from workers.stages.masks import (
+    LATENT_CONTENT,
+    Inpainting,
+    inpaint_input,
+    latent_start,
+    outpaint_canvas,
+)
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped, StopReason
 from workers.stages.setup import (
     NO_PIXEL_LIMIT,
@@ -97,6 +103,20 @@ class Member:
     mask: Image.Image | None = None  # its first stage's (contract.masks): that stage inpaints
     traces: list[StageTrace] = field(default_factory=list)
     outcome: Outcome | None = None  # None while it runs
+    start: Carry | None = field(init=False)  # what the segment started from, to start again
+
+    def __post_init__(self) -> None:
+        self.start = self.carry
+
+    @classmethod
+    def first(cls, job_id: str, checked: CheckedJob, monitor: StepMonitor) -> Member:
+        """A job at its first segment: from text, or from its init image (on its grown canvas
+        when it outpaints), once per picture, with its mask."""
+        init = checked.init_image
+        if init is not None and checked.spec.outpaint is not None:
+            init = outpaint_canvas(init, checked.spec.outpaint)
+        carry = None if init is None else Pictures([init] * checked.spec.num_images)
+        return cls(job_id, checked.spec, monitor, carry, mask=checked.mask)
 
     @property
     def running(self) -> bool:
@@ -104,8 +124,8 @@ class Member:
 
     def again(self) -> None:
         """Back to the start of the segment, to run it again (a batch split after running out of
-        memory): no outcome, nothing carried, nothing traced."""
-        self.outcome, self.carry, self.traces = None, None, []
+        memory): no outcome, only what it started from carried, nothing traced."""
+        self.outcome, self.carry, self.traces = None, self.start, []
 
     @property
     def pictures(self) -> list[Image.Image]:
@@ -229,16 +249,24 @@ def _run_stages(
             )
 
 
-def _masked(i: int, group: list[Member]) -> Image.Image | None:
+def _masked(i: int, member: Member) -> Image.Image | None:
     """The mask stage i inpaints with (as read, at the init image's size): the job's, on its
     first stage from its init image, and on each hires stage marked `masked` (handed
     pictures); `inpaint_input` meets it with the stage's size."""
-    member = group[0]
     if member.mask is None or not isinstance(member.carry, Pictures):
         return None
     if i != 0 and not member.spec.stages[i].masked:
         return None
     return member.mask
+
+
+def _rows(group: list[Member]) -> Iterator[tuple[Member, slice]]:
+    """Each member with its rows of the group's call (its pictures, in member order)."""
+    start = 0
+    for member in group:
+        rows = slice(start, start + member.spec.num_images)
+        start = rows.stop
+        yield member, rows
 
 
 def _describe(carry: Carry | None, index: int) -> tuple[str, str | None, list[int] | None]:
@@ -315,19 +343,25 @@ def _run_stage(
             # Without an explicit size it resizes its input to its default sample size.
             kwargs.update(height=height, width=width)
 
-    mask = _masked(i, group)
-    inpainting, originals = None, []
-    if mask is not None:
-        if len(group) > 1 or want_latents:  # the gathering and the rules keep them apart
-            raise StageError(
-                FailureType.INVALID_JOB, "a masked stage runs alone and hands on pixels"
-            )
-        pipe, originals = model.inpaint, kwargs["image"]  # at the stage's size
-        inpainting = inpaint_input(spec, mask, originals, (width, height))
-        kwargs.update(inpainting.kwargs)
+    inpaintings: list[Inpainting] = []
+    originals: list[Image.Image] = []  # each row's init picture at the stage's size
+    if _masked(i, group[0]) is not None:
+        if want_latents:  # the rules keep a masked stage from a latent handoff
+            raise StageError(FailureType.INVALID_JOB, "a masked stage hands on pixels")
+        pipe, originals = model.inpaint, kwargs["image"]
+        # Each member's own mask on its own pictures (the batch key shares how they are met).
+        start, masks = [], []
+        for member, rows in _rows(group):
+            mask = _masked(i, member)
+            assert mask is not None, "a batch's members are all masked or none"
+            inpainting = inpaint_input(member.spec, mask, originals[rows], (width, height))
+            inpaintings.append(inpainting)
+            start += inpainting.kwargs["image"]
+            masks += [inpainting.kwargs["mask_image"]] * member.spec.num_images
+        kwargs.update(image=start, mask_image=masks, height=height, width=width)
         if spec.masked_content in LATENT_CONTENT:  # the start is latents, the mask in them
             encoded, masked = latent_start(
-                pipe, kwargs["image"], kwargs["mask_image"], spec.masked_content, generators,
+                pipe, start, masks, spec.masked_content, generators,
                 masked_picture=model.entry.inpainting,
             )  # fmt: skip
             kwargs.update(image=encoded, masked_image_latents=masked)
@@ -347,10 +381,7 @@ def _run_stage(
     if want_latents:
         output = unpacked(model, output, width, height, pipe.vae_scale_factor)
     at_end = last[-1] if last else None  # packed for Flux: finite_pictures unpacks them
-    start = 0
-    for member in group:
-        rows = slice(start, start + member.spec.num_images)
-        start = rows.stop
+    for m, (member, rows) in enumerate(_rows(group)):
         if not member.running:
             continue  # stopped in this call: its pictures are dropped
         try:
@@ -363,10 +394,10 @@ def _run_stage(
                     pipe, output[rows], None if at_end is None else at_end[rows], i, model,
                     (width, height),
                 )  # fmt: skip
-                if inpainting is not None:  # the init image back wherever the mask keeps it
+                if inpaintings:  # the init image back wherever the member's mask keeps it
                     pictures = [
-                        inpainting.finished(made, original)
-                        for made, original in zip(pictures, originals, strict=True)
+                        inpaintings[m].finished(made, original)
+                        for made, original in zip(pictures, originals[rows], strict=True)
                     ]
                 member.carry = Pictures(pictures, again)
         except StageError as error:

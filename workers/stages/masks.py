@@ -149,37 +149,41 @@ LATENT_CONTENT = ("latent_noise", "latent_nothing")
 def latent_start(
     pipe: DiffusionPipeline,
     images: list[Image.Image],
-    mask: Image.Image,
+    masks: list[Image.Image],
     content: str,
     generators: list[torch.Generator],
     masked_picture: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The init pictures as the inpainting pipeline's starting latents (encoded by the stage's
-    VAE, scaled as the pipeline scales its own), their masked part replaced by each picture's
-    own noise (`latent_noise`) or by zeros (`latent_nothing`), as A1111 does; the pipeline then
-    noises them to its strength as it would its own. Also the masked picture's latents, which
-    an inpainting UNet takes beside them (what the pipeline makes itself from pixels); without
-    `masked_picture` (an ordinary model reads none) the start stands in for them, unencoded."""
+    VAE, scaled as the pipeline scales its own), each picture's masked part (`masks`: one per
+    picture) replaced by its own noise (`latent_noise`) or by zeros (`latent_nothing`), as A1111
+    does; the pipeline then noises them to its strength as it would its own. Also the masked
+    picture's latents, which an inpainting UNet takes beside them (what the pipeline makes itself
+    from pixels); without `masked_picture` (an ordinary model reads none) the start stands in
+    for them, unencoded."""
     width, height = images[0].size
     pixels = pipe.image_processor.preprocess(images, height=height, width=width)
     pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+
+    def repainted(size: tuple[int, int]) -> torch.Tensor:
+        """Each picture's mask at `size`, as (pictures, 1, rows, cols): true where it repaints."""
+        rows = [np.asarray(m.convert("L").resize(size)) >= 128 for m in masks]
+        return torch.from_numpy(np.stack(rows))[:, None].to(pixels.device)
+
     with torch.no_grad():
         latents = pipe._encode_vae_image(image=pixels, generator=generators)
         masked = None
         if masked_picture:
-            keep = np.asarray(mask.convert("L").resize((width, height))) < 128
-            kept = pixels * torch.from_numpy(keep).to(pixels.device)[None, None]
+            kept = pixels * ~repainted((width, height))
             masked = pipe._encode_vae_image(image=kept, generator=generators)
     rows, cols = latents.shape[-2:]
-    repaint = torch.from_numpy(np.asarray(mask.convert("L").resize((cols, rows))) >= 128)
-    repaint = repaint.to(latents.device)[None, None]
     if content == "latent_noise":
         fresh = torch.stack(
             [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
         ).to(latents)
     else:
         fresh = torch.zeros_like(latents)
-    start = torch.where(repaint, fresh, latents)
+    start = torch.where(repainted((cols, rows)).to(latents.device), fresh, latents)
     return start, start if masked is None else masked
 
 

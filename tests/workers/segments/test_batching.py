@@ -4,6 +4,7 @@ models, in this process."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from redis import Redis
 
 from contract.envelope import JobStatus
@@ -22,6 +23,7 @@ from contract.job_rules import JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.segments import plan_segments
 from contract.spec import JobSpec
+from contract.stage_images import without_stage_images
 from jobs.lifecycle import Lifecycle
 from jobs.queues import QueuePolicy, enqueue_segment, pool_queue
 from jobs.redis_keys import job_key
@@ -32,6 +34,7 @@ from workers.segments.batching import Batching, BatchKey, batch_key, run_within_
 from workers.segments.finisher import Finisher
 from workers.segments.runner import JobRunner
 from workers.stages.chain import Member, run_group
+from workers.stages.masks import reach
 from workers.stages.outcomes import Failed, Stopped
 
 
@@ -48,15 +51,24 @@ def runner(redis: Redis, registry: ModelRegistry, cache: ModelCache, batch: bool
 
 
 def submit(runner: JobRunner, **fields: Any) -> str:
-    """A job as the gateway queues it: its record and its RQ job on the pool's queue."""
+    """A job as the gateway queues it: its record (its init image and mask apart) and its RQ job
+    on the pool's queue."""
     body = {"prompt": "a lighthouse", "seed": 1, "width": 64, "height": 64, **fields}
     body.setdefault("stages", [{"model": "demo-sd15", "steps": 3}])
-    spec = check_job(JobSpec.model_validate(body), runner.registry, runner.limits).spec
+    checked = check_job(JobSpec.model_validate(body), runner.registry, runner.limits)
+    stored, stage_images = without_stage_images(
+        checked.spec.model_copy(update={"init_image": None})
+    )
+    init = None
+    if checked.init_image is not None:
+        out = io.BytesIO()
+        checked.init_image.save(out, format="PNG")
+        init = out.getvalue()
     job_id = str(uuid.uuid4())
     redis = runner.store.redis
     with redis.pipeline() as pipe:
         pipe.multi()
-        runner.store.create(job_id, spec, pipe, owner="alice")
+        runner.store.create(job_id, stored, pipe, init, stage_images, owner="alice")
         enqueue_segment(redis, pipe, job_id, 0, "default", QueuePolicy(60, 0, 60), "alice")
         pipe.execute()
     return job_id
@@ -249,7 +261,16 @@ def test_the_key_covers_every_stage_of_the_first_segment_but_prompts(
     assert key([base, hires]) == key([base, {**hires, "prompt": "sharper"}])
     assert key([base, hires]) != key([base, {**hires, "denoise": 0.6}])
     assert key([base, hires]) != key([base, {**hires, "scale": 1.5}])
-    assert key([base], init_image=png_b64(64, 64)) is None  # its own input: runs alone
+    # From init images, each its own: how they are met is the call's.
+    drawn = key([base], init_image=png_b64(64, 64))
+    assert drawn not in (None, key([base]))
+    assert drawn == key([base], init_image=png_b64(64, 64, color=(1, 2, 3)))
+    assert drawn != key([base], init_image=png_b64(64, 64), strength=0.5)
+    assert drawn != key([base], init_image=png_b64(96, 96), init_resize="crop_and_resize")
+    masked = key([base], init_image=png_b64(64, 64), mask=white_square(20))
+    assert masked != drawn
+    assert masked == key([base], init_image=png_b64(64, 64), mask=white_square(30))
+    assert masked != key([base], init_image=png_b64(64, 64), mask=white_square(20), mask_blur=0)
     # One VAE decodes a call's pictures: jobs batch only with the same one.
     assert key([base]) != key([{**base, "vae": "demo-sd15-vae"}])
     assert key([{**base, "vae": "demo-sd15-vae"}]) == key([{**base, "vae": "demo-sd15-vae"}])
@@ -411,3 +432,66 @@ def test_a_job_whose_limit_outlives_the_leaders_call_is_not_gathered(
     batched.run(leader)
     assert batched.store.load(patient).status is JobStatus.QUEUED  # type: ignore[union-attr]
     assert batched.store.load(close).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+def white_square(side: int, at: int = 8) -> str:
+    """A 64 x 64 mask repainting a `side`-pixel square from (at, at)."""
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((at, at, at + side - 1, at + side - 1), fill=255)
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def noise_b64(seed: int) -> str:
+    """A 64 x 64 picture with structure everywhere: any change to a kept pixel shows."""
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def decoded(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")).astype(int)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["img2img", "inpaint"])
+def test_jobs_from_their_own_init_images_share_one_call_each_with_its_own_picture_and_mask(
+    redis: Redis, registry: ModelRegistry, cache: ModelCache, masked: bool
+) -> None:
+    jobs: list[dict[str, Any]] = [
+        {"prompt": "a lighthouse", "seed": 1, "init_image": noise_b64(1)},
+        {"prompt": "a red barn", "seed": 7, "num_images": 2, "init_image": noise_b64(2)},
+        {"prompt": "a harbour", "seed": 11, "init_image": noise_b64(3)},
+    ]
+    squares = [(12, 4), (20, 30), (16, 40)]  # each job's mask: (side, corner)
+    if masked:
+        for job, (side, at) in zip(jobs, squares, strict=True):
+            job.update(mask=white_square(side, at), mask_blur=2)
+    alone = runner(redis, registry, cache, batch=False)
+    solo = [submit(alone, **job) for job in jobs]
+    for job_id in solo:
+        alone.run(job_id)
+    pool_queue(redis, "default").empty()
+
+    batched = runner(redis, registry, cache, batch=True)
+    ids = [submit(batched, **job) for job in jobs]
+    batched.run(ids[0])
+    for one, many, job, (side, at) in zip(solo, ids, jobs, squares, strict=True):
+        envelope = batched.store.load(many)
+        assert envelope is not None
+        assert envelope.status is JobStatus.SUCCEEDED, envelope.error
+        assert [t.batch_size for t in envelope.trace] == [4]
+        original = decoded(job["init_image"])
+        for k in range(int(job.get("num_images", 1))):
+            made = pixels(batched, many, k)
+            # What it would be alone (as in the text-to-image test above).
+            assert np.abs(pixels(alone, one, k) - made).max() <= 1
+            if masked:  # its own mask: outside the square and its blur, its own picture
+                kept, r = np.ones((64, 64), bool), reach(2)
+                kept[max(at - r, 0) : at + side + r, max(at - r, 0) : at + side + r] = False
+                assert (made[kept] == original[kept]).all()
+                inside = made[at : at + side, at : at + side]
+                assert np.abs(inside - original[at : at + side, at : at + side]).mean() > 5
+            else:
+                assert np.abs(made - original).mean() > 5

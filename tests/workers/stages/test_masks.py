@@ -1,7 +1,8 @@
 """A masked first stage on every architecture's ordinary model, run by the worker's own chain on
 the tiny models: only the masked part changes (every pixel farther than the blur's reach from it
 is the init image's, exactly), invert_mask flips which part, `fill` starts from other pixels
-than `original`, and a hires stage after it takes the inpainted picture."""
+than `original`, and a hires stage after it takes the inpainted picture; masked jobs batched in
+one call each keep their own picture outside their own mask."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from contract.job_rules import CheckedJob, JobLimits, check_job
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from workers.models.cache import ModelCache, ModelUnavailable
-from workers.stages.chain import run_chain
+from workers.stages.chain import Member, run_chain, run_group
 from workers.stages.control_images import fitted
 from workers.stages.masks import (
     blurred,
@@ -356,3 +357,54 @@ def test_the_init_image_and_its_mask_meet_the_jobs_size_alike(
     assert (out[outside] == start[outside]).all()
     inside = np.asarray(met) > 0
     assert np.abs(out[inside] - start[inside]).mean() > 5
+
+
+def corner_mask() -> Image.Image:
+    """Another job's mask: a band along the top left."""
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 27, 15), fill=255)
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        ("demo-sd15", {}),
+        ("demo-sd15", {"masked_content": "latent_noise"}),
+        ("demo-sdxl", {"inpaint_area": "masked"}),
+        ("demo-sd35", {}),
+        ("demo-flux", {"masked_content": "fill"}),
+        ("demo-chroma", {}),
+        ("demo-sd15-inpainting", {"masked_content": "latent_nothing"}),
+        ("demo-sdxl-inpainting", {}),
+        ("demo-flux-fill", {}),
+    ],
+)
+def test_masked_jobs_in_one_call_each_keep_their_own_picture_outside_their_own_mask(
+    with_inpainting: ModelRegistry, model: str, fields: dict[str, Any]
+) -> None:
+    cache = ModelCache(with_inpainting)
+    other = Image.fromarray(np.asarray(init_picture())[::-1].copy())  # another picture
+    jobs = [
+        checked(with_inpainting, model, **fields),
+        checked(with_inpainting, model, **fields, seed=3, num_images=2, prompt="a blue window",
+                init_image=png(other), mask=png(corner_mask())),
+    ]  # fmt: skip
+    members = [Member.first(str(k), job, lambda *_: None) for k, job in enumerate(jobs)]
+    run_group(members, range(1), cache.get, "test-worker")
+    for member, job, mask in zip(members, jobs, (square_mask(), corner_mask()), strict=True):
+        assert isinstance(member.outcome, Made), member.outcome
+        assert [t.batch_size for t in member.outcome.traces] == [3]
+        assert job.init_image is not None
+        original = np.asarray(job.init_image.convert("RGB"), dtype=np.int16)
+        kept = ~near(mask, reach(BLUR))
+        inside = np.asarray(mask) > 0
+        alone = Member.first("alone", job, lambda *_: None)
+        run_group([alone], range(1), cache.get, "test-worker")
+        assert isinstance(alone.outcome, Made), alone.outcome
+        for made, by_itself in zip(member.outcome.pictures, alone.outcome.pictures, strict=True):
+            out = np.asarray(made.convert("RGB"), dtype=np.int16)
+            assert (out[kept] == original[kept]).all()
+            assert np.abs(out[inside] - original[inside]).mean() > 5
+            # What it would be alone, up to how batched matrix products round.
+            assert np.abs(out - np.asarray(by_itself, dtype=np.int16)).max() <= 1
