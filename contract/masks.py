@@ -206,6 +206,16 @@ def _check_mask_fields(
                         f"outpaint makes its own mask (the padding); drop {name}, or outpaint",
                     )
                 )
+    if spec.init_resize == "latent_upscale" and masked(spec):
+        violations.append(
+            Violation(
+                "mask_unsupported",
+                ("init_resize",),
+                "latent_upscale stretches init_image's latents, and a mask pastes the picture "
+                "back at the job's size in pixels; use just_resize (the same stretch, in "
+                "pixels) with a mask or outpaint",
+            )
+        )
     for i, stage in enumerate(spec.stages):
         if stage.masked is None:
             continue

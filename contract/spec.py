@@ -83,6 +83,9 @@ class LoraUse(_Strict):
 ControlModule = Literal["none", "canny"]
 # How a control image meets the stage's size, as A1111's resize modes do.
 ControlResize = Literal["just_resize", "crop_and_resize", "resize_and_fill"]
+# How an init image meets the job's size: A1111's img2img resize modes 0-3 (the last stretches
+# its latents, not its pixels).
+InitResize = Literal["just_resize", "crop_and_resize", "resize_and_fill", "latent_upscale"]
 MAX_CONTROLNETS = 4
 
 
@@ -257,12 +260,14 @@ class JobSpec(_Strict):
     strength: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         None, description="With init_image: how much of the picture is re-noised (default 0.75)."
     )
-    init_resize: ControlResize | None = Field(
+    init_resize: InitResize | None = Field(
         None,
         description="With init_image: how it meets the job's size, as A1111's resize modes: "
         "stretched (`just_resize`, the default), scaled to cover and centre-cropped "
-        "(`crop_and_resize`), or scaled to fit and padded with its edge colours "
-        "(`resize_and_fill`). A mask meets it the same way.",
+        "(`crop_and_resize`), scaled to fit and padded with its edge colours "
+        "(`resize_and_fill`), or encoded at its own size by the first stage's VAE and its "
+        "latents stretched to the job's (`latent_upscale`, A1111's Just resize (latent "
+        "upscale); not with a mask or outpaint). A mask meets it the same way.",
     )
     mask: Annotated[str | None, Field(max_length=MAX_INIT_IMAGE_CHARS)] = Field(
         None,

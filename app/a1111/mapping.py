@@ -198,12 +198,6 @@ def img2img_spec(
 ) -> JobSpec:
     if len(request.init_images) != 1:
         _refuse(("init_images",), "send exactly one picture in init_images")
-    if request.resize_mode == 3:
-        _refuse(
-            ("resize_mode",),
-            "3 (just resize, latent upscale) is not served; send 0 (just resize), 1 (crop and "
-            "resize) or 2 (resize and fill)",
-        )
     top = {"init_image": request.init_images[0], "strength": request.denoising_strength or 0.75}
     if request.resize_mode:
         top["init_resize"] = _RESIZE_MODES[request.resize_mode]
@@ -216,8 +210,8 @@ def img2img_spec(
     return _spec(request, stages, ["base"], top)
 
 
-# A1111's img2img resize_mode, by number (3, a latent upscale, is not served).
-_RESIZE_MODES = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill"}
+# A1111's img2img resize_mode, by number.
+_RESIZE_MODES = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill", 3: "latent_upscale"}
 # A1111's inpainting_fill, by number.
 _MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 

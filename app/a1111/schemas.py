@@ -108,7 +108,11 @@ class Img2ImgRequest(_Request):
 
     init_images: list[str] = Field(default_factory=list, description="Base64 PNG/JPEG; one.")
     resize_mode: int = Field(
-        0, ge=0, le=3, description="0 just resize, 1 crop and resize, 2 resize and fill; not 3."
+        0,
+        ge=0,
+        le=3,
+        description="0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize (latent "
+        "upscale: not with a mask).",
     )
     image_cfg_scale: float | None = None
     mask: str | None = Field(

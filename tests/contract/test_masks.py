@@ -219,3 +219,12 @@ def test_init_resize_applies_to_an_init_image(registry: ModelRegistry) -> None:
         JobSpec.model_validate(job(init_resize="resize_and_fill")), registry, JobLimits()
     )
     assert cropped.spec.init_resize == "resize_and_fill"
+    # Stretched latents have no picture at the job's size for a mask to paste back onto.
+    assert refusals(registry, job(init_resize="latent_upscale")) == [
+        ("mask_unsupported", ("init_resize",))
+    ]
+    unmasked = {k: v for k, v in job().items() if k != "mask"}
+    latent = check_job(
+        JobSpec.model_validate({**unmasked, "init_resize": "latent_upscale"}), registry, JobLimits()
+    )
+    assert latent.spec.init_resize == "latent_upscale"

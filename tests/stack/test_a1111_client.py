@@ -211,6 +211,21 @@ def test_img2img_renoises_the_picture_it_is_given(api: WebUIApi) -> None:
     assert result.parameters["init_images"] is None  # as A1111 echoes a request
 
 
+def test_img2img_resize_mode_3_upscales_the_pictures_latents(api: WebUIApi) -> None:
+    picture = Image.new("RGB", (32, 48), (200, 30, 30))
+    made = {
+        mode: api.img2img(
+            images=[picture], prompt="a red wall", seed=3, width=64, height=96, steps=4,
+            denoising_strength=0.5, resize_mode=mode, override_settings=SD15,
+        ).images[0]
+        for mode in (0, 3)
+    }  # fmt: skip
+    assert made[3].size == (64, 96)
+    # The same stretch, once in pixels and once in latents: two pictures.
+    difference = np.abs(np.asarray(made[3], int) - np.asarray(made[0], int))
+    assert difference.mean() > 1
+
+
 def test_webuiapi_inpaints_only_the_masked_part(api: WebUIApi) -> None:
     rng = np.random.default_rng(2)
     picture = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))

@@ -37,6 +37,7 @@ from workers.stages.control_images import control_image, fitted
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
 from workers.stages.guidance import per_picture_guidance
+from workers.stages.init_latents import latent_upscaled
 from workers.stages.masks import (
     LATENT_CONTENT,
     Inpainting,
@@ -338,7 +339,9 @@ def _run_stage(
     else:
         pipe = model.image
         carry = _together(carries)
-        kwargs.update(_image_input(i, stage, model, carry, (width, height), spec, upscalers))
+        kwargs.update(
+            _image_input(i, stage, model, carry, (width, height), spec, upscalers, generators)
+        )
         if classes.image_takes_size:
             # Without an explicit size it resizes its input to its default sample size.
             kwargs.update(height=height, width=width)
@@ -505,6 +508,7 @@ def _image_input(
     size: tuple[int, int],
     spec: CheckedSpec,
     upscalers: UpscalerLookup | None,
+    generators: list[torch.Generator],
 ) -> dict[str, Any]:
     width, height = size
     if isinstance(carry, Latents):
@@ -534,6 +538,10 @@ def _image_input(
     # Pixels: the init image (first stage) or the previous stage's decoded pictures.
     if i == 0:  # met with the stage's size as asked (A1111's resize modes)
         mode = spec.init_resize or "just_resize"
+        if mode == "latent_upscale":
+            factor = model.entry.latent_space.vae_downscale
+            image = latent_upscaled(model.inpaint, carry.images, size, factor, generators)
+            return {"image": image, "strength": spec.strength}
         return {"image": [fitted(im, size, mode) for im in carry.images],
                 "strength": spec.strength}  # fmt: skip
     if stage.mode is Mode.REFINE:

@@ -118,7 +118,9 @@ def inpaint_input(
     stage's size (more pixels for a small mask), as A1111's "only masked"."""
     # Met with the first stage's size as the init image was, then scaled to this stage's (a
     # mask stays repaint-or-keep).
-    first = fitted_mask(mask, spec.size_of(0), spec.init_resize or "just_resize")
+    mode = spec.init_resize or "just_resize"
+    assert mode != "latent_upscale", "the rules keep a mask from a latent upscale"
+    first = fitted_mask(mask, spec.size_of(0), mode)
     sharp = first.resize(size, Image.Resampling.NEAREST)
     soft = blurred(sharp, spec.mask_blur or 0)
     start = [filled(im, sharp) for im in images] if spec.masked_content == "fill" else images

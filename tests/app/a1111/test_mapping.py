@@ -132,9 +132,8 @@ def test_img2img_takes_one_picture_and_its_strength(registry: ModelRegistry) -> 
     assert (spec.init_image, spec.strength, spec.init_resize) == ("aGk=", 0.3, None)
     cropped = img2img_spec(request.model_copy(update={"resize_mode": 1}), "demo-sd15", registry)
     assert cropped.init_resize == "crop_and_resize"
-    with pytest.raises(RequestValidationError) as latent:
-        img2img_spec(request.model_copy(update={"resize_mode": 3}), "demo-sd15", registry)
-    assert latent.value.errors()[0]["loc"] == ("body", "resize_mode")
+    latent = img2img_spec(request.model_copy(update={"resize_mode": 3}), "demo-sd15", registry)
+    assert latent.init_resize == "latent_upscale"
 
 
 def test_img2img_with_a_mask_inpaints_as_a1111_means_its_fields(registry: ModelRegistry) -> None:
