@@ -164,7 +164,7 @@ class JobService:
             enqueue_segment(self.redis, pipe, job_id, 0, first.pool, policy, owner)
             if claim is not None:
                 self.idempotency.confirm(claim, job_id, pipe)
-            metrics.count_job(pipe, "submitted", stored.stages[0].model)
+            metrics.count_job(pipe, "submitted", stored.stages[0].label)
             pipe.execute()
         self._replicate(job_id)
         log.info("job queued", extra={"job_id": job_id, "owner": owner, "pool": first.pool})

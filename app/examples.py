@@ -143,6 +143,18 @@ JOB_EXAMPLES: dict[str, Example] = {
             "stages": [{"model": "demo-sd15", "steps": 12}],
         },
     ),
+    "upscale": Example(
+        summary="Upscale a picture (no model: an upscaler alone, as A1111's Extras)",
+        description="The only stage upscales `init_image` by `scale` with a built-in resampler "
+        "or an upscaler model (GET /upscalers); width and height are the picture's. No prompt, "
+        "no model, no steps.",
+        value={
+            "width": 64,
+            "height": 64,
+            "init_image": _png(_scene()),
+            "stages": [{"mode": "upscale", "upscaler": "lanczos", "scale": 2}],
+        },
+    ),
     "refused_latent_mismatch": Example(
         summary="Refused: SD1.5 latents into Flux (422)",
         description="Answered 422 `latent_space_mismatch` before anything is queued; change "

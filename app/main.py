@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import docs, errors, request_schemas
-from app.a1111 import controlnet, extras
+from app.a1111 import controlnet, extras, postprocessing
 from app.a1111 import routes as a1111
 from app.admission import JobService
 from app.auth_first import AuthenticateFirst, UploadsPerKey
@@ -136,6 +136,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(a1111.router)
     app.include_router(extras.router)
+    app.include_router(postprocessing.router)
     openai.install(app)
     request_schemas.install(app)
     app.include_router(controlnet.router)

@@ -20,6 +20,7 @@ from contract.spec import (
     Handoff,
     JobSpec,
     Mode,
+    ModelName,
     Size,
     Stage,
     UpscalerModelName,
@@ -32,6 +33,7 @@ Guidance = Annotated[float, Field(ge=0, le=30, allow_inf_nan=False)]
 class FirstStage(Stage):
     """Stage 0: from text, or from the init image; it takes over from nothing."""
 
+    model: ModelName
     steps: Steps
     guidance_scale: Guidance
     mode: None = None
@@ -41,6 +43,7 @@ class FirstStage(Stage):
 class RefineStage(Stage):
     """Continues the previous stage's latents from `switch_at` of its schedule (SDXL)."""
 
+    model: ModelName
     steps: Steps
     guidance_scale: Guidance
     mode: Literal[Mode.REFINE]
@@ -52,6 +55,7 @@ class HiresStage(Stage):
     """Upscales the previous stage's output to width x height and re-runs `denoise` of its
     schedule on it."""
 
+    model: ModelName
     steps: Steps
     guidance_scale: Guidance
     mode: Literal[Mode.HIRES]
@@ -59,6 +63,17 @@ class HiresStage(Stage):
     width: Size
     height: Size
     denoise: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    upscaler: Annotated[Upscaler | UpscalerModelName, Field(union_mode="left_to_right")]
+
+
+class UpscaleStage(Stage):
+    """A job's only stage: its init image upscaled by `upscaler` to width x height (scaled to
+    cover it and centre-cropped); no model, no steps."""
+
+    model: None = None
+    mode: Literal[Mode.UPSCALE]
+    width: Size
+    height: Size
     upscaler: Annotated[Upscaler | UpscalerModelName, Field(union_mode="left_to_right")]
 
 
@@ -70,7 +85,8 @@ def _kind(stage: Any) -> str:
 CheckedStage = Annotated[
     Annotated[FirstStage, Tag("first")]
     | Annotated[RefineStage, Tag("refine")]
-    | Annotated[HiresStage, Tag("hires")],
+    | Annotated[HiresStage, Tag("hires")]
+    | Annotated[UpscaleStage, Tag("upscale")],
     Discriminator(_kind),
 ]
 
@@ -88,10 +104,24 @@ class CheckedSpec(JobSpec):
 
     @model_validator(mode="after")
     def _first_stage_first(self) -> CheckedSpec:
+        if self.upscales:
+            if len(self.stages) > 1:
+                raise ValueError("an upscale stage is its job's only one")
+            return self
         kinds = [isinstance(stage, FirstStage) for stage in self.stages]
         if kinds != [True] + [False] * (len(kinds) - 1):
             raise ValueError("the first stage and only the first has no mode")
         return self
+
+    @property
+    def upscales(self) -> bool:
+        """An upscale job: its init image upscaled, no model run."""
+        return isinstance(self.stages[0], UpscaleStage)
+
+    @property
+    def has_init_image(self) -> bool:
+        """Whether the job starts from an init image (kept apart from the spec in the store)."""
+        return self.strength is not None or self.upscales
 
     def seed_of(self, k: int) -> int:
         """Picture k's seed: the job's seed plus k."""
@@ -104,8 +134,8 @@ class CheckedSpec(JobSpec):
     def size_of(self, index: int) -> tuple[int, int]:
         """The output size of stage `index`: the job's, until a hires stage sets its own."""
         width, height = self.width, self.height
-        for stage in self.stages[1 : index + 1]:
-            if isinstance(stage, HiresStage):
+        for stage in self.stages[: index + 1]:
+            if isinstance(stage, HiresStage | UpscaleStage):
                 width, height = stage.width, stage.height
         return width, height
 

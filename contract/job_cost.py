@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from contract.checked import CheckedSpec, HiresStage, RefineStage
+from contract.checked import CheckedSpec, HiresStage, RefineStage, UpscaleStage
 from contract.spec import MAX_STEPS
 from contract.violations import JobRejected, Violation
 
@@ -15,6 +15,9 @@ def planned_steps(spec: CheckedSpec) -> list[float]:
     """Denoising steps each stage will run (progress, ETA and cost)."""
     planned: list[float] = []
     for i, stage in enumerate(spec.stages):
+        if isinstance(stage, UpscaleStage):  # no denoising: one unit of progress
+            planned.append(1.0)
+            continue
         steps = float(stage.steps)
         if isinstance(stage, RefineStage):
             steps *= 1 - stage.switch_at
@@ -67,6 +70,8 @@ def _check_denoising_steps(spec: CheckedSpec) -> None:
     violations = []
     for i, stage in enumerate(spec.stages):
         share_at: tuple[str | int, ...]
+        if isinstance(stage, UpscaleStage):
+            continue  # no denoising
         if isinstance(stage, HiresStage):
             name, share, share_at = "denoise", stage.denoise, ("stages", i, "denoise")
         elif i == 0 and spec.strength is not None:

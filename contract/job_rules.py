@@ -33,6 +33,7 @@ from contract.samplers import check_sampler
 from contract.spec import MAX_SEED, Handoff, JobSpec, Mode, Stage
 from contract.stage_images import stage_pictures
 from contract.stage_sizes import DEFAULT_SCALE, check_size, hires_size, hires_size_locs
+from contract.upscale_jobs import check_upscale_job, upscale_job
 from contract.upscalers import check_upscaler
 from contract.vaes import vae_violation
 from contract.violations import JobRejected, Violation
@@ -42,7 +43,7 @@ DEFAULT_DENOISE = 0.5
 DEFAULT_STRENGTH = 0.75
 
 _HIRES_FIELDS = ("scale", "width", "height", "denoise", "upscaler")
-_STAGE_KINDS = ("first", "refine", "hires")
+_STAGE_KINDS = ("first", "refine", "hires", "upscale")
 _REFINE_FIELDS = ("switch_at",)
 
 
@@ -71,11 +72,61 @@ def check_job(
     A preset its only stage names is expanded first (`contract.presets`). The pictures are
     decoded last, inside `decoding` (the gateway's bound on decodes at once)."""
     spec = with_presets(spec, registry)
+    violations: list[Violation] = []
+    if upscale_job(spec):
+        stages = check_upscale_job(spec, registry, limits.max_pixels, violations)
+    else:
+        stages = _check_stages(spec, registry, limits, violations)
+    if spec.timeout_s is not None and spec.timeout_s > limits.max_timeout_s:
+        violations.append(
+            Violation(
+                "timeout_over_limit",
+                ("timeout_s",),
+                f"timeout_s {spec.timeout_s} exceeds this deployment's limit of "
+                f"{limits.max_timeout_s} s; ask for less",
+                {"le": limits.max_timeout_s},
+            )
+        )
+    if violations:
+        raise JobRejected(violations)
+
+    normalized = spec.model_copy(
+        update={
+            "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
+            "strength": (spec.strength or DEFAULT_STRENGTH)
+            if spec.init_image and not upscale_job(spec)
+            else None,
+            **mask_defaults(spec),
+            "stages": stages,
+            "timeout_s": spec.timeout_s or limits.default_timeout_s,
+        }
+    )
+    checked = _as_checked(spec, normalized)
+    check_cost(checked, limits.max_megapixel_steps)
+    with decoding or nullcontext():
+        return CheckedJob(checked, *decode_pictures(spec, limits.max_pixels))
+
+
+def _check_stages(
+    spec: JobSpec, registry: ModelRegistry, limits: JobLimits, violations: list[Violation]
+) -> list[Stage]:
+    """Every stage of a job that runs models checked (each stage's model, size, handoff,
+    conditioning, sampler, LoRAs, VAE, embeddings, ControlNets, IP-Adapters, the mask fields)
+    and normalized; JobRejected at once where a model is not registered."""
     entries: list[ModelEntry] = []
     unknown = []
     for i, stage in enumerate(spec.stages):
-        entry = registry.get(stage.model)
-        if entry is None:
+        entry = None if stage.model is None else registry.get(stage.model)
+        if stage.model is None:
+            unknown.append(
+                Violation(
+                    "missing",
+                    ("stages", i, "model"),
+                    "name the stage's model (GET /models lists them); only an upscale stage "
+                    "runs none",
+                )
+            )
+        elif entry is None:
             unknown.append(
                 Violation(
                     "unknown_model",
@@ -90,7 +141,10 @@ def check_job(
     if unknown:
         raise JobRejected(unknown)
 
-    violations: list[Violation] = []
+    if not spec.prompt:
+        violations.append(
+            Violation("missing", ("prompt",), "give a prompt: what to draw (a space for none)")
+        )
     check_masks(spec, entries, violations)
     stages = [_check_first_stage(spec, entries[0], limits, violations)]
     width, height = spec.width, spec.height
@@ -123,32 +177,7 @@ def check_job(
         violations += embedding_violations(i, spec, stage, entry, registry.embeddings)
         check_controlnets(i, spec, entry, registry.controlnets, violations)
         check_ip_adapters(i, stage, entry, registry.ip_adapters, violations)
-    if spec.timeout_s is not None and spec.timeout_s > limits.max_timeout_s:
-        violations.append(
-            Violation(
-                "timeout_over_limit",
-                ("timeout_s",),
-                f"timeout_s {spec.timeout_s} exceeds this deployment's limit of "
-                f"{limits.max_timeout_s} s; ask for less",
-                {"le": limits.max_timeout_s},
-            )
-        )
-    if violations:
-        raise JobRejected(violations)
-
-    normalized = spec.model_copy(
-        update={
-            "seed": secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
-            "strength": (spec.strength or DEFAULT_STRENGTH) if spec.init_image else None,
-            **mask_defaults(spec),
-            "stages": stages,
-            "timeout_s": spec.timeout_s or limits.default_timeout_s,
-        }
-    )
-    checked = _as_checked(spec, normalized)
-    check_cost(checked, limits.max_megapixel_steps)
-    with decoding or nullcontext():
-        return CheckedJob(checked, *decode_pictures(spec, limits.max_pixels))
+    return stages
 
 
 def decode_pictures(spec: JobSpec, max_pixels: int) -> tuple[Image | None, Image | None]:
@@ -460,7 +489,7 @@ def check_presets(registry: ModelRegistry) -> None:
     """Every preset checked by the job rules, at its first model's native size; ValueError
     naming the preset and what breaks."""
     for name, preset in registry.presets.items():
-        entry = registry.get(preset.stages[0].model)
+        entry = registry.get(preset.stages[0].model or "")
         width, height = entry.arch.native_size if entry is not None else (512, 512)
         probe = JobSpec(prompt="preset check", width=width, height=height, stages=preset.stages)
         try:

@@ -24,7 +24,7 @@ SpecT = TypeVar("SpecT", bound=JobSpec)
 def with_presets(spec: SpecT, registry: ModelRegistry) -> SpecT:
     """The spec with a preset its only stage names expanded; as it is if it names none. Raises
     JobRejected for a preset beside other stages."""
-    named = [i for i, s in enumerate(spec.stages) if s.model in registry.presets]
+    named = [i for i, s in enumerate(spec.stages) if s.label in registry.presets]
     if not named:
         return spec
     if len(spec.stages) > 1:
@@ -33,13 +33,13 @@ def with_presets(spec: SpecT, registry: ModelRegistry) -> SpecT:
             Violation(
                 "field_not_allowed",
                 ("stages", i, "model"),
-                f"{spec.stages[i].model!r} is a preset: it brings its own stages "
-                f"({len(registry.presets[spec.stages[i].model].stages)}), so it stands alone in a "
+                f"{spec.stages[i].label!r} is a preset: it brings its own stages "
+                f"({len(registry.presets[spec.stages[i].label].stages)}), so it stands alone in a "
                 "job; send it as the only stage, or name its models stage by stage",
             )
         ])  # fmt: skip
     stage = spec.stages[0]
-    preset = registry.presets[stage.model]
+    preset = registry.presets[stage.label]
     own = {field: getattr(stage, field) for field in stage.model_fields_set - {"model"}}
     first = preset.stages[0].model_copy(update=own)
     return spec.model_copy(update={"stages": [first, *preset.stages[1:]]})

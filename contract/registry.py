@@ -350,6 +350,9 @@ class UpscalerEntry(_Strict):
     name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
     file: Path
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+    # Which workers run the upscale jobs that name it (a hires stage runs it on its own
+    # model's); default: the registry's upscale pool (ModelRegistry.upscale_pool).
+    pool: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")] = None
 
     @field_validator("name")
     @classmethod
@@ -444,6 +447,16 @@ class ModelRegistry(_Strict):
 
     def pool(self, pool: str) -> list[str]:
         return sorted(name for name, entry in self.models.items() if entry.pool == pool)
+
+    def upscale_pool(self, upscaler: str) -> str:
+        """The pool whose workers run an upscale job with `upscaler` (a resampler or an upscaler
+        model): the model's own `pool`, else `default` where models are served there, else the
+        first pool by name (one some worker serves)."""
+        entry = self.upscalers.get(upscaler)
+        if entry is not None and entry.pool is not None:
+            return entry.pool
+        pools = self.pools()
+        return "default" if "default" in pools or not pools else pools[0]
 
     def pools(self) -> list[str]:
         return sorted({entry.pool for entry in self.models.values()})

@@ -20,8 +20,14 @@ class Segment:
 
 
 def plan_segments(spec: JobSpec, registry: ModelRegistry) -> list[Segment]:
-    """Split the stages where the pool changes."""
-    pools = [registry.models[stage.model].pool for stage in spec.stages]
+    """Split the stages where the pool changes (an upscale job's one stage runs on its
+    upscaler's pool)."""
+    pools = [
+        registry.models[stage.model].pool
+        if stage.model is not None
+        else registry.upscale_pool(str(stage.upscaler))
+        for stage in spec.stages
+    ]
     segments: list[Segment] = []
     start = 0
     for i in range(1, len(pools) + 1):

@@ -37,6 +37,9 @@ class Mode(StrEnum):
     REFINE = "refine"
     # The previous stage finishes; its output is upscaled and partly re-noised for this stage.
     HIRES = "hires"
+    # No model, no diffusion: the job's init image upscaled by an upscaler alone (A1111's
+    # Extras tab). Such a stage is its job's only one.
+    UPSCALE = "upscale"
 
 
 class Handoff(StrEnum):
@@ -51,6 +54,7 @@ WebhookUrl = Annotated[
 
 
 UpscalerModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
 
 
 def _printable(text: str) -> str:
@@ -163,15 +167,20 @@ class Outpaint(_Strict):
 
 
 class Stage(_Strict):
-    model: Annotated[
-        str,
-        Field(pattern=MODEL_NAME_PATTERN, description="A registered model (see GET /models)."),
-    ]
+    model: ModelName | None = Field(
+        None,
+        description="A registered model (see GET /models); every stage but an upscale one "
+        "names one.",
+    )
     steps: Annotated[int | None, Field(ge=1, le=MAX_STEPS)] = None
     guidance_scale: Annotated[float | None, Field(ge=0, le=30, allow_inf_nan=False)] = None
     prompt: Prompt | None = Field(None, description="Overrides the job's prompt for this stage.")
     negative_prompt: Prompt | None = None
-    mode: Mode | None = Field(None, description="Required on every stage after the first.")
+    mode: Mode | None = Field(
+        None,
+        description="Required on every stage after the first. `upscale`: the job's only stage, "
+        "which upscales its init_image with `upscaler` and runs no model.",
+    )
     handoff: Handoff | None = Field(
         None,
         description="What this stage receives from the previous one. `latent` only between models "
@@ -182,10 +191,14 @@ class Stage(_Strict):
         None, description="refine: fraction of the schedule where this stage takes over (0.8)."
     )
     scale: Annotated[float | None, Field(ge=1, le=4, allow_inf_nan=False)] = Field(
-        None, description="hires: upscale factor (default 2) unless width/height are given."
+        None, description="hires, upscale: factor (default 2) unless width/height are given."
     )
-    width: Size | None = Field(None, description="hires: explicit target width.")
-    height: Size | None = Field(None, description="hires: explicit target height.")
+    width: Size | None = Field(
+        None,
+        description="hires: explicit target width; upscale: the picture is scaled to cover "
+        "width x height and centre-cropped to it.",
+    )
+    height: Size | None = Field(None, description="hires, upscale: explicit target height.")
     denoise: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         None, description="hires: how much of the schedule is re-run (default 0.5)."
     )
@@ -194,7 +207,7 @@ class Stage(_Strict):
             None,
             description="hires: lanczos/bicubic/nearest or a registered upscaler model (GET "
             "/upscalers) for pixel handoffs (none: A1111's plain Lanczos resize); latent-* for "
-            "latent handoffs.",
+            "latent handoffs. upscale: required, one of the pixel ones.",
         )
     )
     loras: Annotated[list[LoraUse] | None, Field(max_length=8)] = Field(
@@ -242,11 +255,18 @@ class Stage(_Strict):
         "model's architecture.",
     )
 
+    @property
+    def label(self) -> str:
+        """What runs it, for metrics and logs: its model, or an upscale stage's upscaler."""
+        return self.model or str(self.upscaler)
+
 
 class JobSpec(_Strict):
-    prompt: Annotated[
-        str, Field(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_printable)
-    ]
+    prompt: Prompt = Field(
+        "",
+        description="What to draw: every job needs one but an upscale job, which has none (a "
+        "space will do for an empty one, as A1111's clients send).",
+    )
     negative_prompt: Prompt | None = None
     seed: Annotated[int | None, Field(ge=0, le=MAX_SEED)] = Field(
         None, description="Random when absent; image i uses seed + i."

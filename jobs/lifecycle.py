@@ -106,7 +106,7 @@ class Lifecycle:
         envelope = self.store.load(job_id)
         if envelope is None:
             return
-        model = envelope.spec.stages[0].model if envelope.spec else "unknown"
+        model = envelope.spec.stages[0].label if envelope.spec else "unknown"
         with self.store.redis.pipeline(transaction=False) as pipe:
             self.store.drop_inputs(pipe, job_id, envelope.spec)  # its inputs are spent
             metrics.count_job(pipe, envelope.status.value, model)

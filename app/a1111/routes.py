@@ -132,10 +132,35 @@ async def _run(
     redis: AsyncRedisDep,
 ) -> Any:
     try:
-        envelope, _ = await run_in_threadpool(jobs.submit, spec, caller.name)
-        uploads.admitted()  # from here it only waits: its body is no upload in flight
+        envelope = await submitted(spec, caller, jobs)
     except JobRejected as rejected:
         raise in_a1111_terms(rejected, spec, request) from None
+    ended = await waited(envelope, caller, jobs, hub, redis)
+    if isinstance(ended, JSONResponse):
+        return ended
+    final, pngs = ended
+    info = _info(final, echoed, pngs, checkpoint)
+    answer = ImageResponse(
+        images=[base64.b64encode(png).decode() for png in pngs],
+        parameters=jsonable_encoder(echoed),
+        info=json.dumps(info),
+    )
+    return JSONResponse(answer.model_dump(), headers={JOB_ID_HEADER: str(final.id)})
+
+
+async def submitted(spec: JobSpec, caller: Caller, jobs: JobServiceDep) -> JobEnvelope:
+    """The A1111 request's job, admitted (JobRejected as admission refuses it)."""
+    envelope, _ = await run_in_threadpool(jobs.submit, spec, caller.name)
+    uploads.admitted()  # from here it only waits: its body is no upload in flight
+    return envelope
+
+
+async def waited(
+    envelope: JobEnvelope, caller: Caller, jobs: JobServiceDep, hub: JobEvents, redis: AsyncRedisDep
+) -> tuple[JobEnvelope, list[bytes]] | JSONResponse:
+    """The job once it ended, with its PNGs (none if it was interrupted), as the caller's
+    current A1111 job meanwhile (`progress`, `interrupt`); a failed job as A1111 clients read a
+    failure (502, its reason and id)."""
     job_id = str(envelope.id)
     assert envelope.spec is not None
     wait_s = envelope.spec.timeout_s + _WAIT_MARGIN_S
@@ -160,13 +185,7 @@ async def _run(
             png = await run_in_threadpool(jobs.store.image, job_id, index)  # Redis or S3
             if png is not None:
                 pngs.append(png)
-    info = _info(final, echoed, pngs, checkpoint)
-    answer = ImageResponse(
-        images=[base64.b64encode(png).decode() for png in pngs],
-        parameters=jsonable_encoder(echoed),
-        info=json.dumps(info),
-    )
-    return JSONResponse(answer.model_dump(), headers={JOB_ID_HEADER: job_id})
+    return final, pngs
 
 
 def _info(

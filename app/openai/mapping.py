@@ -52,7 +52,7 @@ def drawing(registry: ModelRegistry) -> list[str]:
 def first_model(name: str, registry: ModelRegistry) -> str:
     """The model a request's first stage runs: the model, or a preset's first."""
     preset = registry.presets.get(name)
-    return name if preset is None else preset.stages[0].model
+    return name if preset is None else preset.stages[0].label
 
 
 def size_of(size: str, model: str, registry: ModelRegistry) -> tuple[int, int]:

@@ -19,7 +19,6 @@ def spec(**overrides: Any) -> dict[str, Any]:
     ("overrides", "field"),
     [
         ({"prompt": "a\x00b"}, "prompt"),
-        ({"prompt": ""}, "prompt"),
         ({"width": 8}, "width"),
         ({"num_images": 5}, "num_images"),
         ({"stages": []}, "stages"),

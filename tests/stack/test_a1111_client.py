@@ -1,7 +1,7 @@
 """The A1111 face driven by `webuiapi`, an A1111 API client from PyPI (not code written here),
 against the running stack: txt2img, hires fix through another checkpoint (SD1.5 -> Flux, pixel),
 refiner, img2img, inpainting, a latent upscaler refused across latent spaces, progress while
-running, and interrupt."""
+running, interrupt, and Extras upscaling."""
 
 from __future__ import annotations
 
@@ -349,3 +349,29 @@ def test_webuiapis_list_and_info_calls_get_what_this_service_has(api: WebUIApi) 
     assert (read.parameters["Prompt"], read.parameters["Seed"]) == ("a lighthouse", "9")
     with pytest.raises(RuntimeError, match="501"):
         api.interrogate(made.images[0])
+
+
+def test_webuiapis_extras_upscale_pictures_as_jobs_with_the_registrys_upscalers(
+    api: WebUIApi, stack: Stack
+) -> None:
+    rng = np.random.default_rng(2)
+    picture = Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    one = api.extra_single_image(picture, upscaler_1="esrgan-4x", upscaling_resize=2)
+    assert one.images[0].size == (160, 128)
+    # A1111 reads the factor as a float, and writes it so.
+    assert one.info == "<p>Postprocess upscale by: 2.0, Postprocess upscaler: esrgan-4x</p>"
+    # To a size, cropped from the middle, for each picture of a batch, in order.
+    other = Image.fromarray(rng.integers(0, 256, (96, 64, 3), dtype=np.uint8))
+    batch = api.extra_batch_images(
+        [picture, other], resize_mode=1, upscaling_resize_w=128, upscaling_resize_h=128,
+        upscaler_1="Lanczos",
+    )  # fmt: skip
+    assert [im.size for im in batch.images] == [(128, 128), (128, 128)]
+    assert batch.info == "<p>Postprocess upscale to: 128x128, Postprocess upscaler: Lanczos</p>"
+    # Lanczos covering 128 x 128 from 80 x 64: what this picture is at 160 x 128, its middle.
+    lanczos = picture.resize((160, 128), Image.Resampling.LANCZOS).crop((16, 0, 144, 128))
+    assert np.array_equal(np.asarray(batch.images[0].convert("RGB")), np.asarray(lanczos))
+    with pytest.raises(RuntimeError, match="face restoration is not served"):
+        api.extra_single_image(picture, gfpgan_visibility=0.5)
+    with pytest.raises(RuntimeError, match="upscaler_1"):
+        api.extra_single_image(picture, upscaler_1="R-ESRGAN 4x+")

@@ -46,6 +46,7 @@ def test_sd15_txt2img_gives_a_png_of_the_requested_size(stack: Stack) -> None:
         ("sdxl_refiner", (256, 256)),
         ("sd15_flux_hires", (512, 512)),
         ("flux_latent_hires", (512, 512)),
+        ("upscale", (128, 128)),
     ],
 )
 def test_worked_examples_run_as_they_are(stack: Stack, name: str, size: tuple[int, int]) -> None:

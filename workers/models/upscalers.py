@@ -65,6 +65,10 @@ def load_upscaler(entry: UpscalerEntry, device: str) -> LoadedUpscaler:
     return LoadedUpscaler(entry, model, size)
 
 
+class NonFiniteUpscale(Exception):
+    """The upscaler model gave NaN or infinite pixels: no picture to give."""
+
+
 def upscale(
     images: list[Image.Image], size: tuple[int, int], upscaler: LoadedUpscaler
 ) -> list[Image.Image]:
@@ -78,6 +82,11 @@ def _one(image: Image.Image, size: tuple[int, int], upscaler: LoadedUpscaler) ->
     batch = pixels.permute(2, 0, 1)[None].to(model.device, model.dtype)
     with torch.inference_mode():
         out = tiled(model, batch, upscaler.scale)
+    if not torch.isfinite(out).all():  # clamped and cast, NaN would pass as black
+        raise NonFiniteUpscale(
+            f"upscaler {upscaler.entry.name!r} produced NaN or infinite pixels; its weights may "
+            "be broken or overflow at half precision (run it on device cpu to compare)"
+        )
     array = out[0].float().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
     upscaled = Image.fromarray(array)
     if upscaled.size == size:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from contract.checked import CheckedSpec
+from contract.checked import CheckedSpec, UpscaleStage
 from contract.envelope import FailureType
 from contract.segments import Segment
 from workers.stages.chain import Member
@@ -55,11 +55,15 @@ class BatchKey:
 
 
 def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
-    """What a job's first segment must share with others to run in shared calls."""
+    """What a job's first segment must share with others to run in shared calls; None for an
+    upscale job (an upscaler model works picture by picture, in tiles: nothing to share)."""
+    if spec.upscales:
+        return None
     stages = range(segments[0].start, segments[0].end)
     described = []
     for i in stages:
         stage = spec.stages[i]
+        assert not isinstance(stage, UpscaleStage)
         # Each picture keeps its own control images; the ControlNets and their settings are
         # the call's. A Flux ControlNet reads the call's one guidance scale: with ControlNets,
         # jobs batch only with their own scale.

@@ -2,7 +2,8 @@
 
 Each PNG carries an A1111-style `parameters` text chunk (prompt, `Negative prompt:` line, then
 `Steps: …, Sampler: …, CFG scale: …, Seed: …, Size: …, Model: …` and the hires / refiner fields
-where they apply) and the full normalized job spec as JSON in an `imagegen-spec` chunk.
+where they apply; an upscale job's, which drew nothing, A1111's Extras `postprocessing` chunk
+instead) and the full normalized job spec as JSON in an `imagegen-spec` chunk.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from contract.checked import CheckedSpec, HiresStage, RefineStage
+from contract.checked import CheckedSpec, HiresStage, RefineStage, UpscaleStage
 from contract.samplers import AUTOMATIC, SCHEDULE_LABELS, sampler_name
 from contract.spec import ControlNetUse, IpAdapterUse
 
-__all__ = ["FileHashes", "encode_png", "parameters_text", "sampler_name"]
+__all__ = ["FileHashes", "encode_png", "parameters_text", "postprocessing_text", "sampler_name"]
 
 SPEC_CHUNK = "imagegen-spec"
 
@@ -172,12 +173,31 @@ def _ip_adapter_unit(use: IpAdapterUse, short_hash: str | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in parts)
 
 
+def postprocessing_text(spec: CheckedSpec) -> str:
+    """An upscale job's A1111 `postprocessing` text, as its Extras tab writes it: the factor
+    (or the size asked), then the upscaler."""
+    stage = spec.stages[0]
+    assert isinstance(stage, UpscaleStage)
+    fields: list[tuple[str, object]] = (
+        [("Postprocess upscale by", stage.scale)]
+        if stage.scale is not None
+        else [("Postprocess upscale to", f"{stage.width}x{stage.height}")]
+    )
+    fields.append(("Postprocess upscaler", _upscaler_name(str(stage.upscaler))))
+    return ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
+
+
 def encode_png(
-    image: Image.Image, parameters: str | None = None, spec_json: str | None = None
+    image: Image.Image,
+    parameters: str | None = None,
+    spec_json: str | None = None,
+    postprocessing: str | None = None,
 ) -> bytes:
     info = PngInfo()
     if parameters is not None:
         info.add_text("parameters", parameters)  # iTXt when not Latin-1
+    if postprocessing is not None:
+        info.add_text("postprocessing", postprocessing)
     if spec_json is not None:
         info.add_text(SPEC_CHUNK, spec_json)
     out = io.BytesIO()

@@ -98,7 +98,7 @@ class JobRunner:
     def _checked(self, job_id: str, spec: CheckedSpec) -> CheckedJob:
         """The spec with its init and control images from the store, checked again: the gateway
         checked it, but a job can reach Redis by other paths."""
-        if spec.strength is not None:
+        if spec.has_init_image:
             raw = self.state.init_image(job_id)
             spec = spec.model_copy(update={"init_image": base64.b64encode(raw).decode()})
         if has_stage_images(spec):
@@ -171,7 +171,8 @@ class JobRunner:
             # Loaded before the calls: a model that cannot load is no batch too big, and its
             # weights are no cost per picture.
             for name, _ in needed:
-                self.cache.get(name)
+                if name is not None:  # an upscale stage runs no model
+                    self.cache.get(name)
             if key is None or self.batching is None:
                 run(members)
             else:

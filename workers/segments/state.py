@@ -38,7 +38,7 @@ from jobs.store import Transition, now
 from workers.models.cache import first_line
 from workers.models.weights import file_hash
 from workers.segments.finisher import Finisher
-from workers.segments.png import FileHashes, encode_png, parameters_text
+from workers.segments.png import FileHashes, encode_png, parameters_text, postprocessing_text
 from workers.stages.errors import StageError
 from workers.stages.outcomes import Failed, Made, Outcome, Stopped
 
@@ -271,11 +271,14 @@ class SegmentState:
         public_spec = spec.model_copy(update={"init_image": None}).model_dump_json(
             exclude_none=True
         )
-        hashes = self._file_hashes(spec)
-        pngs = [
-            encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
-            for k, image in enumerate(images)
-        ]
+        if spec.upscales:
+            pngs = [encode_png(im, None, public_spec, postprocessing_text(spec)) for im in images]
+        else:
+            hashes = self._file_hashes(spec)
+            pngs = [
+                encode_png(image, parameters_text(spec, k, sampler, hashes), public_spec)
+                for k, image in enumerate(images)
+            ]
         self._store_results(lambda: self.store.store_images(job_id, pngs))
         infos = [
             {

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FluxPipeline
 from PIL import Image
 
-from contract.checked import CheckedSpec, RefineStage
+from contract.checked import CheckedSpec, RefineStage, UpscaleStage
 from contract.embeddings import embeddings_of
 from contract.envelope import ControlNetTrace, FailureType, IpAdapterTrace, StageTrace
 from contract.images import InitImageRejected, decode_init_image
@@ -32,7 +32,7 @@ from jobs.disclosure import public_worker_name
 from jobs.outage import REDIS_ERRORS
 from workers.families import pipelines_for
 from workers.models.cache import LoadedModel
-from workers.models.upscalers import upscale
+from workers.models.upscalers import NonFiniteUpscale, upscale
 from workers.stages.control_images import control_image, fitted
 from workers.stages.errors import StageError
 from workers.stages.finite import finite_pictures, non_finite
@@ -200,6 +200,9 @@ def _run_stages(
             return
         stage = group[0].spec.stages[i]
         started = time.perf_counter()
+        if isinstance(stage, UpscaleStage):
+            _upscale_stage(i, group, stage, components.upscaler, worker)
+            continue
         model = models(stage.model)
         received = [_describe(m.carry, i) for m in group]
         with (
@@ -302,6 +305,7 @@ def _run_stage(
     prompts, negatives, scales, generators = [], [], [], []
     for member in group:
         s = member.spec.stages[i]
+        assert not isinstance(s, UpscaleStage), "an upscale stage runs no pipeline"
         for k in range(member.spec.num_images):
             # Embedding names become the tokens lent for them (workers.models.embeddings).
             prompts.append(spell(member.spec.prompt_of(s)))
@@ -546,15 +550,72 @@ def _image_input(
                 "strength": spec.strength}  # fmt: skip
     if stage.mode is Mode.REFINE:
         raise StageError(FailureType.INVALID_JOB, f"stage {i} refines but was handed pixels")
-    name = str(stage.upscaler)
-    if isinstance(stage.upscaler, Upscaler):
-        resample = Image.Resampling[stage.upscaler.interpolation.upper()]
-        images = [im.resize(size, resample) for im in carry.images]
-    elif upscalers is None:
-        raise StageError(FailureType.INVALID_JOB, f"upscaler {name!r} is not served here")
-    else:
-        images = upscale(carry.images, size, upscalers(name))
-    return {"image": images, "strength": stage.denoise}
+    assert stage.upscaler is not None, "a checked hires stage names its upscaler"
+    return {"image": _resized(carry.images, size, stage.upscaler, upscalers),
+            "strength": stage.denoise}  # fmt: skip
+
+
+def _resized(
+    images: list[Image.Image],
+    size: tuple[int, int],
+    upscaler: Upscaler | str,
+    upscalers: UpscalerLookup | None,
+) -> list[Image.Image]:
+    """The pictures at `size` by a resampler or an upscaler model."""
+    if isinstance(upscaler, Upscaler):
+        resample = Image.Resampling[upscaler.interpolation.upper()]
+        return [im.resize(size, resample) for im in images]
+    if upscalers is None:
+        raise StageError(FailureType.INVALID_JOB, f"upscaler {upscaler!r} is not served here")
+    try:
+        return upscale(images, size, upscalers(upscaler))
+    except NonFiniteUpscale as broken:
+        raise StageError(FailureType.NON_FINITE_OUTPUT, str(broken)) from broken
+
+
+def _upscale_stage(
+    i: int,
+    group: list[Member],
+    stage: UpscaleStage,
+    upscalers: UpscalerLookup | None,
+    worker: str,
+) -> None:
+    """An upscale job's stage, picture by picture: the init picture met with the job's size as
+    asked, upscaled to cover the stage's size and centre-cropped to it (A1111's Extras crop;
+    by a scale, covering is the size). No model runs."""
+    size = (stage.width, stage.height)
+    for member in group:
+        started = time.perf_counter()
+        spec, carry = member.spec, member.carry
+        if not isinstance(carry, Pictures):
+            raise StageError(FailureType.INVALID_JOB, "an upscale stage needs its init_image")
+        mode = spec.init_resize or "just_resize"
+        assert mode != "latent_upscale", "the rules keep a latent resize from an upscale job"
+        try:
+            pictures = []
+            for image in carry.images:
+                image = fitted(image, (spec.width, spec.height), mode)
+                ratio = max(size[0] / image.width, size[1] / image.height)
+                cover = (max(size[0], round(image.width * ratio)),
+                         max(size[1], round(image.height * ratio)))  # fmt: skip
+                made = _resized([image], cover, stage.upscaler, upscalers)[0]
+                left, top = (cover[0] - size[0]) // 2, (cover[1] - size[1]) // 2
+                pictures.append(made.crop((left, top, left + size[0], top + size[1])))
+        except StageError as error:
+            member.outcome = Failed.of(error)
+            continue
+        reason = member.monitor(i, 1, 1)
+        if reason is not None:
+            member.outcome = Stopped(reason)
+            continue
+        member.carry = Pictures(pictures)
+        member.traces.append(
+            StageTrace(
+                stage=i, model=str(stage.upscaler), worker=public_worker_name(worker),
+                sampler="none", input="init_image", width=size[0], height=size[1],
+                seconds=round(time.perf_counter() - started, 4), upscaler=str(stage.upscaler),
+            )
+        )  # fmt: skip
 
 
 def unpacked(

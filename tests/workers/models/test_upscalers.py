@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from contract.registry import ModelRegistry
 from workers.models.cache import ModelCache, ModelUnavailable
-from workers.models.upscalers import tiled, upscale
+from workers.models.upscalers import NonFiniteUpscale, tiled, upscale
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -86,3 +86,13 @@ def test_a_file_that_is_no_upscaler_is_unavailable_with_its_reason(tmp_path: Pat
         ModelCache(registry).upscaler("not-one")
     with pytest.raises(ModelUnavailable, match="not in this worker's registry"):
         ModelCache(registry).upscaler("missing")
+
+
+def test_an_upscaler_that_gives_nan_gives_no_picture(registry: ModelRegistry) -> None:
+    upscaler = ModelCache(registry).upscaler("compact-2x")
+    hook = upscaler.model.model.register_forward_hook(lambda _m, _a, out: out * float("nan"))
+    try:
+        with pytest.raises(NonFiniteUpscale, match="compact-2x"):
+            upscale([noise(40, 24)], (80, 48), upscaler)  # clamped and cast, NaN would be black
+    finally:
+        hook.remove()
