@@ -202,6 +202,11 @@ class ModelEntry(_Strict):
     # the architecture's native size); other sizes run eagerly (workers/models/compiled.py).
     compile: bool = False
     compile_sizes: list[tuple[int, int]] = []
+    # A full-precision denoiser quantized as it loads (workers/models/fp8.py): `fp8-storage` holds
+    # each layer weight in fp8 with its own scale, computed in `dtype` (any device, about half of
+    # bf16's memory); `fp8` computes in fp8 on tensor cores (torchao; CUDA compute capability
+    # 8.9+, refused elsewhere).
+    quantize: Literal["fp8-storage", "fp8"] | None = None
 
     @field_validator("pool")
     @classmethod
@@ -209,6 +214,16 @@ class ModelEntry(_Strict):
         if pool == "webhooks":  # its queue would be the webhook queue (imagegen.webhooks)
             raise ValueError("pool 'webhooks' is the webhook queue's name; name the pool otherwise")
         return pool
+
+    @model_validator(mode="after")
+    def _quantized_eagerly(self) -> ModelEntry:
+        if self.quantize == "fp8-storage" and self.compile:
+            raise ValueError(
+                f"{self.name!r}: quantize fp8-storage casts each layer's weight around its "
+                "forward, which torch.compile's graphs cannot hold; drop compile, or use "
+                "quantize fp8 (a GPU with fp8 tensor cores)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _variant_of_its_architecture(self) -> ModelEntry:

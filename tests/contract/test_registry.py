@@ -32,6 +32,18 @@ def test_registry_rejects_unknown_architectures(tmp_path: Path) -> None:
         ModelRegistry.load(tmp_path / "reg.yaml")
 
 
+def test_fp8_storage_and_compile_are_refused_together_and_quantize_names_what_it_does() -> None:
+    entry = {"architecture": "flux", "source": {"folder": "/models/flux"}}
+    with pytest.raises(ValueError, match=r"fp8-storage .* torch.compile"):
+        ModelRegistry.model_validate(
+            {"models": {"a": {**entry, "quantize": "fp8-storage", "compile": True}}}
+        )
+    compiled = {**entry, "quantize": "fp8", "compile": True}  # torchao's fp8 compiles
+    assert ModelRegistry.model_validate({"models": {"a": compiled}}).models["a"].quantize == "fp8"
+    with pytest.raises(ValueError, match="quantize"):
+        ModelRegistry.model_validate({"models": {"a": {**entry, "quantize": "int4"}}})
+
+
 def write_lora(path: Path, width: int) -> Path:
     key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
     path.parent.mkdir(parents=True, exist_ok=True)

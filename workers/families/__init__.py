@@ -79,6 +79,8 @@ class Pipelines:
     reads_scaled_fp8: bool = False
     # That reader reads GGUF files, their weights kept quantized (`gguf_files`).
     reads_gguf: bool = False
+    # A GGUF file's reader where the family reads other single files with diffusers' own.
+    read_gguf: SingleFileReader | None = None
     # Checks the loaded weights against the entry (a Flux variant); raises ArchitectureMismatch.
     check_weights: Callable[[ModelEntry, DiffusionPipeline], None] | None = None
     # Mends the img2img pipeline once made (where diffusers' own needs it).

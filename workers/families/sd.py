@@ -1,8 +1,11 @@
 """Stable Diffusion 1.5, SDXL and the SDXL refiner: UNets with classifier-free guidance. Their
-single files load with diffusers' own reader; SD1.5's and SDXL's ControlNets are UNet encoders."""
+single files load with diffusers' own reader, but a GGUF UNet (`read_unet_gguf`: its linear
+layers stay quantized); SD1.5's and SDXL's ControlNets are UNet encoders."""
 
 from __future__ import annotations
 
+import torch
+from accelerate import init_empty_weights
 from diffusers import (
     ControlNetModel,
     DiffusionPipeline,
@@ -18,10 +21,35 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-from contract.registry import ModelEntry
+from contract.registry import ModelEntry, SingleFileSource
 from workers.families import ArchitectureMismatch, ControlNetPipelines, Pipelines
+from workers.families.gguf_files import assign_quantized, read_gguf, tensor_names
+
+# Where LDM checkpoints (A1111's, and GGUF files converted from them) keep the UNet.
+_LDM_UNET = "model.diffusion_model."
+
+
+def read_unet_gguf(
+    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], dtype: torch.dtype
+) -> DiffusionPipeline:
+    """A pipeline whose UNet is a GGUF file's (under LDM's names, with or without the
+    `model.diffusion_model.` prefix, as converted from an A1111 checkpoint), kept quantized: each
+    linear layer whose matrix the file quantized dequantizes it per forward, the convolutions
+    (which GGUF converters keep wide) are read in `dtype`. The text encoders and VAE come from
+    the config folder."""
+    path, config = source.single_file, str(source.config)
+    prefix = _LDM_UNET if any(n.startswith(_LDM_UNET) for n in tensor_names(path)) else ""
+    weights = {_LDM_UNET + k: v for k, v in read_gguf(path, dtype, prefix).items()}
+    unet_config = UNet2DConditionModel.load_config(config, subfolder="unet")
+    # Renames only (no tensor is split or joined): a quantized matrix keeps its blocks.
+    converted = convert_ldm_unet_checkpoint(weights, unet_config)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(unet_config)
+    assign_quantized(unet, converted, dtype, f"the UNet in {path.name}")
+    return cls.from_pretrained(config, unet=unet, torch_dtype=dtype, local_files_only=True)
 
 
 def check_inpainting(entry: ModelEntry, pipe: DiffusionPipeline) -> None:
@@ -44,6 +72,7 @@ PIPELINES = {
     "sd15": Pipelines(
         StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, UNet2DConditionModel, "unet",
         guidance="halves", inpaint=StableDiffusionInpaintPipeline, check_weights=check_inpainting,
+        reads_gguf=True, read_gguf=read_unet_gguf,
         controlnet=ControlNetPipelines(
             StableDiffusionControlNetPipeline, StableDiffusionControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="per_picture",
@@ -53,7 +82,7 @@ PIPELINES = {
     "sdxl": Pipelines(
         StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel, "unet",
         guidance="halves", inpaint=StableDiffusionXLInpaintPipeline,
-        check_weights=check_inpainting,
+        check_weights=check_inpainting, reads_gguf=True, read_gguf=read_unet_gguf,
         controlnet=ControlNetPipelines(
             StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="shared",

@@ -31,7 +31,7 @@ from workers.models.checkpoint_probe import bundled_components, diagnose
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
 from workers.models.controlnets import LoadedControlNet, load_controlnet
 from workers.models.embeddings import LoadedEmbedding, read_embedding
-from workers.models.fp8 import adapters_made_in_compute_dtype, fp8_storage
+from workers.models.fp8 import QuantizeRefused, adapters_made_in_compute_dtype, fp8_storage
 from workers.models.ip_adapters import LoadedIpAdapter, load_ip_adapter
 from workers.models.loading import (
     image_pipeline_of,
@@ -400,13 +400,17 @@ class ModelCache:
 
     def _estimate(self, entry: ModelEntry, dtype: torch.dtype, skip: set[str]) -> int:
         source = entry.source
+        denoiser = pipelines_for(entry.architecture).denoiser_folder
+        quantized = entry.quantize == "fp8-storage"  # one byte a layer weight, once loaded
         if isinstance(source, FolderSource):
             folders = [p for p in source.folder.iterdir() if p.is_dir() and p.name not in skip]
-            return estimated_bytes([f for d in folders for f in weight_files(d)], dtype)
+            return sum(
+                estimated_bytes(weight_files(d), dtype, quantized=quantized and d.name == denoiser)
+                for d in folders
+            )
         if isinstance(source, SingleFileSource):
             # The file, and what the config folder adds: every component it does not bundle
             # (about 10 GB of text encoders and VAE for a denoiser-only Flux file).
-            denoiser = pipelines_for(entry.architecture).denoiser_folder
             taken = {denoiser, *bundled_components(source.single_file), *skip}
             added = (
                 [p for p in source.config.iterdir() if p.is_dir() and p.name not in taken]
@@ -419,7 +423,10 @@ class ModelCache:
                 return stored_bytes(source.single_file, dtype) + added_bytes
             # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight.
             kept = fp8_storage(source.single_file) is not None and not entry.compile
-            return estimated_bytes([source.single_file], dtype, fp8_kept=kept) + added_bytes
+            return (
+                estimated_bytes([source.single_file], dtype, fp8_kept=kept, quantized=quantized)
+                + added_bytes
+            )
         return 0  # a hub model's size is known once loaded; room is made afterwards
 
     def _adapter_loaded(self, model: LoadedModel, keep: set[str]) -> None:
@@ -528,6 +535,8 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     source = entry.source
     if isinstance(exc, ArchitectureMismatch):  # the loader's own words on the file
         return without_host_paths(str(exc))
+    if isinstance(exc, QuantizeRefused):
+        return f"quantize {entry.quantize}: {exc}"
     if isinstance(source, SingleFileSource):
         classes = pipelines_for(entry.architecture)
         found = diagnose(

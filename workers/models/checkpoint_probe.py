@@ -151,8 +151,9 @@ def bundled_components(path: Path) -> set[str]:
 def _gguf_diagnosis(path: Path, reads_gguf: bool) -> str | None:
     if not reads_gguf:
         return (
-            f"{path.name} is a GGUF file, which this service reads for Flux only so far; use a "
-            "bf16 file, or a plain fp8 one, which is kept in fp8 (half of bf16's memory)"
+            f"{path.name} is a GGUF file, which this service reads for Flux, SD1.5 and SDXL "
+            "only so far; use a bf16 file, or a plain fp8 one, which is kept in fp8 (half of "
+            "bf16's memory)"
         )
     damaged = damage(path)
     if damaged is not None:

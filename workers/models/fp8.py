@@ -8,7 +8,13 @@ weights, by their `norm` names: hence these hooks.)
 
 A ComfyUI *scaled* fp8 file is not kept in fp8: its weights are the stored values times their
 scales, which fp8 without the scales cannot hold; it is read into the model's dtype
-(`workers.families.flux_files`)."""
+(`workers.families.flux_files`).
+
+A full-precision denoiser can be quantized as it loads (the registry's `quantize:`):
+`fp8-storage` holds each layer weight in `e4m3fn` with a scale of its own (its largest magnitude
+over e4m3fn's 448, as ComfyUI's scaled files do: unscaled, the small values most layers hold
+would round to zero), multiplied back in the model's dtype for the layer's forward: lossy, on any
+device. `fp8` computes in fp8 on tensor cores, through torchao, where the GPU has them."""
 
 from __future__ import annotations
 
@@ -17,19 +23,17 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from contract.safetensors_header import read_header
 from workers.models.checkpoint_probe import is_scaled_fp8
+from workers.models.weights import BUNDLED_PREFIXES
 
 log = logging.getLogger("imagegen.worker")
 
 FP8_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-# What all-in-one files bundle beside the denoiser (LDM, SGM and ComfyUI prefixes).
-_BUNDLED_PREFIXES = (
-    "vae.", "first_stage_model.", "text_encoders.", "cond_stage_model.", "conditioner.",
-)  # fmt: skip
 # Where most of a denoiser's weights are fp8, it is an fp8 file (the rest, norms and biases,
 # kept wider by its converter).
 _FP8_SHARE = 0.9
@@ -43,7 +47,7 @@ def fp8_storage(path: Path) -> torch.dtype | None:
         return None
     counts: dict[str, int] = {}
     for key, tensor in header.items():
-        if key == "__metadata__" or key.startswith(_BUNDLED_PREFIXES):
+        if key == "__metadata__" or key.startswith(BUNDLED_PREFIXES):
             continue
         numel = 1
         for dim in tensor["shape"]:
@@ -60,6 +64,12 @@ def fp8_storage(path: Path) -> torch.dtype | None:
 class _Held:
     storage: torch.dtype
     compute: torch.dtype
+    # A quantized weight's (quantize_to_fp8): what multiplies its fp8 values.
+    scale: float | None = None
+
+
+class QuantizeRefused(Exception):
+    """The registry's `quantize:` cannot be done on this worker or with this file; says why."""
 
 
 _LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
@@ -88,16 +98,86 @@ def keep_in_fp8(denoiser: torch.nn.Module, storage: torch.dtype, compute: torch.
 
 
 _MARK = "_imagegen_fp8"
+_STASH = "_imagegen_fp8_values"
 
 
 def _widen(layer: torch.nn.Module, _args: object) -> None:
     held: _Held = getattr(layer, _MARK)
-    layer.weight.data = layer.weight.data.to(held.compute)
+    if held.scale is None:
+        layer.weight.data = layer.weight.data.to(held.compute)
+    else:
+        # The fp8 values kept aside (on whichever device the layer is now, offloaded or not),
+        # not recomputed from the product: that would round again at every call.
+        values = cast(torch.Tensor, layer.weight).data
+        setattr(layer, _STASH, values)
+        layer.weight.data = values.to(held.compute) * held.scale
 
 
 def _narrow(layer: torch.nn.Module, _args: object, _output: object) -> None:
     held: _Held = getattr(layer, _MARK)
-    layer.weight.data = layer.weight.data.to(held.storage)
+    if held.scale is None:
+        layer.weight.data = layer.weight.data.to(held.storage)
+    else:
+        layer.weight.data = getattr(layer, _STASH)
+        delattr(layer, _STASH)
+
+
+_E4M3 = torch.float8_e4m3fn
+_E4M3_MAX = torch.finfo(_E4M3).max
+
+
+def quantize_to_fp8(denoiser: torch.nn.Module, compute: torch.dtype) -> int:
+    """Hold each Linear and Conv2d weight of `denoiser` in e4m3fn with a per-tensor scale,
+    multiplied back in `compute` for the layer's own forward (`quantize: fp8-storage`). Returns
+    how many weights are held so; biases and norms stay as they are."""
+    held = 0
+    for layer in denoiser.modules():
+        if not isinstance(layer, _LAYERS) or hasattr(layer, _MARK):
+            continue
+        weight = layer.weight.data
+        if weight.dtype in FP8_DTYPES.values():
+            raise QuantizeRefused("its weights are fp8 already; drop quantize")
+        largest = float(weight.abs().max())
+        if not largest or largest != largest or largest == float("inf"):
+            continue  # all zeros, or not finite: kept as it is
+        scale = largest / _E4M3_MAX
+        layer.weight.data = (weight.float() / scale).to(_E4M3)
+        setattr(layer, _MARK, _Held(_E4M3, compute, scale))
+        layer.register_forward_pre_hook(_widen)
+        layer.register_forward_hook(_narrow)
+        held += 1
+    log.info("%d denoiser weights quantized to fp8 (scaled), computing in %s", held, compute)
+    return held
+
+
+def compute_in_fp8(denoiser: torch.nn.Module, device: str) -> None:
+    """`quantize: fp8`: the denoiser's linear layers computing in fp8 on tensor cores (torchao's
+    dynamic float8: each activation and weight scaled to e4m3 per row). QuantizeRefused where the
+    device has no fp8 tensor cores (CUDA compute capability 8.9+: Ada, Hopper, Blackwell) or
+    torchao is not installed."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise QuantizeRefused(
+            f"quantize fp8 computes on fp8 tensor cores, and this worker runs it on {device!r}; "
+            "use quantize fp8-storage (fp8 weights, computed in the model's dtype) on any device"
+        )
+    capability = torch.cuda.get_device_capability(torch.device(device))
+    if capability < (8, 9):
+        name = torch.cuda.get_device_name(torch.device(device))
+        raise QuantizeRefused(
+            f"quantize fp8 needs fp8 tensor cores (compute capability 8.9+), and {name} is "
+            f"{capability[0]}.{capability[1]}; use quantize fp8-storage"
+        )
+    try:
+        from torchao.quantization import (  # type: ignore[import-not-found]
+            Float8DynamicActivationFloat8WeightConfig,
+            quantize_,
+        )
+    except ImportError as missing:
+        raise QuantizeRefused(
+            "quantize fp8 needs torchao on this worker (pip install torchao)"
+        ) from missing
+    quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
+    log.info("denoiser computing in fp8 (torchao dynamic float8)")
 
 
 @contextlib.contextmanager

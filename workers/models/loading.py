@@ -20,8 +20,15 @@ from transformers import CLIPTextModel
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
 from workers.families import ArchitectureMismatch, Pipelines, pipelines_for
+from workers.families.gguf_files import is_gguf
 from workers.models.checkpoint_probe import diagnose, probe_architecture
-from workers.models.fp8 import fp8_storage, keep_in_fp8
+from workers.models.fp8 import (
+    QuantizeRefused,
+    compute_in_fp8,
+    fp8_storage,
+    keep_in_fp8,
+    quantize_to_fp8,
+)
 
 log = logging.getLogger("imagegen.worker")
 
@@ -72,12 +79,21 @@ def load_text_pipeline(
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    if isinstance(source, SingleFileSource):
-        storage = fp8_storage(source.single_file)
-        # A plain fp8 file: held as it was shipped (not under torch.compile, whose graphs the
-        # per-layer casts would break).
-        if storage is not None and not entry.compile:
-            keep_in_fp8(classes.denoiser_of(pipe), storage, dtype)
+    storage = fp8_storage(source.single_file) if isinstance(source, SingleFileSource) else None
+    # A plain fp8 file: held as it was shipped (not under torch.compile, whose graphs the
+    # per-layer casts would break).
+    if storage is not None and not entry.compile:
+        keep_in_fp8(classes.denoiser_of(pipe), storage, dtype)
+    if entry.quantize is not None:
+        denoiser = classes.denoiser_of(pipe)
+        if storage is not None:
+            raise QuantizeRefused("its file stores fp8 already, kept so; drop quantize")
+        if any(hasattr(p, "quant_type") for p in denoiser.parameters()):  # GGUFParameter
+            raise QuantizeRefused("its weights are GGUF-quantized already; drop quantize")
+        if entry.quantize == "fp8-storage":
+            quantize_to_fp8(denoiser, dtype)
+        else:
+            compute_in_fp8(denoiser, device)
     return pipe
 
 
@@ -151,6 +167,8 @@ def _load_single_file(
         raise ArchitectureMismatch(unloadable)
     if classes.read_single_file is not None:
         return classes.read_single_file(entry, source, cls, common["torch_dtype"])
+    if classes.read_gguf is not None and is_gguf(source.single_file):
+        return classes.read_gguf(entry, source, cls, common["torch_dtype"])
     path, config = str(_as_safetensors(source.single_file)), str(source.config)
     try:
         # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).

@@ -17,6 +17,10 @@ SHAREABLE = ("vae", "text_encoder", "text_encoder_2")
 # workers.models.fp8); others at their own size.
 _FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", *_FP8_DTYPES}
+# What all-in-one files bundle beside the denoiser (LDM, SGM and ComfyUI prefixes).
+BUNDLED_PREFIXES = (
+    "vae.", "first_stage_model.", "text_encoders.", "cond_stage_model.", "conditioner.",
+)  # fmt: skip
 _OTHER_SIZES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1}
 
 
@@ -24,9 +28,13 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def estimated_bytes(files: list[Path], dtype: torch.dtype, fp8_kept: bool = False) -> int:
+def estimated_bytes(
+    files: list[Path], dtype: torch.dtype, fp8_kept: bool = False, quantized: bool = False
+) -> int:
     """Bytes the tensors in `files` take once loaded as `dtype` (from the headers alone);
-    `fp8_kept`: their fp8 matrices stay fp8 (`workers.models.fp8`: layer weights, not biases)."""
+    `fp8_kept`: their fp8 matrices stay fp8 (`workers.models.fp8`: layer weights, not biases);
+    `quantized`: every float matrix or kernel is quantized to fp8 as it loads (`quantize:
+    fp8-storage`), but those of the components an all-in-one file bundles."""
     size = torch.tensor([], dtype=dtype).element_size()
     total = 0
     for path in files:
@@ -38,7 +46,10 @@ def estimated_bytes(files: list[Path], dtype: torch.dtype, fp8_kept: bool = Fals
                     numel *= dim
                 dtype_name = tensor.get_dtype()
                 own = _OTHER_SIZES.get(dtype_name, 1)
-                if fp8_kept and dtype_name in _FP8_DTYPES and len(tensor.get_shape()) >= 2:
+                matrix = len(tensor.get_shape()) >= 2
+                kept_fp8 = fp8_kept and dtype_name in _FP8_DTYPES
+                to_fp8 = quantized and dtype_name in _FLOAT_DTYPES
+                if matrix and (kept_fp8 or to_fp8) and not key.startswith(BUNDLED_PREFIXES):
                     total += numel
                 else:
                     total += numel * (size if dtype_name in _FLOAT_DTYPES else own)

@@ -108,5 +108,6 @@ def test_a_scaled_fp8_file_passes_where_the_loader_applies_its_scales(tmp_path: 
 def test_a_gguf_file_is_named_for_what_it_is(tmp_path: Path) -> None:
     path = tmp_path / "flux1-dev-Q8_0.gguf"  # GGUF's magic, version 3, then its tables
     path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
-    assert "is a GGUF file, which this service reads for Flux only" in (diagnose(path) or "")
+    said = diagnose(path) or ""
+    assert "is a GGUF file, which this service reads for Flux, SD1.5 and SDXL only" in said
     assert "is a GGUF file that holds no weights" in (diagnose(path, reads_gguf=True) or "")
