@@ -257,6 +257,15 @@ def _check_first_stage(
                 {"architecture": arch.name},
             )
         )
+    if spec.init_resize == "latent_upscale" and stage.controlnets:
+        violations.append(
+            Violation(
+                "field_not_allowed",
+                ("init_resize",),
+                "latent_upscale hands the first stage latents, and its ControlNet pipelines "
+                "take a picture; use just_resize (the same stretch, in pixels) with ControlNets",
+            )
+        )
     for name in ("strength", "init_resize"):
         if getattr(spec, name) is not None and spec.init_image is None:
             violations.append(

@@ -24,22 +24,23 @@ SpecT = TypeVar("SpecT", bound=JobSpec)
 def with_presets(spec: SpecT, registry: ModelRegistry) -> SpecT:
     """The spec with a preset its only stage names expanded; as it is if it names none. Raises
     JobRejected for a preset beside other stages."""
-    named = [i for i, s in enumerate(spec.stages) if s.label in registry.presets]
+    named = [i for i, s in enumerate(spec.stages) if (s.model or "") in registry.presets]
     if not named:
         return spec
     if len(spec.stages) > 1:
         i = named[0]
+        name = spec.stages[i].model or ""
         raise JobRejected([
             Violation(
                 "field_not_allowed",
                 ("stages", i, "model"),
-                f"{spec.stages[i].label!r} is a preset: it brings its own stages "
-                f"({len(registry.presets[spec.stages[i].label].stages)}), so it stands alone in a "
+                f"{name!r} is a preset: it brings its own stages "
+                f"({len(registry.presets[name].stages)}), so it stands alone in a "
                 "job; send it as the only stage, or name its models stage by stage",
             )
         ])  # fmt: skip
     stage = spec.stages[0]
-    preset = registry.presets[stage.label]
+    preset = registry.presets[stage.model or ""]
     own = {field: getattr(stage, field) for field in stage.model_fields_set - {"model"}}
     first = preset.stages[0].model_copy(update=own)
     return spec.model_copy(update={"stages": [first, *preset.stages[1:]]})

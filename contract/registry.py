@@ -417,6 +417,18 @@ class ModelRegistry(_Strict):
         )
 
     @model_validator(mode="after")
+    def _upscalers_on_served_pools(self) -> ModelRegistry:
+        # Workers serve the pools models are on: an upscaler's jobs elsewhere would wait forever.
+        pools = {entry.pool for entry in self.models.values()}
+        for name, entry in self.upscalers.items():
+            if entry.pool is not None and entry.pool not in pools:
+                raise ValueError(
+                    f"upscaler {name!r} has pool {entry.pool!r}, where no model is, so no "
+                    f"worker serves it; use one of {', '.join(sorted(pools))}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _presets_are_not_models(self) -> ModelRegistry:
         clash = sorted(set(self.presets) & set(self.models))
         if clash:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import html
 import io
 from collections.abc import Sequence
@@ -20,14 +21,18 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import DecompressionBombError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.a1111.mapping import PIXEL_UPSCALERS
 from app.a1111.routes import submitted, waited
+from app.admission import JobAlreadyFinished, JobNotFound
 from app.deps import AsyncRedisDep, JobEventsDep, JobServiceDep, RegistryDep
 from app.errors import documented
-from app.keys import A1111CallerDep
+from app.keys import A1111CallerDep, Caller
 from app.routes.jobs import JOB_ID_HEADER, WAITED_JOB
+from contract.envelope import JobEnvelope
 from contract.registry import ModelRegistry
 from contract.spec import JobSpec
 from contract.violations import JobRejected, Violation
@@ -113,7 +118,8 @@ async def extra_single_image(
     if isinstance(ended, JSONResponse):
         return ended
     ids, pngs, info = ended
-    answer = ExtrasSingleImageResponse(html_info=info, image=pngs[0])
+    # Interrupted (`/sdapi/v1/interrupt`): no picture, as A1111 answers then.
+    answer = ExtrasSingleImageResponse(html_info=info, image=pngs[0] if pngs else "")
     return JSONResponse(answer.model_dump(), headers={JOB_ID_HEADER: ids[0]})
 
 
@@ -156,18 +162,24 @@ async def _upscaled(
 ) -> tuple[list[str], list[str], str] | JSONResponse:
     """Every picture's upscale job (each picture with where it stands in the request), admitted
     in order, then waited for: their ids, base64 PNGs and A1111's `html_info`; or the first
-    failure's answer. Every spec is checked before any job is queued."""
+    refusal's or failure's answer, the request's other jobs canceled (nothing runs for an
+    answer that is not coming). Every spec's fields are checked before any job is queued."""
     specs = [(upscale_spec(picture, loc, request, registry), loc) for picture, loc in pictures]
-    envelopes = []
-    for spec, loc in specs:
-        try:
-            envelopes.append(await submitted(spec, caller, jobs))
-        except JobRejected as rejected:
-            raise _in_extras_terms(rejected, loc) from None
+    envelopes: list[JobEnvelope] = []
+    try:
+        for spec, loc in specs:
+            try:
+                envelopes.append(await submitted(spec, caller, jobs))
+            except JobRejected as rejected:
+                raise _in_extras_terms(rejected, loc) from None
+    except Exception:
+        await _cancel(envelopes, caller, jobs)
+        raise
     pngs, info = [], ""
-    for envelope in envelopes:
+    for k, envelope in enumerate(envelopes):
         ended = await waited(envelope, caller, jobs, hub, redis)
         if isinstance(ended, JSONResponse):
+            await _cancel(envelopes[k + 1 :], caller, jobs)
             return ended
         _, made = ended
         if not made:  # interrupted: A1111 answers what it has
@@ -176,6 +188,13 @@ async def _upscaled(
         text = Image.open(io.BytesIO(made[0])).text.get("postprocessing", "")  # type: ignore[attr-defined]
         info = f"<p>{html.escape(text)}</p>"
     return [str(e.id) for e in envelopes], pngs, info
+
+
+async def _cancel(envelopes: list[JobEnvelope], caller: Caller, jobs: JobServiceDep) -> None:
+    """Cancel the request's other jobs (one that ended already stays as it is)."""
+    for envelope in envelopes:
+        with contextlib.suppress(JobAlreadyFinished, JobNotFound):
+            await run_in_threadpool(jobs.cancel, str(envelope.id), caller)
 
 
 def upscale_spec(
@@ -227,7 +246,7 @@ def _size(picture: str, loc: Loc) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
             width, height = image.size
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError, DecompressionBombError):
         return _SIDES[0], _SIDES[0]  # admission's decode names the fault
     low, high = _SIDES
     if not (low <= width <= high and low <= height <= high):

@@ -109,3 +109,13 @@ def test_several_controlnets_with_each_pictures_own_image_only_where_the_pipelin
     units = [{**canny, "name": "cn-flux"}, {**previous, "name": "cn-flux"}]
     flux = {"model": "m-flux", "mode": "hires", "controlnets": units}
     assert check({"model": "m-sd15"}, flux, num_images=2) == []
+
+
+def test_a_latent_upscale_does_not_meet_a_controlnet_which_takes_a_picture() -> None:
+    unit = {"name": "cn-flux", "image": IMAGE}
+    stage = {"model": "m-flux", "controlnets": [unit]}
+    picture = {"init_image": png_b64(128, 128)}
+    assert check(stage, **picture, init_resize="just_resize") == []
+    [violation] = check(stage, **picture, init_resize="latent_upscale")
+    assert (violation.type, violation.loc) == ("field_not_allowed", ("init_resize",))
+    assert "use just_resize" in violation.msg

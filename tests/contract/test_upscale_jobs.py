@@ -107,10 +107,19 @@ def test_a_generation_job_still_names_its_model_and_its_prompt(registry: ModelRe
 
 
 def test_an_upscale_job_runs_on_its_upscalers_pool() -> None:
-    base = {"architecture": "sd15", "pool": "sd", "source": {"folder": "/models/base"}}
+    def model(pool: str) -> dict[str, Any]:
+        return {"architecture": "sd15", "pool": pool, "source": {"folder": f"/models/{pool}"}}
+
+    models = {"base": model("sd"), "big-gpu": model("gpu")}
     upscalers = {"big": {"file": "big.pth", "pool": "gpu"}, "small": {"file": "small.pth"}}
-    registry = ModelRegistry.model_validate({"models": {"base": base}, "upscalers": upscalers})
+    registry = ModelRegistry.model_validate({"models": models, "upscalers": upscalers})
     assert registry.upscale_pool("big") == "gpu"
-    assert registry.upscale_pool("small") == registry.upscale_pool("lanczos") == "sd"
+    # No `default` pool here: the first by name, which a worker serves.
+    assert registry.upscale_pool("small") == registry.upscale_pool("lanczos") == "gpu"
     spec = JobSpec.model_validate(job(stage={"upscaler": "big"}))
     assert [s.pool for s in plan_segments(spec, registry)] == ["gpu"]
+    # A pool where no model is has no worker: its upscale jobs would wait forever.
+    with pytest.raises(ValueError, match="no worker serves it"):
+        ModelRegistry.model_validate(
+            {"models": models, "upscalers": {"lost": {"file": "x.pth", "pool": "upscale"}}}
+        )

@@ -5,6 +5,8 @@ running, interrupt, and Extras upscaling."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import threading
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 from webuiapi import ControlNetUnit, WebUIApi, WebUIApiResult
 
+from jobs.queues import pool_queue
 from tests.conftest import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
@@ -375,3 +378,29 @@ def test_webuiapis_extras_upscale_pictures_as_jobs_with_the_registrys_upscalers(
         api.extra_single_image(picture, gfpgan_visibility=0.5)
     with pytest.raises(RuntimeError, match="upscaler_1"):
         api.extra_single_image(picture, upscaler_1="R-ESRGAN 4x+")
+
+
+def test_a_batch_with_a_picture_admission_refuses_leaves_nothing_queued(stack: Stack) -> None:
+    good = io.BytesIO()
+    Image.new("RGB", (80, 64), (10, 200, 30)).save(good, format="PNG")
+    images = [
+        {"data": base64.b64encode(good.getvalue()).decode(), "name": "a"},
+        {"data": base64.b64encode(b"not a picture").decode(), "name": "b"},
+    ]
+    queue = pool_queue(stack.redis, "default")
+    slow = {"prompt": "slow", "width": 384, "height": 384,
+            "stages": [{"model": "demo-sd15", "steps": 150}]}  # fmt: skip
+    with stack.client() as client:
+        busy = client.post("/jobs", json=slow).json()["id"]  # the worker is busy meanwhile
+        while client.get(f"/jobs/{busy}").json()["status"] == "queued":
+            time.sleep(0.05)
+        try:
+            response = client.post("/sdapi/v1/extra-batch-images", json={"imageList": images})
+            assert response.status_code == 422
+            [item] = response.json()["detail"]
+            assert item["loc"] == ["body", "imageList", 1, "data"]
+            # The first picture's job was queued before the second was refused: canceled, it
+            # does not wait in the queue to run for an answer that is not coming.
+            assert queue.count == 0
+        finally:
+            client.post(f"/jobs/{busy}/cancel")

@@ -19,6 +19,7 @@ device. `fp8` computes in fp8 on tensor cores, through torchao, where the GPU ha
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def _widen(layer: torch.nn.Module, _args: object) -> None:
     held: _Held = getattr(layer, _MARK)
     if held.scale is None:
         layer.weight.data = layer.weight.data.to(held.compute)
-    else:
+    elif not hasattr(layer, _STASH):  # wide already: a forward that raised left it so
         # The fp8 values kept aside (on whichever device the layer is now, offloaded or not),
         # not recomputed from the product: that would round again at every call.
         values = cast(torch.Tensor, layer.weight).data
@@ -152,9 +153,20 @@ def quantize_to_fp8(denoiser: torch.nn.Module, compute: torch.dtype) -> int:
 
 def compute_in_fp8(denoiser: torch.nn.Module, device: str) -> None:
     """`quantize: fp8`: the denoiser's linear layers computing in fp8 on tensor cores (torchao's
-    dynamic float8: each activation and weight scaled to e4m3 per row). QuantizeRefused where the
-    device has no fp8 tensor cores (CUDA compute capability 8.9+: Ada, Hopper, Blackwell) or
-    torchao is not installed."""
+    dynamic float8: each activation and weight scaled to e4m3 per row)."""
+    from torchao.quantization import (  # type: ignore[import-not-found]
+        Float8DynamicActivationFloat8WeightConfig,
+        quantize_,
+    )
+
+    quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
+    log.info("denoiser computing in fp8 (torchao dynamic float8)")
+
+
+def check_fp8_compute(device: str) -> None:
+    """QuantizeRefused where `quantize: fp8` cannot run: a device without fp8 tensor cores (CUDA
+    compute capability 8.9+: Ada, Hopper, Blackwell), or no torchao. Asked before any weight is
+    read."""
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise QuantizeRefused(
             f"quantize fp8 computes on fp8 tensor cores, and this worker runs it on {device!r}; "
@@ -167,17 +179,8 @@ def compute_in_fp8(denoiser: torch.nn.Module, device: str) -> None:
             f"quantize fp8 needs fp8 tensor cores (compute capability 8.9+), and {name} is "
             f"{capability[0]}.{capability[1]}; use quantize fp8-storage"
         )
-    try:
-        from torchao.quantization import (  # type: ignore[import-not-found]
-            Float8DynamicActivationFloat8WeightConfig,
-            quantize_,
-        )
-    except ImportError as missing:
-        raise QuantizeRefused(
-            "quantize fp8 needs torchao on this worker (pip install torchao)"
-        ) from missing
-    quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
-    log.info("denoiser computing in fp8 (torchao dynamic float8)")
+    if importlib.util.find_spec("torchao") is None:
+        raise QuantizeRefused("quantize fp8 needs torchao on this worker (pip install torchao)")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from workers.families.gguf_files import is_gguf
 from workers.models.checkpoint_probe import diagnose, probe_architecture
 from workers.models.fp8 import (
     QuantizeRefused,
+    check_fp8_compute,
     compute_in_fp8,
     fp8_storage,
     keep_in_fp8,
@@ -60,6 +61,8 @@ def load_text_pipeline(
     classes = pipelines_for(entry.architecture)
     cls = classes.text
     source = entry.source
+    if entry.quantize == "fp8":  # refused before any weight is read
+        check_fp8_compute(device)
     common = {"torch_dtype": dtype, **shared}
     if isinstance(source, FolderSource):
         pipe = cls.from_pretrained(str(source.folder), local_files_only=True, **common)
@@ -75,26 +78,32 @@ def load_text_pipeline(
     pipe.set_progress_bar_config(disable=True)
     if entry.vae_tiling:
         pipe.vae.enable_tiling()
+    storage = fp8_storage(source.single_file) if isinstance(source, SingleFileSource) else None
+    # Narrowed before it moves: a model that fits the GPU only quantized must not get there
+    # wide first.
+    if entry.quantize == "fp8-storage":
+        _quantizable(classes.denoiser_of(pipe), storage)
+        quantize_to_fp8(classes.denoiser_of(pipe), dtype)
     if entry.cpu_offload and device != "cpu":
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    storage = fp8_storage(source.single_file) if isinstance(source, SingleFileSource) else None
     # A plain fp8 file: held as it was shipped (not under torch.compile, whose graphs the
     # per-layer casts would break).
     if storage is not None and not entry.compile:
         keep_in_fp8(classes.denoiser_of(pipe), storage, dtype)
-    if entry.quantize is not None:
-        denoiser = classes.denoiser_of(pipe)
-        if storage is not None:
-            raise QuantizeRefused("its file stores fp8 already, kept so; drop quantize")
-        if any(hasattr(p, "quant_type") for p in denoiser.parameters()):  # GGUFParameter
-            raise QuantizeRefused("its weights are GGUF-quantized already; drop quantize")
-        if entry.quantize == "fp8-storage":
-            quantize_to_fp8(denoiser, dtype)
-        else:
-            compute_in_fp8(denoiser, device)
+    if entry.quantize == "fp8":  # torchao quantizes on the device it computes on
+        _quantizable(classes.denoiser_of(pipe), storage)
+        compute_in_fp8(classes.denoiser_of(pipe), device)
     return pipe
+
+
+def _quantizable(denoiser: torch.nn.Module, storage: torch.dtype | None) -> None:
+    """QuantizeRefused for weights the registry's `quantize:` would quantize again."""
+    if storage is not None:
+        raise QuantizeRefused("its file stores fp8 already, kept so; drop quantize")
+    if any(hasattr(p, "quant_type") for p in denoiser.parameters()):  # GGUFParameter
+        raise QuantizeRefused("its weights are GGUF-quantized already; drop quantize")
 
 
 def _mend_flattened_clip(pipe: DiffusionPipeline) -> None:

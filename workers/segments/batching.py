@@ -86,7 +86,7 @@ def batch_key(spec: CheckedSpec, segments: list[Segment]) -> BatchKey | None:
         # all (a scale above 1) is one choice per call.
         fields["guided"] = stage.guidance_scale > 1
         described.append(json.dumps(fields, sort_keys=True))
-    return BatchKey(tuple(described), _start(spec), tuple(spec.size_of(i) for i in stages))
+    return BatchKey(tuple(described), start_key(spec), tuple(spec.size_of(i) for i in stages))
 
 
 # What a job's first stage starts from, but its pictures: each member keeps its own init image
@@ -97,7 +97,9 @@ _START_FIELDS = (
 )  # fmt: skip
 
 
-def _start(spec: CheckedSpec) -> str:
+def start_key(spec: CheckedSpec) -> str:
+    """How the job's first stage starts (`BatchKey.start`), from its fields alone: a stored spec
+    (its mask kept apart, `""` there) gives what the spec read back with its pictures does."""
     if spec.strength is None:
         return "text"
     fields = spec.model_dump(mode="json", include=set(_START_FIELDS))

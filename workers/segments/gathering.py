@@ -23,7 +23,7 @@ from jobs.outage import REDIS_ERRORS
 from jobs.queues import HARD_TIMEOUT_MARGIN_S, pool_queue
 from jobs.redis_keys import rq_job_id
 from jobs.store import JobStore, now
-from workers.segments.batching import Batching, BatchKey, batch_key
+from workers.segments.batching import Batching, BatchKey, batch_key, start_key
 from workers.stages.chain import Member, StepMonitor
 
 
@@ -80,10 +80,16 @@ class Gatherer:
         if envelope is None or envelope.status is not JobStatus.QUEUED or envelope.spec is None:
             return None
         stored = envelope.spec
-        # Its pictures are read and decoded only for a job that could fit: the leader's model,
-        # at the leader's size.
+        # Its pictures are read and decoded only for a job that could fit: the leader's model
+        # and size, started alike, with room for its pictures, ending in time.
         leading = json.loads(key.stages[0])["model"]
-        if stored.stages[0].model != leading or stored.size_of(0) != key.sizes[0]:
+        if (
+            stored.stages[0].model != leading
+            or stored.size_of(0) != key.sizes[0]
+            or start_key(stored) != key.start
+            or stored.num_images > room
+            or self._outlives(stored, ends_by)
+        ):
             return None
         try:
             checked = self.read(job_id, stored)
@@ -93,10 +99,7 @@ class Gatherer:
             return None
         spec = checked.spec
         fits = batch_key(spec, plan_segments(spec, self.registry)) == key
-        # RQ stops the leader's call at the leader's limit plus HARD_TIMEOUT_MARGIN_S, and
-        # every member's pictures with it: a member must have been stopped by its own by then.
-        outlives = time.time() + spec.timeout_s > ends_by + HARD_TIMEOUT_MARGIN_S / 2
-        if not fits or outlives or spec.num_images > room or not self.claims.take(job_id, 0):
+        if not fits or not self.claims.take(job_id, 0):
             return None
         ran = self.store.transition(
             job_id, JobStatus.RUNNING, (JobStatus.QUEUED,), worker=self.worker_name,
@@ -108,3 +111,9 @@ class Gatherer:
         self.store.count_attempt(job_id, 0)
         monitor = self.monitor(job_id, spec, time.time())
         return Member.first(job_id, checked, monitor)
+
+    @staticmethod
+    def _outlives(spec: CheckedSpec, ends_by: float) -> bool:
+        """RQ stops the leader's call at the leader's limit plus HARD_TIMEOUT_MARGIN_S, and every
+        member's pictures with it: a member must have been stopped by its own by then."""
+        return time.time() + spec.timeout_s > ends_by + HARD_TIMEOUT_MARGIN_S / 2

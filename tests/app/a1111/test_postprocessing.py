@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 from app.a1111.postprocessing import ExtrasSingleImageRequest, upscale_spec
 from contract.registry import ModelRegistry
-from tests.helpers import png_b64
+from tests.helpers import bomb_png_b64, png_b64
 
 
 @pytest.fixture
@@ -61,3 +61,12 @@ def test_what_the_extras_tab_does_and_this_service_does_not_is_refused_at_its_fi
     assert refused_at(registry, image=png_b64(32, 32)) == [["body", "image"]]
     # A second upscaler at visibility 0 does nothing: as A1111, not refused.
     assert spec_of(registry, upscaler_2="esrgan-4x")["stages"][0]["upscaler"] == "none"
+
+
+def test_a_header_that_claims_a_huge_picture_is_left_to_admission_not_a_crash(
+    registry: ModelRegistry,
+) -> None:
+    # PIL refuses to open it (a decompression bomb); admission's decoder names the fault.
+    request = ExtrasSingleImageRequest(image=bomb_png_b64())
+    spec = upscale_spec(request.image, ("image",), request, registry)
+    assert (spec.width, spec.height) == (64, 64)

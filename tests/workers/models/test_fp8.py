@@ -174,3 +174,21 @@ def test_fp8_compute_on_a_worker_without_fp8_tensor_cores_is_a_clear_reason(
 ) -> None:
     with pytest.raises(ModelUnavailable, match=r"quantize fp8: .*fp8 tensor cores.*fp8-storage"):
         quantized.get("demo-flux-fp8-compute")
+
+
+def test_a_forward_that_raises_leaves_the_quantized_weights_as_they_were(
+    quantized: ModelCache,
+) -> None:
+    model = quantized.get("demo-sd15-q")
+    before = picture(model)
+    layer = next(m for m in model.text.unet.modules() if isinstance(m, torch.nn.Linear))
+
+    def out_of_memory(_module: object, _args: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")  # what a GPU raises mid-forward
+
+    hook = layer.register_forward_pre_hook(out_of_memory)  # after the widening hook
+    with pytest.raises(torch.OutOfMemoryError):
+        picture(model)
+    hook.remove()
+    assert np.array_equal(picture(model), before)  # widened once, not scaled twice
+    assert layer.weight.dtype == torch.float8_e4m3fn
