@@ -1,6 +1,7 @@
 """GPU check: a full-size random-weight model on CUDA, through the service vs a direct call.
 
-    python -m bench.gpu_check [--sdxl] [--flux] [--throughput [--compile]] [--out DIR] [--dry-run]
+    python -m bench.gpu_check [--sdxl] [--flux] [--fp8] [--throughput [--compile]] [--out DIR]
+                              [--dry-run]
 
 Builds full-size SD1.5 (and SDXL with --sdxl) from the real configs in fp16, and with --flux the
 wide Flux (released width, 4+8 blocks, bf16; bench/full_size.py) at 1024², 10 steps; calls each
@@ -15,6 +16,11 @@ step's FLOPs, so that each step time comes with its dtype, kernel and achieved T
 on with the PNGs stored within each job's call (not on the finisher thread), and compiled (with
 --compile; compile time is part of the worker's start) beside naive diffusers (one eager call
 after another), in pictures per second (bench/throughput.py).
+
+--fp8 then calls each model directly again as the registry's `quantize: fp8` loads it (torchao's
+dynamic float8 on tensor cores; refused, with its reason, where the GPU has none) and
+`quantize: fp8-storage` (fp8 weights computed in the model's dtype), each step time beside the
+model's own dtype's (workers/models/fp8.py).
 
 GPU time is scarce: `--sdxl --throughput --compile` and `--flux --throughput` each fit in about
 8 minutes on an H100/H200 with model building; run them as two calls, not one.
@@ -53,6 +59,7 @@ from devstack.redis_server import RedisServer, free_port
 from jobs.settings import REPO_ROOT
 from workers.families import pipelines_for
 from workers.models.cache import ModelCache
+from workers.models.fp8 import QuantizeRefused
 from workers.models.loading import load_text_pipeline, resolve_dtype
 from workers.stages.chain import run_chain
 from workers.stages.outcomes import Made
@@ -171,6 +178,24 @@ def service(url: str, name: str, size: int, steps: int) -> dict[str, float]:
     return {"total_s": statistics.median(totals), "stage_s": statistics.median(stage_s)}
 
 
+def quantized_direct(
+    entry: dict[str, Any], name: str, size: int, steps: int
+) -> dict[str, dict[str, Any]]:
+    """The model called directly as each `quantize:` loads it (or why it cannot be), with its
+    step time over the unquantized one's (`direct`, measured before)."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in ("fp8", "fp8-storage"):
+        quantized = f"{name}-{mode}"
+        registry = ModelRegistry.model_validate(
+            {"models": {quantized: {**entry, "quantize": mode, "preload": False}}}
+        )
+        try:
+            out[f"direct_{mode}"] = direct(registry, quantized, size, steps)
+        except QuantizeRefused as refused:
+            out[f"direct_{mode}"] = {"refused": str(refused)}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sdxl", action="store_true")
@@ -179,6 +204,7 @@ def main() -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="CPU and the tiny demo SD1.5: checks the plumbing"
     )
+    parser.add_argument("--fp8", action="store_true", help="quantize fp8 and fp8-storage too")
     parser.add_argument("--throughput", action="store_true", help="8 concurrent jobs, see above")
     parser.add_argument("--compile", action="store_true", help="with --throughput: compiled too")
     parser.add_argument(
@@ -228,6 +254,15 @@ def main() -> int:
             "direct": direct(registry, name, size, steps),
         }
         print(name, "direct", results[name]["direct"], flush=True)
+    if args.fp8:
+        for name, _, _, size, steps in cases:
+            results[name].update(quantized_direct(models[name], name, size, steps))
+            for mode in ("fp8", "fp8-storage"):
+                measured = results[name][f"direct_{mode}"]
+                if "step_ms" in measured:
+                    base = results[name]["direct"]["step_ms"]
+                    measured["step_over_unquantized"] = measured["step_ms"] / base
+            print(name, "quantized", {k: v for k, v in results[name].items() if "fp8" in k})
     rates = {n: r["direct"]["achieved_tflops"] for n, r in results.items() if n in models}
     if "flux-wide" in rates and "sdxl-full" in rates:
         # The issue's target: the wide Flux within 2x of the SDXL UNet's achieved rate.
