@@ -591,16 +591,13 @@ def _upscale_stage(
             raise StageError(FailureType.INVALID_JOB, "an upscale stage needs its init_image")
         mode = spec.init_resize or "just_resize"
         assert mode != "latent_upscale", "the rules keep a latent resize from an upscale job"
+
+        def upscaled(image: Image.Image, to: tuple[int, int]) -> Image.Image:
+            return _resized([image], to, stage.upscaler, upscalers)[0]
+
         try:
-            pictures = []
-            for image in carry.images:
-                image = fitted(image, (spec.width, spec.height), mode)
-                ratio = max(size[0] / image.width, size[1] / image.height)
-                cover = (max(size[0], round(image.width * ratio)),
-                         max(size[1], round(image.height * ratio)))  # fmt: skip
-                made = _resized([image], cover, stage.upscaler, upscalers)[0]
-                left, top = (cover[0] - size[0]) // 2, (cover[1] - size[1]) // 2
-                pictures.append(made.crop((left, top, left + size[0], top + size[1])))
+            met = [fitted(im, (spec.width, spec.height), mode) for im in carry.images]
+            pictures = [fitted(im, size, "crop_and_resize", upscaled) for im in met]
         except StageError as error:
             member.outcome = Failed.of(error)
             continue

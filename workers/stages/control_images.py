@@ -5,6 +5,8 @@ RGB, as A1111's canny preprocessor gives them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -12,18 +14,26 @@ from PIL import Image
 from contract.spec import ControlNetUse, ControlResize
 
 
-def fitted(image: Image.Image, size: tuple[int, int], mode: ControlResize) -> Image.Image:
+def _lanczos(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def fitted(
+    image: Image.Image,
+    size: tuple[int, int],
+    mode: ControlResize,
+    resize: Callable[[Image.Image, tuple[int, int]], Image.Image] = _lanczos,
+) -> Image.Image:
     """`image` at `size`: stretched, scaled to cover and centre-cropped, or scaled to fit and
-    padded with its edge colours (A1111's Just Resize, Crop and Resize, Resize and Fill)."""
+    padded with its edge colours (A1111's Just Resize, Crop and Resize, Resize and Fill);
+    scaled by `resize` (Lanczos; an upscale stage's upscaler)."""
     image = image.convert("RGB")
     width, height = size
     if mode == "just_resize" or image.size == size:
-        return image.resize(size, Image.Resampling.LANCZOS)
+        return resize(image, size)
     scale = (max if mode == "crop_and_resize" else min)(width / image.width, height / image.height)
-    scaled = image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-        Image.Resampling.LANCZOS,
-    )
+    cover = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    scaled = resize(image, cover)
     left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
     if mode == "crop_and_resize":
         return scaled.crop((left, top, left + width, top + height))
