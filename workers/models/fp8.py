@@ -89,9 +89,7 @@ def keep_in_fp8(denoiser: torch.nn.Module, storage: torch.dtype, compute: torch.
         if not torch.equal(narrow.to(weight.dtype), weight):
             continue  # not an fp8 value: kept wide, as the file had it
         layer.weight.data = narrow
-        setattr(layer, _MARK, _Held(storage, compute))
-        layer.register_forward_pre_hook(_widen)
-        layer.register_forward_hook(_narrow)
+        _hold(layer, _Held(storage, compute))
         held += 1
     if held:
         log.info("%d denoiser weights kept in %s, computing in %s", held, storage, compute)
@@ -100,6 +98,13 @@ def keep_in_fp8(denoiser: torch.nn.Module, storage: torch.dtype, compute: torch.
 
 _MARK = "_imagegen_fp8"
 _STASH = "_imagegen_fp8_values"
+
+
+def _hold(layer: torch.nn.Module, held: _Held) -> None:
+    """Mark `layer` as held narrow, widened around its own forward."""
+    setattr(layer, _MARK, held)
+    layer.register_forward_pre_hook(_widen)
+    layer.register_forward_hook(_narrow)
 
 
 def _widen(layer: torch.nn.Module, _args: object) -> None:
@@ -143,9 +148,7 @@ def quantize_to_fp8(denoiser: torch.nn.Module, compute: torch.dtype) -> int:
             continue  # all zeros, or not finite: kept as it is
         scale = largest / _E4M3_MAX
         layer.weight.data = (weight.float() / scale).to(_E4M3)
-        setattr(layer, _MARK, _Held(_E4M3, compute, scale))
-        layer.register_forward_pre_hook(_widen)
-        layer.register_forward_hook(_narrow)
+        _hold(layer, _Held(_E4M3, compute, scale))
         held += 1
     log.info("%d denoiser weights quantized to fp8 (scaled), computing in %s", held, compute)
     return held
