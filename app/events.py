@@ -7,9 +7,11 @@ does the framing and the keep-alive comments.
 
 Streams share one pub/sub connection per gateway process (`JobEvents`): a pattern subscription
 to every job's channel, fanned out to the streams that follow each job. A stream only borrows a
-pooled connection for the moment it reads the job's hash, so a hundred open streams cannot
-exhaust the pool that admission and polling use (they did, when each held a subscription). The
-streams one key may hold open in one gateway process are capped (`StreamSlots`).
+pooled connection for the moment it reads the job's hash, and at most `READS_AT_ONCE` streams
+read at once (their once-a-second rechecks fall together on a busy loop), so a hundred open
+streams cannot exhaust, or grow, the pool that admission and polling use (they did, when each
+held a subscription). The streams one key may hold open in one gateway process are capped
+(`StreamSlots`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from jobs.store import envelope_from_hash
 log = logging.getLogger("imagegen.gateway")
 
 RECHECK_S = 1.0
+READS_AT_ONCE = 8  # streams reading their job's hash at one moment, per gateway process
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
 
 
@@ -70,6 +73,13 @@ class JobEvents:
         self.redis = redis
         self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._reads = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def read(self, redis: Redis, job_id: str) -> dict[bytes, bytes]:
+        """The job's hash, read by a follower: a pooled connection for the moment it reads."""
+        async with self._reads:
+            raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+            return raw
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="job-events")
@@ -122,7 +132,7 @@ async def job_events(
         event_id = last_event_id
         while True:
             changed.clear()
-            raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+            raw = await hub.read(redis, job_id)
             if not raw:  # expired or deleted while we watched
                 yield ServerSentEvent(event="gone", raw_data="{}", id=str(event_id + 1))
                 return
@@ -150,7 +160,7 @@ async def wait_for_end(redis: Redis, hub: JobEvents, job_id: str, wait_s: float)
     with hub.follow(job_id) as changed:
         while True:
             changed.clear()
-            raw: dict[bytes, bytes] = await redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+            raw = await hub.read(redis, job_id)
             envelope = envelope_from_hash(job_id, raw)
             if not raw or envelope.status.is_final:
                 return envelope

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -9,11 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 from fastapi.sse import ServerSentEvent
 from fastapi.testclient import TestClient
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
-from app.events import StreamSlots, TooManyStreams
+from app.events import READS_AT_ONCE, JobEvents, StreamSlots, TooManyStreams
 from app.main import create_app
 from app.routes import jobs as jobs_routes
 from app.settings import GatewaySettings
+from devstack.redis_server import RedisServer
 
 UNSERVED = {
     "prompt": "p",
@@ -133,3 +137,20 @@ def test_a_stream_that_breaks_says_so_in_a_json_line(
     [line] = [line for line in lines if line["msg"] == "event stream broke off"]
     assert (line["job_id"], line["route"]) == (job_id, "/jobs/{job_id}/events")
     assert "RuntimeError" in line["exc"]
+
+
+def test_many_followers_reading_at_once_borrow_a_bounded_number_of_connections(
+    redis_server: RedisServer,
+) -> None:
+    """150 streams' rechecks falling together on the loop: at most READS_AT_ONCE connections."""
+
+    async def read_all() -> int:
+        redis = AsyncRedis(port=redis_server.port, db=1, client_name="followers")
+        hub = JobEvents(redis)
+        await asyncio.gather(*(hub.read(redis, str(uuid.uuid4())) for _ in range(150)))
+        # As the server counts them: the pool's connections stay open until closed.
+        clients = Redis(port=redis_server.port).client_list()
+        await redis.aclose()
+        return sum(c.get("name") == "followers" for c in clients)
+
+    assert asyncio.run(read_all()) <= READS_AT_ONCE
