@@ -155,7 +155,8 @@ def assign_quantized(
     quantized becomes a `GGUFLinear` holding it so; every weight must be there, and no other,
     each of its layer's shape, or this fails naming what differs."""
     _quantize_linears(model, weights, dtype)
-    expected = dict(model.named_parameters())
+    # Its parameters and persistent buffers (SD3's positional embedding is one).
+    expected = model.state_dict(keep_vars=True)
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(
@@ -172,6 +173,9 @@ def assign_quantized(
     for name, tensor in weights.items():
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
+        if leaf in owner._buffers:
+            owner._buffers[leaf] = tensor.to(dtype)
+            continue
         if isinstance(tensor, GGUFParameter) and not isinstance(owner, GGUFLinear):
             tensor = torch.nn.Parameter(dequantize_gguf_tensor(tensor).to(dtype), False)
         elif not isinstance(tensor, torch.nn.Parameter):

@@ -1,6 +1,6 @@
 """Stable Diffusion 1.5, SDXL and the SDXL refiner: UNets with classifier-free guidance. Their
 single files load with diffusers' own reader, but a GGUF UNet (`read_unet_gguf`: its linear
-layers stay quantized); SD1.5's and SDXL's ControlNets are UNet encoders."""
+layers stay quantized), the refiner's too; SD1.5's and SDXL's ControlNets are UNet encoders."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from contract.registry import ModelEntry, SingleFileSource
 from workers.families import ArchitectureMismatch, ControlNetPipelines, Pipelines
-from workers.families.gguf_files import assign_quantized, read_gguf, tensor_names
+from workers.families.gguf_files import assign_quantized, read_gguf, shape_of, tensor_names
 
 # Where LDM checkpoints (A1111's, and GGUF files converted from them) keep the UNet.
 _LDM_UNET = "model.diffusion_model."
@@ -46,10 +46,25 @@ def read_unet_gguf(
     unet_config = UNet2DConditionModel.load_config(config, subfolder="unet")
     # Renames only (no tensor is split or joined): a quantized matrix keeps its blocks.
     converted = convert_ldm_unet_checkpoint(weights, unet_config)
+    if entry.architecture == "sdxl-refiner":
+        _check_refiner(converted, unet_config, path.name)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(unet_config)
     assign_quantized(unet, converted, dtype, f"the UNet in {path.name}")
     return cls.from_pretrained(config, unet=unet, torch_dtype=dtype, local_files_only=True)
+
+
+def _check_refiner(weights: dict[str, torch.Tensor], unet_config: dict, name: str) -> None:
+    """A GGUF file named `sdxl` (as city96's converter names the refiner too) against the
+    refiner's config: the refiner's added conditioning holds 5 time ids, the base UNet's 6."""
+    width = shape_of(weights["add_embedding.linear_1.weight"])[1]
+    expected = unet_config["projection_class_embeddings_input_dim"]
+    if width != expected:
+        raise ArchitectureMismatch(
+            f"{name} conditions on {width} added features, the refiner's UNet in the config "
+            f"folder on {expected}: it is an SDXL base UNet (GGUF files name both sdxl); "
+            "register it as sdxl"
+        )
 
 
 def check_inpainting(entry: ModelEntry, pipe: DiffusionPipeline) -> None:
@@ -92,6 +107,7 @@ PIPELINES = {
     # The refiner starts from a picture or latents: its text pipeline is its img2img.
     "sdxl-refiner": Pipelines(
         StableDiffusionXLImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel,
-        "unet", guidance="halves", inpaint=StableDiffusionXLInpaintPipeline,
+        "unet", guidance="halves", inpaint=StableDiffusionXLInpaintPipeline, reads_gguf=True,
+        read_gguf=read_unet_gguf,
     ),
 }  # fmt: skip

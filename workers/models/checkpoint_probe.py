@@ -50,6 +50,22 @@ def probe_architecture(path: Path) -> str | None:
     return None
 
 
+# city96's converter names the SDXL refiner's UNet `sdxl` too (it tells architectures apart by
+# keys the two share): such a file may be either, and its weights meet the config folder's.
+_GGUF_ALSO = {"sdxl": ("sdxl-refiner",)}
+
+
+def contradicting_architecture(path: Path, architecture: str) -> str | None:
+    """The architecture the file's header shows where that is not `architecture`; None where it
+    agrees or tells nothing."""
+    found = probe_architecture(path)
+    if found is None or found == architecture:
+        return None
+    if is_gguf(path) and architecture in _GGUF_ALSO.get(found, ()):
+        return None
+    return found
+
+
 # kohya (lora_up/lora_down, lora_unet_, lora_te), PEFT (lora_A/lora_B), diffusers (lora.up/down)
 _LORA_MARKS = (
     "lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te", ".lora.up.", ".lora.down.",
@@ -151,9 +167,9 @@ def bundled_components(path: Path) -> set[str]:
 def _gguf_diagnosis(path: Path, reads_gguf: bool) -> str | None:
     if not reads_gguf:
         return (
-            f"{path.name} is a GGUF file, which this service reads for Flux, SD1.5 and SDXL "
-            "only so far; use a bf16 file, or a plain fp8 one, which is kept in fp8 (half of "
-            "bf16's memory)"
+            f"{path.name} is a GGUF file, which this service does not read for this "
+            "architecture yet (it does for SD1.5, SDXL and its refiner, SD3.5 and Flux); use a "
+            "bf16 file, or a plain fp8 one, which is kept in fp8 (half of bf16's memory)"
         )
     damaged = damage(path)
     if damaged is not None:

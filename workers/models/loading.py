@@ -21,7 +21,7 @@ from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSou
 from contract.safetensors_header import read_header
 from workers.families import ArchitectureMismatch, Pipelines, pipelines_for
 from workers.families.gguf_files import is_gguf
-from workers.models.checkpoint_probe import diagnose, probe_architecture
+from workers.models.checkpoint_probe import contradicting_architecture, diagnose
 from workers.models.fp8 import (
     QuantizeRefused,
     check_fp8_compute,
@@ -161,8 +161,8 @@ def _as_safetensors(path: Path) -> Path:
 def _load_single_file(
     entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], common: dict
 ) -> DiffusionPipeline:
-    found = probe_architecture(source.single_file)
-    if found is not None and found != entry.architecture:
+    found = contradicting_architecture(source.single_file, entry.architecture)
+    if found is not None:
         raise ArchitectureMismatch(
             f"{source.single_file.name} is a {found} checkpoint, but the registry says "
             f"{entry.architecture}; fix the entry's architecture"

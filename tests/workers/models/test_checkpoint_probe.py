@@ -109,5 +109,5 @@ def test_a_gguf_file_is_named_for_what_it_is(tmp_path: Path) -> None:
     path = tmp_path / "flux1-dev-Q8_0.gguf"  # GGUF's magic, version 3, then its tables
     path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
     said = diagnose(path) or ""
-    assert "is a GGUF file, which this service reads for Flux, SD1.5 and SDXL only" in said
+    assert "is a GGUF file, which this service does not read for this architecture" in said
     assert "is a GGUF file that holds no weights" in (diagnose(path, reads_gguf=True) or "")

@@ -268,7 +268,7 @@ def test_a_damaged_gguf_file_or_one_of_another_architecture_is_unavailable_for_a
     models = {
         "q8": {"architecture": "flux",
                "source": {"single_file": str(truncated), "config": str(demo_models / "demo-flux")}},
-        # city96's SD3.5 files: GGUF for an architecture diffusers reads (not read as GGUF yet).
+        # A Flux GGUF file registered as SD3.5 (whose GGUF files are read too).
         "sd35-q8": {"architecture": "sd35",
                     "source": {"single_file": str(gguf_file),
                                "config": str(demo_models / "demo-sd35")}},
