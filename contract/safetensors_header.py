@@ -44,3 +44,15 @@ def header_with_length(path: Path) -> tuple[int, dict[str, Any]] | None:
     except (OSError, struct.error, ValueError):
         return None
     return (length, header) if isinstance(header, dict) else None
+
+
+# ComfyUI's scaled fp8 (`workers.models.scaled_fp8`): a marker, beside each scaled weight its
+# scale, and for fp8 matmuls an input scale that a reader computing in the model's dtype skips.
+SCALED_FP8_MARKER = "scaled_fp8"
+SCALE_SUFFIX = ".scale_weight"
+_INPUT_SCALE_SUFFIX = ".scale_input"
+
+
+def is_scale_key(key: str) -> bool:
+    """A scaled-fp8 file's marker or scale: no weight of any model."""
+    return key == SCALED_FP8_MARKER or key.endswith((SCALE_SUFFIX, _INPUT_SCALE_SUFFIX))

@@ -86,3 +86,74 @@ def diffusers_to_bfl(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     for key, (fused_order, parts) in pending.items():
         out[key] = torch.cat([parts[n] for n in fused_order])
     return out
+
+
+# diffusers' SD3 transformer names -> the MMDiT's (Stability's files, city96's GGUF).
+_SD3_TOP = {
+    "pos_embed.pos_embed": "pos_embed",
+    "pos_embed.proj.": "x_embedder.proj.",
+    "time_text_embed.timestep_embedder.linear_1.": "t_embedder.mlp.0.",
+    "time_text_embed.timestep_embedder.linear_2.": "t_embedder.mlp.2.",
+    "time_text_embed.text_embedder.linear_1.": "y_embedder.mlp.0.",
+    "time_text_embed.text_embedder.linear_2.": "y_embedder.mlp.2.",
+    "context_embedder.": "context_embedder.",
+    "proj_out.": "final_layer.linear.",
+}
+_SD3_BLOCK = {
+    "attn.norm_q.": "x_block.attn.ln_q.",
+    "attn.norm_k.": "x_block.attn.ln_k.",
+    "attn.norm_added_q.": "context_block.attn.ln_q.",
+    "attn.norm_added_k.": "context_block.attn.ln_k.",
+    "attn.to_out.0.": "x_block.attn.proj.",
+    "attn.to_add_out.": "context_block.attn.proj.",
+    "attn2.norm_q.": "x_block.attn2.ln_q.",
+    "attn2.norm_k.": "x_block.attn2.ln_k.",
+    "attn2.to_out.0.": "x_block.attn2.proj.",
+    "norm1.linear.": "x_block.adaLN_modulation.1.",
+    "norm1_context.linear.": "context_block.adaLN_modulation.1.",
+    "ff.net.0.proj.": "x_block.mlp.fc1.",
+    "ff.net.2.": "x_block.mlp.fc2.",
+    "ff_context.net.0.proj.": "context_block.mlp.fc1.",
+    "ff_context.net.2.": "context_block.mlp.fc2.",
+}
+# Joined into one matrix in the MMDiT: (its name, the three diffusers layers it holds).
+_SD3_QKV = (
+    ("x_block.attn.qkv.", ("attn.to_q.", "attn.to_k.", "attn.to_v.")),
+    ("context_block.attn.qkv.", ("attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj.")),
+    ("x_block.attn2.qkv.", ("attn2.to_q.", "attn2.to_k.", "attn2.to_v.")),
+)
+
+
+def _swapped_halves(tensor: torch.Tensor) -> torch.Tensor:
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first])
+
+
+def diffusers_sd3_to_mmdit(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers SD3Transformer2DModel's weights under the MMDiT's names (`joint_blocks.0.
+    x_block.attn.qkv.weight`): q, k and v joined, the final modulations' halves swapped back."""
+    layers = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("transformer_blocks."))
+    last = f"transformer_blocks.{layers - 1}."
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        if key.startswith("norm_out.linear.") or key.startswith(last + "norm1_context.linear."):
+            tensor = _swapped_halves(tensor)
+        top = next((p for p in _SD3_TOP if key.startswith(p)), None)
+        if top is not None:
+            out[_SD3_TOP[top] + key[len(top) :]] = tensor
+            continue
+        if key.startswith("norm_out.linear."):
+            out["final_layer.adaLN_modulation.1." + key.rsplit(".", 1)[1]] = tensor
+            continue
+        _, index, rest = key.split(".", 2)
+        inner = next((p for p in _SD3_BLOCK if rest.startswith(p)), None)
+        if inner is not None:
+            out[f"joint_blocks.{index}.{_SD3_BLOCK[inner]}{rest[len(inner) :]}"] = tensor
+    for i in range(layers):
+        block = f"transformer_blocks.{i}."
+        for joined, parts in _SD3_QKV:
+            for leaf in ("weight", "bias"):
+                if block + parts[0] + leaf in weights:
+                    three = [weights[block + part + leaf] for part in parts]
+                    out[f"joint_blocks.{i}.{joined}{leaf}"] = torch.cat(three)
+    return out

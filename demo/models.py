@@ -46,7 +46,7 @@ FROM_MODELS = {
         ("demo-sd15", "demo-sdxl", "demo-flux"),
     ),
     "demo-ip-adapters": ("demo.ip_adapters:build_demo_ip_adapters", ("demo-sd15", "demo-sdxl")),
-    "demo-quantized": ("demo.quantized:build_demo_quantized", ("demo-flux",)),
+    "demo-quantized": ("demo.quantized:build_demo_quantized", ("demo-flux", "demo-sd35")),
     "demo-inpainting": (
         "demo.inpainting:build_demo_inpainting",
         ("demo-sd15", "demo-sdxl", "demo-flux"),
@@ -54,7 +54,8 @@ FROM_MODELS = {
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
-BUILD_VERSION = "2"  # 2: demo-flux's VAE made apart, for demo-chroma to share
+# 2: demo-flux's VAE made apart, for demo-chroma to share; 3: demo-sd35's quantized files
+BUILD_VERSION = "3"
 MARKER = "demo_build.json"
 
 

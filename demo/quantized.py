@@ -1,7 +1,8 @@
 """Quantized files written from the demo models, as the model sites ship them: GGUF as
 city96's converter writes Flux and SD3.5 (the denoiser under its original key names, matrices
-quantized, norms and biases in fp32), and fp8 as Kijai's Flux files (every matrix in e4m3fn).
-`make run`'s registry serves both, from `demo-quantized/`.
+quantized, norms and biases in fp32), fp8 as Kijai's Flux files (every matrix in e4m3fn), and
+ComfyUI's scaled fp8 (each matrix divided by a scale of its own). `make run`'s registry serves
+them, from `demo-quantized/`.
 
 The `gguf` package quantizes Q8_0 (and Q4_0…Q5_1) but none of the K-quants, which most files
 on the model sites use (Q4_K_S, Q5_K_M, Q6_K): `quantize_q6_k` writes Q6_K's layout, read back by
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from demo.layouts import diffusers_to_bfl
+from demo.layouts import diffusers_sd3_to_mmdit, diffusers_to_bfl
 
 Quantization = Literal["Q8_0", "Q6_K"]
 _Q8_0 = gguf.GGMLQuantizationType.Q8_0
@@ -90,12 +91,37 @@ def write_gguf(
     return path
 
 
+_E4M3 = torch.float8_e4m3fn
+
+
+def scaled_fp8(weights: dict[str, torch.Tensor], under: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The matrices under `under` in ComfyUI's scaled fp8, as its converter writes them: stored
+    in e4m3 divided by a scale each (its largest magnitude over e4m3's largest, 448), the scale
+    beside it as `<layer>.scale_weight`, and the `scaled_fp8` marker; the rest as they are."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=_E4M3)}
+    for key, tensor in weights.items():
+        if key.startswith(under) and key.endswith(".weight") and tensor.ndim == 2:
+            scale = tensor.float().abs().amax() / torch.finfo(_E4M3).max
+            out[key] = (tensor.float() / scale).to(_E4M3)
+            out[key.removesuffix(".weight") + ".scale_weight"] = scale.reshape(())
+        else:
+            out[key] = tensor
+    return out
+
+
 def build_demo_quantized(demo_models: Path, out: Path) -> None:
-    """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file and as a plain fp8 file;
-    each is a single file whose text encoders and VAE come from demo-flux's folder."""
+    """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file and as a plain fp8 file, and
+    demo-sd35's in the MMDiT's as a Q8_0 GGUF file and a ComfyUI scaled-fp8 file; each is a
+    single file whose text encoders and VAE come from the demo model's folder."""
     out.mkdir(parents=True)
-    transformer = demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
-    bfl = diffusers_to_bfl(load_file(transformer))
+    weights = Path("transformer") / "diffusion_pytorch_model.safetensors"
+    bfl = diffusers_to_bfl(load_file(demo_models / "demo-flux" / weights))
     write_gguf(out / "demo-flux-Q8_0.gguf", bfl, "flux", "Q8_0")
-    fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in bfl.items()}
+    fp8 = {k: v.to(_E4M3) if v.ndim == 2 else v for k, v in bfl.items()}
     save_file(fp8, out / "demo-flux-fp8-e4m3fn.safetensors")
+    mmdit = diffusers_sd3_to_mmdit(load_file(demo_models / "demo-sd35" / weights))
+    write_gguf(out / "demo-sd35-Q8_0.gguf", mmdit, "sd3", "Q8_0")
+    comfy = {"model.diffusion_model." + k: v for k, v in mmdit.items()}
+    save_file(
+        scaled_fp8(comfy, ("model.diffusion_model.",)), out / "demo-sd35-fp8-scaled.safetensors"
+    )

@@ -91,6 +91,16 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
             },
             "preload": True,
         }
+    for name, file in (("demo-sd35-q8", "demo-sd35-Q8_0.gguf"),
+                       ("demo-sd35-fp8-scaled", "demo-sd35-fp8-scaled.safetensors")):  # fmt: skip
+        models[name] = {
+            "architecture": "sd35",
+            "source": {
+                "single_file": str(demo_models / "demo-quantized" / file),
+                "config": str(demo_models / "demo-sd35"),
+            },
+            "preload": True,
+        }
     # A pool no worker serves: its jobs stay queued (for cancel and janitor tests).
     models["demo-sd15-unserved"] = {
         "architecture": "sd15",

@@ -1,7 +1,8 @@
-"""Quantized Flux files through the running stack (demo/quantized.py: demo-flux's transformer as a
-Q8_0 GGUF file and as a plain fp8 file, its text encoders and VAE from demo-flux's folder): jobs
-on them succeed with finite pictures, a hires stage after SD1.5 runs on one, and GET /models says
-how each worker holds them."""
+"""Quantized files through the running stack (demo/quantized.py: demo-flux's transformer as a
+Q8_0 GGUF file and as a plain fp8 file, demo-sd35's as a Q8_0 GGUF file and a ComfyUI scaled-fp8
+file, their text encoders and VAEs from the demo folders): jobs on them succeed with finite
+pictures, a hires stage after SD1.5 runs on one, and GET /models says how each worker holds
+them."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from tests.helpers import fetch_png, submit_and_wait
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 
-@pytest.mark.parametrize("model", ["demo-flux-q8", "demo-flux-fp8"])
-def test_a_job_on_a_quantized_flux_file_draws_a_picture(stack: Stack, model: str) -> None:
+QUANTIZED = ["demo-flux-q8", "demo-flux-fp8", "demo-sd35-q8", "demo-sd35-fp8-scaled"]
+
+
+@pytest.mark.parametrize("model", QUANTIZED)
+def test_a_job_on_a_quantized_file_draws_a_picture(stack: Stack, model: str) -> None:
     spec = {"prompt": "a harbour at dusk", "seed": 11, "width": 64, "height": 64,
             "stages": [{"model": model, "steps": 2}]}  # fmt: skip
     with stack.client() as client:
@@ -42,7 +46,7 @@ def test_models_say_how_each_worker_holds_a_quantized_file(stack: Stack) -> None
         models = {m["name"]: m for m in client.get("/models").json()}
     held = {
         name: next(iter(models[name]["held_on"].values()))
-        for name in ("demo-flux", "demo-flux-q8", "demo-flux-fp8")
+        for name in ("demo-flux", *QUANTIZED, "demo-sd35")
     }
     assert held["demo-flux"]["transformer"]["storage"] == ["float32"]
     # Matrices quantized or in fp8, norms and biases in the model's dtype (fp32 on this CPU).
@@ -52,3 +56,8 @@ def test_models_say_how_each_worker_holds_a_quantized_file(stack: Stack) -> None
     for name in ("demo-flux-q8", "demo-flux-fp8"):
         assert held[name]["transformer"]["mib"] < 0.35 * full  # measured: 0.28 and 0.27
         assert held[name]["vae"] == held["demo-flux"]["vae"]  # the config folder's, as loaded
+    assert held["demo-sd35-q8"]["transformer"]["storage"] == ["Q8_0", "float32"]
+    assert held["demo-sd35-fp8-scaled"]["transformer"]["storage"] == ["float32", "float8_e4m3fn"]
+    full_sd35 = held["demo-sd35"]["transformer"]["mib"]
+    for name in ("demo-sd35-q8", "demo-sd35-fp8-scaled"):
+        assert held[name]["transformer"]["mib"] < 0.35 * full_sd35  # measured: 0.30 and 0.29

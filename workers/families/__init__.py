@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,6 +27,10 @@ GuidanceStyle = Literal["halves", "two_calls", "input"]
 SingleFileReader = Callable[
     [ModelEntry, SingleFileSource, type[DiffusionPipeline], torch.dtype], DiffusionPipeline
 ]
+
+# A family's converter from a single file's denoiser names to its loaded denoiser's (tensors
+# in, tensors out), given the config folder.
+DenoiserNames = Callable[[dict[str, torch.Tensor], Path], dict[str, torch.Tensor]]
 
 
 class ArchitectureMismatch(ValueError):
@@ -75,8 +80,10 @@ class Pipelines:
     image_takes_size: bool = False
     # A single file read the family's own way, instead of diffusers' from_single_file.
     read_single_file: SingleFileReader | None = None
-    # That reader multiplies a ComfyUI scaled-fp8 file's weights by their scales.
-    reads_scaled_fp8: bool = False
+    # Its single files' denoiser names -> the loaded denoiser's, given the config folder: the
+    # converter its loader runs, asked where a ComfyUI scaled-fp8 file's scales go
+    # (`workers.models.scaled_fp8`; None: such files are refused).
+    scaled_names: DenoiserNames | None = None
     # That reader reads GGUF files, their weights kept quantized (`gguf_files`).
     reads_gguf: bool = False
     # A GGUF file's reader where the family reads other single files with diffusers' own.
@@ -87,6 +94,10 @@ class Pipelines:
     mend_image: Callable[[DiffusionPipeline], None] | None = None
     # Where the architecture's ControlNets are served.
     controlnet: ControlNetPipelines | None = None
+
+    @property
+    def reads_scaled_fp8(self) -> bool:
+        return self.scaled_names is not None
 
     def denoiser_of(self, pipe: DiffusionPipeline) -> torch.nn.Module:
         module: torch.nn.Module = getattr(pipe, self.denoiser_folder)

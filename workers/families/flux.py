@@ -23,7 +23,7 @@ from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetMode
 
 from contract.registry import ModelEntry, SingleFileSource
 from workers.families import ArchitectureMismatch, ControlNetPipelines, Pipelines
-from workers.families.flux_files import file_keys, load_flux_file
+from workers.families.flux_files import bfl_names, file_keys, load_flux_file
 
 
 def _variant_of_config(transformer_config: dict[str, object]) -> str:
@@ -87,7 +87,7 @@ PIPELINES = {
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
         inpaint=FluxInpaintPipeline, fill=FluxFillPipeline,
-        reads_scaled_fp8=True, reads_gguf=True,
+        scaled_names=bfl_names, reads_gguf=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(
             FluxControlNetPipeline, FluxControlNetImg2ImgPipeline, FluxControlNetModel,

@@ -23,6 +23,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+from contract.safetensors_header import is_scale_key
 from workers.families.gguf_files import assign_quantized, is_gguf, read_gguf, tensor_names
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -124,44 +125,24 @@ def _block(
     raise ValueError(f"unexpected key {rest!r} in a Flux block")
 
 
-# ComfyUI's scaled fp8: a marker, and beside each scaled layer's fp8 weight its scale (and, for
-# fp8 matmuls, an input scale that a weight-only reader does not need).
-_SCALED_FP8_MARKER = "scaled_fp8"
-_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
+def bfl_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch.Tensor]:
+    """A Flux file's transformer weights under diffusers' names, whichever layout it has."""
+    return bfl_to_diffusers(weights) if is_bfl_layout(set(weights)) else weights
 
 
 def _read(
     path: Path, prefix: str, dtype: torch.dtype, skip: tuple[str, ...] = ()
 ) -> dict[str, torch.Tensor]:
     """The tensors under `prefix` (without it), read one at a time; those under `skip` unread.
-    A scaled-fp8 file's weights come multiplied by their scales, in fp32 before the cast: read
-    as stored they are the weight divided by its scale, and drew black (NaN) pictures."""
+    A scaled-fp8 file's scales are left out: its fp8 values load exactly in `dtype`, and the
+    scales are put on their weights once the model is made (`workers.models.scaled_fp8`)."""
     with safe_open(str(path), "pt") as handle:
         keys = [
             key
             for key in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
-            if key.startswith(prefix) and not key.startswith(skip)
+            if key.startswith(prefix) and not key.startswith(skip) and not is_scale_key(key)
         ]
-        present = set(keys)
-        weights = {}
-        for key in keys:
-            if key.removeprefix(prefix) == _SCALED_FP8_MARKER or key.endswith(_SCALE_SUFFIXES):
-                continue
-            tensor = handle.get_tensor(key)
-            scale_key = key.removesuffix(".weight") + ".scale_weight"
-            if key.endswith(".weight") and scale_key in present:
-                tensor = _scaled(tensor, handle.get_tensor(scale_key))
-            weights[key.removeprefix(prefix)] = tensor.to(dtype)
-        return weights
-
-
-def _scaled(stored: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """A weight from its stored fp8 values and its scale: one per tensor, or one per output
-    channel."""
-    scale = scale.float()
-    if scale.ndim == 1 and scale.numel() == stored.shape[0] > 1:
-        scale = scale.view(-1, *([1] * (stored.ndim - 1)))
-    return stored.float() * scale
+        return {key.removeprefix(prefix): handle.get_tensor(key).to(dtype) for key in keys}
 
 
 def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:

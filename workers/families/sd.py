@@ -4,6 +4,8 @@ layers stay quantized), the refiner's too; SD1.5's and SDXL's ControlNets are UN
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from accelerate import init_empty_weights
 from diffusers import (
@@ -54,6 +56,12 @@ def read_unet_gguf(
     return cls.from_pretrained(config, unet=unet, torch_dtype=dtype, local_files_only=True)
 
 
+def ldm_unet_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch.Tensor]:
+    """An LDM UNet's weights (without `model.diffusion_model.`) under diffusers' names."""
+    unet_config = UNet2DConditionModel.load_config(str(config), subfolder="unet")
+    return convert_ldm_unet_checkpoint({_LDM_UNET + k: v for k, v in weights.items()}, unet_config)
+
+
 def _check_refiner(weights: dict[str, torch.Tensor], unet_config: dict, name: str) -> None:
     """A GGUF file named `sdxl` (as city96's converter names the refiner too) against the
     refiner's config: the refiner's added conditioning holds 5 time ids, the base UNet's 6."""
@@ -87,7 +95,7 @@ PIPELINES = {
     "sd15": Pipelines(
         StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, UNet2DConditionModel, "unet",
         guidance="halves", inpaint=StableDiffusionInpaintPipeline, check_weights=check_inpainting,
-        reads_gguf=True, read_gguf=read_unet_gguf,
+        reads_gguf=True, read_gguf=read_unet_gguf, scaled_names=ldm_unet_names,
         controlnet=ControlNetPipelines(
             StableDiffusionControlNetPipeline, StableDiffusionControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="per_picture",
@@ -98,7 +106,7 @@ PIPELINES = {
         StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel, "unet",
         guidance="halves", inpaint=StableDiffusionXLInpaintPipeline,
         check_weights=check_inpainting, reads_gguf=True, read_gguf=read_unet_gguf,
-        controlnet=ControlNetPipelines(
+        scaled_names=ldm_unet_names, controlnet=ControlNetPipelines(
             StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetImg2ImgPipeline,
             ControlNetModel, MultiControlNetModel, several_text="shared",
             several_image="shared",
@@ -108,6 +116,6 @@ PIPELINES = {
     "sdxl-refiner": Pipelines(
         StableDiffusionXLImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel,
         "unet", guidance="halves", inpaint=StableDiffusionXLInpaintPipeline, reads_gguf=True,
-        read_gguf=read_unet_gguf,
+        read_gguf=read_unet_gguf, scaled_names=ldm_unet_names,
     ),
 }  # fmt: skip

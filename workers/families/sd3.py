@@ -4,6 +4,8 @@ is read here and stays quantized."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from accelerate import init_empty_weights
 from diffusers import (
@@ -42,10 +44,16 @@ def read_transformer_gguf(
     )
 
 
+def mmdit_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch.Tensor]:
+    """An MMDiT's weights (Stability's names) under diffusers' names."""
+    return convert_sd3_transformer_checkpoint_to_diffusers(dict(weights))
+
+
 PIPELINES = {
     "sd35": Pipelines(
         StableDiffusion3Pipeline, StableDiffusion3Img2ImgPipeline, SD3Transformer2DModel,
         "transformer", guidance="halves", image_takes_size=True,
         inpaint=StableDiffusion3InpaintPipeline, reads_gguf=True, read_gguf=read_transformer_gguf,
+        scaled_names=mmdit_names,
     ),
 }  # fmt: skip

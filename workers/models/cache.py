@@ -20,14 +20,14 @@ import torch
 from diffusers import DiffusionPipeline
 
 from contract.registry import FolderSource, ModelEntry, ModelRegistry, SingleFileSource
-from contract.safetensors_header import SAFETENSORS_SUFFIXES
+from contract.safetensors_header import SAFETENSORS_SUFFIXES, read_header
 from contract.vae_files import weights_file
 from jobs.disclosure import without_host_paths
 from jobs.presence import ComponentHolding
 from workers.families import ArchitectureMismatch, pipelines_for
 from workers.families.gguf_files import is_gguf, storage_of, stored_bytes
 from workers.models.attention import log_first_call, watch_first_call
-from workers.models.checkpoint_probe import bundled_components, diagnose
+from workers.models.checkpoint_probe import bundled_components, diagnose, is_scaled_fp8
 from workers.models.compiled import CompiledDenoiser, compile_denoiser
 from workers.models.controlnets import LoadedControlNet, load_controlnet
 from workers.models.embeddings import LoadedEmbedding, read_embedding
@@ -421,8 +421,13 @@ class ModelCache:
             added_bytes = estimated_bytes(added_files, dtype)
             if is_gguf(source.single_file):  # stays quantized (workers.families.gguf_files)
                 return stored_bytes(source.single_file, dtype) + added_bytes
-            # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight.
-            kept = fp8_storage(source.single_file) is not None and not entry.compile
+            # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight; so does a
+            # scaled one where its scales are read (workers.models.scaled_fp8).
+            scaled = pipelines_for(entry.architecture).reads_scaled_fp8 and is_scaled_fp8(
+                read_header(source.single_file) or {}
+            )
+            fp8 = fp8_storage(source.single_file) is not None or scaled
+            kept = fp8 and not entry.compile
             return (
                 estimated_bytes([source.single_file], dtype, fp8_kept=kept, quantized=quantized)
                 + added_bytes

@@ -18,6 +18,8 @@ from pathlib import Path
 from contract.architectures import most_specific_first
 from contract.safetensors_header import (
     SAFETENSORS_SUFFIXES,
+    SCALE_SUFFIX,
+    SCALED_FP8_MARKER,
     declared_header_length,
     header_with_length,
     read_header,
@@ -81,7 +83,7 @@ _INPAINT_CONV_IN = (
 def is_scaled_fp8(keys: Iterable[str]) -> bool:
     """ComfyUI's scaled fp8: its `scaled_fp8` marker, or a `<layer>.scale_weight` per layer (the
     stored fp8 weight times it is the weight)."""
-    return any(key == "scaled_fp8" or key.endswith(".scale_weight") for key in keys)
+    return any(key == SCALED_FP8_MARKER or key.endswith(SCALE_SUFFIX) for key in keys)
 
 
 def diagnose(
@@ -126,8 +128,8 @@ def diagnose(
     if not reads_scaled_fp8 and is_scaled_fp8(keys):
         return (
             f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported for this "
-            "architecture (Flux's are): its weights need their scales, which diffusers' loader "
-            "ignores; use a bf16 or plain fp8 file without scales"
+            "architecture (SD1.5's, SDXL's, SD3.5's and Flux's are): its weights need their "
+            "scales, which diffusers' loader ignores; use a bf16 or plain fp8 file without scales"
         )
     if not inpainting and is_inpainting_unet(header):
         return (

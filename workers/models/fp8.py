@@ -6,9 +6,8 @@ held in the model's dtype, at about half of bf16's memory. (diffusers' layerwise
 biases too, which the files keep wider, and skips the modulation layers, a quarter of Flux's
 weights, by their `norm` names: hence these hooks.)
 
-A ComfyUI *scaled* fp8 file is not kept in fp8: its weights are the stored values times their
-scales, which fp8 without the scales cannot hold; it is read into the model's dtype
-(`workers.families.flux_files`).
+A ComfyUI *scaled* fp8 file keeps its fp8 values too, each multiplied by its scale around its
+layer's forward (`hold_scaled`; `workers.models.scaled_fp8` finds which layer a scale is for).
 
 A full-precision denoiser can be quantized as it loads (the registry's `quantize:`):
 `fp8-storage` holds each layer weight in `e4m3fn` with a scale of its own (its largest magnitude
@@ -126,6 +125,18 @@ def _narrow(layer: torch.nn.Module, _args: object, _output: object) -> None:
     else:
         layer.weight.data = getattr(layer, _STASH)
         delattr(layer, _STASH)
+
+
+def hold_scaled(layer: torch.nn.Module, storage: torch.dtype, scale: float) -> None:
+    """Hold `layer`'s weight, a scaled-fp8 file's stored values (loaded exactly in the model's
+    dtype), in `storage` again, multiplied by `scale` in the model's dtype around its forward
+    (`workers.models.scaled_fp8`)."""
+    weight = cast(torch.Tensor, layer.weight).data
+    narrow = weight.to(storage)
+    if not torch.equal(narrow.to(weight.dtype), weight):
+        raise ValueError(f"a weight with a scale-weight holds values {storage} does not hold")
+    layer.weight.data = narrow
+    _hold(layer, _Held(storage, weight.dtype, scale))
 
 
 _E4M3 = torch.float8_e4m3fn

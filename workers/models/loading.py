@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.loaders.single_file_utils import SingleFileComponentError
-from transformers import CLIPTextModel
+from transformers import CLIPTextModel, T5EncoderModel
 
 from contract.registry import FolderSource, HubSource, ModelEntry, SingleFileSource
 from contract.safetensors_header import read_header
@@ -30,6 +30,7 @@ from workers.models.fp8 import (
     keep_in_fp8,
     quantize_to_fp8,
 )
+from workers.models.scaled_fp8 import place_scales
 
 log = logging.getLogger("imagegen.worker")
 
@@ -75,12 +76,18 @@ def load_text_pipeline(
     if classes.check_weights is not None:
         classes.check_weights(entry, pipe)
     _mend_flattened_clip(pipe)
+    _tie_t5_embedding(pipe)
     pipe.set_progress_bar_config(disable=True)
     if entry.vae_tiling:
         pipe.vae.enable_tiling()
     storage = fp8_storage(source.single_file) if isinstance(source, SingleFileSource) else None
     # Narrowed before it moves: a model that fits the GPU only quantized must not get there
-    # wide first.
+    # wide first. A scaled-fp8 file's scales go on their weights (held in fp8 with them).
+    if isinstance(source, SingleFileSource) and classes.scaled_names is not None:
+        place_scales(
+            pipe, classes.denoiser_of(pipe), source.single_file, source.config,
+            classes.scaled_names, keep_fp8=not entry.compile,
+        )  # fmt: skip
     if entry.quantize == "fp8-storage":
         _quantizable(classes.denoiser_of(pipe), storage)
         quantize_to_fp8(classes.denoiser_of(pipe), dtype)
@@ -115,6 +122,16 @@ def _mend_flattened_clip(pipe: DiffusionPipeline) -> None:
     for component in pipe.components.values():
         if isinstance(component, CLIPTextModel) and not hasattr(component, "text_model"):
             object.__setattr__(component, "text_model", component)
+
+
+def _tie_t5_embedding(pipe: DiffusionPipeline) -> None:
+    """diffusers' reader of a file that bundles T5 (SD3.5's all-in-one files) loads its tied
+    input embedding once, as `shared`, and leaves `encoder.embed_tokens` on the meta device,
+    where the first move fails ("Cannot copy out of meta tensor"). Tie it, as the model's
+    own loader does."""
+    for component in pipe.components.values():
+        if isinstance(component, T5EncoderModel) and component.encoder.embed_tokens.weight.is_meta:
+            component.encoder.embed_tokens.weight = component.shared.weight
 
 
 def image_pipeline_of(entry: ModelEntry, text_pipe: DiffusionPipeline) -> DiffusionPipeline:

@@ -102,7 +102,7 @@ def test_a_scaled_fp8_file_passes_where_the_loader_applies_its_scales(tmp_path: 
     path = tmp_path / "flux1-dev-fp8-scaled.safetensors"
     save_file({"scaled_fp8": torch.zeros(0), "img_in.scale_weight": torch.ones(())}, path)
     assert "not supported for this architecture" in (diagnose(path) or "")
-    assert diagnose(path, reads_scaled_fp8=True) is None  # Flux's reader (workers/families)
+    assert diagnose(path, reads_scaled_fp8=True) is None  # its scales are placed (Flux, SD)
 
 
 def test_a_gguf_file_is_named_for_what_it_is(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def held_bytes(module: torch.nn.Module) -> int:
 def test_only_a_plain_fp8_file_is_kept_in_fp8(files: dict[str, Path], tmp_path: Path) -> None:
     assert fp8_storage(files["fp8"]) is torch.float8_e4m3fn
     assert fp8_storage(files["wide"]) is None
-    scaled = tmp_path / "scaled.safetensors"  # its values need their scales: not fp8 alone
+    scaled = tmp_path / "scaled.safetensors"  # needs its scales: workers.models.scaled_fp8
     save_file({"w.weight": torch.zeros(2, 2, dtype=torch.float8_e4m3fn),
                "w.scale_weight": torch.ones(())}, scaled)  # fmt: skip
     assert fp8_storage(scaled) is None

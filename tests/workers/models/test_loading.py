@@ -12,10 +12,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth, diffusers_to_bfl
-from tests.drawing import picture
+from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth
 from tests.helpers import registry_of
-from workers.families.flux_files import TRANSFORMER_PREFIX
 from workers.models.cache import ModelCache, ModelUnavailable
 from workers.models.checkpoint_probe import probe_architecture
 
@@ -108,76 +106,6 @@ def test_a_lora_registered_as_a_model_is_unavailable_for_a_reason_a_user_underst
         cache.get("tweaker")
     assert "detail-tweaker.safetensors is a LoRA, not a checkpoint" in str(unavailable.value)
     assert cache.unavailable["tweaker"].startswith("detail-tweaker.safetensors is a LoRA")
-
-
-def scaled_fp8(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ComfyUI's scaled fp8, as its converter writes it: each matrix stored in e4m3 divided by
-    a per-tensor scale (its largest magnitude over e4m3's largest, 448), the scale beside it as
-    `<layer>.scale_weight`, and the `scaled_fp8` marker."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in weights.items():
-        if key.endswith(".weight") and tensor.ndim == 2:
-            scale = tensor.float().abs().amax() / torch.finfo(torch.float8_e4m3fn).max
-            out[key] = (tensor.float() / scale).to(torch.float8_e4m3fn)
-            out[key.removesuffix(".weight") + ".scale_weight"] = scale.reshape(())
-        else:
-            out[key] = tensor
-    return out
-
-
-def test_a_scaled_fp8_flux_file_loads_with_its_scales_and_draws_what_full_precision_draws(
-    tmp_path: Path, demo_models: Path
-) -> None:
-    # ComfyUI's scaled fp8: diffusers' loader took it, ignored the scales, and the job
-    # "succeeded" with an all-black PNG; it was refused since. Flux's reader applies the scales.
-    original = load_file(
-        demo_models / "demo-flux" / "transformer" / "diffusion_pytorch_model.safetensors"
-    )
-    bfl = diffusers_to_bfl(original)
-    files = {
-        "full": tmp_path / "flux-full.safetensors",
-        "scaled": tmp_path / "flux-fp8.safetensors",
-    }
-    save_file({TRANSFORMER_PREFIX + k: v for k, v in bfl.items()}, files["full"])
-    scaled_file = {TRANSFORMER_PREFIX + k: v for k, v in scaled_fp8(bfl).items()}
-    scaled_file["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)  # top level, as ComfyUI
-    save_file(scaled_file, files["scaled"])
-    registry = registry_of(
-        {
-            name: {
-                "architecture": "flux",
-                "source": {"single_file": str(path), "config": str(demo_models / "demo-flux")},
-                "device": "cpu",
-            }
-            for name, path in files.items()
-        }
-    )
-    cache = ModelCache(registry)
-    full, scaled = cache.get("full"), cache.get("scaled")
-    # Each matrix within e4m3's rounding (3 mantissa bits: half a step is 1/16 of the value).
-    for key, weight in full.text.transformer.state_dict().items():
-        loaded = scaled.text.transformer.state_dict()[key]
-        assert torch.allclose(loaded, weight, rtol=1 / 16, atol=1e-6), key
-
-    drawn, reference = picture(scaled), picture(full)
-    assert np.isfinite(drawn).all()
-    # Measured: a mean absolute difference of 0.0032 (pixels in 0..1), two steps at 64².
-    assert float(np.abs(drawn - reference).mean()) < 0.02
-    assert drawn.std() > 0.01  # a picture, not a flat (black) field
-
-
-def test_a_scaled_fp8_sd_checkpoint_is_still_refused_before_it_can_draw_nan(
-    tmp_path: Path, demo_models: Path
-) -> None:
-    # diffusers' reader (SD1.5, SDXL, SD3.5) ignores the scales: refused, naming why.
-    weights = scaled_fp8(a1111_checkpoint(demo_models / "demo-sd15", "sd15"))
-    weights["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
-    single = tmp_path / "sd15-fp8-scaled.safetensors"
-    save_file(weights, single)
-    source = {"single_file": str(single), "config": str(demo_models / "demo-sd15")}
-    cache = ModelCache(registry_of({"fp8": {"architecture": "sd15", "source": source}}))
-    with pytest.raises(ModelUnavailable, match="scaled-fp8 file, which is not supported for this"):
-        cache.get("fp8")
 
 
 def draw(pipe: DiffusionPipeline, refiner: bool) -> np.ndarray:
