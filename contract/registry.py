@@ -151,6 +151,11 @@ class SingleFileSource(_Strict):
     # A local diffusers folder with the configs (and tokenizers) for the checkpoint: loading a
     # single file without one would fetch them from the hub.
     config: Path
+    # A T5 encoder file in place of the config folder's (and of one the single file bundles):
+    # city96's GGUF (`t5-v1_1-xxl-encoder-Q8_0.gguf`, kept quantized) or a safetensors file in
+    # Hugging Face's layout (ComfyUI's `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`,
+    # its scaled one); workers/models/t5_files.py.
+    t5: Path | None = None
 
 
 class HubSource(_Strict):
@@ -223,6 +228,17 @@ class ModelEntry(_Strict):
                 "forward, which torch.compile's graphs cannot hold; drop compile, or use "
                 "quantize fp8 (a GPU with fp8 tensor cores)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _t5_where_the_architecture_has_one(self) -> ModelEntry:
+        if isinstance(self.source, SingleFileSource) and self.source.t5 is not None:
+            encoders = self.arch.text_encoders
+            if "T5-XXL" not in encoders:
+                raise ValueError(
+                    f"{self.name!r} is {self.architecture}, whose text encoders are "
+                    f"{', '.join(encoders)}: no T5; drop source.t5"
+                )
         return self
 
     @model_validator(mode="after")

@@ -23,9 +23,11 @@ from contract.registry import ModelEntry, SingleFileSource
 # "input": the scale is an input of the denoiser (guidance-distilled Flux dev).
 GuidanceStyle = Literal["halves", "two_calls", "input"]
 
-# Reads a single file the family's own way: (entry, its source, text pipeline class, dtype).
+# Reads a single file the family's own way: (entry, its source, text pipeline class, dtype,
+# components already made, which it uses instead of reading its own: a T5 from `source.t5`).
 SingleFileReader = Callable[
-    [ModelEntry, SingleFileSource, type[DiffusionPipeline], torch.dtype], DiffusionPipeline
+    [ModelEntry, SingleFileSource, type[DiffusionPipeline], torch.dtype, dict[str, ModelMixin]],
+    DiffusionPipeline,
 ]
 
 # A family's converter from a single file's denoiser names to its loaded denoiser's (tensors

@@ -76,10 +76,14 @@ def _check_file_against_config(path: Path, config: Path) -> None:
 
 
 def read_single_file(
-    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], dtype: torch.dtype
+    entry: ModelEntry,
+    source: SingleFileSource,
+    cls: type[DiffusionPipeline],
+    dtype: torch.dtype,
+    given: dict[str, torch.nn.Module],
 ) -> DiffusionPipeline:
     _check_file_against_config(source.single_file, source.config)
-    return load_flux_file(source.single_file, source.config, cls, dtype)
+    return load_flux_file(source.single_file, source.config, cls, dtype, given)
 
 
 PIPELINES = {

@@ -167,10 +167,16 @@ def file_keys(path: Path) -> set[str]:
 
 
 def load_flux_file(
-    path: Path, config: Path, cls: type[DiffusionPipeline], dtype: torch.dtype
+    path: Path,
+    config: Path,
+    cls: type[DiffusionPipeline],
+    dtype: torch.dtype,
+    given: dict[str, torch.nn.Module] | None = None,
 ) -> DiffusionPipeline:
     """A Flux pipeline from a single file of any of the layouts above, or a GGUF one
-    (`gguf_files`: its transformer stays quantized), plus its config folder."""
+    (`gguf_files`: its transformer stays quantized), plus its config folder; the `given`
+    components in place of the file's and the folder's."""
+    given = given or {}
     quantized = is_gguf(path)
     keys = file_keys(path)
     components: dict[str, torch.nn.Module] = {}
@@ -217,7 +223,7 @@ def load_flux_file(
         _assign(clip, clip_weights, f"the CLIP-L text encoder in {name}")
         components["text_encoder"] = clip
 
-    if any(k.startswith(T5_PREFIX) for k in keys):
+    if any(k.startswith(T5_PREFIX) for k in keys) and "text_encoder_2" not in given:
         with init_empty_weights():
             t5 = T5EncoderModel(T5Config.from_pretrained(str(config / "text_encoder_2")))
         t5_weights = _read(path, T5_PREFIX, dtype)
@@ -232,4 +238,6 @@ def load_flux_file(
                     param.data = param.data.float()
         components["text_encoder_2"] = t5
 
-    return cls.from_pretrained(str(config), local_files_only=True, torch_dtype=dtype, **components)
+    return cls.from_pretrained(
+        str(config), local_files_only=True, torch_dtype=dtype, **{**components, **given}
+    )

@@ -35,7 +35,11 @@ _LDM_UNET = "model.diffusion_model."
 
 
 def read_unet_gguf(
-    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], dtype: torch.dtype
+    entry: ModelEntry,
+    source: SingleFileSource,
+    cls: type[DiffusionPipeline],
+    dtype: torch.dtype,
+    given: dict[str, torch.nn.Module],
 ) -> DiffusionPipeline:
     """A pipeline whose UNet is a GGUF file's (under LDM's names, with or without the
     `model.diffusion_model.` prefix, as converted from an A1111 checkpoint), kept quantized: each
@@ -53,7 +57,7 @@ def read_unet_gguf(
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(unet_config)
     assign_quantized(unet, converted, dtype, f"the UNet in {path.name}")
-    return cls.from_pretrained(config, unet=unet, torch_dtype=dtype, local_files_only=True)
+    return cls.from_pretrained(config, unet=unet, torch_dtype=dtype, local_files_only=True, **given)
 
 
 def ldm_unet_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch.Tensor]:

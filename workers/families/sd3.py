@@ -23,7 +23,11 @@ from workers.families.gguf_files import assign_quantized, read_gguf
 
 
 def read_transformer_gguf(
-    entry: ModelEntry, source: SingleFileSource, cls: type[DiffusionPipeline], dtype: torch.dtype
+    entry: ModelEntry,
+    source: SingleFileSource,
+    cls: type[DiffusionPipeline],
+    dtype: torch.dtype,
+    given: dict[str, torch.nn.Module],
 ) -> DiffusionPipeline:
     """A pipeline whose transformer is a GGUF file's (the MMDiT under its original names, as
     Stability ships it, with or without `model.diffusion_model.`), kept quantized: each linear
@@ -40,7 +44,7 @@ def read_transformer_gguf(
         )
     assign_quantized(transformer, converted, dtype, f"the transformer in {path.name}")
     return cls.from_pretrained(
-        config, transformer=transformer, torch_dtype=dtype, local_files_only=True
+        config, transformer=transformer, torch_dtype=dtype, local_files_only=True, **given
     )
 
 

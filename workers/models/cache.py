@@ -40,6 +40,7 @@ from workers.models.loading import (
     resolve_device,
     resolve_dtype,
 )
+from workers.models.t5_files import t5_bytes, t5_component
 from workers.models.upscalers import LoadedUpscaler, load_upscaler
 from workers.models.vaes import LoadedVae, load_vae
 from workers.models.weights import SHAREABLE, estimated_bytes, fingerprint, weight_files
@@ -412,6 +413,10 @@ class ModelCache:
             # The file, and what the config folder adds: every component it does not bundle
             # (about 10 GB of text encoders and VAE for a denoiser-only Flux file).
             taken = {denoiser, *bundled_components(source.single_file), *skip}
+            t5 = 0
+            if source.t5 is not None:  # read from its own file (workers.models.t5_files)
+                taken.add(t5_component(source.config))
+                t5 = t5_bytes(source.t5, dtype)
             added = (
                 [p for p in source.config.iterdir() if p.is_dir() and p.name not in taken]
                 if source.config.is_dir()
@@ -420,7 +425,7 @@ class ModelCache:
             added_files = [f for d in added for f in weight_files(d)]
             added_bytes = estimated_bytes(added_files, dtype)
             if is_gguf(source.single_file):  # stays quantized (workers.families.gguf_files)
-                return stored_bytes(source.single_file, dtype) + added_bytes
+                return stored_bytes(source.single_file, dtype) + added_bytes + t5
             # A plain fp8 file stays fp8 (workers.models.fp8): one byte a weight; so does a
             # scaled one where its scales are read (workers.models.scaled_fp8).
             scaled = pipelines_for(entry.architecture).reads_scaled_fp8 and is_scaled_fp8(
@@ -431,6 +436,7 @@ class ModelCache:
             return (
                 estimated_bytes([source.single_file], dtype, fp8_kept=kept, quantized=quantized)
                 + added_bytes
+                + t5
             )
         return 0  # a hub model's size is known once loaded; room is made afterwards
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -75,13 +75,19 @@ class QuantizeRefused(Exception):
 _LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 
 
-def keep_in_fp8(denoiser: torch.nn.Module, storage: torch.dtype, compute: torch.dtype) -> int:
+def keep_in_fp8(
+    denoiser: torch.nn.Module,
+    storage: torch.dtype,
+    compute: torch.dtype,
+    wide: Callable[[str], bool] = lambda _name: False,
+) -> int:
     """Hold in `storage` each layer weight of `denoiser` that `storage` holds exactly (those the
     file stored so; biases, norms and the weights the file kept wider stay as they are), cast
-    to `compute` for the layer's own forward. Returns how many weights are held so."""
+    to `compute` for the layer's own forward; not the layers `wide` names. Returns how many
+    weights are held so."""
     held = 0
-    for layer in denoiser.modules():
-        if not isinstance(layer, _LAYERS) or hasattr(layer, _MARK):
+    for name, layer in denoiser.named_modules():
+        if not isinstance(layer, _LAYERS) or hasattr(layer, _MARK) or wide(name):
             continue
         weight = layer.weight.data
         narrow = weight.to(storage)

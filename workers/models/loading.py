@@ -31,6 +31,7 @@ from workers.models.fp8 import (
     quantize_to_fp8,
 )
 from workers.models.scaled_fp8 import place_scales
+from workers.models.t5_files import read_t5, t5_component
 
 log = logging.getLogger("imagegen.worker")
 
@@ -84,9 +85,10 @@ def load_text_pipeline(
     # Narrowed before it moves: a model that fits the GPU only quantized must not get there
     # wide first. A scaled-fp8 file's scales go on their weights (held in fp8 with them).
     if isinstance(source, SingleFileSource) and classes.scaled_names is not None:
+        replaced = frozenset({t5_component(source.config)} if source.t5 is not None else ())
         place_scales(
             pipe, classes.denoiser_of(pipe), source.single_file, source.config,
-            classes.scaled_names, keep_fp8=not entry.compile,
+            classes.scaled_names, keep_fp8=not entry.compile, replaced=replaced,
         )  # fmt: skip
     if entry.quantize == "fp8-storage":
         _quantizable(classes.denoiser_of(pipe), storage)
@@ -191,10 +193,16 @@ def _load_single_file(
     )
     if unloadable is not None:
         raise ArchitectureMismatch(unloadable)
+    if source.t5 is not None:  # in place of the folder's and any the file bundles
+        common = {
+            **common,
+            t5_component(source.config): read_t5(source.t5, source.config, common["torch_dtype"]),
+        }
+    given = {k: v for k, v in common.items() if k != "torch_dtype"}
     if classes.read_single_file is not None:
-        return classes.read_single_file(entry, source, cls, common["torch_dtype"])
+        return classes.read_single_file(entry, source, cls, common["torch_dtype"], given)
     if classes.read_gguf is not None and is_gguf(source.single_file):
-        return classes.read_gguf(entry, source, cls, common["torch_dtype"])
+        return classes.read_gguf(entry, source, cls, common["torch_dtype"], given)
     path, config = str(_as_safetensors(source.single_file)), str(source.config)
     try:
         # A full checkpoint (denoiser, VAE and text encoders in one file, as most SD ones are).

@@ -70,10 +70,12 @@ def place_scales(
     config: Path,
     names: DenoiserNames,
     keep_fp8: bool,
+    replaced: frozenset[str] = frozenset(),
 ) -> int:
     """Put each of the file's scales on the weight it belongs to (see the module's doc):
-    `keep_fp8` holds denoiser weights in fp8 with their scales (else multiplied in, wide).
-    Returns how many weights were scaled; ScalesNotPlaced if one was not found."""
+    `keep_fp8` holds denoiser weights in fp8 with their scales (else multiplied in, wide); the
+    `replaced` components were not read from the file (their scales are not theirs). Returns
+    how many weights were scaled; ScalesNotPlaced if one was not found."""
     scales = file_scales(path)
     if not scales:
         return 0
@@ -81,7 +83,7 @@ def place_scales(
     placed = _place_in_denoiser(denoiser, header, scales, config, names, keep_fp8)
     scaled: set[int] = set()  # T5's tied embedding is under two names: scaled once
     for key in sorted(set(scales) - placed):
-        if _place_in_encoder(pipe, key, scales[key], scaled):
+        if _place_in_encoder(pipe, key, scales[key], scaled, replaced):
             placed.add(key)
     missing = sorted(set(scales) - placed)
     if missing:
@@ -138,7 +140,11 @@ def _place_in_denoiser(
 
 
 def _place_in_encoder(
-    pipe: torch.nn.Module, key: str, scale: torch.Tensor, scaled: set[int]
+    pipe: torch.nn.Module,
+    key: str,
+    scale: torch.Tensor,
+    scaled: set[int],
+    replaced: frozenset[str],
 ) -> bool:
     for prefix, (components, classes) in _ENCODERS.items():
         if not key.startswith(prefix):
@@ -146,6 +152,8 @@ def _place_in_encoder(
         name = key.removeprefix(prefix)
         for component in components:
             encoder = getattr(pipe, component, None)
+            if component in replaced and isinstance(encoder, classes):
+                return True  # its weights came from elsewhere (`source.t5`), not the file
             if not isinstance(encoder, classes):
                 continue
             params = dict(encoder.named_parameters(remove_duplicate=False))

@@ -14,8 +14,8 @@ from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoi
 from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter
 from safetensors.torch import load_file
 
+from demo.layouts import diffusers_sd3_to_mmdit
 from demo.quantized import write_gguf
-from tests.checkpoint_layouts import diffusers_sd3_to_mmdit
 from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.models.cache import ModelCache

@@ -20,14 +20,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from demo.layouts import diffusers_vae_to_ldm
+from demo.layouts import diffusers_sd3_to_mmdit, diffusers_to_bfl, diffusers_vae_to_ldm
 from demo.quantized import scaled_fp8
-from tests.checkpoint_layouts import (
-    a1111_checkpoint,
-    at_real_depth,
-    diffusers_sd3_to_mmdit,
-    diffusers_to_bfl,
-)
+from tests.checkpoint_layouts import a1111_checkpoint, at_real_depth
 from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.models.cache import ModelCache, ModelUnavailable
