@@ -54,7 +54,8 @@ FROM_MODELS = {
 }
 
 # Written into every folder; a folder whose marker differs is rebuilt by `ensure_built`.
-# 2: demo-flux's VAE made apart, for demo-chroma to share; 3: demo-sd35's quantized files
+# 2: demo-flux's VAE made apart, for demo-chroma to share; 3: demo-sd35's quantized files and
+# demo-flux's NF4 one
 BUILD_VERSION = "3"
 MARKER = "demo_build.json"
 

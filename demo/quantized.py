@@ -1,8 +1,8 @@
 """Quantized files written from the demo models, as the model sites ship them: GGUF as
 city96's converter writes Flux and SD3.5 (the denoiser under its original key names, matrices
-quantized, norms and biases in fp32), fp8 as Kijai's Flux files (every matrix in e4m3fn), and
-ComfyUI's scaled fp8 (each matrix divided by a scale of its own). `make run`'s registry serves
-them, from `demo-quantized/`.
+quantized, norms and biases in fp32), fp8 as Kijai's Flux files (every matrix in e4m3fn),
+ComfyUI's scaled fp8 (each matrix divided by a scale of its own), and bitsandbytes NF4 as
+Forge's Flux files. `make run`'s registry serves them, from `demo-quantized/`.
 
 The `gguf` package quantizes Q8_0 (and Q4_0…Q5_1) but none of the K-quants, which most files
 on the model sites use (Q4_K_S, Q5_K_M, Q6_K): `quantize_q6_k` writes Q6_K's layout, read back by
@@ -109,8 +109,28 @@ def scaled_fp8(weights: dict[str, torch.Tensor], under: tuple[str, ...]) -> dict
     return out
 
 
+def four_bit(weights: dict[str, torch.Tensor], kind: str = "nf4") -> dict[str, torch.Tensor]:
+    """Every matrix of `weights` (whose size is whole blocks of 64) in bitsandbytes' 4-bit
+    `kind`, saved as Forge's NF4 files save it: the packed values under the weight's name, its
+    quantization state beside it (block scales, their own scales, a JSON of shape and type)."""
+    from bitsandbytes.functional import quantize_4bit
+
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        if key.endswith(".weight") and tensor.ndim == 2 and tensor.numel() % 64 == 0:
+            packed, state = quantize_4bit(
+                tensor.float(), blocksize=64, compress_statistics=True, quant_type=kind
+            )
+            out[key] = packed
+            out |= {f"{key}.{name}": value for name, value in state.as_dict(packed=True).items()}
+        else:
+            out[key] = tensor
+    return out
+
+
 def build_demo_quantized(demo_models: Path, out: Path) -> None:
-    """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file and as a plain fp8 file, and
+    """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file, a plain fp8 file and a Forge
+    NF4 file, and
     demo-sd35's in the MMDiT's as a Q8_0 GGUF file and a ComfyUI scaled-fp8 file; each is a
     single file whose text encoders and VAE come from the demo model's folder."""
     out.mkdir(parents=True)
@@ -121,6 +141,8 @@ def build_demo_quantized(demo_models: Path, out: Path) -> None:
     save_file(fp8, out / "demo-flux-fp8-e4m3fn.safetensors")
     mmdit = diffusers_sd3_to_mmdit(load_file(demo_models / "demo-sd35" / weights))
     write_gguf(out / "demo-sd35-Q8_0.gguf", mmdit, "sd3", "Q8_0")
+    forge = {"model.diffusion_model." + k: v for k, v in four_bit(bfl).items()}
+    save_file(forge, out / "demo-flux-bnb-nf4.safetensors")
     comfy = {"model.diffusion_model." + k: v for k, v in mmdit.items()}
     save_file(
         scaled_fp8(comfy, ("model.diffusion_model.",)), out / "demo-sd35-fp8-scaled.safetensors"

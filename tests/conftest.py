@@ -82,7 +82,8 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
     }
     # demo-flux's transformer as quantized single files (demo/quantized.py), as make run's.
     for name, file in (("demo-flux-q8", "demo-flux-Q8_0.gguf"),
-                       ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors")):  # fmt: skip
+                       ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors"),
+                       ("demo-flux-nf4", "demo-flux-bnb-nf4.safetensors")):  # fmt: skip
         models[name] = {
             "architecture": "flux",
             "source": {

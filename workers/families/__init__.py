@@ -88,6 +88,8 @@ class Pipelines:
     scaled_names: DenoiserNames | None = None
     # That reader reads GGUF files, their weights kept quantized (`gguf_files`).
     reads_gguf: bool = False
+    # That reader reads bitsandbytes 4-bit files (Forge's NF4: `nf4_files`).
+    reads_four_bit: bool = False
     # A GGUF file's reader where the family reads other single files with diffusers' own.
     read_gguf: SingleFileReader | None = None
     # Checks the loaded weights against the entry (a Flux variant); raises ArchitectureMismatch.

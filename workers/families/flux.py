@@ -91,7 +91,7 @@ PIPELINES = {
         FluxPipeline, FluxImg2ImgPipeline, FluxTransformer2DModel, "transformer",
         guidance="input", image_takes_size=True, read_single_file=read_single_file,
         inpaint=FluxInpaintPipeline, fill=FluxFillPipeline,
-        scaled_names=bfl_names, reads_gguf=True,
+        scaled_names=bfl_names, reads_gguf=True, reads_four_bit=True,
         check_weights=check_variant,
         controlnet=ControlNetPipelines(
             FluxControlNetPipeline, FluxControlNetImg2ImgPipeline, FluxControlNetModel,

@@ -25,6 +25,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from contract.safetensors_header import is_scale_key
 from workers.families.gguf_files import assign_quantized, is_gguf, read_gguf, tensor_names
+from workers.families.nf4_files import (
+    dequantized,
+    four_bit_weights,
+    is_four_bit_stat,
+    quantize_to_4bit,
+)
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "vae."
@@ -130,19 +136,56 @@ def bfl_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch
     return bfl_to_diffusers(weights) if is_bfl_layout(set(weights)) else weights
 
 
+def _four_bit_layers(
+    path: Path, prefix: str, file_weights: dict[str, torch.Tensor]
+) -> dict[str, str]:
+    """The transformer's layers the file held in 4 bits, and their type: the layout's renames
+    and splits followed by one marker a row (a layer is 4-bit if all its rows came so)."""
+    with safe_open(str(path), "pt") as handle:
+        kinds = four_bit_weights(handle.keys())
+    if not kinds:
+        return {}
+    types = sorted(set(kinds.values()))  # NF4 and FP4 in one file: each weight its own
+    code = {kind: float(n + 1) for n, kind in enumerate(types)}
+    markers = {
+        key: torch.full(
+            (tensor.shape[0] if tensor.ndim else 1,), code.get(kinds.get(prefix + key, ""), 0.0)
+        )
+        for key, tensor in file_weights.items()
+    }
+    layers = {}
+    for name, marker in bfl_names(markers, path.parent).items():
+        if name.endswith(".weight") and marker.min() > 0 and marker.min() == marker.max():
+            layers[name.removesuffix(".weight")] = types[int(marker[0]) - 1]
+    return layers
+
+
 def _read(
     path: Path, prefix: str, dtype: torch.dtype, skip: tuple[str, ...] = ()
 ) -> dict[str, torch.Tensor]:
     """The tensors under `prefix` (without it), read one at a time; those under `skip` unread.
     A scaled-fp8 file's scales are left out: its fp8 values load exactly in `dtype`, and the
-    scales are put on their weights once the model is made (`workers.models.scaled_fp8`)."""
+    scales are put on their weights once the model is made (`workers.models.scaled_fp8`). A
+    4-bit weight (Forge's NF4 files) comes dequantized (`nf4_files`)."""
     with safe_open(str(path), "pt") as handle:
+        every = list(handle.keys())
+        four_bit = four_bit_weights(every)
         keys = [
             key
-            for key in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
-            if key.startswith(prefix) and not key.startswith(skip) and not is_scale_key(key)
+            for key in every
+            if key.startswith(prefix)
+            and not key.startswith(skip)
+            and not is_scale_key(key)
+            and not is_four_bit_stat(key)
         ]
-        return {key.removeprefix(prefix): handle.get_tensor(key).to(dtype) for key in keys}
+        return {
+            key.removeprefix(prefix): (
+                dequantized(handle, key, four_bit[key], dtype)
+                if key in four_bit
+                else handle.get_tensor(key).to(dtype)
+            )
+            for key in keys
+        }
 
 
 def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
@@ -188,10 +231,8 @@ def load_flux_file(
         weights = read_gguf(path, dtype, prefix)
     else:
         weights = _read(path, prefix, dtype, skip=bundled)
-    if is_bfl_layout(set(weights)):
-        # Splitting and joining along the output dimension keeps a quantized matrix's blocks
-        # whole: each row is quantized on its own.
-        weights = bfl_to_diffusers(weights)
+    four_bit = {} if quantized else _four_bit_layers(path, prefix, weights)
+    weights = bfl_names(weights, config)  # BFL's layout where the file has it
     with init_empty_weights():
         transformer = FluxTransformer2DModel.from_config(
             FluxTransformer2DModel.load_config(str(config), subfolder="transformer")
@@ -200,6 +241,7 @@ def load_flux_file(
         assign_quantized(transformer, weights, dtype, f"the transformer in {name}")
     else:
         _assign(transformer, weights, f"the transformer in {name}")
+        quantize_to_4bit(transformer, four_bit, dtype)
     components["transformer"] = transformer
 
     if any(k.startswith(VAE_PREFIX) for k in keys):

@@ -134,9 +134,13 @@ def stored_bytes(path: Path, dtype: torch.dtype) -> int:
 
 
 def storage_of(weight: torch.Tensor) -> str:
-    """How a weight is held: its dtype (float16, float8_e4m3fn), or its GGUF quantization."""
+    """How a weight is held: its dtype (float16, float8_e4m3fn), its GGUF quantization (Q8_0),
+    or its bitsandbytes one (nf4, fp4: a `Params4bit`, `nf4_files`)."""
     if isinstance(weight, GGUFParameter):
         return gguf.GGMLQuantizationType(weight.quant_type).name
+    four_bit = getattr(weight, "quant_type", None)
+    if isinstance(four_bit, str) and getattr(weight, "bnb_quantized", False):
+        return four_bit
     return str(weight.dtype).removeprefix("torch.")
 
 

@@ -136,8 +136,18 @@ def components_held(pipe: DiffusionPipeline) -> dict[str, ComponentHeld]:
 def _tensors(pipe: DiffusionPipeline) -> Iterable[torch.Tensor]:
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
-            yield from component.parameters()
+            for param in component.parameters():
+                yield param
+                yield from _four_bit_state(param)
             yield from component.buffers()
+
+
+def _four_bit_state(param: torch.Tensor) -> Iterable[torch.Tensor]:
+    """A bitsandbytes 4-bit weight's block scales and their own (beside it, not parameters)."""
+    state = getattr(param, "quant_state", None)
+    while state is not None:
+        yield from (t for t in (state.absmax, state.code) if isinstance(t, torch.Tensor))
+        state = getattr(state, "state2", None)
 
 
 def resident_bytes(pipes: Iterable[DiffusionPipeline]) -> int:
@@ -551,8 +561,9 @@ def _why_unloadable(entry: ModelEntry, exc: Exception) -> str:
     if isinstance(source, SingleFileSource):
         classes = pipelines_for(entry.architecture)
         found = diagnose(
-            source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting
-        )
+            source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting,
+            classes.reads_four_bit,
+        )  # fmt: skip
         if found is not None:
             return found
         where = str(source.single_file)

@@ -31,6 +31,7 @@ from workers.families.gguf_files import (
     tensor_names,
     unsupported_quantization,
 )
+from workers.families.nf4_files import missing_bitsandbytes
 
 
 def probe_architecture(path: Path) -> str | None:
@@ -87,7 +88,11 @@ def is_scaled_fp8(keys: Iterable[str]) -> bool:
 
 
 def diagnose(
-    path: Path, reads_scaled_fp8: bool = False, reads_gguf: bool = False, inpainting: bool = False
+    path: Path,
+    reads_scaled_fp8: bool = False,
+    reads_gguf: bool = False,
+    inpainting: bool = False,
+    reads_four_bit: bool = False,
 ) -> str | None:
     """Why a checkpoint file cannot be loaded, in a user's words; None if nothing is visibly
     wrong with it (the loader's own error then says more). `reads_scaled_fp8`: the loader
@@ -120,11 +125,17 @@ def diagnose(
     if any(mark in key for key in keys for mark in _LORA_MARKS):
         return f"{path.name} is a LoRA, not a checkpoint: it adapts a model, it cannot be one"
     if any(mark in key for key in keys for mark in _BNB_MARKS):
-        return (
-            f"{path.name} is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout), which "
-            "this service does not load: bitsandbytes needs a CUDA GPU, and its layout is not "
-            "read here yet; use a bf16 file, or a plain fp8 one, which is kept in fp8"
-        )
+        if not reads_four_bit:
+            return (
+                f"{path.name} is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout), which "
+                "this service reads for Flux only; use a bf16 file, or a plain fp8 one, which "
+                "is kept in fp8"
+            )
+        missing = missing_bitsandbytes()
+        if missing is not None:
+            return (
+                f"{path.name} is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout): {missing}"
+            )
     if not reads_scaled_fp8 and is_scaled_fp8(keys):
         return (
             f"{path.name} is a ComfyUI scaled-fp8 file, which is not supported for this "

@@ -189,8 +189,9 @@ def _load_single_file(
     # Refused before loading: a scaled-fp8 file, for one, loads "fine" and draws NaN.
     classes = pipelines_for(entry.architecture)
     unloadable = diagnose(
-        source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting
-    )
+        source.single_file, classes.reads_scaled_fp8, classes.reads_gguf, entry.inpainting,
+        classes.reads_four_bit,
+    )  # fmt: skip
     if unloadable is not None:
         raise ArchitectureMismatch(unloadable)
     if source.t5 is not None:  # in place of the folder's and any the file bundles
