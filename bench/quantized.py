@@ -1,6 +1,6 @@
-"""P9: a Flux transformer at its released width held in fp8 (a plain fp8 file's weights) and in
-GGUF Q8_0 (a city96 file's) against the same weights in bf16: resident bytes and the time of one
-denoising step, on this CPU, in one run.
+"""P9: a Flux transformer at its released width held in fp8 (a plain fp8 file's weights), in
+GGUF Q8_0 (a city96 file's) and in bitsandbytes NF4 (a Forge file's) against the same weights
+in bf16: resident bytes and the time of one denoising step, on this CPU, in one run.
 
     python -m bench.quantized
 
@@ -15,6 +15,7 @@ machine drifts).
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from diffusers import FluxTransformer2DModel
 from diffusers.quantizers.gguf.utils import GGUFParameter
 
 from workers.families.gguf_files import assign_quantized
+from workers.families.nf4_files import quantize_to_4bit
 from workers.models.fp8 import adapters_made_in_compute_dtype, keep_in_fp8
 
 IMAGE_TOKENS = 256
@@ -64,6 +66,26 @@ def _q8_0_of(model: torch.nn.Module) -> FluxTransformer2DModel:
         quantized = FluxTransformer2DModel(**_CONFIG)
     assign_quantized(quantized, weights, torch.bfloat16, "the Q8_0 transformer")
     return quantized
+
+
+def _nf4_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as a Forge NF4 file loads (`workers.families.nf4_files`): every linear layer
+    bitsandbytes' Linear4bit, computing in bf16, the rest in bf16."""
+    four_bit = copy.deepcopy(model)
+    layers = {n: "nf4" for n, m in four_bit.named_modules() if type(m) is torch.nn.Linear}
+    quantize_to_4bit(four_bit, layers, torch.bfloat16)
+    return four_bit.to("cpu")  # where bitsandbytes quantizes
+
+
+def _resident_bytes(model: torch.nn.Module) -> int:
+    """Parameters, and a 4-bit weight's block scales beside it."""
+    total = _held_bytes(model)
+    for param in model.parameters():
+        state = getattr(param, "quant_state", None)
+        while state is not None:
+            total += sum(t.numel() * t.element_size() for t in (state.absmax, state.code))
+            state = state.state2
+    return total
 
 
 def _inputs() -> dict[str, torch.Tensor]:
@@ -107,6 +129,11 @@ def measure() -> dict[str, Any]:
     _step_s(q8, inputs)  # warm up: its first dequantization
     q8_s, q8_out = _step_s(q8, inputs)
     del q8
+    nf4 = _nf4_of(model)
+    nf4_bytes = _resident_bytes(nf4)
+    _step_s(nf4, inputs)  # warm up
+    nf4_s, nf4_out = _step_s(nf4, inputs)
+    del nf4
     held = keep_in_fp8(model, torch.float8_e4m3fn, torch.bfloat16)
     fp8_bytes = _held_bytes(model)
     fp8_s, out = _step_s(model, inputs)
@@ -121,6 +148,10 @@ def measure() -> dict[str, Any]:
         "bf16_step_s": statistics.mean([bf16_before, bf16_after]),
         "fp8_step_s": fp8_s,
         "q8_0_step_s": q8_s,
+        "nf4_bytes": nf4_bytes,
+        "nf4_step_s": nf4_s,
+        "nf4_relative_difference": float((nf4_out.float() - reference.float()).abs().mean())
+        / scale,
         "max_difference": float((out.float() - reference.float()).abs().max()),
         # Q8_0 rounds the weights: its output's mean distance, relative to the output's size.
         "q8_0_relative_difference": float((q8_out.float() - reference.float()).abs().mean())
@@ -144,6 +175,13 @@ def main() -> int:
         f"<= 0.6); step {m['q8_0_step_s']:.2f} / {m['bf16_step_s']:.2f} s = "
         f"{m['q8_0_step_s'] / m['bf16_step_s']:.3f}; output within a mean "
         f"{m['q8_0_relative_difference']:.4f} of bf16's, relative"
+    )
+    print(
+        f"P9 the same in bitsandbytes NF4: resident {m['nf4_bytes'] / 2**20:.0f} / "
+        f"{m['bf16_bytes'] / 2**20:.0f} MiB = {m['nf4_bytes'] / m['bf16_bytes']:.3f}; step "
+        f"{m['nf4_step_s']:.2f} / {m['bf16_step_s']:.2f} s = "
+        f"{m['nf4_step_s'] / m['bf16_step_s']:.3f}; output within a mean "
+        f"{m['nf4_relative_difference']:.4f} of bf16's, relative (bitsandbytes' CPU fallback)"
     )
     return 0
 
