@@ -527,8 +527,9 @@ class ModelRegistry(_Strict):
             if isinstance(source, FolderSource):
                 source = FolderSource(folder=resolve(source.folder))
             elif isinstance(source, SingleFileSource):
+                t5 = None if source.t5 is None else resolve(source.t5)
                 source = SingleFileSource(
-                    single_file=resolve(source.single_file), config=resolve(source.config)
+                    single_file=resolve(source.single_file), config=resolve(source.config), t5=t5
                 )
             resolved[name] = entry.model_copy(update={"source": source})
         # Every other section names one file (or folder) per entry.

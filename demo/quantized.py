@@ -109,6 +109,18 @@ def scaled_fp8(weights: dict[str, torch.Tensor], under: tuple[str, ...]) -> dict
     return out
 
 
+def t5_as_gguf(weights: dict[str, torch.Tensor], layers: int, path: Path) -> Path:
+    """A T5 encoder as city96's converter writes it: llama.cpp's names (the `gguf` package's
+    map from Hugging Face's), matrices in Q8_0; the tied input embedding once, `token_embd`."""
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5ENCODER, layers)
+    theirs = {}
+    for ours, tensor in weights.items():
+        name = names.get_name(ours, try_suffixes=(".weight", ".bias"))
+        if name is not None:
+            theirs[name] = tensor
+    return write_gguf(path, theirs, "t5encoder", "Q8_0")
+
+
 def four_bit(weights: dict[str, torch.Tensor], kind: str = "nf4") -> dict[str, torch.Tensor]:
     """Every matrix of `weights` (whose size is whole blocks of 64) in bitsandbytes' 4-bit
     `kind`, saved as Forge's NF4 files save it: the packed values under the weight's name, its
@@ -130,7 +142,7 @@ def four_bit(weights: dict[str, torch.Tensor], kind: str = "nf4") -> dict[str, t
 
 def build_demo_quantized(demo_models: Path, out: Path) -> None:
     """demo-flux's transformer in BFL's layout as a Q8_0 GGUF file, a plain fp8 file and a Forge
-    NF4 file, and
+    NF4 file, its T5 encoder as a Q8_0 GGUF file, and
     demo-sd35's in the MMDiT's as a Q8_0 GGUF file and a ComfyUI scaled-fp8 file; each is a
     single file whose text encoders and VAE come from the demo model's folder."""
     out.mkdir(parents=True)
@@ -143,6 +155,8 @@ def build_demo_quantized(demo_models: Path, out: Path) -> None:
     write_gguf(out / "demo-sd35-Q8_0.gguf", mmdit, "sd3", "Q8_0")
     forge = {"model.diffusion_model." + k: v for k, v in four_bit(bfl).items()}
     save_file(forge, out / "demo-flux-bnb-nf4.safetensors")
+    t5 = demo_models / "demo-flux" / "text_encoder_2" / "model.safetensors"
+    t5_as_gguf(load_file(t5), 2, out / "demo-t5-encoder-Q8_0.gguf")
     comfy = {"model.diffusion_model." + k: v for k, v in mmdit.items()}
     save_file(
         scaled_fp8(comfy, ("model.diffusion_model.",)), out / "demo-sd35-fp8-scaled.safetensors"

@@ -92,6 +92,14 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
             },
             "preload": True,
         }
+    models["demo-flux-q8-t5q8"] = {  # both quantized, as most people run Flux
+        **models["demo-flux-q8"],
+        "source": {
+            "single_file": str(demo_models / "demo-quantized" / "demo-flux-Q8_0.gguf"),
+            "config": str(demo_models / "demo-flux"),
+            "t5": str(demo_models / "demo-quantized" / "demo-t5-encoder-Q8_0.gguf"),
+        },
+    }
     for name, file in (("demo-sd35-q8", "demo-sd35-Q8_0.gguf"),
                        ("demo-sd35-fp8-scaled", "demo-sd35-fp8-scaled.safetensors")):  # fmt: skip
         models[name] = {

@@ -24,6 +24,16 @@ def test_registry_paths_are_relative_to_the_file_and_latent_space_follows_archit
     assert entry.latent_space.name == "sdxl"
 
 
+def test_a_single_files_paths_its_t5_too_are_relative_to_the_registry(tmp_path: Path) -> None:
+    (tmp_path / "reg.yaml").write_text(
+        "models:\n  f:\n    architecture: flux\n    source: {single_file: m/flux-Q8_0.gguf, "
+        "config: m/flux, t5: m/t5-encoder-Q8_0.gguf}\n"
+    )
+    source = ModelRegistry.load(tmp_path / "reg.yaml").models["f"].source
+    assert source.t5 == (tmp_path / "m" / "t5-encoder-Q8_0.gguf").resolve()  # type: ignore[union-attr]
+    assert source.config == (tmp_path / "m" / "flux").resolve()  # type: ignore[union-attr]
+
+
 def test_registry_rejects_unknown_architectures(tmp_path: Path) -> None:
     (tmp_path / "reg.yaml").write_text(
         "models:\n  a:\n    architecture: sd9\n    source: {folder: x}\n"

@@ -1,8 +1,8 @@
 """Quantized files through the running stack (demo/quantized.py: demo-flux's transformer as a
-Q8_0 GGUF file, a plain fp8 file and a Forge NF4 file, demo-sd35's as a Q8_0 GGUF file and a
-ComfyUI scaled-fp8 file, their text encoders and VAEs from the demo folders): jobs on them
-succeed with finite pictures, a hires stage after SD1.5 runs on one, and GET /models says how
-each worker holds them."""
+Q8_0 GGUF file (also beside a Q8_0 GGUF T5 encoder), a plain fp8 file and a Forge NF4 file,
+demo-sd35's as a Q8_0 GGUF file and a ComfyUI scaled-fp8 file, their other components from the
+demo folders): jobs on them succeed with finite pictures, a hires stage after SD1.5 runs on one,
+and GET /models says how each worker holds them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("stack")]
 
 
 QUANTIZED = [
-    "demo-flux-q8", "demo-flux-fp8", "demo-flux-nf4", "demo-sd35-q8", "demo-sd35-fp8-scaled",
+    "demo-flux-q8", "demo-flux-fp8", "demo-flux-nf4", "demo-flux-q8-t5q8", "demo-sd35-q8",
+    "demo-sd35-fp8-scaled",
 ]  # fmt: skip
 
 
@@ -55,6 +56,9 @@ def test_models_say_how_each_worker_holds_a_quantized_file(stack: Stack) -> None
     assert held["demo-flux-q8"]["transformer"]["storage"] == ["Q8_0", "float32"]
     assert held["demo-flux-fp8"]["transformer"]["storage"] == ["float32", "float8_e4m3fn"]
     assert held["demo-flux-nf4"]["transformer"]["storage"] == ["float32", "nf4"]
+    # Its T5 from its own GGUF file: quantized too (but its feed-forward output, wide).
+    assert held["demo-flux-q8-t5q8"]["text_encoder_2"]["storage"] == ["Q8_0", "float32"]
+    assert held["demo-flux-q8"]["text_encoder_2"]["storage"] == ["float32"]
     full = held["demo-flux"]["transformer"]["mib"]
     for name in ("demo-flux-q8", "demo-flux-fp8", "demo-flux-nf4"):
         assert held[name]["transformer"]["mib"] < 0.35 * full  # measured: 0.28, 0.27, 0.14

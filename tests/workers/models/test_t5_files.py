@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from contract.registry import ModelEntry
-from demo.quantized import scaled_fp8, write_gguf
+from demo.quantized import scaled_fp8, t5_as_gguf
 from tests.drawing import picture
 from tests.helpers import registry_of
 from workers.models.cache import ModelCache, ModelUnavailable
@@ -30,23 +29,12 @@ def _t5(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(next(folder.glob("*.safetensors")))
 
 
-def as_gguf(weights: dict[str, torch.Tensor], layers: int, path: Path) -> Path:
-    """A T5 encoder as city96's converter writes it: llama.cpp's names, matrices in Q8_0."""
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5ENCODER, layers)
-    theirs = {}
-    for ours, tensor in weights.items():
-        name = names.get_name(ours, try_suffixes=(".weight", ".bias"))
-        if name is not None:  # the tied embedding is `token_embd` alone
-            theirs[name] = tensor
-    return write_gguf(path, theirs, "t5encoder", "Q8_0")
-
-
 @pytest.fixture(scope="module")
 def cache(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
     root = tmp_path_factory.mktemp("t5-files")
     t5 = _t5(demo_models / "demo-flux" / "text_encoder_2")
     files = {
-        "gguf": as_gguf(t5, 2, root / "t5-v1_1-encoder-Q8_0.gguf"),
+        "gguf": demo_models / "demo-quantized" / "demo-t5-encoder-Q8_0.gguf",
         "fp16": root / "t5xxl_fp16.safetensors",  # the folder's weights, as ComfyUI ships them
         "fp8": root / "t5xxl_fp8_e4m3fn.safetensors",
         "scaled": root / "t5xxl_fp8_e4m3fn_scaled.safetensors",
@@ -68,7 +56,7 @@ def cache(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelC
     }  # fmt: skip
     sd35 = {"single_file": str(quantized / "demo-sd35-fp8-scaled.safetensors"),
             "config": str(demo_models / "demo-sd35")}  # fmt: skip
-    sd35_t5 = as_gguf(_t5(demo_models / "demo-sd35" / "text_encoder_3"), 2, root / "sd35-t5.gguf")
+    sd35_t5 = t5_as_gguf(_t5(demo_models / "demo-sd35" / "text_encoder_3"), 2, root / "t5.gguf")
     models["sd35"] = {"architecture": "sd35", "device": "cpu", "source": sd35}
     models["sd35-t5-gguf"] = {"architecture": "sd35", "device": "cpu",
                               "source": {**sd35, "t5": str(sd35_t5)}}  # fmt: skip
