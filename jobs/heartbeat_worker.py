@@ -88,6 +88,15 @@ class HeartbeatWorker(SimpleWorker):
         with contextlib.suppress(OutOfMemoryError):  # the last state stands until there is room
             super().set_state(state, pipeline)
 
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ asks whether `rq suspend` holds in one transaction with the worker's heartbeat
+        # (HSET), before each job: after a job whose end a full Redis refused, it raised out of
+        # the loop and the worker quit.
+        wait_for_room(
+            lambda: super(HeartbeatWorker, self).check_for_suspension(burst),
+            f"worker {self.name}'s next turn",
+        )
+
     def run_maintenance_tasks(self) -> None:
         try:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
