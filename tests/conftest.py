@@ -80,36 +80,30 @@ def registry_file(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -
         "source": {"folder": str(demo_models / "demo-inpainting" / "flux")},
         "preload": True,
     }
-    # demo-flux's transformer as quantized single files (demo/quantized.py), as make run's.
-    for name, file in (("demo-flux-q8", "demo-flux-Q8_0.gguf"),
-                       ("demo-flux-fp8", "demo-flux-fp8-e4m3fn.safetensors"),
-                       ("demo-flux-nf4", "demo-flux-bnb-nf4.safetensors")):  # fmt: skip
+    # The demo transformers as quantized single files (demo/quantized.py), as make run's.
+    quantized = demo_models / "demo-quantized"
+    for name, arch, file in (
+        ("demo-flux-q8", "flux", "demo-flux-Q8_0.gguf"),
+        ("demo-flux-fp8", "flux", "demo-flux-fp8-e4m3fn.safetensors"),
+        ("demo-flux-nf4", "flux", "demo-flux-bnb-nf4.safetensors"),
+        ("demo-sd35-q8", "sd35", "demo-sd35-Q8_0.gguf"),
+        ("demo-sd35-fp8-scaled", "sd35", "demo-sd35-fp8-scaled.safetensors"),
+    ):
         models[name] = {
-            "architecture": "flux",
+            "architecture": arch,
             "source": {
-                "single_file": str(demo_models / "demo-quantized" / file),
-                "config": str(demo_models / "demo-flux"),
+                "single_file": str(quantized / file),
+                "config": str(demo_models / f"demo-{arch}"),
             },
             "preload": True,
         }
     models["demo-flux-q8-t5q8"] = {  # both quantized, as most people run Flux
         **models["demo-flux-q8"],
         "source": {
-            "single_file": str(demo_models / "demo-quantized" / "demo-flux-Q8_0.gguf"),
-            "config": str(demo_models / "demo-flux"),
-            "t5": str(demo_models / "demo-quantized" / "demo-t5-encoder-Q8_0.gguf"),
+            **models["demo-flux-q8"]["source"],
+            "t5": str(quantized / "demo-t5-encoder-Q8_0.gguf"),
         },
     }
-    for name, file in (("demo-sd35-q8", "demo-sd35-Q8_0.gguf"),
-                       ("demo-sd35-fp8-scaled", "demo-sd35-fp8-scaled.safetensors")):  # fmt: skip
-        models[name] = {
-            "architecture": "sd35",
-            "source": {
-                "single_file": str(demo_models / "demo-quantized" / file),
-                "config": str(demo_models / "demo-sd35"),
-            },
-            "preload": True,
-        }
     # A pool no worker serves: its jobs stay queued (for cancel and janitor tests).
     models["demo-sd15-unserved"] = {
         "architecture": "sd15",
