@@ -137,12 +137,11 @@ def bfl_names(weights: dict[str, torch.Tensor], config: Path) -> dict[str, torch
 
 
 def _four_bit_layers(
-    path: Path, prefix: str, file_weights: dict[str, torch.Tensor]
+    keys: set[str], prefix: str, file_weights: dict[str, torch.Tensor], config: Path
 ) -> dict[str, str]:
     """The transformer's layers the file held in 4 bits, and their type: the layout's renames
     and splits followed by one marker a row (a layer is 4-bit if all its rows came so)."""
-    with safe_open(str(path), "pt") as handle:
-        kinds = four_bit_weights(handle.keys())
+    kinds = four_bit_weights(keys)
     if not kinds:
         return {}
     types = sorted(set(kinds.values()))  # NF4 and FP4 in one file: each weight its own
@@ -154,7 +153,7 @@ def _four_bit_layers(
         for key, tensor in file_weights.items()
     }
     layers = {}
-    for name, marker in bfl_names(markers, path.parent).items():
+    for name, marker in bfl_names(markers, config).items():
         if name.endswith(".weight") and marker.min() > 0 and marker.min() == marker.max():
             layers[name.removesuffix(".weight")] = types[int(marker[0]) - 1]
     return layers
@@ -169,6 +168,7 @@ def _read(
     4-bit weight (Forge's NF4 files) comes dequantized (`nf4_files`)."""
     with safe_open(str(path), "pt") as handle:
         every = list(handle.keys())
+        present = set(every)
         four_bit = four_bit_weights(every)
         keys = [
             key
@@ -180,7 +180,7 @@ def _read(
         ]
         return {
             key.removeprefix(prefix): (
-                dequantized(handle, key, four_bit[key], dtype)
+                dequantized(handle, key, four_bit[key], dtype, present)
                 if key in four_bit
                 else handle.get_tensor(key).to(dtype)
             )
@@ -231,7 +231,7 @@ def load_flux_file(
         weights = read_gguf(path, dtype, prefix)
     else:
         weights = _read(path, prefix, dtype, skip=bundled)
-    four_bit = {} if quantized else _four_bit_layers(path, prefix, weights)
+    four_bit = {} if quantized else _four_bit_layers(keys, prefix, weights, config)
     weights = bfl_names(weights, config)  # BFL's layout where the file has it
     with init_empty_weights():
         transformer = FluxTransformer2DModel.from_config(

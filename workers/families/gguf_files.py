@@ -41,18 +41,24 @@ def is_gguf(path: Path) -> bool:
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class GgufTensor:
+    """One tensor of a file's index."""
+
     name: str
     kind: int  # its GGMLQuantizationType
     elements: int
     stored: int  # bytes in the file
+
+    @property
+    def quantized(self) -> bool:
+        return self.kind not in _PLAIN
 
 
 @dataclass(frozen=True)
 class _Index:
     """What the questions below ask of a file's index, read once (`_index`)."""
 
-    tensors: tuple[_Tensor, ...]
+    tensors: tuple[GgufTensor, ...]
     architecture: str | None
     error: str | None  # the reader's words where the index cannot be read
 
@@ -72,7 +78,7 @@ def _read_index(path: str, _size: int, _mtime_ns: int) -> _Index:
         return _Index((), None, f"{type(exc).__name__}: {exc}")
     field = reader.get_field("general.architecture")
     tensors = tuple(
-        _Tensor(t.name, int(t.tensor_type), int(t.n_elements), int(t.n_bytes))
+        GgufTensor(t.name, int(t.tensor_type), int(t.n_elements), int(t.n_bytes))
         for t in reader.tensors
     )
     architecture = None if field is None else _ARCHITECTURES.get(str(field.contents()))
@@ -92,9 +98,14 @@ def damage(path: Path) -> str | None:
     return _index(path).error
 
 
+def tensors(path: Path) -> tuple[GgufTensor, ...]:
+    """The file's index, tensor by tensor (memory-mapped once: no weight is read)."""
+    return _readable(path).tensors
+
+
 def tensor_names(path: Path) -> set[str]:
     """Every tensor's name, from the file's index (memory-mapped: no weight is read)."""
-    return {tensor.name for tensor in _readable(path).tensors}
+    return {tensor.name for tensor in tensors(path)}
 
 
 def declared_architecture(path: Path) -> str | None:
@@ -105,7 +116,7 @@ def declared_architecture(path: Path) -> str | None:
 def unsupported_quantization(path: Path) -> str | None:
     """The first quantization type in the file that diffusers cannot dequantize, by name."""
     for tensor in _readable(path).tensors:
-        if tensor.kind not in _PLAIN and tensor.kind not in SUPPORTED_GGUF_QUANT_TYPES:
+        if tensor.quantized and tensor.kind not in SUPPORTED_GGUF_QUANT_TYPES:
             return gguf.GGMLQuantizationType(tensor.kind).name
     return None
 
@@ -130,7 +141,7 @@ def read_gguf(path: Path, dtype: torch.dtype, prefix: str = "") -> dict[str, tor
 def stored_bytes(path: Path, dtype: torch.dtype) -> int:
     """Bytes the file's tensors take once read by `read_gguf` (from its index alone)."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return sum(t.elements * size if t.kind in _PLAIN else t.stored for t in _readable(path).tensors)
+    return sum(t.stored if t.quantized else t.elements * size for t in _readable(path).tensors)
 
 
 def storage_of(weight: torch.Tensor) -> str:

@@ -49,14 +49,14 @@ def missing_bitsandbytes() -> str | None:
     return None
 
 
-def dequantized(handle: safe_open, key: str, kind: str, dtype: torch.dtype) -> torch.Tensor:
-    """A 4-bit weight of an open file, in `dtype`."""
+def dequantized(
+    handle: safe_open, key: str, kind: str, dtype: torch.dtype, keys: set[str]
+) -> torch.Tensor:
+    """A 4-bit weight of an open file whose tensors are `keys`, in `dtype`."""
     from bitsandbytes.functional import QuantState, dequantize_4bit
 
     stats: dict[str, torch.Tensor] = {
-        s.removeprefix("."): handle.get_tensor(key + s)
-        for s in _STATS
-        if key + s in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
+        s.removeprefix("."): handle.get_tensor(key + s) for s in _STATS if key + s in keys
     }
     stats[f"quant_state.bitsandbytes__{kind}"] = handle.get_tensor(key + _STATE + kind)
     state = QuantState.from_dict(stats, device=torch.device("cpu"))

@@ -31,7 +31,7 @@ from workers.families.gguf_files import (
     tensor_names,
     unsupported_quantization,
 )
-from workers.families.nf4_files import missing_bitsandbytes
+from workers.families.nf4_files import four_bit_weights, missing_bitsandbytes
 
 
 def probe_architecture(path: Path) -> str | None:
@@ -73,8 +73,6 @@ def contradicting_architecture(path: Path, architecture: str) -> str | None:
 _LORA_MARKS = (
     "lora_up", "lora_down", "lora_A", "lora_B", "lora_unet_", "lora_te", ".lora.up.", ".lora.down.",
 )  # fmt: skip
-# Forge's NF4 files: each quantized weight's bitsandbytes state beside it.
-_BNB_MARKS = (".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
 _INPAINT_CONV_IN = (
     "model.diffusion_model.input_blocks.0.0.weight",
     "conv_in.weight",
@@ -124,7 +122,7 @@ def diagnose(
     keys = [k for k in header if k != "__metadata__"]
     if any(mark in key for key in keys for mark in _LORA_MARKS):
         return f"{path.name} is a LoRA, not a checkpoint: it adapts a model, it cannot be one"
-    if any(mark in key for key in keys for mark in _BNB_MARKS):
+    if four_bit_weights(keys):  # Forge's NF4 files: each weight's bitsandbytes state beside it
         if not reads_four_bit:
             return (
                 f"{path.name} is a bitsandbytes NF4/FP4 file (Forge's `bnb-nf4` layout), which "

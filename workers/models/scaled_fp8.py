@@ -50,10 +50,10 @@ class ScalesNotPlaced(ArchitectureMismatch):
     """A scaled-fp8 file's scale whose weight was not found: the load fails rather than run."""
 
 
-def file_scales(path: Path) -> dict[str, torch.Tensor]:
+def _file_scales(path: Path, header: dict[str, dict]) -> dict[str, torch.Tensor]:
     """Each scaled weight's name in the file and its scale, in fp32 (tiny tensors: no weight is
     read)."""
-    keys = [key for key in read_header(path) or {} if key.endswith(SCALE_SUFFIX)]
+    keys = [key for key in header if key.endswith(SCALE_SUFFIX)]
     if not keys:  # not a scaled file (or not safetensors: a GGUF file has no scales)
         return {}
     with safe_open(str(path), "pt") as handle:
@@ -76,10 +76,10 @@ def place_scales(
     `keep_fp8` holds denoiser weights in fp8 with their scales (else multiplied in, wide); the
     `replaced` components were not read from the file (their scales are not theirs). Returns
     how many weights were scaled; ScalesNotPlaced if one was not found."""
-    scales = file_scales(path)
+    header = read_header(path) or {}
+    scales = _file_scales(path, header)
     if not scales:
         return 0
-    header = read_header(path) or {}
     placed = _place_in_denoiser(denoiser, header, scales, config, names, keep_fp8)
     scaled: set[int] = set()  # T5's tied embedding is under two names: scaled once
     for key in sorted(set(scales) - placed):

@@ -35,13 +35,13 @@ from workers.families.gguf_files import (
     is_gguf,
     read_gguf,
     tensor_names,
+    tensors,
 )
 from workers.models.fp8 import FP8_DTYPES, hold_scaled, keep_in_fp8
 
 _WO = ".DenseReluDense.wo"
 # The linear layers held in GGUF's quantization (llama.cpp's names), as _HELD below.
 _GGUF_HELD = re.compile(r"\.(attn_[qkvo]|ffn_gate|ffn_up)\.weight$")
-_PLAIN = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16}
 # The linear layers held in fp8 (the feed-forward output and the embeddings are not).
 _HELD = re.compile(r"\.(SelfAttention\.[qkvo]|DenseReluDense\.wi(_[01])?)\.weight$")
 _TIED = "encoder.embed_tokens.weight"  # T5's input embedding: `shared`, under a second name
@@ -147,13 +147,11 @@ def t5_bytes(path: Path, dtype: torch.dtype) -> int:
     wo_size = torch.tensor([], dtype=_wo_dtype(dtype)).element_size()
     if is_gguf(path):
         total = 0
-        for tensor in gguf.GGUFReader(str(path)).tensors:
-            quantized = tensor.tensor_type not in _PLAIN
-            if quantized and _GGUF_HELD.search(tensor.name):
-                total += int(tensor.n_bytes)
+        for tensor in tensors(path):
+            if tensor.quantized and _GGUF_HELD.search(tensor.name):
+                total += tensor.stored
             else:  # wide: dequantized at load (wo, the embeddings) or stored so
-                wide = wo_size if ".ffn_down." in tensor.name else size
-                total += int(tensor.n_elements) * wide
+                total += tensor.elements * (wo_size if ".ffn_down." in tensor.name else size)
         return total
     header = read_header(path) or {}
     fp8_kept = len({t["dtype"] for t in header.values() if t.get("dtype") in FP8_DTYPES}) == 1
